@@ -1,0 +1,5 @@
+import sys
+
+from mcptrace.cli import main
+
+sys.exit(main())

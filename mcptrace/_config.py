@@ -1,0 +1,106 @@
+"""Server configuration: one frozen dataclass, from keyword arguments or `MCPTRACE_*` variables.
+
+Arguments win over the environment, the environment over the defaults. Every
+variable is listed in `ENVIRONMENT` with what it sets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from mcptrace._errors import ConfigError
+
+
+def default_data_dir() -> Path:
+    """Where `mcptrace serve` keeps its database and logs unless told otherwise."""
+    env = os.environ.get("MCPTRACE_DATA_DIR")
+    return Path(env) if env else Path.cwd() / ".mcptrace"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    allow_non_loopback: bool = False
+    stateless: bool = False
+    data_dir: Path = field(default_factory=default_data_dir)
+    log_file: Path | None = None
+    log_stderr: bool = False
+    log_level: str = "info"
+    log_max_bytes: int = 100 * 1024 * 1024
+    log_backups: int = 10
+    max_body_bytes: int = 1024 * 1024
+    db_path: Path | None = None
+    upstream_url: str | None = None
+    upstream_timeout: float = 2.0
+    report_steps: int = 5
+    report_step_seconds: float = 0.25
+
+    @property
+    def resolved_db_path(self) -> Path:
+        return self.db_path or self.data_dir / "mcptrace.sqlite3"
+
+    @property
+    def resolved_log_file(self) -> Path:
+        return self.log_file or self.data_dir / "logs" / "mcptrace.log"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+        """Build from `MCPTRACE_*` variables, then apply non-None keyword overrides."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        for var, name in ENV_FIELDS.items():
+            raw = env.get(var)
+            if raw is None or raw == "":
+                continue
+            values[name] = _coerce(var, raw, str(types[name]))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise ConfigError(str(exc)) from None
+
+
+def _coerce(var: str, raw: str, type_name: str) -> Any:
+    try:
+        if type_name == "bool":
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if type_name == "int":
+            return int(raw)
+        if type_name == "float":
+            return float(raw)
+        if "Path" in type_name:
+            return Path(raw)
+        return raw
+    except ValueError:
+        raise ConfigError(f"{var}={raw!r} is not a valid {type_name}") from None
+
+
+ENVIRONMENT: Final[dict[str, str]] = {
+    "MCPTRACE_HOST": "address to bind (default 127.0.0.1; others need MCPTRACE_ALLOW_NON_LOOPBACK)",
+    "MCPTRACE_PORT": "port to bind (default 8765)",
+    "MCPTRACE_ALLOW_NON_LOOPBACK": "1 to allow binding a non-loopback address (logged loudly at every start)",
+    "MCPTRACE_STATELESS": "1 for stateless Streamable HTTP (no Mcp-Session-Id)",
+    "MCPTRACE_DATA_DIR": "directory for the database and default log file (default ./.mcptrace)",
+    "MCPTRACE_LOG_FILE": "JSON log file (default DATA_DIR/logs/mcptrace.log)",
+    "MCPTRACE_LOG_STDERR": "1 to also write the JSON lines to stderr",
+    "MCPTRACE_LOG_LEVEL": "debug | info | warning | error (default info)",
+    "MCPTRACE_LOG_MAX_BYTES": "rotate the log file at this size (default 100 MiB)",
+    "MCPTRACE_LOG_BACKUPS": "rotated files to keep (default 10)",
+    "MCPTRACE_MAX_BODY_BYTES": "largest request body accepted (default 1 MiB; larger gets 413)",
+    "MCPTRACE_DB_PATH": "SQLite database of search_database (default DATA_DIR/mcptrace.sqlite3)",
+    "MCPTRACE_UPSTREAM_URL": "base URL of the HTTP API behind fetch_upstream",
+    "MCPTRACE_UPSTREAM_TIMEOUT": "seconds before an upstream call times out (default 2)",
+}
+
+ENV_FIELDS: Final[dict[str, str]] = {var: var.removeprefix("MCPTRACE_").lower() for var in ENVIRONMENT}

@@ -1,0 +1,81 @@
+"""Every name that crosses a boundary, declared once.
+
+Log keys, event names, span attributes and metric names are joined on by the
+analysis layer, so the writer, the middleware and the readers all import them
+from here. This module imports nothing heavy: the CLI's analysis commands and
+the server's hot path both load it.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# -- log record keys ---------------------------------------------------------
+TIMESTAMP: Final = "timestamp"
+LEVEL: Final = "level"
+EVENT: Final = "event"
+SCHEMA_VERSION: Final = "schema_version"
+REQUEST_ID: Final = "mcp_request_id"
+SESSION_ID: Final = "session_id"
+JSONRPC_ID: Final = "jsonrpc_id"
+METHOD: Final = "method"
+TOOL_NAME: Final = "tool_name"
+CALLER_ID: Final = "caller_id"
+TENANT: Final = "tenant"
+INPUT_TOKEN_COUNT: Final = "input_token_count"
+ARGUMENTS_HASH: Final = "arguments_hash"
+RESULT_HASH: Final = "result_hash"
+DURATION_MS: Final = "duration_ms"
+STATUS: Final = "status"
+ERROR: Final = "error"
+ERROR_CODE: Final = "error_code"
+DOWNSTREAM_CALLS: Final = "downstream_calls"
+SERVICE: Final = "service"
+QUERY_HASH: Final = "query_hash"
+TRACE_ID: Final = "trace_id"
+SPAN_ID: Final = "span_id"
+PARENT_SPAN_ID: Final = "parent_span_id"
+PROTOCOL_VERSION: Final = "protocol_version"
+CLIENT_NAME: Final = "client_name"
+CLIENT_VERSION: Final = "client_version"
+BAGGAGE: Final = "baggage"
+TRANSPORT: Final = "transport"
+HTTP_STATUS: Final = "http_status"
+MESSAGE: Final = "message"
+
+# -- status values -----------------------------------------------------------
+SUCCESS: Final = "success"
+FAILURE: Final = "error"
+
+# -- event names -------------------------------------------------------------
+EV_REQUEST_RECEIVED: Final = "request_received"
+EV_TOOL_CALL: Final = "tool_call"
+EV_DOWNSTREAM_CALL: Final = "downstream_call"
+EV_RESPONSE_SENT: Final = "response_sent"
+EV_REQUEST_REJECTED: Final = "request_rejected"
+EV_SERVER_STARTED: Final = "server_started"
+EV_SERVER_STOPPED: Final = "server_stopped"
+EV_AUTH_FAILED: Final = "auth_failed"
+EV_RATE_LIMITED: Final = "rate_limited"
+EV_BREAKER_STATE: Final = "breaker_state_changed"
+
+# -- request metadata exchanged with clients ---------------------------------
+REQUEST_ID_HEADER: Final = "x-request-id"
+META_REQUEST_ID: Final = "mcptrace/mcp_request_id"
+
+# -- span attributes (OpenTelemetry; MCP semantic conventions where they exist)
+ATTR_REQUEST_ID: Final = "mcptrace.mcp_request_id"
+ATTR_METHOD: Final = "mcp.method.name"
+ATTR_SESSION_ID: Final = "mcp.session.id"
+ATTR_PROTOCOL_VERSION: Final = "mcp.protocol.version"
+ATTR_TOOL_NAME: Final = "gen_ai.tool.name"
+ATTR_JSONRPC_ID: Final = "jsonrpc.request.id"
+ATTR_CALLER_ID: Final = "mcptrace.caller_id"
+ATTR_TENANT: Final = "mcptrace.tenant"
+ATTR_ERROR_TYPE: Final = "error.type"
+
+# -- metric names ------------------------------------------------------------
+M_TOOL_CALLS: Final = "mcp_tool_calls_total"
+M_TOOL_DURATION: Final = "mcp_tool_duration_seconds"
+M_ACTIVE_SESSIONS: Final = "mcp_active_sessions"
+M_DOWNSTREAM_ERRORS: Final = "mcp_downstream_errors_total"

@@ -1,0 +1,22 @@
+"""Canonical hashes of JSON values, so equal arguments hash equal whatever their key order."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+
+
+def canonical_json(value: Any) -> bytes:
+    """Key-sorted, whitespace-free JSON: the same bytes for the same value."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str)
+
+
+def json_hash(value: Any, *, length: int = 16) -> str:
+    """A short, stable SHA-256 digest of a JSON value (key-order-insensitive)."""
+    return hashlib.sha256(canonical_json(value)).hexdigest()[:length]
+
+
+def text_hash(text: str, *, length: int = 12) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:length]

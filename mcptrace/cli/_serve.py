@@ -1,0 +1,70 @@
+"""`mcptrace serve` and `mcptrace upstream`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = sub.add_parser("serve", help="run the bundled production MCP server")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to bind (default 8765; 0 picks a free one)")
+    serve.add_argument("--log-file", type=Path, help="JSON log file (default .mcptrace/logs/mcptrace.log)")
+    serve.add_argument("--log-stderr", action="store_true", default=None, help="also write JSON lines to stderr")
+    serve.add_argument("--stateless", action="store_true", default=None, help="stateless Streamable HTTP")
+    serve.add_argument("--stdio", action="store_true", help="serve JSON-RPC on stdin/stdout instead of HTTP")
+    serve.add_argument("--data-dir", type=Path, help="database and default log directory")
+    serve.add_argument("--upstream-url", help="base URL of the API behind fetch_upstream")
+    serve.add_argument("--max-body-bytes", type=int, help="largest request body (default 1 MiB)")
+    serve.add_argument("--allow-non-loopback", action="store_true", default=None,
+                       help="bind a non-loopback address anyway (logged as a warning at every start)")
+    serve.add_argument("--ready-file", type=Path, help="write the server URL to this file once it accepts requests")
+    serve.set_defaults(func=_serve)
+
+    upstream = sub.add_parser("upstream", help="run the demo upstream HTTP API with switchable faults")
+    upstream.add_argument("--host", default="127.0.0.1")
+    upstream.add_argument("--port", type=int, default=8766)
+    upstream.add_argument("--latency-ms", type=float, default=0.0)
+    upstream.add_argument("--fail-rate", type=float, default=0.0)
+    upstream.add_argument("--ready-file", type=Path)
+    upstream.set_defaults(func=_upstream)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from mcptrace._config import Config
+    from mcptrace.server._run import serve_http, serve_stdio
+
+    config = Config.from_env(
+        host=args.host, port=args.port, log_file=args.log_file, log_stderr=args.log_stderr,
+        stateless=args.stateless, data_dir=args.data_dir, upstream_url=args.upstream_url,
+        max_body_bytes=args.max_body_bytes, allow_non_loopback=args.allow_non_loopback,
+    )
+    if args.stdio:
+        serve_stdio(config)
+    else:
+        serve_http(config, ready_file=args.ready_file)
+    return 0
+
+
+def _upstream(args: argparse.Namespace) -> int:
+    import sys
+
+    import uvicorn
+
+    from mcptrace.server._bind import check_bind
+    from mcptrace.server._run import bind_socket
+    from mcptrace.server._upstream import Faults, upstream_app
+
+    check_bind(args.host, allow_non_loopback=False)
+    sock = bind_socket(args.host, args.port)
+    url = f"http://{args.host}:{sock.getsockname()[1]}"
+    app = upstream_app(Faults(latency_ms=args.latency_ms, fail_rate=args.fail_rate))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    print(f"mcptrace upstream: serving {url}", file=sys.stderr, flush=True)
+    if args.ready_file:
+        from mcptrace.server._run import _announce_when_started
+
+        _announce_when_started(server, args.ready_file, url)
+    server.run(sockets=[sock])
+    return 0

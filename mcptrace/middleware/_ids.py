@@ -1,0 +1,20 @@
+"""Request ids: minted per JSON-RPC request, or taken from a proxy's `X-Request-ID`."""
+
+from __future__ import annotations
+
+import os
+import re
+
+_VALID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def new_request_id() -> str:
+    """`req-` and 64 random bits: unique across sessions, replicas and restarts."""
+    return "req-" + os.urandom(8).hex()
+
+
+def accept_request_id(value: str | None) -> str | None:
+    """A proxy-supplied id when it is safe to log and echo; None otherwise."""
+    if value and _VALID.match(value):
+        return value
+    return None

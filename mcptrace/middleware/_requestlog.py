@@ -1,0 +1,201 @@
+"""SDK middleware: the log lines of every JSON-RPC request, and its request id on the reply.
+
+Runs inside the official SDK's middleware chain (`MCPServer.middleware`), so it
+sees every transport: Streamable HTTP in both protocol eras, and stdio. For
+each request it binds a `CallContext`, writes `request_received`, `tool_call`
+(tools only) and `response_sent`, and puts `mcp_request_id` in the result's
+`_meta`. Whatever happens in logging, the request's own outcome is untouched.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.shared.exceptions import MCPError
+from pydantic import BaseModel, ValidationError
+
+from mcptrace import _fields as f
+from mcptrace._errors import INTERNAL_ERROR, INVALID_PARAMS
+from mcptrace._hashing import canonical_json, json_hash
+from mcptrace.middleware._ids import accept_request_id, new_request_id
+from mcptrace.telemetry._context import CallContext, reset_call, set_call
+from mcptrace.telemetry._log import EventLogger, bind, unbind
+
+#: Returns (caller_id, tenant) for a request, or (None, None) when it cannot tell.
+Identify = Callable[[ServerRequestContext[Any, Any]], tuple[str | None, str | None]]
+
+#: scope["state"] key where an auth layer leaves the authenticated (caller_id, tenant).
+IDENTITY_STATE_KEY = "mcptrace.identity"
+
+#: Hooks called as hook(call, status, duration_s) after every tools/call (metrics, spans).
+ToolCallHook = Callable[[CallContext, str, float], None]
+
+
+def _headers(ctx: ServerRequestContext[Any, Any]) -> Mapping[str, str] | None:
+    headers: Mapping[str, str] | None = getattr(ctx.request, "headers", None)
+    return headers
+
+
+def default_identify(ctx: ServerRequestContext[Any, Any]) -> tuple[str | None, str | None]:
+    """The authenticated identity when an auth layer left one, else the client's declared name."""
+    request = ctx.request
+    scope = getattr(request, "scope", None)
+    if scope is not None:
+        identity = scope.get("state", {}).get(IDENTITY_STATE_KEY)
+        if identity is not None:
+            return identity[0], identity[1]
+    name, _ = client_info(ctx)
+    return name, None
+
+
+def client_info(ctx: ServerRequestContext[Any, Any]) -> tuple[str | None, str | None]:
+    meta = ctx.meta
+    info: Any = None
+    if meta:
+        info = meta.get("io.modelcontextprotocol/clientInfo")
+    if info is None:
+        params = getattr(ctx.session, "client_params", None)
+        info = getattr(params, "client_info", None)
+    if isinstance(info, Mapping):
+        return info.get("name"), info.get("version")
+    if info is not None:
+        return getattr(info, "name", None), getattr(info, "version", None)
+    return None, None
+
+
+def estimate_tokens(arguments: Any) -> int:
+    """Estimated input tokens of a call's arguments: canonical JSON bytes / 4 (no tokenizer download)."""
+    return max(1, len(canonical_json(arguments)) // 4) if arguments else 0
+
+
+class RequestLogMiddleware:
+    """Context-tier SDK middleware: request ids, call context and contract log lines."""
+
+    def __init__(
+        self,
+        logger: EventLogger,
+        *,
+        identify: Identify = default_identify,
+        transport: str = "http",
+        tool_hooks: list[ToolCallHook] | None = None,
+    ) -> None:
+        self.logger = logger
+        self.identify = identify
+        self.transport = transport
+        self.tool_hooks: list[ToolCallHook] = tool_hooks if tool_hooks is not None else []
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if ctx.request_id is None:  # a notification: nothing to answer, nothing to correlate
+            return await call_next(ctx)
+        headers = _headers(ctx)
+        request_id = (accept_request_id(headers.get(f.REQUEST_ID_HEADER)) if headers else None) or new_request_id()
+        session_id = headers.get("mcp-session-id") if headers else None
+        params = ctx.params or {}
+        tool_name = params.get("name") if ctx.method == "tools/call" else None
+        if not isinstance(tool_name, str):
+            tool_name = None
+        try:
+            caller_id, tenant = self.identify(ctx)
+        except Exception:
+            caller_id, tenant = None, None
+        call = CallContext(
+            request_id=request_id, method=ctx.method, session_id=session_id, jsonrpc_id=str(ctx.request_id),
+            tool_name=tool_name, caller_id=caller_id, tenant=tenant,
+        )
+        fields = {
+            f.REQUEST_ID: request_id, f.SESSION_ID: session_id, f.JSONRPC_ID: call.jsonrpc_id,
+            f.METHOD: ctx.method, f.CALLER_ID: caller_id, f.TENANT: tenant, f.TRANSPORT: self.transport,
+        }
+        if tool_name is not None:
+            fields[f.TOOL_NAME] = tool_name
+        log_token = bind(**fields)
+        call_token = set_call(call)
+        start = time.perf_counter()
+        try:
+            self.logger.emit(f.EV_REQUEST_RECEIVED)
+            try:
+                result = await call_next(ctx)
+            except MCPError as exc:
+                self._finish(call, params, start, None, exc.error.message, exc.error.code)
+                raise
+            except ValidationError:
+                self._finish(call, params, start, None, "Invalid request parameters", INVALID_PARAMS)
+                raise
+            except Exception as exc:
+                self._finish(call, params, start, None, f"{type(exc).__name__}: {exc}"[:500], INTERNAL_ERROR)
+                raise
+            self._finish(call, params, start, result, None, None)
+            return _with_request_id(result, request_id)
+        finally:
+            reset_call(call_token)
+            unbind(log_token)
+
+    def _finish(
+        self, call: CallContext, params: Mapping[str, Any], start: float, result: HandlerResult,
+        error: str | None, code: int | None,
+    ) -> None:
+        duration_s = time.perf_counter() - start
+        duration_ms = round(duration_s * 1000, 3)
+        if error is None and call.tool_name is not None:
+            error = _tool_error(result)
+        status = f.FAILURE if error is not None else f.SUCCESS
+        level = "info" if status == f.SUCCESS else "warning"
+        if call.tool_name is not None:
+            arguments = params.get("arguments") or {}
+            self.logger.emit(
+                f.EV_TOOL_CALL, level, **{
+                    f.ARGUMENTS_HASH: json_hash(arguments),
+                    f.RESULT_HASH: _result_hash(result) if result is not None else None,
+                    f.INPUT_TOKEN_COUNT: estimate_tokens(arguments),
+                    f.DURATION_MS: duration_ms, f.STATUS: status, f.ERROR: error, f.ERROR_CODE: code,
+                    f.DOWNSTREAM_CALLS: call.downstream_calls,
+                },
+            )
+            for hook in self.tool_hooks:
+                try:
+                    hook(call, status, duration_s)
+                except Exception:
+                    pass
+        self.logger.emit(
+            f.EV_RESPONSE_SENT, level, **{f.DURATION_MS: duration_ms, f.STATUS: status, f.ERROR: error,
+                                          f.ERROR_CODE: code},
+        )
+
+
+def _dump(result: HandlerResult) -> Any:
+    if isinstance(result, BaseModel):
+        return result.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return result
+
+
+def _result_hash(result: HandlerResult) -> str:
+    data = _dump(result)
+    if isinstance(data, dict):
+        data = {k: v for k, v in data.items() if k != "_meta"}
+    return json_hash(data)
+
+
+def _tool_error(result: HandlerResult) -> str | None:
+    data = _dump(result)
+    if not isinstance(data, dict) or data.get("isError") is not True:
+        return None
+    texts = [c.get("text", "") for c in data.get("content", []) if isinstance(c, dict)]
+    return ("; ".join(t for t in texts if t) or "tool error")[:500]
+
+
+def _with_request_id(result: HandlerResult, request_id: str) -> HandlerResult:
+    try:
+        if isinstance(result, BaseModel) and "meta" in type(result).model_fields:
+            meta = dict(getattr(result, "meta", None) or {})
+            meta[f.META_REQUEST_ID] = request_id
+            return result.model_copy(update={"meta": meta})
+        if isinstance(result, dict):
+            meta = dict(result.get("_meta") or {})
+            meta[f.META_REQUEST_ID] = request_id
+            return {**result, "_meta": meta}
+    except Exception:
+        pass
+    return result

@@ -1,0 +1,146 @@
+"""ASGI layer: a request id for every HTTP request, a body-size limit, and a warning for every rejection.
+
+The id (minted, or a proxy's `X-Request-ID` when it is well-formed) is put in
+the request headers for the SDK middleware to find, and echoed in the
+`X-Request-ID` response header. Bodies over the limit get 413 with a JSON-RPC
+error before anything parses them.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mcptrace import _fields as f
+from mcptrace._errors import INVALID_REQUEST
+from mcptrace.middleware._ids import accept_request_id, new_request_id
+from mcptrace.telemetry._log import EventLogger
+
+_HEADER = f.REQUEST_ID_HEADER.encode()
+
+
+def jsonrpc_error_body(code: int, message: str, data: Any = None) -> bytes:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return orjson.dumps({"jsonrpc": "2.0", "id": None, "error": error})
+
+
+async def send_jsonrpc_error(
+    send: Send, status: int, code: int, message: str, *, headers: list[tuple[bytes, bytes]] | None = None,
+    data: Any = None,
+) -> None:
+    body = jsonrpc_error_body(code, message, data)
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                    *(headers or [])],
+    })
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestIdMiddleware:
+    def __init__(self, app: ASGIApp, *, logger: EventLogger, max_body_bytes: int = 1024 * 1024) -> None:
+        self.app = app
+        self.logger = logger
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = [(k, v) for k, v in scope["headers"] if k != _HEADER]
+        incoming = next((v for k, v in scope["headers"] if k == _HEADER), None)
+        request_id = accept_request_id(incoming.decode("latin-1") if incoming else None) or new_request_id()
+        headers.append((_HEADER, request_id.encode()))
+        scope = {**scope, "headers": headers}
+        id_header = (_HEADER, request_id.encode())
+        status_seen: list[int] = []
+        start = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_seen.append(message["status"])
+                message = {**message, "headers": [*message.get("headers", []), id_header]}
+            await send(message)
+
+        if scope["method"] == "POST":
+            declared = _content_length(scope)
+            if declared is not None and declared > self.max_body_bytes:
+                await self._too_large(send_with_id, scope, request_id)
+                return
+            body = await _read_body(receive, self.max_body_bytes)
+            if body is None:
+                await self._too_large(send_with_id, scope, request_id)
+                return
+            receive = _replay(body, receive)
+
+        await self.app(scope, receive, send_with_id)
+        if status_seen and status_seen[0] >= 400:
+            self._log_rejection(scope, request_id, status_seen[0], start)
+
+    async def _too_large(self, send: Send, scope: Scope, request_id: str) -> None:
+        await send_jsonrpc_error(
+            send, 413, INVALID_REQUEST, f"Request body exceeds {self.max_body_bytes} bytes",
+        )
+        self.logger.emit(
+            f.EV_REQUEST_REJECTED, "warning", **{
+                f.REQUEST_ID: request_id, f.HTTP_STATUS: 413, f.ERROR: "request body too large",
+                f.TRANSPORT: "http", f.MESSAGE: f"{scope['method']} {scope['path']}",
+            },
+        )
+
+    def _log_rejection(self, scope: Scope, request_id: str, status: int, start: float) -> None:
+        session = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"mcp-session-id"), None)
+        self.logger.emit(
+            f.EV_REQUEST_REJECTED, "warning", **{
+                f.REQUEST_ID: request_id, f.SESSION_ID: session, f.HTTP_STATUS: status,
+                f.TRANSPORT: "http", f.MESSAGE: f"{scope['method']} {scope['path']}",
+                f.DURATION_MS: round((time.perf_counter() - start) * 1000, 3),
+            },
+        )
+
+
+def _content_length(scope: Scope) -> int | None:
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole body, or None as soon as it passes `limit` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

@@ -1,0 +1,1 @@
+"""The bundled production MCP server (`mcptrace serve`)."""

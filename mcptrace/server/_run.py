@@ -1,0 +1,90 @@
+"""Running the server: HTTP under uvicorn with graceful shutdown, or stdio."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import anyio
+import uvicorn
+
+from mcptrace import _fields as f
+from mcptrace._config import Config
+from mcptrace._version import __version__
+from mcptrace.server._app import build_app, build_service, make_logger
+from mcptrace.server._bind import check_bind
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host.strip("[]"), port))
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve_http(config: Config, *, ready_file: Path | None = None) -> None:
+    """Serve until SIGTERM/SIGINT; in-flight requests finish and the log is flushed."""
+    overridden = check_bind(config.host, allow_non_loopback=config.allow_non_loopback)
+    logger = make_logger(config)
+    service = build_service(config, logger=logger)
+    app = build_app(service)
+    sock = bind_socket(config.host, config.port)
+    port = sock.getsockname()[1]
+    url = f"http://{config.host}:{port}/mcp"
+    if overridden:
+        logger.emit(f.EV_SERVER_STARTED, "warning", **{
+            f.MESSAGE: f"bound to non-loopback {config.host} by explicit override; put a TLS proxy in front"})
+        print(f"mcptrace: WARNING: listening on non-loopback {config.host}", file=sys.stderr)
+    logger.emit(f.EV_SERVER_STARTED, **{f.MESSAGE: f"mcptrace {__version__} serving {url}",
+                                        f.TRANSPORT: "http"})
+    print(f"mcptrace: serving {url} (logs: {config.resolved_log_file})", file=sys.stderr, flush=True)
+    server = uvicorn.Server(uvicorn.Config(
+        app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=30,
+        timeout_keep_alive=30,
+    ))
+    if ready_file is not None:
+        _announce_when_started(server, ready_file, url)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        logger.emit(f.EV_SERVER_STOPPED, **{f.MESSAGE: "shutdown complete", f.TRANSPORT: "http"})
+        logger.close()
+
+
+def _announce_when_started(server: uvicorn.Server, ready_file: Path, url: str) -> None:
+    original = server.startup
+
+    async def startup(sockets: list[socket.socket] | None = None) -> None:
+        await original(sockets=sockets)
+        tmp = ready_file.with_name(ready_file.name + ".tmp")
+        tmp.write_text(url)
+        tmp.replace(ready_file)
+
+    server.startup = startup  # type: ignore[method-assign]
+
+
+def serve_stdio(config: Config) -> None:
+    """JSON-RPC over stdin/stdout; logs go to the log file (stdout belongs to the protocol)."""
+    logger = make_logger(config)
+    service = build_service(config, logger=logger, transport="stdio")
+
+    async def main() -> None:
+        import httpx
+
+        service.deps.http = httpx.AsyncClient()
+        try:
+            logger.emit(f.EV_SERVER_STARTED, **{f.MESSAGE: f"mcptrace {__version__} on stdio", f.TRANSPORT: "stdio"})
+            await service.mcp.run_stdio_async()
+        finally:
+            await service.aclose()
+
+    try:
+        anyio.run(main)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        logger.emit(f.EV_SERVER_STOPPED, **{f.MESSAGE: "shutdown complete", f.TRANSPORT: "stdio"})
+        logger.close()

@@ -1,0 +1,1 @@
+"""Telemetry the server emits: JSON log lines now, spans and metrics alongside."""
