@@ -22,6 +22,7 @@ from starlette.types import ASGIApp
 from mcptrace import _fields as f
 from mcptrace._config import Config
 from mcptrace._version import __version__
+from mcptrace.middleware._clientmeta import TraceMetaGuard
 from mcptrace.middleware._negotiate import NegotiationMiddleware
 from mcptrace.middleware._requestlog import RequestLogMiddleware, default_identify
 from mcptrace.middleware._requests import RequestIdMiddleware
@@ -80,6 +81,7 @@ def build_service(config: Config, *, logger: EventLogger | None = None, transpor
     deps = Dependencies(config=config, db=Database(config.resolved_db_path))
     mcp: MCPServer[Any] = MCPServer(SERVER_NAME, version=__version__, log_level="WARNING")
     register_tools(mcp, deps)
+    mcp.middleware.insert(0, TraceMetaGuard())
     mcp.middleware.append(RequestLogMiddleware(logger, identify=_identify, transport=transport))
     hook = log_downstream_calls(logger)
     if hook not in _context.downstream_hooks:
