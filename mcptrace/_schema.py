@@ -73,7 +73,9 @@ JSON_TYPES: Final[dict[str, tuple[type, ...]]] = {
 }
 
 #: Fields that schema version 2 added; a version-1 line never carries them.
-ADDED_IN_V2: Final = frozenset({f.PARENT_SPAN_ID, f.PROTOCOL_VERSION, f.CLIENT_NAME, f.CLIENT_VERSION, f.BAGGAGE})
+ADDED_IN_V2: Final = frozenset(
+    {f.PARENT_SPAN_ID, f.PROTOCOL_VERSION, f.CLIENT_NAME, f.CLIENT_VERSION, f.BAGGAGE}
+)
 
 #: The fields each schema version declares.
 FIELDS_BY_VERSION: Final[dict[int, frozenset[str]]] = {
@@ -102,10 +104,10 @@ def polars_schema() -> pl.Schema:
         "int": pl.Int64(),
         "float": pl.Float64(),
     }
-    nested = {
-        "list[downstream]": pl.List(pl.Struct({name: scalar[kind] for name, kind in DOWNSTREAM_FIELDS.items()})),
-        "map[str]": pl.List(pl.Struct({name: scalar[kind] for name, kind in MAP_ENTRY_FIELDS.items()})),
-    }
+    def list_of(fields: dict[str, str]) -> pl.List:
+        return pl.List(pl.Struct({name: scalar[kind] for name, kind in fields.items()}))
+
+    nested = {"list[downstream]": list_of(DOWNSTREAM_FIELDS), "map[str]": list_of(MAP_ENTRY_FIELDS)}
     return pl.Schema({name: nested.get(kind) or scalar[kind] for name, kind in LOG_FIELDS.items()})
 
 

@@ -1,4 +1,4 @@
-"""Log contract version 2: each line says which protocol era and which client sent it, and the client's trace."""
+"""Log contract version 2: each line names its protocol era, its client, and the trace the client sent."""
 
 from __future__ import annotations
 
@@ -14,19 +14,23 @@ from mcp.types import Implementation
 from mcptrace import LOG_SCHEMA_VERSION, polars_schema
 from mcptrace._schema import ADDED_IN_V2, validate_record
 from mcptrace.testing import RunningProcess
-
 from tests.helpers import assert_contract, read_log
 
 V1_SAMPLE = Path(__file__).parent.parent / "sample_logs" / "v1-sample.jsonl"
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
-def tool_calls_by(server: RunningProcess, client_name: str, *, timeout: float = 5.0) -> list[dict[str, object]]:
+def tool_calls_by(
+    server: RunningProcess, client_name: str, *, timeout: float = 5.0
+) -> list[dict[str, object]]:
     """The tool_call lines of one client, once the server's log flusher has written them (bounded wait)."""
     deadline = time.monotonic() + timeout
     while True:
-        found = [r for r in read_log(server.log_file)
-                 if r["event"] == "tool_call" and r.get("client_name") == client_name]
+        found = [
+            r
+            for r in read_log(server.log_file)
+            if r["event"] == "tool_call" and r.get("client_name") == client_name
+        ]
         if found or time.monotonic() > deadline:
             return found
         time.sleep(0.05)
@@ -36,7 +40,9 @@ def test_the_writer_stamps_schema_version_2() -> None:
     assert LOG_SCHEMA_VERSION == 2
 
 
-def test_a_sessionless_call_logs_its_era_client_and_trace_context_and_no_session(server: RunningProcess) -> None:
+def test_a_sessionless_call_logs_era_client_and_trace_context_but_no_session(
+    server: RunningProcess,
+) -> None:
     async def main() -> None:
         with anyio.fail_after(30):
             info = Implementation(name="modern-agent", version="3.1.4")
@@ -59,7 +65,9 @@ def test_a_sessionless_call_logs_its_era_client_and_trace_context_and_no_session
 def test_a_handshake_session_logs_its_era_and_its_session(server: RunningProcess) -> None:
     async def main() -> None:
         with anyio.fail_after(30):
-            async with Client(server.url, mode="legacy", client_info=Implementation(name="old-agent", version="0.9")) as c:
+            async with Client(
+                server.url, mode="legacy", client_info=Implementation(name="old-agent", version="0.9")
+            ) as c:
                 await c.call_tool("ping", {})
 
     anyio.run(main)
@@ -101,14 +109,24 @@ def test_the_v1_golden_sample_still_validates_and_carries_no_v2_field() -> None:
 
 
 def test_a_v1_line_carrying_a_v2_field_is_flagged() -> None:
-    line = {"timestamp": "2026-01-01T00:00:00.000Z", "event": "tool_call", "mcp_request_id": "req-1",
-            "schema_version": 1, "client_name": "x"}
+    line = {
+        "timestamp": "2026-01-01T00:00:00.000Z",
+        "event": "tool_call",
+        "mcp_request_id": "req-1",
+        "schema_version": 1,
+        "client_name": "x",
+    }
     assert validate_record(line) == ["undeclared field client_name in schema 1"]
 
 
 def test_malformed_baggage_entries_are_flagged() -> None:
-    line = {"timestamp": "2026-01-01T00:00:00.000Z", "event": "tool_call", "mcp_request_id": "req-1",
-            "schema_version": 2, "baggage": [{"key": "a"}]}
+    line = {
+        "timestamp": "2026-01-01T00:00:00.000Z",
+        "event": "tool_call",
+        "mcp_request_id": "req-1",
+        "schema_version": 2,
+        "baggage": [{"key": "a"}],
+    }
     assert validate_record(line) and "baggage" in validate_record(line)[0]
 
 
@@ -119,5 +137,7 @@ def test_v1_and_v2_files_read_with_one_polars_schema(server: RunningProcess, tmp
     assert set(frame["schema_version"].unique().to_list()) == {1, 2}
     modern = frame.filter(pl.col("client_name") == "modern-agent", pl.col("event") == "tool_call")
     assert modern["baggage"].list.len().to_list() == [2]
-    assert frame.filter(pl.col("schema_version") == 1)["protocol_version"].null_count() == frame.filter(
-        pl.col("schema_version") == 1).height
+    assert (
+        frame.filter(pl.col("schema_version") == 1)["protocol_version"].null_count()
+        == frame.filter(pl.col("schema_version") == 1).height
+    )
