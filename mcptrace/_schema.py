@@ -60,6 +60,9 @@ LOG_FIELDS: Final[dict[str, str]] = {
     f.TRANSPORT: "str",
     f.HTTP_STATUS: "int",
     f.MESSAGE: "str",
+    f.RETRY_AFTER_MS: "int",
+    f.LIMIT_SCOPE: "str",
+    f.BREAKER_STATE: "str",
 }
 
 #: Python types a JSON value may have for each declared type (used by validators).
