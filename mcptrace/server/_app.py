@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import httpx
 from mcp.server import MCPServer
 from starlette.requests import Request
@@ -29,6 +30,7 @@ from mcptrace.server._db import Database
 from mcptrace.server._tools import DEFAULT_TENANT, Dependencies, register_tools
 from mcptrace.telemetry import _context
 from mcptrace.telemetry._log import EventLogger, LogSink
+from mcptrace.telemetry._setup import ServerTelemetry, setup_telemetry
 
 SERVER_NAME = "mcptrace"
 
@@ -68,11 +70,14 @@ class Service:
     logger: EventLogger
     mcp: MCPServer[Any]
     deps: Dependencies
+    telemetry: ServerTelemetry | None = None
     started: float = field(default_factory=time.monotonic)
 
     async def aclose(self) -> None:
         if self.deps.http is not None:
             await self.deps.http.aclose()
+        if self.telemetry is not None:
+            await anyio.to_thread.run_sync(self.telemetry.shutdown)
 
 
 def build_service(config: Config, *, logger: EventLogger | None = None, transport: str = "http") -> Service:
@@ -84,7 +89,8 @@ def build_service(config: Config, *, logger: EventLogger | None = None, transpor
     hook = log_downstream_calls(logger)
     if hook not in _context.downstream_hooks:
         _context.downstream_hooks.append(hook)
-    return Service(config=config, logger=logger, mcp=mcp, deps=deps)
+    telemetry = setup_telemetry(mcp, logger, transport=transport)
+    return Service(config=config, logger=logger, mcp=mcp, deps=deps, telemetry=telemetry)
 
 
 def build_app(service: Service) -> ASGIApp:
@@ -109,12 +115,16 @@ def build_app(service: Service) -> ASGIApp:
             else {"status": "degraded", "error": service.logger.sink.stats.last_error}
         )
         statuses = {c["status"] for c in checks.values()}
+        telemetry = service.telemetry.health() if service.telemetry is not None else None
         overall = "unhealthy" if "unhealthy" in statuses else "degraded" if "degraded" in statuses else "healthy"
         return JSONResponse(
             {"status": overall, "checks": checks, "version": __version__,
-             "uptime_seconds": round(time.monotonic() - service.started, 1)},
+             "uptime_seconds": round(time.monotonic() - service.started, 1), "telemetry": telemetry},
             status_code=503 if overall == "unhealthy" else 200,
         )
+
+    if config.metrics and service.telemetry is not None:
+        service.mcp.custom_route("/metrics", methods=["GET"])(service.telemetry.prometheus.endpoint)
 
     inner = service.mcp.streamable_http_app(
         stateless_http=config.stateless, max_request_body_size=config.max_body_bytes, host=config.host,
