@@ -62,6 +62,7 @@ class Config:
     @property
     def auth_enabled(self) -> bool:
         return self.tokens_file is not None or self.jwks is not None
+    metrics: bool = True
 
     @property
     def resolved_db_path(self) -> Path:
@@ -141,6 +142,7 @@ ENVIRONMENT: Final[dict[str, str]] = {
     "MCPTRACE_BREAKER_WINDOW": "seconds of downstream outcomes a breaker looks at (default 30)",
     "MCPTRACE_BREAKER_COOLDOWN": "seconds an open breaker waits before a half-open trial call (default 5)",
     "MCPTRACE_HEALTH_CACHE_SECONDS": "how long a /health answer is reused (default 1)",
+    "MCPTRACE_METRICS": "0 to turn off the Prometheus endpoint /metrics (default on); OTLP export is set by OTEL_*",
 }
 
 ENV_FIELDS: Final[dict[str, str]] = {var: var.removeprefix("MCPTRACE_").lower() for var in ENVIRONMENT}

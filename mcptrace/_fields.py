@@ -83,7 +83,26 @@ M_TOOL_CALLS: Final = "mcp_tool_calls_total"
 M_TOOL_DURATION: Final = "mcp_tool_duration_seconds"
 M_ACTIVE_SESSIONS: Final = "mcp_active_sessions"
 M_DOWNSTREAM_ERRORS: Final = "mcp_downstream_errors_total"
-M_AUTH_FAILURES: Final = "mcptrace_auth_failures_total"
-M_RATE_LIMITED: Final = "mcptrace_rate_limited_total"
+M_AUTH_FAILURES: Final = "mcp_auth_failures_total"
+M_RATE_LIMITED: Final = "mcp_rate_limit_rejections_total"
 M_SUSPENSIONS: Final = "mcptrace_suspensions_total"
 M_BREAKER_TRANSITIONS: Final = "mcptrace_breaker_transitions_total"
+
+# -- OpenTelemetry: more span attributes, metric labels and metric names ------
+ATTR_GEN_AI_OPERATION: Final = "gen_ai.operation.name"
+ATTR_NETWORK_TRANSPORT: Final = "network.transport"
+ATTR_PEER_SERVICE: Final = "peer.service"
+ATTR_QUERY_HASH: Final = "mcptrace.query_hash"
+ATTR_DOWNSTREAM_ERROR: Final = "mcptrace.downstream.error"
+L_TOOL: Final = "tool"
+L_STATUS: Final = "status"
+L_SERVICE: Final = "service"
+L_SIGNAL: Final = "signal"
+L_REASON: Final = "reason"
+#: OpenTelemetry semantic-convention MCP metrics (histograms, seconds).
+M_OPERATION_DURATION: Final = "mcp.server.operation.duration"
+M_SESSION_DURATION: Final = "mcp.server.session.duration"
+#: Guard metrics, fed through `mcptrace.telemetry._metrics.register_guard_metrics`.
+M_BREAKER_STATE: Final = "mcp_breaker_state"
+#: Telemetry the exporters could not deliver (queue full or export failed), by signal.
+M_TELEMETRY_DROPPED: Final = "mcptrace_telemetry_dropped_total"

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import httpx
 from mcp.server import MCPServer
 from starlette.requests import Request
@@ -34,6 +35,7 @@ from mcptrace.server._health import HealthChecker
 from mcptrace.server._tools import DEFAULT_TENANT, Dependencies, register_tools
 from mcptrace.telemetry import _context
 from mcptrace.telemetry._log import EventLogger, LogSink
+from mcptrace.telemetry._setup import ServerTelemetry, setup_telemetry
 
 SERVER_NAME = "mcptrace"
 
@@ -74,6 +76,7 @@ class Service:
     mcp: MCPServer[Any]
     deps: Dependencies
     guards: Guards
+    telemetry: ServerTelemetry | None = None
     started: float = field(default_factory=time.monotonic)
     health: HealthChecker | None = None
 
@@ -81,6 +84,8 @@ class Service:
         if self.deps.http is not None:
             await self.deps.http.aclose()
         await self.guards.aclose()
+        if self.telemetry is not None:
+            await anyio.to_thread.run_sync(self.telemetry.shutdown)
 
 
 def build_service(config: Config, *, logger: EventLogger | None = None, transport: str = "http") -> Service:
@@ -95,7 +100,8 @@ def build_service(config: Config, *, logger: EventLogger | None = None, transpor
     hook = log_downstream_calls(logger)
     if hook not in _context.downstream_hooks:
         _context.downstream_hooks.append(hook)
-    return Service(config=config, logger=logger, mcp=mcp, deps=deps, guards=guards)
+    telemetry = setup_telemetry(mcp, logger, transport=transport)
+    return Service(config=config, logger=logger, mcp=mcp, deps=deps, guards=guards, telemetry=telemetry)
 
 
 def build_app(service: Service) -> ASGIApp:
@@ -117,6 +123,8 @@ def build_app(service: Service) -> ASGIApp:
     @service.mcp.custom_route("/health", methods=["GET"])
     async def health(request: Request) -> JSONResponse:
         body, status = await checker.report()
+        if service.telemetry is not None:
+            body["telemetry"] = service.telemetry.health()
         return JSONResponse(body, status_code=status, headers={"cache-control": "no-store"})
 
     if service.guards.authenticator is not None:
@@ -126,6 +134,9 @@ def build_app(service: Service) -> ASGIApp:
         @service.mcp.custom_route(RESOURCE_METADATA_PATH, methods=["GET"])
         async def protected_resource(request: Request) -> JSONResponse:
             return JSONResponse(metadata(request.scope))
+
+    if config.metrics and service.telemetry is not None:
+        service.mcp.custom_route("/metrics", methods=["GET"])(service.telemetry.prometheus.endpoint)
 
     inner = service.mcp.streamable_http_app(
         stateless_http=config.stateless, max_request_body_size=config.max_body_bytes, host=config.host,
