@@ -49,6 +49,16 @@ LOG_FIELDS: Final[dict[str, str]] = {
     f.TRANSPORT: "str",
     f.HTTP_STATUS: "int",
     f.MESSAGE: "str",
+    f.PROBE_URL: "str",
+    f.FAILED_STEP: "str",
+    f.CONSECUTIVE_FAILURES: "int",
+    f.FAILING_SECONDS: "float",
+    f.FAILING_SINCE: "str",
+    f.RESOURCE_URL: "str",
+    f.RESOURCE_KIND: "str",
+    f.EXPECTED_SHA256: "str",
+    f.ACTUAL_SHA256: "str",
+    f.RESOURCE_SOURCE: "str",
 }
 
 #: Python types a JSON value may have for each declared type (used by validators).
