@@ -63,6 +63,16 @@ LOG_FIELDS: Final[dict[str, str]] = {
     f.RETRY_AFTER_MS: "int",
     f.LIMIT_SCOPE: "str",
     f.BREAKER_STATE: "str",
+    f.PROBE_URL: "str",
+    f.FAILED_STEP: "str",
+    f.CONSECUTIVE_FAILURES: "int",
+    f.FAILING_SECONDS: "float",
+    f.FAILING_SINCE: "str",
+    f.RESOURCE_URL: "str",
+    f.RESOURCE_KIND: "str",
+    f.EXPECTED_SHA256: "str",
+    f.ACTUAL_SHA256: "str",
+    f.RESOURCE_SOURCE: "str",
 }
 
 #: Python types a JSON value may have for each declared type (used by validators).
