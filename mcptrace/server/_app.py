@@ -1,8 +1,8 @@
 """Assembling `mcptrace serve`: the SDK server, our tools, and the layers around them.
 
-    client ─▶ RequestIdMiddleware ─▶ NegotiationMiddleware ─▶ SDK Streamable HTTP
-                (id, size limit,       (Accept per request)      └─ SDK middleware chain:
-                 rejections)                                         OpenTelemetry ─▶ RequestLog ─▶ tool
+    client ─▶ RequestIdMiddleware ─▶ EnvelopeMiddleware ─▶ NegotiationMiddleware ─▶ SDK Streamable HTTP
+                (id, size limit,       (one JSON-RPC         (Accept per request)      └─ SDK middleware chain:
+                 rejections)            message or 400)                                   OpenTelemetry ─▶ RequestLog ─▶ tool
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from starlette.types import ASGIApp
 from mcptrace import _fields as f
 from mcptrace._config import Config
 from mcptrace._version import __version__
+from mcptrace.middleware._envelope import EnvelopeMiddleware
 from mcptrace.middleware._negotiate import NegotiationMiddleware
 from mcptrace.middleware._requestlog import RequestLogMiddleware, default_identify
 from mcptrace.middleware._requests import RequestIdMiddleware
@@ -120,6 +121,7 @@ def build_app(service: Service) -> ASGIApp:
         stateless_http=config.stateless, max_request_body_size=config.max_body_bytes, host=config.host,
     )
     app: ASGIApp = NegotiationMiddleware(inner)
+    app = EnvelopeMiddleware(app)
     app = RequestIdMiddleware(app, logger=service.logger, max_body_bytes=config.max_body_bytes)
     return _with_lifespan(app, service)
 

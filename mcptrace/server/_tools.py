@@ -6,6 +6,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 import httpx
@@ -54,7 +55,8 @@ async def _get_upstream(deps: Dependencies, key: str) -> dict[str, Any]:
         raise ToolError("no upstream configured (set --upstream-url or MCPTRACE_UPSTREAM_URL)")
     async with downstream("upstream", f"GET /items/{key}") as call:
         try:
-            response = await deps.http.get(f"{base.rstrip('/')}/items/{key}", timeout=deps.config.upstream_timeout)
+            url = f"{base.rstrip('/')}/items/{quote(key, safe='')}"  # the key stays one path segment
+            response = await deps.http.get(url, timeout=deps.config.upstream_timeout)
         except httpx.TimeoutException:
             call.fail("timeout")
             raise ToolError(f"upstream timed out after {deps.config.upstream_timeout:g}s") from None
@@ -64,7 +66,11 @@ async def _get_upstream(deps: Dependencies, key: str) -> dict[str, Any]:
         if response.status_code >= 400:
             call.fail(f"HTTP {response.status_code}")
             raise ToolError(f"upstream answered HTTP {response.status_code}")
-        data: dict[str, Any] = response.json()
+        try:
+            data: dict[str, Any] = response.json()
+        except ValueError:
+            call.fail("invalid JSON")
+            raise ToolError("upstream answered something that is not JSON") from None
         return data
 
 
