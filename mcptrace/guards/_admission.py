@@ -21,7 +21,7 @@ from mcptrace._errors import ForbiddenError, RateLimitedError
 from mcptrace.guards._auth import header
 from mcptrace.guards._identity import IDENTITY_DETAIL_KEY, Identity
 from mcptrace.guards._ratelimit import RateLimiter
-from mcptrace.middleware._requests import _read_body, _replay
+from mcptrace.middleware._requests import read_body, replay_body
 from mcptrace.telemetry._log import EventLogger
 
 #: scope["state"] flag: this request was already admitted here, the SDK middleware need not check again.
@@ -64,8 +64,8 @@ class AdmissionMiddleware:
                 or scope["path"].rstrip("/") != self.path):
             await self.app(scope, receive, send)
             return
-        body = await _read_body(receive, 1 << 62) or b""
-        receive = _replay(body, receive)
+        body = await read_body(receive, 1 << 62) or b""
+        receive = replay_body(body, receive)
         jsonrpc_id, calls = requested_calls(body)
         request_id = header(scope, f.REQUEST_ID_HEADER.encode())
         for tool in calls:

@@ -22,6 +22,7 @@ from mcptrace._errors import INTERNAL_ERROR, INVALID_PARAMS
 from mcptrace._hashing import canonical_json, json_hash
 from mcptrace.middleware._clientmeta import client_info, read_client_meta
 from mcptrace.middleware._ids import accept_request_id, new_request_id
+from mcptrace.middleware._requests import RESPONSE_LOGGED_STATE_KEY
 from mcptrace.telemetry._context import CallContext, reset_call, set_call
 from mcptrace.telemetry._log import EventLogger, bind, unbind
 
@@ -54,6 +55,14 @@ def default_identify(ctx: ServerRequestContext[Any, Any]) -> tuple[str | None, s
     return name, None
 
 
+def _mark_logged(ctx: ServerRequestContext[Any, Any]) -> None:
+    """Tell the HTTP layer this request's answer is logged here: an HTTP error status is not logged twice."""
+    scope = getattr(ctx.request, "scope", None)
+    state = scope.get("state") if isinstance(scope, dict) else None
+    if isinstance(state, dict):
+        state[RESPONSE_LOGGED_STATE_KEY] = True
+
+
 def estimate_tokens(arguments: Any) -> int:
     """Estimated input tokens of a call's arguments: canonical JSON bytes / 4 (no tokenizer download)."""
     return max(1, len(canonical_json(arguments)) // 4) if arguments else 0
@@ -78,6 +87,7 @@ class RequestLogMiddleware:
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         if ctx.request_id is None:  # a notification: nothing to answer, nothing to correlate
             return await call_next(ctx)
+        _mark_logged(ctx)
         headers = _headers(ctx)
         request_id = (accept_request_id(headers.get(f.REQUEST_ID_HEADER)) if headers else None) or new_request_id()
         session_id = headers.get("mcp-session-id") if headers else None
@@ -123,6 +133,19 @@ class RequestLogMiddleware:
             unbind(log_token)
 
     def _finish(
+        self, call: CallContext, params: Mapping[str, Any], start: float, result: HandlerResult,
+        error: str | None, code: int | None,
+    ) -> None:
+        """Write the closing lines; a failure here costs detail in the log, never the request's answer."""
+        try:
+            self._write_closing_lines(call, params, start, result, error, code)
+        except Exception as exc:
+            self.logger.emit(f.EV_RESPONSE_SENT, "warning", **{
+                f.STATUS: f.FAILURE if error else f.SUCCESS, f.ERROR: error, f.ERROR_CODE: code,
+                f.MESSAGE: f"request log incomplete: {type(exc).__name__}",
+            })
+
+    def _write_closing_lines(
         self, call: CallContext, params: Mapping[str, Any], start: float, result: HandlerResult,
         error: str | None, code: int | None,
     ) -> None:

@@ -1,8 +1,9 @@
 """Assembling `mcptrace serve`: the SDK server, our tools, and the layers around them.
 
-    client ─▶ RequestIdMiddleware ─▶ [Auth ─▶ Admission] ─▶ NegotiationMiddleware ─▶ SDK Streamable HTTP
-                (id, size limit,       (token, tools,         (Accept per request)      └─ SDK middleware chain:
-                 rejections)            rate limits)                OpenTelemetry ─▶ RequestLog ─▶ RateLimit ─▶ tool
+    client ─▶ RequestIdMiddleware ─▶ [Auth ─▶ Admission] ─▶ EnvelopeMiddleware ─▶ NegotiationMiddleware ─▶ SDK
+                (id, size limit,       (token, tools,         (one JSON-RPC          (Accept per request)
+                 rejections)            rate limits)           message or 400)
+    SDK middleware chain: OpenTelemetry ─▶ RequestLog ─▶ RateLimit ─▶ tool
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from mcptrace import _fields as f
 from mcptrace._config import Config
 from mcptrace._version import __version__
 from mcptrace.middleware._clientmeta import TraceMetaGuard
+from mcptrace.middleware._envelope import EnvelopeMiddleware
 from mcptrace.middleware._negotiate import NegotiationMiddleware
 from mcptrace.middleware._requestlog import RequestLogMiddleware, default_identify
 from mcptrace.middleware._requests import RequestIdMiddleware
@@ -141,7 +143,7 @@ def build_app(service: Service) -> ASGIApp:
     inner = service.mcp.streamable_http_app(
         stateless_http=config.stateless, max_request_body_size=config.max_body_bytes, host=config.host,
     )
-    app: ASGIApp = wrap_http(NegotiationMiddleware(inner), service.guards, service.logger)
+    app: ASGIApp = wrap_http(EnvelopeMiddleware(NegotiationMiddleware(inner)), service.guards, service.logger)
     app = RequestIdMiddleware(app, logger=service.logger, max_body_bytes=config.max_body_bytes)
     return _with_lifespan(app, service)
 

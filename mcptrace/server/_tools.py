@@ -7,6 +7,7 @@ import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 import httpx
@@ -67,8 +68,8 @@ async def _get_upstream(deps: Dependencies, key: str) -> dict[str, Any]:
         try:
             with deps.guard("upstream", call):
                 try:
-                    response = await deps.http.get(
-                        f"{base.rstrip('/')}/items/{key}", timeout=deps.config.upstream_timeout)
+                    url = f"{base.rstrip('/')}/items/{quote(key, safe='')}"  # the key stays one path segment
+                    response = await deps.http.get(url, timeout=deps.config.upstream_timeout)
                 except httpx.TimeoutException:
                     call.fail("timeout")
                     raise ToolError(f"upstream timed out after {deps.config.upstream_timeout:g}s") from None
@@ -78,9 +79,13 @@ async def _get_upstream(deps: Dependencies, key: str) -> dict[str, Any]:
                 if response.status_code >= 400:
                     call.fail(f"HTTP {response.status_code}")
                     raise ToolError(f"upstream answered HTTP {response.status_code}")
+                try:
+                    data: dict[str, Any] = response.json()
+                except ValueError:
+                    call.fail("invalid JSON")
+                    raise ToolError("upstream answered something that is not JSON") from None
         except DownstreamError as exc:
             raise ToolError(exc.message) from None
-        data: dict[str, Any] = response.json()
         return data
 
 
