@@ -60,34 +60,48 @@ def find_incidents(df: pl.DataFrame) -> list[Finding]:
     if slow.height:
         tools = ", ".join(f"`{t}`" for t in slow[f.TOOL_NAME].unique().sort())
         top = slow.sort(f.DURATION_MS, descending=True)
-        found.append(Finding(
-            "slow_tool", "Slow tool", f"calls to {tools} succeed but take over {SLOW_FACTOR:g}x their median "
-            f"(slowest {top[f.DURATION_MS][0] / 1000:.2f} s); the upstream API behind them answers slowly",
-            _ts(slow[f.TIMESTAMP].min()), _ts(slow[f.TIMESTAMP].max()), top[f.REQUEST_ID].head(3).to_list(),
-            slow.height,
-        ))
+        found.append(
+            Finding(
+                "slow_tool",
+                "Slow tool",
+                f"calls to {tools} succeed but take over {SLOW_FACTOR:g}x their median "
+                f"(slowest {top[f.DURATION_MS][0] / 1000:.2f} s); the upstream API behind them is slow",
+                _ts(slow[f.TIMESTAMP].min()),
+                _ts(slow[f.TIMESTAMP].max()),
+                top[f.REQUEST_ID].head(3).to_list(),
+                slow.height,
+            )
+        )
 
     down = df.filter(
-        (pl.col(f.EVENT) == f.EV_DOWNSTREAM_CALL) & (pl.col(f.SERVICE) == "upstream")
+        (pl.col(f.EVENT) == f.EV_DOWNSTREAM_CALL)
+        & (pl.col(f.SERVICE) == "upstream")
         & (pl.col(f.STATUS) == f.FAILURE)
     )
     if down.height:
         errors = ", ".join(f"`{e}`" for e in down[f.ERROR].unique().sort())
         affected = calls.filter(pl.col(f.REQUEST_ID).is_in(down[f.REQUEST_ID].implode()))
         tools = ", ".join(f"`{t}`" for t in affected[f.TOOL_NAME].unique().sort())
-        found.append(Finding(
-            "upstream_outage", "Upstream outage", f"every call to the upstream API fails ({errors}); "
-            f"{tools} return errors to {affected[f.CALLER_ID].n_unique()} callers",
-            _ts(down[f.TIMESTAMP].min()), _ts(down[f.TIMESTAMP].max()), down[f.REQUEST_ID].head(3).to_list(),
-            down.height,
-        ))
+        found.append(
+            Finding(
+                "upstream_outage",
+                "Upstream outage",
+                f"every call to the upstream API fails ({errors}); "
+                f"{tools} return errors to {affected[f.CALLER_ID].n_unique()} callers",
+                _ts(down[f.TIMESTAMP].min()),
+                _ts(down[f.TIMESTAMP].max()),
+                down[f.REQUEST_ID].head(3).to_list(),
+                down.height,
+            )
+        )
 
     key = [f.CALLER_ID, f.TOOL_NAME, f.ARGUMENTS_HASH]
     burst = (
         calls.sort(f.TIMESTAMP)
         .rolling(f.TIMESTAMP, period=LOOP_WINDOW, group_by=key)
         .agg(pl.len().alias("burst"))
-        .group_by(key).agg(pl.col("burst").max())
+        .group_by(key)
+        .agg(pl.col("burst").max())
     )
     repeats = (
         calls.group_by(key)
@@ -100,24 +114,38 @@ def find_incidents(df: pl.DataFrame) -> list[Finding]:
     if repeats.height:
         caller, tool, args, n, results = repeats.row(0)
         loop = calls.filter(
-            (pl.col(f.CALLER_ID) == caller) & (pl.col(f.TOOL_NAME) == tool)
+            (pl.col(f.CALLER_ID) == caller)
+            & (pl.col(f.TOOL_NAME) == tool)
             & (pl.col(f.ARGUMENTS_HASH) == args)
         )
-        found.append(Finding(
-            "agent_loop", "Agent loop", f"`{caller}` calls `{tool}` with the same arguments {n} times "
-            f"and gets {'the same answer' if results == 1 else f'{results} different answers'} every time",
-            *_span(loop), loop[f.REQUEST_ID].head(3).to_list(), n,
-        ))
+        found.append(
+            Finding(
+                "agent_loop",
+                "Agent loop",
+                f"`{caller}` calls `{tool}` with the same arguments {n} times "
+                f"and gets {'the same answer every time' if results == 1 else f'{results} answers'}",
+                *_span(loop),
+                loop[f.REQUEST_ID].head(3).to_list(),
+                n,
+            )
+        )
 
-    for event, name, title in ((f.EV_AUTH_FAILED, "auth_failures", "Auth failures"),
-                               (f.EV_RATE_LIMITED, "rate_limit_storm", "Rate-limit storm")):
+    for event, name, title in (
+        (f.EV_AUTH_FAILED, "auth_failures", "Auth failures"),
+        (f.EV_RATE_LIMITED, "rate_limit_storm", "Rate-limit storm"),
+    ):
         hits = df.filter(pl.col(f.EVENT) == event)
         if hits.height:
-            found.append(Finding(
-                name, title, f"{hits.height} `{event}` lines",
-                *_span(hits), hits[f.REQUEST_ID].head(3).to_list(),
-                hits.height,
-            ))
+            found.append(
+                Finding(
+                    name,
+                    title,
+                    f"{hits.height} `{event}` lines",
+                    *_span(hits),
+                    hits[f.REQUEST_ID].head(3).to_list(),
+                    hits.height,
+                )
+            )
     return found
 
 

@@ -51,8 +51,9 @@ class Agent:
 
 
 AGENTS = (
-    Agent("agent-billing", "legacy", 0.45,
-          (("search_database", 4), ("fetch_upstream", 3), ("get_config", 1))),
+    Agent(
+        "agent-billing", "legacy", 0.45, (("search_database", 4), ("fetch_upstream", 3), ("get_config", 1))
+    ),
     Agent("agent-support", "auto", 0.5, (("fetch_upstream", 3), ("search_database", 3), ("run_report", 0.4))),
     Agent("agent-search", "auto", 0.35, (("search_database", 6), ("get_config", 1), ("fetch_upstream", 1))),
     Agent("ci-probe", "legacy", 1.0, (("ping", 1),)),
@@ -143,9 +144,14 @@ def run_workload(workdir: Path) -> tuple[Path, dict[str, tuple[str, str]]]:
     from mcptrace.testing import running_server, running_upstream
 
     planted: dict[str, tuple[str, str]] = {}
-    with running_upstream(workdir / "upstream") as upstream, running_server(
-        workdir / "server", "--upstream-url", upstream.base_url,
-    ) as server:
+    with (
+        running_upstream(workdir / "upstream") as upstream,
+        running_server(
+            workdir / "server",
+            "--upstream-url",
+            upstream.base_url,
+        ) as server,
+    ):
 
         async def main() -> None:
             t0 = time.monotonic()
@@ -178,8 +184,9 @@ def write_planted(planted: dict[str, tuple[str, str]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--readme", action="store_true",
-                        help="only rebuild README.md from the committed logs")
+    parser.add_argument(
+        "--readme", action="store_true", help="only rebuild README.md from the committed logs"
+    )
     args = parser.parse_args(argv)
     if not args.readme:
         with tempfile.TemporaryDirectory(prefix="mcptrace-sample-") as tmp:
