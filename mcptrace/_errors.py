@@ -8,7 +8,8 @@
     │   ├── DownstreamError      a dependency failed or its breaker is open
     │   ├── AuthError            -32001 missing, bad, expired or revoked credentials (HTTP 401)
     │   └── ForbiddenError       -32003 a tool this caller's token does not allow (HTTP 403)
-    └── LogReadError             a log source that cannot be read at all
+    ├── LogReadError             a log source that cannot be read at all
+    └── MissingDependencyError   an optional extra (e.g. the notebook stack) is not installed
 
 Errors that cross the wire carry `code` (a JSON-RPC error code) and `data`.
 """
@@ -87,3 +88,7 @@ class ForbiddenError(ProtocolError):
 
 class LogReadError(MCPTraceError):
     """A log source could not be opened or decompressed at all."""
+
+
+class MissingDependencyError(MCPTraceError, ImportError):
+    """An optional dependency is missing; the message says which extra to install."""
