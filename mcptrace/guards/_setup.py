@@ -14,7 +14,7 @@ from mcptrace._errors import ConfigError
 from mcptrace.guards._admission import AdmissionMiddleware
 from mcptrace.guards._auth import Authenticator, AuthMiddleware
 from mcptrace.guards._backend import LimitBackend, MemoryBackend, RedisBackend
-from mcptrace.guards._breaker import BreakerPolicy, Breakers
+from mcptrace.guards._breaker import CLOSED, HALF_OPEN, OPEN, BreakerPolicy, Breakers
 from mcptrace.guards._jwt import JwtVerifier
 from mcptrace.guards._limits import LimitPolicy
 from mcptrace.guards._ratelimit import RateLimiter
@@ -99,3 +99,24 @@ def auth_policy(config: Config) -> str | None:
             "(with --issuer and --audience); --allow-non-loopback does not waive this")
     return (f"no authentication on {config.host}: any local process can call the tools; "
             "pass --tokens FILE to require bearer tokens")
+
+
+class GuardMetricsView:
+    """The guards' counters in the shape `register_guard_metrics` reads (at collection time only)."""
+
+    _STATE_CODES = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
+
+    def __init__(self, guards: Guards) -> None:
+        self._guards = guards
+
+    @property
+    def auth_failures(self) -> int:
+        return sum(self._guards.stats.auth_failures.values())
+
+    @property
+    def rate_limited(self) -> int:
+        return sum(self._guards.stats.rate_limited.values())
+
+    @property
+    def breaker_states(self) -> dict[str, int]:
+        return {name: self._STATE_CODES.get(state, 0) for name, state in self._guards.breakers.states().items()}

@@ -32,11 +32,12 @@ from mcptrace.middleware._requests import RequestIdMiddleware
 from mcptrace.server._db import Database
 from mcptrace.guards._auth import RESOURCE_METADATA_PATH, resource_metadata
 from mcptrace.guards._sdk import RateLimitMiddleware
-from mcptrace.guards._setup import Guards, build_guards, wrap_http
+from mcptrace.guards._setup import GuardMetricsView, Guards, build_guards, wrap_http
 from mcptrace.server._health import HealthChecker
 from mcptrace.server._tools import DEFAULT_TENANT, Dependencies, register_tools
 from mcptrace.telemetry import _context
 from mcptrace.telemetry._log import EventLogger, LogSink
+from mcptrace.telemetry._metrics import register_guard_metrics
 from mcptrace.telemetry._setup import ServerTelemetry, setup_telemetry
 
 SERVER_NAME = "mcptrace"
@@ -103,6 +104,7 @@ def build_service(config: Config, *, logger: EventLogger | None = None, transpor
     if hook not in _context.downstream_hooks:
         _context.downstream_hooks.append(hook)
     telemetry = setup_telemetry(mcp, logger, transport=transport)
+    register_guard_metrics(telemetry.instrumentation.metrics.meter, GuardMetricsView(guards))
     return Service(config=config, logger=logger, mcp=mcp, deps=deps, guards=guards, telemetry=telemetry)
 
 
