@@ -127,6 +127,8 @@ class RequestLogMiddleware:
                 self._finish(call, params, start, None, f"{type(exc).__name__}: {exc}"[:500], INTERNAL_ERROR)
                 raise
             self._finish(call, params, start, result, None, None)
+            if ctx.method == "ping":  # the spec's answer to ping is an empty result; the id rides in X-Request-ID
+                return result
             return _with_request_id(result, request_id)
         finally:
             reset_call(call_token)
