@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import httpx2
+import jsonschema  # noqa: F401  (the SDK client imports it lazily on its first call; slow enough to skew timings)
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import Implementation
