@@ -51,7 +51,9 @@ def main() -> None:
     policy = LimitPolicy(caller=Limit(1e9, 1e9), default_tool=Limit(1e9, 1e9))
     memory = MemoryBackend()
     decide_ns = per_call_ns(lambda: memory.decide_now("agent", "ping", policy))
-    print(f"rate-limit decision, in memory:       {decide_ns:8.0f} ns  ({decide_ns / throttled_ns:.2f}x lookup)")
+    print(
+        f"rate-limit decision, in memory:       {decide_ns:8.0f} ns  ({decide_ns / throttled_ns:.2f}x lookup)"
+    )
 
     if args.redis_url:
         from mcptrace.guards import RedisBackend
@@ -66,7 +68,9 @@ def main() -> None:
             return (time.perf_counter_ns() - start) / n
 
         redis_ns = anyio.run(redis_round_trips)
-        print(f"rate-limit decision, Redis Lua:       {redis_ns:8.0f} ns  ({redis_ns / decide_ns:.0f}x memory)")
+        print(
+            f"rate-limit decision, Redis Lua:       {redis_ns:8.0f} ns  ({redis_ns / decide_ns:.0f}x memory)"
+        )
 
 
 if __name__ == "__main__":

@@ -12,18 +12,21 @@ import httpx
 import pytest
 
 from mcptrace.testing import RunningProcess, running_server
-
 from tests.guard_clients import client
 from tests.helpers import assert_contract, read_log, wait_for_log
 
-BREAKER_ENV = {"MCPTRACE_BREAKER_MIN_CALLS": "3", "MCPTRACE_BREAKER_COOLDOWN": "1",
-               "MCPTRACE_HEALTH_CACHE_SECONDS": "0.2"}
+BREAKER_ENV = {
+    "MCPTRACE_BREAKER_MIN_CALLS": "3",
+    "MCPTRACE_BREAKER_COOLDOWN": "1",
+    "MCPTRACE_HEALTH_CACHE_SECONDS": "0.2",
+}
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, upstream: RunningProcess) -> Iterator[RunningProcess]:
-    with running_server(tmp_path_factory.mktemp("health"), "--upstream-url", upstream.base_url,
-                        env=BREAKER_ENV) as proc:
+    with running_server(
+        tmp_path_factory.mktemp("health"), "--upstream-url", upstream.base_url, env=BREAKER_ENV
+    ) as proc:
         yield proc
 
 
@@ -58,7 +61,8 @@ def test_a_healthy_server_reports_every_check_with_its_latency(served: RunningPr
 
 
 def test_an_upstream_outage_opens_the_breaker_degrades_health_and_both_recover(
-    served: RunningProcess, upstream: RunningProcess,
+    served: RunningProcess,
+    upstream: RunningProcess,
 ) -> None:
     set_faults(upstream, down=True)
     try:
@@ -100,11 +104,16 @@ def test_an_upstream_outage_opens_the_breaker_degrades_health_and_both_recover(
     assert healthy.json()["checks"]["breakers"]["states"]["upstream"] == "closed"
     changes = wait_for_log(served.log_file, lambda r: r["event"] == "breaker_state_changed", count=3)
     assert [(r["service"], r["breaker_state"]) for r in changes][:3] == [
-        ("upstream", "open"), ("upstream", "half_open"), ("upstream", "closed")]
+        ("upstream", "open"),
+        ("upstream", "half_open"),
+        ("upstream", "closed"),
+    ]
     assert_contract(read_log(served.log_file))
 
 
-def test_a_missing_database_makes_the_server_unhealthy_with_503_until_it_is_back(served: RunningProcess) -> None:
+def test_a_missing_database_makes_the_server_unhealthy_with_503_until_it_is_back(
+    served: RunningProcess,
+) -> None:
     db = served.workdir / "mcptrace.sqlite3"
     aside = db.with_name("aside.sqlite3")
     shutil.move(db, aside)
@@ -118,8 +127,9 @@ def test_a_missing_database_makes_the_server_unhealthy_with_503_until_it_is_back
 
 
 def test_answers_are_cached_briefly_so_probes_are_cheap(tmp_path, upstream: RunningProcess) -> None:  # type: ignore[no-untyped-def]
-    with running_server(tmp_path, "--upstream-url", upstream.base_url,
-                        env={"MCPTRACE_HEALTH_CACHE_SECONDS": "30"}) as srv:
+    with running_server(
+        tmp_path, "--upstream-url", upstream.base_url, env={"MCPTRACE_HEALTH_CACHE_SECONDS": "30"}
+    ) as srv:
         first = health(srv).json()
         set_faults(upstream, down=True)
         try:

@@ -1,4 +1,4 @@
-"""Rate limits against the real server: a looping agent cannot starve others, and refusals say when to retry."""
+"""Rate limits on the real server: a looping agent cannot starve others; refusals say when to retry."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from mcp.shared.exceptions import MCPError
 
 from mcptrace.guards._tokens import TokenStore
 from mcptrace.testing import RunningProcess, running_server
-
 from tests.guard_clients import RawSession, client
 from tests.helpers import assert_contract, read_log, wait_for_log
 
@@ -29,17 +28,28 @@ def tokens(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, st
 
 
 @pytest.fixture(scope="module")
-def limited(tmp_path_factory: pytest.TempPathFactory, tokens: tuple[Path, dict[str, str]]) -> Iterator[RunningProcess]:
+def limited(
+    tmp_path_factory: pytest.TempPathFactory, tokens: tuple[Path, dict[str, str]]
+) -> Iterator[RunningProcess]:
     with running_server(
-        tmp_path_factory.mktemp("limited"), "--tokens", str(tokens[0]), "--rate-limit-caller", "20/40",
-        "--rate-limit-tools", "get_config=0.5/1,run_report=0.1/5,*=100/200", "--suspend-after", "3",
-        "--suspend-seconds", "1.5",
+        tmp_path_factory.mktemp("limited"),
+        "--tokens",
+        str(tokens[0]),
+        "--rate-limit-caller",
+        "20/40",
+        "--rate-limit-tools",
+        "get_config=0.5/1,run_report=0.1/5,*=100/200",
+        "--suspend-after",
+        "3",
+        "--suspend-seconds",
+        "1.5",
     ) as proc:
         yield proc
 
 
 def test_a_burst_from_one_caller_leaves_another_caller_untouched(
-    limited: RunningProcess, tokens: tuple[Path, dict[str, str]],
+    limited: RunningProcess,
+    tokens: tuple[Path, dict[str, str]],
 ) -> None:
     token = tokens[1]
 
@@ -82,7 +92,8 @@ def test_a_burst_from_one_caller_leaves_another_caller_untouched(
 
 
 def test_a_limited_call_says_when_to_retry_and_the_retry_then_succeeds(
-    limited: RunningProcess, tokens: tuple[Path, dict[str, str]],
+    limited: RunningProcess,
+    tokens: tuple[Path, dict[str, str]],
 ) -> None:
     async def main() -> None:
         with anyio.fail_after(30):
@@ -98,13 +109,16 @@ def test_a_limited_call_says_when_to_retry_and_the_retry_then_succeeds(
                 assert not (await c.call_tool("get_config", {})).is_error
 
     anyio.run(main)
-    refusals = wait_for_log(limited.log_file, lambda r: r["event"] == "rate_limited" and r.get("caller_id") == "retrier")
+    refusals = wait_for_log(
+        limited.log_file, lambda r: r["event"] == "rate_limited" and r.get("caller_id") == "retrier"
+    )
     assert refusals and refusals[0]["mcp_request_id"].startswith("req-")
     assert refusals[0]["tool_name"] == "get_config" and refusals[0]["limit_scope"] == "tool"
 
 
 def test_a_caller_that_keeps_violating_is_suspended_and_the_suspension_lifts_by_itself(
-    limited: RunningProcess, tokens: tuple[Path, dict[str, str]],
+    limited: RunningProcess,
+    tokens: tuple[Path, dict[str, str]],
 ) -> None:
     async def main() -> None:
         with anyio.fail_after(30):
@@ -126,7 +140,8 @@ def test_a_caller_that_keeps_violating_is_suspended_and_the_suspension_lifts_by_
 
 
 def test_forty_rapid_run_report_calls_trip_its_low_limit(
-    limited: RunningProcess, tokens: tuple[Path, dict[str, str]],
+    limited: RunningProcess,
+    tokens: tuple[Path, dict[str, str]],
 ) -> None:
     async def main() -> list[int]:
         codes: list[int] = []
@@ -156,9 +171,13 @@ def test_rate_limit_lines_follow_the_log_contract(limited: RunningProcess) -> No
 
 def test_callers_without_auth_are_limited_by_their_declared_name(tmp_path: Path) -> None:
     with running_server(tmp_path, "--rate-limit-tools", "get_config=1/1,*=100/200") as srv:
+
         async def main() -> None:
             with anyio.fail_after(30):
-                async with client(srv.url, None, name="agent-a") as a, client(srv.url, None, name="agent-b") as b:
+                async with (
+                    client(srv.url, None, name="agent-a") as a,
+                    client(srv.url, None, name="agent-b") as b,
+                ):
                     assert not (await a.call_tool("get_config", {})).is_error
                     with pytest.raises(MCPError) as refused:
                         await a.call_tool("get_config", {})

@@ -16,10 +16,11 @@ import pytest
 from mcptrace.guards import Limit, LimitPolicy, RateLimiter, RedisBackend
 from mcptrace.guards._tokens import TokenStore
 from mcptrace.testing import RunningProcess, running_server
-
 from tests.guard_clients import RawSession, revoke
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server (scripts/test.sh)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("redis-server") is None, reason="needs redis-server (scripts/test.sh)"
+)
 
 
 def free_port() -> int:
@@ -34,9 +35,21 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     port = free_port()
     proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(tmp_path_factory.mktemp("redis"))],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path_factory.mktemp("redis")),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + 10
@@ -55,8 +68,14 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc.wait(10)
 
 
-POLICY = LimitPolicy(caller=Limit(1, 10), tools={"run_report": Limit(0.1, 3)}, default_tool=Limit(100, 100),
-                     suspend_after=4, suspend_window=10, suspend_seconds=1)
+POLICY = LimitPolicy(
+    caller=Limit(1, 10),
+    tools={"run_report": Limit(0.1, 3)},
+    default_tool=Limit(100, 100),
+    suspend_after=4,
+    suspend_window=10,
+    suspend_seconds=1,
+)
 
 
 def test_two_replicas_draw_from_one_bucket(redis_url: str) -> None:
@@ -125,13 +144,16 @@ def replicas(tmp_path: Path, redis_url: str) -> Iterator[tuple[RunningProcess, R
     copy = tmp_path / "replica-b-tokens.json"
     shutil.copy(store.path, copy)  # replica B has its own copy of the store
     common = ["--redis-url", redis_url, "--rate-limit-caller", "0.05/3", "--suspend-after", "50"]
-    with running_server(tmp_path / "a", "--tokens", str(store.path), *common) as a, \
-            running_server(tmp_path / "b", "--tokens", str(copy), *common) as b:
+    with (
+        running_server(tmp_path / "a", "--tokens", str(store.path), *common) as a,
+        running_server(tmp_path / "b", "--tokens", str(copy), *common) as b,
+    ):
         yield a, b, store.path, token
 
 
 def test_replicas_share_the_callers_limit_and_its_revocation(
-    replicas: tuple[RunningProcess, RunningProcess, Path, str], redis_url: str,
+    replicas: tuple[RunningProcess, RunningProcess, Path, str],
+    redis_url: str,
 ) -> None:
     a, b, store, token = replicas
 
@@ -148,6 +170,10 @@ def test_replicas_share_the_callers_limit_and_its_revocation(
 
     anyio.run(main)
     revoke(store, "shared-agent", "--redis-url", redis_url)
-    r = httpx.post(b.url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
-                   headers={"authorization": f"Bearer {token}", "accept": "application/json"}, timeout=10)
+    r = httpx.post(
+        b.url,
+        json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
+        headers={"authorization": f"Bearer {token}", "accept": "application/json"},
+        timeout=10,
+    )
     assert r.status_code == 401  # B's own store file still lists the token; Redis says it is revoked

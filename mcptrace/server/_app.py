@@ -1,8 +1,8 @@
 """Assembling `mcptrace serve`: the SDK server, our tools, and the layers around them.
 
     client ─▶ RequestIdMiddleware ─▶ [Auth ─▶ Admission] ─▶ NegotiationMiddleware ─▶ SDK Streamable HTTP
-                (id, size limit,       (token, tools,         (Accept per request)      └─ SDK middleware chain:
-                 rejections)            rate limits)                OpenTelemetry ─▶ RequestLog ─▶ RateLimit ─▶ tool
+                (id, size limit,       (token, tools,       (Accept per request)    └─ SDK middleware chain:
+                 rejections)            rate limits)          OpenTelemetry ─▶ RequestLog ─▶ RateLimit ─▶ tool
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from starlette.types import ASGIApp
 from mcptrace import _fields as f
 from mcptrace._config import Config
 from mcptrace._version import __version__
+from mcptrace.guards._auth import RESOURCE_METADATA_PATH, resource_metadata
+from mcptrace.guards._sdk import RateLimitMiddleware
+from mcptrace.guards._setup import Guards, build_guards, wrap_http
 from mcptrace.middleware._negotiate import NegotiationMiddleware
 from mcptrace.middleware._requestlog import RequestLogMiddleware, default_identify
 from mcptrace.middleware._requests import RequestIdMiddleware
 from mcptrace.server._db import Database
-from mcptrace.guards._auth import RESOURCE_METADATA_PATH, resource_metadata
-from mcptrace.guards._sdk import RateLimitMiddleware
-from mcptrace.guards._setup import Guards, build_guards, wrap_http
 from mcptrace.server._health import HealthChecker
 from mcptrace.server._tools import DEFAULT_TENANT, Dependencies, register_tools
 from mcptrace.telemetry import _context
