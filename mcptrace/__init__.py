@@ -2,9 +2,11 @@
 
 from mcptrace._config import Config
 from mcptrace._errors import (
+    AuthError,
     BindError,
     ConfigError,
     DownstreamError,
+    ForbiddenError,
     LogReadError,
     MCPTraceError,
     ProtocolError,
@@ -12,15 +14,19 @@ from mcptrace._errors import (
 )
 from mcptrace._schema import LOG_FIELDS, LOG_SCHEMA_VERSION, polars_schema
 from mcptrace._version import __version__
+from mcptrace.guards._stats import GuardStats
 from mcptrace.telemetry._context import downstream
 
 __all__ = [
     "LOG_FIELDS",
     "LOG_SCHEMA_VERSION",
+    "AuthError",
     "BindError",
     "Config",
     "ConfigError",
     "DownstreamError",
+    "ForbiddenError",
+    "GuardStats",
     "LogReadError",
     "MCPTraceError",
     "ProtocolError",

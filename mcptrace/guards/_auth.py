@@ -35,7 +35,10 @@ class Authenticator:
     """Opaque tokens go to the token store, JWTs to the issuer's keys; shared revocations apply to both."""
 
     def __init__(
-        self, *, store: TokenStore | None = None, jwt: JwtVerifier | None = None,
+        self,
+        *,
+        store: TokenStore | None = None,
+        jwt: JwtVerifier | None = None,
         revocations: LimitBackend | None = None,
     ) -> None:
         self.store = store
@@ -83,7 +86,12 @@ def resource_url(scope: Scope, path: str) -> str:
 
 class AuthMiddleware:
     def __init__(
-        self, app: ASGIApp, *, authenticator: Authenticator, logger: EventLogger, stats: GuardStats,
+        self,
+        app: ASGIApp,
+        *,
+        authenticator: Authenticator,
+        logger: EventLogger,
+        stats: GuardStats,
         protected_path: str = "/mcp",
     ) -> None:
         self.app = app
@@ -105,8 +113,11 @@ class AuthMiddleware:
             await self._refuse(scope, send, exc, missing=token is None)
             return
         self.stats.auth_ok += 1
-        state = {**scope.get("state", {}), IDENTITY_STATE_KEY: (identity.caller_id, identity.tenant),
-                 IDENTITY_DETAIL_KEY: identity}
+        state = {
+            **scope.get("state", {}),
+            IDENTITY_STATE_KEY: (identity.caller_id, identity.tenant),
+            IDENTITY_DETAIL_KEY: identity,
+        }
         await self.app({**scope, "state": state}, receive, send)
 
     async def _refuse(self, scope: Scope, send: Send, exc: AuthError, *, missing: bool) -> None:
@@ -115,18 +126,31 @@ class AuthMiddleware:
         challenge = f'Bearer realm="mcptrace", resource_metadata="{metadata}"'
         if not missing:
             challenge += f', error="invalid_token", error_description="{exc.reason}"'
-        self.logger.emit(f.EV_AUTH_FAILED, "warning", **{
-            f.REQUEST_ID: header(scope, f.REQUEST_ID_HEADER.encode()), f.HTTP_STATUS: 401, f.ERROR: exc.reason,
-            f.SESSION_ID: header(scope, b"mcp-session-id"), f.TRANSPORT: "http",
-            f.MESSAGE: f"{scope['method']} {scope['path']}",
-        })
+        self.logger.emit(
+            f.EV_AUTH_FAILED,
+            "warning",
+            **{
+                f.REQUEST_ID: header(scope, f.REQUEST_ID_HEADER.encode()),
+                f.HTTP_STATUS: 401,
+                f.ERROR: exc.reason,
+                f.SESSION_ID: header(scope, b"mcp-session-id"),
+                f.TRANSPORT: "http",
+                f.MESSAGE: f"{scope['method']} {scope['path']}",
+            },
+        )
         await send_jsonrpc_error(
-            send, 401, exc.code, exc.message, headers=[(b"www-authenticate", challenge.encode())],
+            send,
+            401,
+            exc.code,
+            exc.message,
+            headers=[(b"www-authenticate", challenge.encode())],
         )
 
 
 def resource_metadata(
-    *, authorization_servers: list[str], scopes: list[str] | None = None,
+    *,
+    authorization_servers: list[str],
+    scopes: list[str] | None = None,
 ) -> Callable[[Scope], dict[str, Any]]:
     """The body of `/.well-known/oauth-protected-resource` for a request (RFC 9728)."""
 
@@ -140,5 +164,3 @@ def resource_metadata(
         }
 
     return document
-
-
