@@ -102,7 +102,7 @@ ENVIRONMENT: Final[dict[str, str]] = {
     "MCPTRACE_DB_PATH": "SQLite database of search_database (default DATA_DIR/mcptrace.sqlite3)",
     "MCPTRACE_UPSTREAM_URL": "base URL of the HTTP API behind fetch_upstream",
     "MCPTRACE_UPSTREAM_TIMEOUT": "seconds before an upstream call times out (default 2)",
-    "MCPTRACE_METRICS": "0 to turn off the Prometheus endpoint /metrics (default on); OTLP export is set by OTEL_*",
+    "MCPTRACE_METRICS": "0 to turn off the Prometheus endpoint /metrics (default on; OTLP export: OTEL_*)",
 }
 
 ENV_FIELDS: Final[dict[str, str]] = {var: var.removeprefix("MCPTRACE_").lower() for var in ENVIRONMENT}

@@ -18,7 +18,6 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from prometheus_client.parser import text_string_to_metric_families
 
 from mcptrace.testing import RunningProcess, running_server, running_upstream
-
 from tests.helpers import read_log
 from tests.otel_receivers import OtelTap, attrs, hex_id, oteltap, points
 
@@ -35,6 +34,10 @@ def tap() -> Iterator[OtelTap]:
 def own_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProcess]:
     with running_upstream(tmp_path_factory.mktemp("otel-upstream")) as proc:
         yield proc
+
+
+def switch_upstream(upstream: RunningProcess, *, down: bool) -> None:
+    httpx.post(f"{upstream.base_url}/admin/faults", json={"down": down}, timeout=5).raise_for_status()
 
 
 def otel_env(endpoint: str, **extra: str) -> dict[str, str]:
@@ -88,7 +91,9 @@ def test_request_span_carries_request_id_caller_tenant_and_tool(server: RunningP
     assert span.status.code != Status.STATUS_CODE_ERROR
 
 
-def test_each_downstream_call_is_a_client_span_under_the_request_span(server: RunningProcess, tap: OtelTap) -> None:
+def test_each_downstream_call_is_a_client_span_under_the_request_span(
+    server: RunningProcess, tap: OtelTap,
+) -> None:
     result = call(server.url, "fetch_upstream", {"key": "k7"})
     assert not result.is_error, result.content
     parent = server_span(tap, request_id(result))
@@ -103,11 +108,11 @@ def test_each_downstream_call_is_a_client_span_under_the_request_span(server: Ru
 
 def test_a_failing_dependency_marks_both_spans_as_errors(server: RunningProcess, tap: OtelTap,
                                                          own_upstream: RunningProcess) -> None:
-    httpx.post(f"{own_upstream.base_url}/admin/faults", json={"down": True}, timeout=5).raise_for_status()
+    switch_upstream(own_upstream, down=True)
     try:
         result = call(server.url, "fetch_upstream", {"key": "k8"})
     finally:
-        httpx.post(f"{own_upstream.base_url}/admin/faults", json={"down": False}, timeout=5).raise_for_status()
+        switch_upstream(own_upstream, down=False)
     assert result.is_error
     parent = server_span(tap, request_id(result))
     assert parent.status.code == Status.STATUS_CODE_ERROR
@@ -166,7 +171,8 @@ def test_log_lines_carry_the_trace_and_span_of_their_request(server: RunningProc
 def test_log_lines_are_also_exported_over_otlp(server: RunningProcess, tap: OtelTap) -> None:
     result = call(server.url, "ping")
     rid = request_id(result)
-    record = tap.logs.wait_for(lambda r: attrs(r).get("mcp_request_id") == rid and r.body.string_value == "tool_call")
+    record = tap.logs.wait_for(
+        lambda r: attrs(r).get("mcp_request_id") == rid and r.body.string_value == "tool_call")
     span = server_span(tap, rid)
     assert record.trace_id == span.trace_id
     assert attrs(record)["tool_name"] == "ping"
@@ -210,7 +216,9 @@ def scrape(server: RunningProcess) -> dict[tuple[str, tuple[tuple[str, str], ...
     return samples
 
 
-def test_prometheus_endpoint_counts_match_the_calls_made(server: RunningProcess, own_upstream: RunningProcess) -> None:
+def test_prometheus_endpoint_counts_match_the_calls_made(
+    server: RunningProcess, own_upstream: RunningProcess,
+) -> None:
     ping = ("mcp_tool_calls_total", (("status", "success"), ("tool", "ping")))
     hist = ("mcp_tool_duration_seconds_count", (("status", "success"), ("tool", "ping")))
     errors = ("mcp_downstream_errors_total", (("service", "upstream"),))
@@ -223,11 +231,11 @@ def test_prometheus_endpoint_counts_match_the_calls_made(server: RunningProcess,
                     assert not (await c.call_tool("ping", {})).is_error
 
     anyio.run(calls)
-    httpx.post(f"{own_upstream.base_url}/admin/faults", json={"down": True}, timeout=5).raise_for_status()
+    switch_upstream(own_upstream, down=True)
     try:
         assert call(server.url, "fetch_upstream", {"key": "k9"}).is_error
     finally:
-        httpx.post(f"{own_upstream.base_url}/admin/faults", json={"down": False}, timeout=5).raise_for_status()
+        switch_upstream(own_upstream, down=False)
     after = scrape(server)
     assert after[ping] - before.get(ping, 0) == 5
     assert after[hist] - before.get(hist, 0) == 5
