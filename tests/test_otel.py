@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -18,8 +17,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from prometheus_client.parser import text_string_to_metric_families
 
 from mcptrace.testing import RunningProcess, running_server, running_upstream
-from tests.helpers import read_log
-from tests.otel_receivers import OtelTap, attrs, hex_id, oteltap, points
+from tests.otel_receivers import OtelTap, attrs, hex_id, oteltap, points, wait_for_log_line
 
 REQUEST_ID = "mcptrace.mcp_request_id"
 
@@ -158,7 +156,8 @@ def test_log_lines_carry_the_trace_and_span_of_their_request(server: RunningProc
     result = call(server.url, "search_database", {"query": "rocket", "limit": 1})
     rid = request_id(result)
     span = server_span(tap, rid)
-    records = _wait_for_log(server.log_file, rid, "response_sent")
+    records = wait_for_log_line(server.log_file, lambda r: r.get("mcp_request_id") == rid
+                                and r["event"] == "response_sent")
     mine = [r for r in records if r.get("mcp_request_id") == rid]
     assert {r["event"] for r in mine} >= {"request_received", "tool_call", "downstream_call", "response_sent"}
     assert {r["trace_id"] for r in mine} == {hex_id(span.trace_id)}
@@ -244,17 +243,4 @@ def test_prometheus_endpoint_counts_match_the_calls_made(
                and ("tool", "ping") in labels for k, le in labels if k == "le"]
     assert "0.001" in buckets and "600.0" in buckets
     assert ("mcp_active_sessions", ()) in after
-
-
-def _wait_for_log(path: Path, rid: str, event: str, timeout: float = 10) -> list[dict[str, Any]]:
-    """The log is flushed by a background thread every 0.2 s: read until the line is there."""
-    with anyio.from_thread.start_blocking_portal() as portal:
-        async def wait() -> list[dict[str, Any]]:
-            with anyio.fail_after(timeout):
-                while True:
-                    records = read_log(path)
-                    if any(r.get("mcp_request_id") == rid and r["event"] == event for r in records):
-                        return records  # type: ignore[return-value]
-                    await anyio.sleep(0.05)
-        return portal.call(wait)
 
