@@ -150,6 +150,24 @@ def grpc_trace_receiver() -> Iterator[tuple[str, Collected[Any]]]:
         server.stop(grace=1).wait(5)
 
 
+def wait_for_log_line(
+    path: Any, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10,
+) -> list[Any]:
+    """All records of a JSON log once one matches. The sink flushes on a 0.2 s timer, so a file
+    has nothing to await: re-read it until the line is there, within `timeout`."""
+    import json
+
+    deadline = time.monotonic() + timeout
+    while True:
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] \
+            if path.exists() else []
+        if any(predicate(r) for r in records):
+            return records
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no matching line in {path.name} within {timeout}s")
+        time.sleep(0.05)
+
+
 # -- reading OTLP protobufs ----------------------------------------------------
 
 def attrs(item: Any) -> dict[str, Any]:

@@ -17,6 +17,7 @@ down or slow costs dropped items, counted in `DropCounter`, never a request.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections import Counter
@@ -108,7 +109,8 @@ def _protocol(env: Mapping[str, str], signal: str) -> str:
 
 
 def _endpoint_set(env: Mapping[str, str], signal: str) -> bool:
-    return bool(_env(env, "OTEL_EXPORTER_OTLP_ENDPOINT") or _env(env, f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT"))
+    generic = _env(env, "OTEL_EXPORTER_OTLP_ENDPOINT")
+    return bool(generic or _env(env, f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT"))
 
 
 def traces_enabled(env: Mapping[str, str]) -> bool:
@@ -211,14 +213,13 @@ class Providers:
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Flush and stop every exporter, giving up after `timeout` seconds (a receiver may be down)."""
-        providers = [p for p in (self.tracer_provider, self.logger_provider, self.meter_provider) if p is not None]
+        every = (self.tracer_provider, self.logger_provider, self.meter_provider)
+        providers = [p for p in every if p is not None]
 
         def run() -> None:
             for provider in providers:
-                try:
+                with contextlib.suppress(Exception):
                     provider.shutdown()
-                except Exception:
-                    pass
 
         worker = threading.Thread(target=run, name="mcptrace-otel-shutdown", daemon=True)
         worker.start()
