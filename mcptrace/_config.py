@@ -40,6 +40,11 @@ class Config:
     upstream_timeout: float = 2.0
     report_steps: int = 5
     report_step_seconds: float = 0.25
+    resources_manifest: Path | None = None
+
+    @property
+    def resources_cache_dir(self) -> Path:
+        return self.data_dir / "resources"
 
     @property
     def resolved_db_path(self) -> Path:
@@ -101,6 +106,7 @@ ENVIRONMENT: Final[dict[str, str]] = {
     "MCPTRACE_DB_PATH": "SQLite database of search_database (default DATA_DIR/mcptrace.sqlite3)",
     "MCPTRACE_UPSTREAM_URL": "base URL of the HTTP API behind fetch_upstream",
     "MCPTRACE_UPSTREAM_TIMEOUT": "seconds before an upstream call times out (default 2)",
+    "MCPTRACE_RESOURCES_MANIFEST": "manifest of hash-pinned remote tools and prompts to load at start-up",
 }
 
 ENV_FIELDS: Final[dict[str, str]] = {var: var.removeprefix("MCPTRACE_").lower() for var in ENVIRONMENT}

@@ -19,6 +19,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve.add_argument("--max-body-bytes", type=int, help="largest request body (default 1 MiB)")
     serve.add_argument("--allow-non-loopback", action="store_true", default=None,
                        help="bind a non-loopback address anyway (logged as a warning at every start)")
+    serve.add_argument("--resources-manifest", type=Path,
+                       help="load the hash-pinned remote tools and prompts listed in this manifest")
     serve.add_argument("--ready-file", type=Path, help="write the server URL to this file once it accepts requests")
     serve.set_defaults(func=_serve)
 
@@ -39,6 +41,7 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, log_file=args.log_file, log_stderr=args.log_stderr,
         stateless=args.stateless, data_dir=args.data_dir, upstream_url=args.upstream_url,
         max_body_bytes=args.max_body_bytes, allow_non_loopback=args.allow_non_loopback,
+        resources_manifest=args.resources_manifest,
     )
     if args.stdio:
         serve_stdio(config)

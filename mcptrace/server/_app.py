@@ -26,6 +26,7 @@ from mcptrace.middleware._negotiate import NegotiationMiddleware
 from mcptrace.middleware._requestlog import RequestLogMiddleware, default_identify
 from mcptrace.middleware._requests import RequestIdMiddleware
 from mcptrace.server._db import Database
+from mcptrace.server._remote import LoadReport, load_pinned_resources
 from mcptrace.server._tools import DEFAULT_TENANT, Dependencies, register_tools
 from mcptrace.telemetry import _context
 from mcptrace.telemetry._log import EventLogger, LogSink
@@ -69,6 +70,7 @@ class Service:
     mcp: MCPServer[Any]
     deps: Dependencies
     started: float = field(default_factory=time.monotonic)
+    pinned: LoadReport | None = None
 
     async def aclose(self) -> None:
         if self.deps.http is not None:
@@ -80,11 +82,16 @@ def build_service(config: Config, *, logger: EventLogger | None = None, transpor
     deps = Dependencies(config=config, db=Database(config.resolved_db_path))
     mcp: MCPServer[Any] = MCPServer(SERVER_NAME, version=__version__, log_level="WARNING")
     register_tools(mcp, deps)
+    pinned = None
+    if config.resources_manifest is not None:
+        pinned = load_pinned_resources(
+            mcp, manifest=config.resources_manifest, cache_dir=config.resources_cache_dir, logger=logger,
+        )
     mcp.middleware.append(RequestLogMiddleware(logger, identify=_identify, transport=transport))
     hook = log_downstream_calls(logger)
     if hook not in _context.downstream_hooks:
         _context.downstream_hooks.append(hook)
-    return Service(config=config, logger=logger, mcp=mcp, deps=deps)
+    return Service(config=config, logger=logger, mcp=mcp, deps=deps, pinned=pinned)
 
 
 def build_app(service: Service) -> ASGIApp:
@@ -108,6 +115,12 @@ def build_app(service: Service) -> ASGIApp:
             {"status": "healthy"} if service.logger.sink.writable()
             else {"status": "degraded", "error": service.logger.sink.stats.last_error}
         )
+        if service.pinned is not None:
+            stale = service.pinned.from_cache
+            checks["pinned_resources"] = (
+                {"status": "degraded", "error": f"{len(stale)} served from the verified cache: {', '.join(stale)}"}
+                if stale else {"status": "healthy", "count": len(service.pinned.loaded)}
+            )
         statuses = {c["status"] for c in checks.values()}
         overall = "unhealthy" if "unhealthy" in statuses else "degraded" if "degraded" in statuses else "healthy"
         return JSONResponse(
