@@ -9,7 +9,6 @@ import pytest
 
 from mcptrace.cli import main
 from mcptrace.testing import RunningProcess
-
 from tests.test_gate import dead_url
 
 
@@ -20,18 +19,30 @@ def update(registry: Path, name: str, url: str) -> int:
 def test_a_passing_gate_adds_the_entry(server: RunningProcess, tmp_path: Path) -> None:
     registry = tmp_path / "mcp.json"
     assert update(registry, "mcptrace", server.url) == 0
-    assert json.loads(registry.read_text()) == {"mcpServers": {"mcptrace": {"type": "http", "url": server.url}}}
+    assert json.loads(registry.read_text()) == {
+        "mcpServers": {"mcptrace": {"type": "http", "url": server.url}}
+    }
 
 
-def test_a_change_keeps_everything_else(server: RunningProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_change_keeps_everything_else(
+    server: RunningProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     registry = tmp_path / "mcp.json"
-    registry.write_text(json.dumps({
-        "mcpServers": {
-            "mcptrace": {"type": "http", "url": "https://old.example.com/mcp", "headers": {"X-Team": "ops"}},
-            "other": {"command": "other-server", "args": ["--stdio"]},
-        },
-        "inputs": [{"id": "token"}],
-    }))
+    registry.write_text(
+        json.dumps(
+            {
+                "mcpServers": {
+                    "mcptrace": {
+                        "type": "http",
+                        "url": "https://old.example.com/mcp",
+                        "headers": {"X-Team": "ops"},
+                    },
+                    "other": {"command": "other-server", "args": ["--stdio"]},
+                },
+                "inputs": [{"id": "token"}],
+            }
+        )
+    )
     assert update(registry, "mcptrace", server.url) == 0
     data = json.loads(registry.read_text())
     assert data["mcpServers"]["mcptrace"] == {"type": "http", "url": server.url, "headers": {"X-Team": "ops"}}
@@ -44,9 +55,13 @@ def test_a_change_keeps_everything_else(server: RunningProcess, tmp_path: Path, 
     assert "unchanged" in capsys.readouterr().err
 
 
-def test_a_failing_gate_refuses_and_changes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_failing_gate_refuses_and_changes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     registry = tmp_path / "mcp.json"
-    original = json.dumps({"mcpServers": {"mcptrace": {"type": "http", "url": "https://old.example.com/mcp"}}})
+    original = json.dumps(
+        {"mcpServers": {"mcptrace": {"type": "http", "url": "https://old.example.com/mcp"}}}
+    )
     registry.write_text(original)
     url = dead_url()
     assert update(registry, "mcptrace", url) == 1
@@ -56,7 +71,9 @@ def test_a_failing_gate_refuses_and_changes_nothing(tmp_path: Path, capsys: pyte
     assert list(tmp_path.iterdir()) == [registry]  # no temporary file left behind
 
 
-def test_a_malformed_registry_is_reported_and_left_alone(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_malformed_registry_is_reported_and_left_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     registry = tmp_path / "mcp.json"
     registry.write_text('{"mcpServers": {"half": ')
     assert update(registry, "x", dead_url()) == 2

@@ -10,7 +10,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     manifest = sub.add_parser("manifest", help="hash-pinned remote tools and prompts")
     actions = manifest.add_subparsers(dest="manifest_command", metavar="ACTION", required=True)
     build = actions.add_parser("build", help="fetch URLs now and record URL -> SHA-256 in a manifest")
-    build.add_argument("urls", nargs="+", metavar="URL", help="immutable resource URLs (a version or digest in them)")
+    build.add_argument(
+        "urls", nargs="+", metavar="URL", help="immutable resource URLs (a version or digest in them)"
+    )
     build.add_argument("-o", "--output", type=Path, required=True, help="manifest file to write")
     build.add_argument("--timeout", type=float, default=10.0, help="seconds per fetch (default 10)")
     build.set_defaults(func=_build)

@@ -12,7 +12,9 @@ from mcptrace.cli._gate import add_gate_arguments, gate_options, print_report
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     registry = sub.add_parser("registry", help="gated changes to an mcp.json registry")
     actions = registry.add_subparsers(dest="registry_command", metavar="ACTION", required=True)
-    update = actions.add_parser("update", help="write or change an entry, only if the gate passes against URL")
+    update = actions.add_parser(
+        "update", help="write or change an entry, only if the gate passes against URL"
+    )
     update.add_argument("registry", type=Path, help="the mcp.json file")
     update.add_argument("--name", required=True, help="entry name under mcpServers")
     update.add_argument("--url", required=True, help="the MCP endpoint the entry will point at")

@@ -37,10 +37,23 @@ from mcptrace._errors import ConfigError
 MANIFEST_VERSION = 1
 KINDS = ("tool", "prompt")
 MAX_DOCUMENT_BYTES = 256 * 1024
-MUTABLE_NAMES = frozenset({
-    "latest", "main", "master", "head", "trunk", "develop", "dev", "stable", "nightly", "edge", "current",
-    "default", "release",
-})
+MUTABLE_NAMES = frozenset(
+    {
+        "latest",
+        "main",
+        "master",
+        "head",
+        "trunk",
+        "develop",
+        "dev",
+        "stable",
+        "nightly",
+        "edge",
+        "current",
+        "default",
+        "release",
+    }
+)
 _VERSION = re.compile(r"^v?\d+(\.\d+){1,3}([-+][0-9a-z.]+)?$", re.IGNORECASE)
 _VERSION_IN_NAME = re.compile(r"[-_@]v?\d+(\.\d+){1,3}([-+][0-9a-z]+)*(\.[a-z0-9]+)?$", re.IGNORECASE)
 _DIGEST = re.compile(r"^(sha256[:\-])?([0-9a-f]{40}|[0-9a-f]{64})$", re.IGNORECASE)
@@ -82,7 +95,9 @@ def check_immutable_url(url: str) -> None:
     for segment in segments:
         for token in re.split(r"[@:]", segment):
             if token.lower() in MUTABLE_NAMES:
-                raise ManifestError(f"{url}: {token!r} is a mutable reference; pin a version or a content digest")
+                raise ManifestError(
+                    f"{url}: {token!r} is a mutable reference; pin a version or a content digest"
+                )
     if not any(_pins(s) for s in segments):
         raise ManifestError(
             f"{url}: no version or digest in the URL; a pinned URL must name immutable content "
@@ -113,16 +128,24 @@ def load_manifest(path: Path) -> list[PinnedResource]:
     except orjson.JSONDecodeError as exc:
         raise ManifestError(f"resources manifest {path}: not valid JSON ({exc})") from None
     if not isinstance(data, dict) or data.get("manifest_version") != MANIFEST_VERSION:
-        raise ManifestError(f"resources manifest {path}: expected an object with manifest_version {MANIFEST_VERSION}")
+        raise ManifestError(
+            f"resources manifest {path}: expected an object with manifest_version {MANIFEST_VERSION}"
+        )
     entries = data.get("resources")
     if not isinstance(entries, list):
         raise ManifestError(f"resources manifest {path}: 'resources' must be a list")
     resources: list[PinnedResource] = []
     for i, entry in enumerate(entries):
-        if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) for k in ("url", "sha256", "kind", "name")):
-            raise ManifestError(f"resources manifest {path}: entry {i} needs string url, sha256, kind and name")
+        if not isinstance(entry, dict) or not all(
+            isinstance(entry.get(k), str) for k in ("url", "sha256", "kind", "name")
+        ):
+            raise ManifestError(
+                f"resources manifest {path}: entry {i} needs string url, sha256, kind and name"
+            )
         if not _SHA256.match(entry["sha256"]):
-            raise ManifestError(f"resources manifest {path}: entry {i} sha256 must be 64 lowercase hex digits")
+            raise ManifestError(
+                f"resources manifest {path}: entry {i} sha256 must be 64 lowercase hex digits"
+            )
         check_immutable_url(entry["url"])
         resources.append(PinnedResource(entry["url"], entry["sha256"], entry["kind"], entry["name"]))
     names = [(r.kind, r.name) for r in resources]
@@ -132,7 +155,10 @@ def load_manifest(path: Path) -> list[PinnedResource]:
 
 
 def manifest_bytes(resources: list[PinnedResource]) -> bytes:
-    body: dict[str, Any] = {"manifest_version": MANIFEST_VERSION, "resources": [r.to_dict() for r in resources]}
+    body: dict[str, Any] = {
+        "manifest_version": MANIFEST_VERSION,
+        "resources": [r.to_dict() for r in resources],
+    }
     return orjson.dumps(body, option=orjson.OPT_INDENT_2) + b"\n"
 
 
@@ -184,7 +210,9 @@ def build_manifest(urls: list[str], *, timeout: float = 10.0) -> list[PinnedReso
             except httpx.HTTPError as exc:
                 raise ManifestError(f"{url}: fetch failed ({type(exc).__name__}: {exc})") from None
             if response.status_code != 200:
-                raise ManifestError(f"{url}: answered HTTP {response.status_code}; pin a URL that serves the resource")
+                raise ManifestError(
+                    f"{url}: answered HTTP {response.status_code}; pin a URL that serves the resource"
+                )
             data = response.content
             if len(data) > MAX_DOCUMENT_BYTES:
                 raise ManifestError(f"{url}: larger than {MAX_DOCUMENT_BYTES} bytes")

@@ -65,13 +65,22 @@ def register(server: MCPServer[Any], doc: Document) -> None:
     """Add one document to `server` as a tool or a prompt."""
     template = string.Template(doc.template)
     if doc.kind == "prompt":
+
         def render_prompt(**arguments: str) -> str:
             return template.safe_substitute({k: str(v) for k, v in arguments.items() if k in doc.parameters})
 
-        server.add_prompt(Prompt(
-            name=doc.name, description=doc.description or None, fn=render_prompt,
-            arguments=[PromptArgument(name=k, description=v, required=True) for k, v in doc.parameters.items()],
-        ))
+        server.add_prompt(
+            Prompt(
+                name=doc.name,
+                title=None,
+                context_kwarg=None,
+                description=doc.description or None,
+                fn=render_prompt,
+                arguments=[
+                    PromptArgument(name=k, description=v, required=True) for k, v in doc.parameters.items()
+                ],
+            )
+        )
         return
 
     async def render_tool(**arguments: str) -> str:
@@ -90,8 +99,13 @@ class PinnedLoader:
     """Fetches and verifies the manifest's resources at start-up."""
 
     def __init__(
-        self, manifest: Path, *, cache_dir: Path, logger: EventLogger,
-        meter_provider: metrics.MeterProvider | None = None, timeout: float = FETCH_TIMEOUT_SECONDS,
+        self,
+        manifest: Path,
+        *,
+        cache_dir: Path,
+        logger: EventLogger,
+        meter_provider: metrics.MeterProvider | None = None,
+        timeout: float = FETCH_TIMEOUT_SECONDS,
     ) -> None:
         self.resources = load_manifest(manifest)
         self.manifest = manifest
@@ -100,11 +114,12 @@ class PinnedLoader:
         self.timeout = timeout
         meter = (meter_provider or metrics.get_meter_provider()).get_meter("mcptrace.resources")
         self._rejected = meter.create_counter(
-            f.M_RESOURCES_REJECTED, description="remote resources whose bytes did not match their pinned hash",
+            f.M_RESOURCES_REJECTED,
+            description="remote resources whose bytes did not match their pinned hash",
         )
 
     def load(self) -> tuple[list[Document], LoadReport]:
-        """Every resource verified (now or earlier), or `ConfigError` naming each one that has no verified copy."""
+        """Every resource verified (now or earlier), or `ConfigError` naming those with no verified copy."""
         report = LoadReport()
         documents: list[Document] = []
         missing: list[str] = []
@@ -116,13 +131,16 @@ class PinnedLoader:
                     continue
                 doc = parse_document(data, origin=resource.url)
                 if (doc.kind, doc.name) != (resource.kind, resource.name):
-                    raise ConfigError(f"{resource.url}: is {doc.kind} {doc.name!r}, the manifest says "
-                                      f"{resource.kind} {resource.name!r}")
+                    raise ConfigError(
+                        f"{resource.url}: is {doc.kind} {doc.name!r}, the manifest says "
+                        f"{resource.kind} {resource.name!r}"
+                    )
                 documents.append(doc)
         if missing:
             self.logger.sink.flush()  # the reasons must reach the log before the process exits
             raise ConfigError(
-                "refusing to start: no verified copy of " + ", ".join(missing)
+                "refusing to start: no verified copy of "
+                + ", ".join(missing)
                 + f" (manifest {self.manifest}); see the resource_rejected log lines",
             )
         return documents, report
@@ -130,9 +148,13 @@ class PinnedLoader:
     def _cache_path(self, resource: PinnedResource) -> Path:
         return self.cache_dir / f"{resource.sha256}.json"
 
-    def _verified_bytes(self, client: httpx.Client, resource: PinnedResource, report: LoadReport) -> bytes | None:
+    def _verified_bytes(
+        self, client: httpx.Client, resource: PinnedResource, report: LoadReport
+    ) -> bytes | None:
         context: dict[str, Any] = {
-            f.RESOURCE_URL: resource.url, f.RESOURCE_KIND: resource.kind, f.TOOL_NAME: resource.name,
+            f.RESOURCE_URL: resource.url,
+            f.RESOURCE_KIND: resource.kind,
+            f.TOOL_NAME: resource.name,
             f.EXPECTED_SHA256: resource.sha256,
         }
         problem: str
@@ -149,25 +171,42 @@ class PinnedLoader:
                 if actual == resource.sha256:
                     atomic_write(self._cache_path(resource), data)
                     report.loaded[resource.url] = "remote"
-                    self.logger.emit(f.EV_RESOURCE_LOADED, **context, **{
-                        f.ACTUAL_SHA256: actual, f.RESOURCE_SOURCE: "remote", f.STATUS: f.SUCCESS,
-                        f.MESSAGE: "fetched and verified",
-                    })
+                    self.logger.emit(
+                        f.EV_RESOURCE_LOADED,
+                        **context,
+                        **{
+                            f.ACTUAL_SHA256: actual,
+                            f.RESOURCE_SOURCE: "remote",
+                            f.STATUS: f.SUCCESS,
+                            f.MESSAGE: "fetched and verified",
+                        },
+                    )
                     return data
                 problem = "content does not match the pinned sha256"
                 context[f.ACTUAL_SHA256] = actual
                 report.rejected.append(resource.url)
                 self._rejected.add(1, {f.RESOURCE_KIND: resource.kind})
-                self.logger.emit(f.EV_RESOURCE_REJECTED, "error", **context, **{
-                    f.STATUS: f.FAILURE, f.ERROR: problem, f.HTTP_STATUS: response.status_code,
-                    f.MESSAGE: f"refused {resource.kind} {resource.name!r} from {resource.url}: {problem}",
-                })
+                self.logger.emit(
+                    f.EV_RESOURCE_REJECTED,
+                    "error",
+                    **context,
+                    **{
+                        f.STATUS: f.FAILURE,
+                        f.ERROR: problem,
+                        f.HTTP_STATUS: response.status_code,
+                        f.MESSAGE: f"refused {resource.kind} {resource.name!r}: {problem}",
+                    },
+                )
         except httpx.HTTPError as exc:
             problem = f"fetch failed: {type(exc).__name__}"
         return self._from_cache(resource, report, context, problem)
 
     def _from_cache(
-        self, resource: PinnedResource, report: LoadReport, context: dict[str, Any], problem: str,
+        self,
+        resource: PinnedResource,
+        report: LoadReport,
+        context: dict[str, Any],
+        problem: str,
     ) -> bytes | None:
         path = self._cache_path(resource)
         try:
@@ -176,22 +215,39 @@ class PinnedLoader:
             cached = None
         if cached is not None and sha256_hex(cached) == resource.sha256:
             report.loaded[resource.url] = "cache"
-            self.logger.emit(f.EV_RESOURCE_LOADED, "warning", **context, **{
-                f.RESOURCE_SOURCE: "cache", f.STATUS: f.SUCCESS, f.ERROR: problem,
-                f.MESSAGE: f"{problem}; serving the last verified copy",
-            })
+            self.logger.emit(
+                f.EV_RESOURCE_LOADED,
+                "warning",
+                **context,
+                **{
+                    f.RESOURCE_SOURCE: "cache",
+                    f.STATUS: f.SUCCESS,
+                    f.ERROR: problem,
+                    f.MESSAGE: f"{problem}; serving the last verified copy",
+                },
+            )
             return cached
         if resource.url in report.rejected:
             return None  # its resource_rejected line is already written
-        self.logger.emit(f.EV_RESOURCE_REJECTED, "error", **context, **{
-            f.STATUS: f.FAILURE, f.ERROR: problem,
-            f.MESSAGE: f"{problem}; no verified copy in {self.cache_dir}, the server will not start",
-        })
+        self.logger.emit(
+            f.EV_RESOURCE_REJECTED,
+            "error",
+            **context,
+            **{
+                f.STATUS: f.FAILURE,
+                f.ERROR: problem,
+                f.MESSAGE: f"{problem}; no verified copy in {self.cache_dir}, the server will not start",
+            },
+        )
         return None
 
 
 def load_pinned_resources(
-    server: MCPServer[Any], *, manifest: Path, cache_dir: Path, logger: EventLogger,
+    server: MCPServer[Any],
+    *,
+    manifest: Path,
+    cache_dir: Path,
+    logger: EventLogger,
     meter_provider: metrics.MeterProvider | None = None,
 ) -> LoadReport:
     """Verify every resource of `manifest` and register it on `server`; `ConfigError` refuses the start."""
