@@ -136,6 +136,26 @@ class TestNginx:
         assert failed is not None and failed.name == "streaming"
         assert "only at the end" in failed.detail
 
+    def test_the_gate_speaks_to_a_route_that_answers_json(
+        self, tmp_path: Path, server: RunningProcess, cert: Certificate
+    ) -> None:
+        shipped = (DEPLOY / "nginx" / "mcptrace.conf").read_text()
+        # A route that only ever asks for JSON: every answer is one JSON body, progress has nowhere to go.
+        json_only = shipped.replace(
+            "proxy_set_header X-Request-ID $request_id;",
+            'proxy_set_header X-Request-ID $request_id;\n        proxy_set_header Accept "application/json";',
+            1,
+        )
+        with running_nginx(tmp_path, server_url=server.url, cert=cert, site=json_only) as proxy:
+            report = anyio.run(run_gate, proxy.url, GateOptions(check_streaming=True, verify=str(cert.cert)))
+        assert [(s.name, s.ok) for s in report.steps] == [
+            ("initialize", True),
+            ("initialized", True),
+            ("tool", True),
+            ("streaming", False),
+        ]
+        assert "reported no progress" in report.steps[-1].detail
+
     def test_a_bearer_token_from_the_environment_reaches_the_server(
         self,
         tmp_path: Path,
@@ -145,8 +165,8 @@ class TestNginx:
     ) -> None:
         shipped = (DEPLOY / "nginx" / "mcptrace.conf").read_text()
         guarded = shipped.replace(
-            "location /mcp {",
-            'location /mcp {\n        if ($http_authorization != "Bearer s3cret") { return 401; }',
+            "location = /mcp {",
+            'location = /mcp {\n        if ($http_authorization != "Bearer s3cret") { return 401; }',
         )
         from mcptrace.cli import main
 

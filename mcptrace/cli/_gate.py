@@ -31,6 +31,12 @@ def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--streaming-tool", default="run_report", help="tool for --check-streaming (default run_report)"
     )
+    parser.add_argument(
+        "--streaming-args",
+        default="{}",
+        metavar="JSON",
+        help="arguments of --streaming-tool as a JSON object",
+    )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds allowed per step (default 30)")
     parser.add_argument("--cacert", metavar="FILE", help="CA bundle to verify an https URL against")
 
@@ -79,6 +85,7 @@ def gate_options(args: argparse.Namespace) -> GateOptions:
         arguments=arguments,
         check_streaming=args.check_streaming,
         streaming_tool=args.streaming_tool,
+        streaming_arguments=_json_object("--streaming-args", args.streaming_args),
         timeout=args.timeout,
         verify=_verify(args.cacert),
     )

@@ -113,7 +113,8 @@ async def run_gate(url: str, options: GateOptions | None = None) -> GateReport:
             transport_errors.append(_describe(message))
 
     async def on_response(response: httpx2.Response) -> None:
-        if response.status_code >= 400:
+        # Only POSTs carry the gate's messages; a server may refuse the optional GET stream.
+        if response.status_code >= 400 and response.request.method == "POST":
             reason = response.reason_phrase or ""
             transport_errors.append(
                 f"HTTP {response.status_code} {reason}".strip()
@@ -169,6 +170,7 @@ async def _timed(
     transport_errors: list[str],
 ) -> Step:
     start = time.perf_counter()
+    errors_before = len(transport_errors)
     ok, detail = True, ""
     try:
         with anyio.fail_after(timeout):
@@ -183,7 +185,10 @@ async def _timed(
         ok, detail = False, f"malformed answer: {_first_validation_error(exc)}"
     except Exception as exc:
         ok, detail = False, _describe(exc)
-    if not ok and transport_errors:
+    if ok and len(transport_errors) > errors_before:
+        # e.g. a notification the server refused: it has no answer to fail on, only its HTTP status
+        ok, detail = False, transport_errors[-1]
+    elif not ok and transport_errors:
         detail = f"{detail} ({transport_errors[-1]})"
     elapsed = round((time.perf_counter() - start) * 1000, 2)
     return Step(name, ok, elapsed, detail)
