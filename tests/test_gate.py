@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -79,6 +80,18 @@ class TestGate:
         assert captured.err.count("\n") == 1 and captured.err.startswith("FAIL initialize")
         assert "Traceback" not in captured.err
         assert captured.out.startswith("FAIL ")
+
+    def test_a_server_that_never_answers_fails_within_the_step_timeout(self) -> None:
+        with socket.socket() as silent:  # accepts connections (backlog) and never says a word
+            silent.bind(("127.0.0.1", 0))
+            silent.listen(8)
+            url = f"http://127.0.0.1:{silent.getsockname()[1]}/mcp"
+            started = time.monotonic()
+            report = anyio.run(run_gate, url, GateOptions(timeout=1))
+            elapsed = time.monotonic() - started
+        assert not report.ok and report.steps[0].name == "initialize"
+        assert report.steps[0].detail.startswith("no answer within 1s")
+        assert elapsed < 15
 
     def test_a_url_that_is_not_mcp_names_the_http_status(self, server: RunningProcess) -> None:
         report = anyio.run(run_gate, server.base_url + "/livez", GateOptions(timeout=5))

@@ -77,6 +77,7 @@ def report_arrivals(url: str, tls: ssl.SSLContext) -> tuple[list[float], float, 
         with client.stream("POST", url, json=call, headers=session) as response:
             assert response.status_code == 200
             assert response.headers["content-type"].startswith(SSE)
+            assert "no-cache" in response.headers.get("cache-control", "")
             request_id = response.headers["x-request-id"]
             for line in response.iter_lines():
                 if "notifications/progress" in line:
