@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         help="per (caller, tool) buckets; `*` sets the default")
     guards.add_argument("--suspend-after", type=int, help="violations that suspend a caller")
     guards.add_argument("--suspend-seconds", type=float, help="how long a suspension lasts")
+    serve.add_argument("--resources-manifest", type=Path,
+                       help="load the hash-pinned remote tools and prompts listed in this manifest")
     serve.add_argument("--ready-file", type=Path, help="write the server URL to this file once it accepts requests")
     serve.set_defaults(func=_serve)
 
@@ -54,6 +56,7 @@ def _serve(args: argparse.Namespace) -> int:
         redis_url=args.redis_url, rate_limit_caller=args.rate_limit_caller,
         rate_limit_tools=args.rate_limit_tools, suspend_after=args.suspend_after,
         suspend_seconds=args.suspend_seconds,
+        resources_manifest=args.resources_manifest,
     )
     if args.stdio:
         serve_stdio(config)

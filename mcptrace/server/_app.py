@@ -34,6 +34,7 @@ from mcptrace.guards._auth import RESOURCE_METADATA_PATH, resource_metadata
 from mcptrace.guards._sdk import RateLimitMiddleware
 from mcptrace.guards._setup import GuardMetricsView, Guards, build_guards, wrap_http
 from mcptrace.server._health import HealthChecker
+from mcptrace.server._remote import LoadReport, load_pinned_resources
 from mcptrace.server._tools import DEFAULT_TENANT, Dependencies, register_tools
 from mcptrace.telemetry import _context
 from mcptrace.telemetry._log import EventLogger, LogSink
@@ -82,6 +83,7 @@ class Service:
     telemetry: ServerTelemetry | None = None
     started: float = field(default_factory=time.monotonic)
     health: HealthChecker | None = None
+    pinned: LoadReport | None = None
 
     async def aclose(self) -> None:
         if self.deps.http is not None:
@@ -98,6 +100,11 @@ def build_service(config: Config, *, logger: EventLogger | None = None, transpor
     mcp: MCPServer[Any] = MCPServer(SERVER_NAME, version=__version__, log_level="WARNING")
     register_tools(mcp, deps)
     mcp.middleware.insert(0, TraceMetaGuard())
+    pinned = None
+    if config.resources_manifest is not None:
+        pinned = load_pinned_resources(
+            mcp, manifest=config.resources_manifest, cache_dir=config.resources_cache_dir, logger=logger,
+        )
     mcp.middleware.append(RequestLogMiddleware(logger, identify=_identify, transport=transport))
     mcp.middleware.append(RateLimitMiddleware(guards.limiter))
     hook = log_downstream_calls(logger)
@@ -105,7 +112,8 @@ def build_service(config: Config, *, logger: EventLogger | None = None, transpor
         _context.downstream_hooks.append(hook)
     telemetry = setup_telemetry(mcp, logger, transport=transport)
     register_guard_metrics(telemetry.instrumentation.metrics.meter, GuardMetricsView(guards))
-    return Service(config=config, logger=logger, mcp=mcp, deps=deps, guards=guards, telemetry=telemetry)
+    return Service(config=config, logger=logger, mcp=mcp, deps=deps, guards=guards, telemetry=telemetry,
+                   pinned=pinned)
 
 
 def build_app(service: Service) -> ASGIApp:
@@ -129,6 +137,8 @@ def build_app(service: Service) -> ASGIApp:
         body, status = await checker.report()
         if service.telemetry is not None:
             body["telemetry"] = service.telemetry.health()
+        if service.pinned is not None:
+            body = _with_pinned_check(body, service.pinned)
         return JSONResponse(body, status_code=status, headers={"cache-control": "no-store"})
 
     if service.guards.authenticator is not None:
@@ -148,6 +158,19 @@ def build_app(service: Service) -> ASGIApp:
     app: ASGIApp = wrap_http(EnvelopeMiddleware(NegotiationMiddleware(inner)), service.guards, service.logger)
     app = RequestIdMiddleware(app, logger=service.logger, max_body_bytes=config.max_body_bytes)
     return _with_lifespan(app, service)
+
+
+def _with_pinned_check(body: dict[str, Any], pinned: LoadReport) -> dict[str, Any]:
+    """Resources served from the verified cache (the origin changed or failed) make the service degraded."""
+    stale = pinned.from_cache
+    check = (
+        {"status": "degraded", "error": f"served from the verified cache: {', '.join(stale)}"}
+        if stale else {"status": "healthy", "count": len(pinned.loaded)}
+    )
+    body = {**body, "checks": {**body.get("checks", {}), "pinned_resources": check}}
+    if stale and body.get("status") == "healthy":
+        body["status"] = "degraded"
+    return body
 
 
 def _with_lifespan(app: ASGIApp, service: Service) -> ASGIApp:
