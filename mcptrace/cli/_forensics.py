@@ -1,0 +1,105 @@
+"""`mcptrace stats|errors|loops|sessions|runs|index`: questions over the logs, answered with polars."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from mcptrace.cli._options import Progress, add_common, load_frame, parse_duration, report_problems
+from mcptrace.cli._render import emit
+
+STATS_COLUMNS = ["tool_name", "calls", "errors", "error_rate", "p50_ms", "p95_ms", "p99_ms"]
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("stats", help="calls, errors, error rate and p50/p95/p99 latency per tool")
+    add_common(p)
+    p.add_argument(
+        "--by",
+        choices=("tool", "method", "caller", "service"),
+        default="tool",
+        help="group by tool (default), JSON-RPC method, caller or downstream service",
+    )
+    p.add_argument("--every", metavar="WINDOW", help="one row per time window and group (1m, 5m, 1h)")
+    p.set_defaults(func=run_stats)
+
+    p = sub.add_parser("errors", help="the most frequent errors, and own versus downstream errors per tool")
+    add_common(p)
+    p.add_argument("--limit", type=int, default=20, help="rows of most frequent errors (default 20)")
+    p.set_defaults(func=run_errors)
+
+    p = sub.add_parser("index", help="write a Parquet index beside the logs so later queries skip the JSON")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="log files, globs or directories")
+    p.set_defaults(func=run_index)
+
+
+def _rows(frame: Any) -> list[dict[str, Any]]:
+    return frame.collect().to_dicts()  # type: ignore[no-any-return]
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    from mcptrace import _fields as f
+    from mcptrace.analysis import method_stats, service_stats, tool_stats, top_callers
+
+    loaded = load_frame(args)
+    every = args.every
+    if every is not None:
+        parse_duration(every)
+    if args.by == "tool":
+        rows = _rows(tool_stats(loaded.frame, every=every))
+        columns = STATS_COLUMNS
+    elif args.by == "method":
+        rows = _rows(method_stats(loaded.frame, every=every))
+        columns = [f.METHOD, *STATS_COLUMNS[1:]]
+    elif args.by == "caller":
+        rows = _rows(top_callers(loaded.frame, limit=1_000_000))
+        columns = [f.CALLER_ID, "calls", "errors", "error_rate", "tools"]
+        every = None
+    else:
+        rows = _rows(service_stats(loaded.frame))
+        columns = [f.SERVICE, *STATS_COLUMNS[1:]]
+        every = None
+    if every is not None:
+        columns = ["window", *columns]
+    emit(rows, columns, args.format)
+    return 0
+
+
+def run_errors(args: argparse.Namespace) -> int:
+    from mcptrace import _fields as f
+    from mcptrace.analysis import error_messages, error_sources
+
+    loaded = load_frame(args)
+    messages = _rows(error_messages(loaded.frame, limit=args.limit))
+    sources = _rows(error_sources(loaded.frame))
+    if args.format == "json":
+        emit([{"by_tool": sources, "top_errors": messages}], [], "json")
+        return 0
+    msg_cols = [f.TOOL_NAME, "count", "first", "last", "example_request_id", f.ERROR]
+    src_cols = [f.TOOL_NAME, "calls", "errors", "downstream_errors", "own_errors"]
+    if args.format == "csv":
+        emit(messages, msg_cols, "csv")
+        return 0
+    print("Errors per tool (own versus downstream):")
+    emit(sources, src_cols, "table")
+    print("\nMost frequent errors:")
+    emit(messages, msg_cols, "table")
+    return 0
+
+
+def run_index(args: argparse.Namespace) -> int:
+    from mcptrace.analysis import build_index
+
+    progress = Progress("indexing")
+    try:
+        report = build_index(args.paths or None, progress=progress)
+    finally:
+        progress.done()
+    print(
+        f"index {report.directory}: {report.rows} rows; indexed {len(report.indexed)} file(s), "
+        f"reused {len(report.reused)}",
+        file=sys.stderr,
+    )
+    report_problems(report)
+    return 0
