@@ -49,6 +49,12 @@ LOG_FIELDS: Final[dict[str, str]] = {
     f.TRANSPORT: "str",
     f.HTTP_STATUS: "int",
     f.MESSAGE: "str",
+    # Written on the 2026-07-28 wire (and by handshake-era clients that send them); null otherwise.
+    f.PROTOCOL_VERSION: "str",
+    f.CLIENT_NAME: "str",
+    f.CLIENT_VERSION: "str",
+    f.PARENT_SPAN_ID: "str",
+    f.BAGGAGE: "baggage",
 }
 
 #: Python types a JSON value may have for each declared type (used by validators).
@@ -58,7 +64,11 @@ JSON_TYPES: Final[dict[str, tuple[type, ...]]] = {
     "int": (int,),
     "float": (int, float),
     "list[downstream]": (list,),
+    "baggage": (dict,),
 }
+
+#: Baggage keys readers look at (a run or conversation id); other keys are kept by the writer, not read.
+BAGGAGE_KEYS: Final = ("run_id", "conversation_id", "gen_ai.conversation.id", "thread_id", "session_id")
 
 DOWNSTREAM_FIELDS: Final[dict[str, str]] = {
     f.SERVICE: "str",
@@ -79,13 +89,11 @@ def polars_schema() -> pl.Schema:
         "int": pl.Int64(),
         "float": pl.Float64(),
     }
-    downstream = pl.Struct({name: scalar[kind] for name, kind in DOWNSTREAM_FIELDS.items()})
-    return pl.Schema(
-        {
-            name: (pl.List(downstream) if kind == "list[downstream]" else scalar[kind])
-            for name, kind in LOG_FIELDS.items()
-        }
-    )
+    complex_types = {
+        "list[downstream]": pl.List(pl.Struct({name: scalar[kind] for name, kind in DOWNSTREAM_FIELDS.items()})),
+        "baggage": pl.Struct({key: pl.String() for key in BAGGAGE_KEYS}),
+    }
+    return pl.Schema({name: complex_types.get(kind) or scalar[kind] for name, kind in LOG_FIELDS.items()})
 
 
 def validate_record(record: dict[str, object]) -> list[str]:

@@ -40,5 +40,5 @@ def test_the_chain_lookup_loads_neither_polars_nor_pyarrow() -> None:
 def test_the_public_api_is_pinned() -> None:
     for name in mcptrace.analysis.__all__:
         assert getattr(mcptrace.analysis, name) is not None
-    for name in ("load", "chain", "tool_stats", "build_index"):
+    for name in ("load", "chain", "tool_stats", "build_index", "report_text", "loops", "sessions", "runs"):
         assert name in mcptrace.analysis.__all__, name

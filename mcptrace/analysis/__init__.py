@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from mcptrace.analysis._chain import chain, downstream, outcomes
     from mcptrace.analysis._index import IndexReport, build_index
     from mcptrace.analysis._load import CorruptLine, Loaded, LoadReport, load
+    from mcptrace.analysis._loops import loops
+    from mcptrace.analysis._report import format_chain, report_text
+    from mcptrace.analysis._runs import assign_runs, runs
+    from mcptrace.analysis._sessions import active_sessions, sessions, timeline
     from mcptrace.analysis._sources import Source, resolve_sources
     from mcptrace.analysis._stats import (
         error_messages,
@@ -39,6 +43,14 @@ _EXPORTS: dict[str, str] = {
     "LoadReport": "_load",
     "Loaded": "_load",
     "load": "_load",
+    "loops": "_loops",
+    "format_chain": "_report",
+    "report_text": "_report",
+    "assign_runs": "_runs",
+    "runs": "_runs",
+    "active_sessions": "_sessions",
+    "sessions": "_sessions",
+    "timeline": "_sessions",
     "Source": "_sources",
     "resolve_sources": "_sources",
     "error_messages": "_stats",
@@ -55,16 +67,24 @@ __all__ = [
     "LoadReport",
     "Loaded",
     "Source",
+    "active_sessions",
+    "assign_runs",
     "build_index",
     "chain",
     "downstream",
     "error_messages",
     "error_sources",
+    "format_chain",
     "load",
+    "loops",
     "method_stats",
     "outcomes",
+    "report_text",
     "resolve_sources",
+    "runs",
     "service_stats",
+    "sessions",
+    "timeline",
     "tool_stats",
     "top_callers",
 ]

@@ -160,5 +160,9 @@ def indexed_frame(sources: Sequence[Source]) -> tuple[pl.LazyFrame, LoadReport] 
     schema = read_schema()
     if not files:
         return pl.DataFrame(schema=schema).lazy(), report
-    frame = pl.scan_parquet(files, hive_partitioning=False).select(list(schema))
-    return frame, report
+    frame = pl.scan_parquet(files, hive_partitioning=False)
+    present = frame.collect_schema()
+    # An index written before a field was declared reads that field as null.
+    return frame.select(
+        [pl.col(n) if n in present else pl.lit(None, dtype=t).alias(n) for n, t in schema.items()]
+    ), report

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime
 from typing import Any
 
 from mcptrace import _fields as f
@@ -58,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
         columns = list(dict.fromkeys(k for r in records for k in r))
         dump_csv(records, columns)
     else:
-        print_tree(records)
+        from mcptrace.analysis._report import format_chain
+
+        print(format_chain(records))
     return 0
 
 
@@ -72,76 +73,3 @@ def _keep(record: dict[str, Any], args: argparse.Namespace) -> bool:
     if args.tool and record.get(f.TOOL_NAME) not in args.tool:
         return False
     return not (args.caller and record.get(f.CALLER_ID) not in args.caller)
-
-
-def _ms(value: Any) -> str:
-    return f"{value:.1f} ms" if isinstance(value, int | float) else "-"
-
-
-def print_tree(records: list[dict[str, Any]]) -> None:
-    """One block per request: a header, then each line with its offset and nested downstream calls."""
-    from mcptrace.analysis._search import record_time
-
-    by_request: dict[str, list[dict[str, Any]]] = {}
-    for r in records:
-        by_request.setdefault(str(r.get(f.REQUEST_ID)), []).append(r)
-    for rid, lines in by_request.items():
-        head = lines[0]
-        final = next(
-            (r for r in reversed(lines) if r.get(f.EVENT) in (f.EV_RESPONSE_SENT, f.EV_TOOL_CALL)), None
-        )
-        start: datetime = record_time(head)
-        status = (final or {}).get(f.STATUS) or "?"
-        total = (final or {}).get(f.DURATION_MS)
-        what = " ".join(str(x) for x in (head.get(f.METHOD), head.get(f.TOOL_NAME)) if x)
-        print(f"{rid}  {what or '-'}  {status.upper()}  total {_ms(total)}")
-        meta = [
-            (k, head.get(k))
-            for k in (
-                f.CALLER_ID,
-                f.SESSION_ID,
-                f.JSONRPC_ID,
-                f.TRACE_ID,
-                f.TENANT,
-                f.CLIENT_NAME,
-                f.PROTOCOL_VERSION,
-            )
-            if head.get(k) is not None
-        ]
-        if meta:
-            print("  " + "  ".join(f"{k}={v}" for k, v in meta))
-        for r in lines:
-            offset = (record_time(r) - start).total_seconds() * 1000
-            detail = _detail(r)
-            stamp = str(r.get(f.TIMESTAMP, ""))
-            print(f"  +{offset:8.1f} ms  {stamp}  {r.get(f.EVENT)}{('  ' + detail) if detail else ''}")
-            if r.get(f.EVENT) == f.EV_TOOL_CALL:
-                calls = r.get(f.DOWNSTREAM_CALLS) or []
-                for i, call in enumerate(calls):
-                    branch = "└─" if i == len(calls) - 1 else "├─"
-                    err = f"  {call.get(f.ERROR)}" if call.get(f.ERROR) else ""
-                    print(
-                        f"  {' ' * 14}{branch} {call.get(f.SERVICE)}  query {call.get(f.QUERY_HASH) or '-'}  "
-                        f"{_ms(call.get(f.DURATION_MS))}  {call.get(f.STATUS)}{err}"
-                    )
-        print()
-
-
-def _detail(r: dict[str, Any]) -> str:
-    event = r.get(f.EVENT)
-    parts: list[str] = []
-    if event == f.EV_DOWNSTREAM_CALL:
-        parts.append(f"{r.get(f.SERVICE)} {_ms(r.get(f.DURATION_MS))} {r.get(f.STATUS)}")
-    elif event in (f.EV_TOOL_CALL, f.EV_RESPONSE_SENT):
-        parts.append(f"{_ms(r.get(f.DURATION_MS))} {r.get(f.STATUS)}")
-        if event == f.EV_TOOL_CALL and r.get(f.ARGUMENTS_HASH):
-            parts.append(f"args {r.get(f.ARGUMENTS_HASH)}")
-    elif r.get(f.STATUS):
-        parts.append(str(r.get(f.STATUS)))
-    if r.get(f.ERROR):
-        parts.append(f"error: {r.get(f.ERROR)}")
-    if r.get(f.ERROR_CODE) is not None:
-        parts.append(f"code {r.get(f.ERROR_CODE)}")
-    if r.get(f.MESSAGE) and event not in (f.EV_TOOL_CALL,):
-        parts.append(str(r.get(f.MESSAGE)))
-    return "  ".join(parts)

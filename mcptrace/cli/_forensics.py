@@ -29,6 +29,48 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--limit", type=int, default=20, help="rows of most frequent errors (default 20)")
     p.set_defaults(func=run_errors)
 
+    p = sub.add_parser(
+        "loops", help="agent loops: repeats, cycles, near-duplicate retries and call-rate spikes"
+    )
+    add_common(p)
+    p.add_argument(
+        "--threshold", type=int, default=5, help="identical calls in a row that make a loop (default 5)"
+    )
+    p.add_argument(
+        "--window",
+        type=parse_duration,
+        default="10m",
+        help="calls further apart than this never belong to one loop (default 10m)",
+    )
+    p.add_argument(
+        "--per",
+        choices=("session", "caller", "run"),
+        default="session",
+        help="whose calls are compared: a caller in a session (default), a caller, or a run",
+    )
+    p.add_argument(
+        "--gap", type=parse_duration, default="5m", help="with --per run: inactivity that ends a run"
+    )
+    p.set_defaults(func=run_loops)
+
+    p = sub.add_parser("sessions", help="sessions (start, end, calls, errors) and the incident timeline")
+    add_common(p)
+    p.add_argument("--timeline", action="store_true", help="print the incident timeline instead")
+    p.add_argument("--every", default="1m", help="timeline window (default 1m)")
+    p.set_defaults(func=run_sessions)
+
+    p = sub.add_parser(
+        "runs", help="agent runs, with or without sessions (session, baggage, trace or idle gap)"
+    )
+    add_common(p)
+    p.add_argument(
+        "--gap", type=parse_duration, default="5m", help="inactivity that ends a sessionless run (default 5m)"
+    )
+    p.add_argument(
+        "--loops", action="store_true", help="print the loops found per run and per caller instead"
+    )
+    p.set_defaults(func=run_runs)
+
     p = sub.add_parser("index", help="write a Parquet index beside the logs so later queries skip the JSON")
     p.add_argument("paths", nargs="*", metavar="PATH", help="log files, globs or directories")
     p.set_defaults(func=run_index)
@@ -102,4 +144,56 @@ def run_index(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     report_problems(report)
+    return 0
+
+
+def run_loops(args: argparse.Namespace) -> int:
+    from mcptrace import _fields as f
+    from mcptrace.analysis import assign_runs, loops
+    from mcptrace.analysis._loops import EPISODE_COLUMNS
+
+    loaded = load_frame(args)
+    frame = loaded.frame
+    if args.per == "run":
+        frame, by = assign_runs(frame, gap=args.gap), ("run_id",)
+    elif args.per == "caller":
+        by = (f.CALLER_ID,)
+    else:
+        by = (f.CALLER_ID, f.SESSION_ID)
+    rows = _rows(loops(frame, by=by, threshold=args.threshold, window=args.window))
+    columns = [c for c in EPISODE_COLUMNS if c != "tools"]
+    emit(rows, columns, args.format)
+    return 0
+
+
+def run_sessions(args: argparse.Namespace) -> int:
+    from mcptrace.analysis import sessions, timeline
+    from mcptrace.analysis._sessions import SESSION_COLUMNS, TIMELINE_COLUMNS
+
+    loaded = load_frame(args)
+    if args.timeline:
+        emit(_rows(timeline(loaded.frame, every=args.every)), TIMELINE_COLUMNS, args.format)
+    else:
+        emit(_rows(sessions(loaded.frame)), SESSION_COLUMNS, args.format)
+    return 0
+
+
+def run_runs(args: argparse.Namespace) -> int:
+    from mcptrace import _fields as f
+    from mcptrace.analysis import assign_runs, loops, runs
+    from mcptrace.analysis._loops import EPISODE_COLUMNS
+    from mcptrace.analysis._runs import RUN_COLUMNS
+
+    loaded = load_frame(args)
+    if not args.loops:
+        emit(_rows(runs(loaded.frame, gap=args.gap)), RUN_COLUMNS, args.format)
+        return 0
+    import polars as pl
+
+    per_run = loops(assign_runs(loaded.frame, gap=args.gap), by=("run_id",)).with_columns(
+        pl.lit("run").alias("per")
+    )
+    per_caller = loops(loaded.frame, by=(f.CALLER_ID,)).with_columns(pl.lit("caller").alias("per"))
+    rows = _rows(pl.concat([per_run, per_caller], how="vertical"))
+    emit(rows, ["per", *(c for c in EPISODE_COLUMNS if c != "tools")], args.format)
     return 0

@@ -36,7 +36,9 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], out: IO[str] =
     cells = [[cell(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     numeric = [
-        all(isinstance(row.get(c), int | float) or row.get(c) is None for row in rows) for c in columns
+        any(isinstance(row.get(c), int | float) for row in rows)
+        and all(isinstance(row.get(c), int | float) or row.get(c) is None for row in rows)
+        for c in columns
     ]
     print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip(), file=out)
     print("  ".join("-" * w for w in widths), file=out)
