@@ -82,11 +82,11 @@ def _episode(kind: str, group: pl.LazyFrame, threshold: int) -> pl.LazyFrame:
         .agg(
             pl.col(f.CALLER_ID).first(),
             pl.col(f.SESSION_ID).first(),
-            pl.col(f.TOOL_NAME).unique(maintain_order=True).alias("tools"),
+            pl.col(f.TOOL_NAME).sort_by(_POS).unique(maintain_order=True).alias("tools"),
             pl.col(f.TIMESTAMP).min().alias("start"),
             pl.col(f.TIMESTAMP).max().alias("end"),
             pl.len().cast(pl.Int64).alias("count"),
-            pl.col(f.REQUEST_ID).alias("request_ids"),
+            pl.col(f.REQUEST_ID).sort_by(_POS).alias("request_ids"),
         )
         .filter(pl.col("count") >= threshold)
         .with_columns(
