@@ -121,6 +121,16 @@ def load(
     total = sum(_size(s) for s in sources)
     frames: list[pl.DataFrame] = []
     for source in sources:
+        fast = _scan_whole(source, schema, where) if source.compression is None else None
+        if fast is not None:
+            frame, n_lines = fast
+            report.lines += n_lines
+            report.bytes += _size(source)
+            if frame.height:
+                frames.append(frame)
+            if progress is not None:
+                progress(report.bytes, total)
+            continue
         try:
             for first_line, block in iter_blocks(source):
                 frame = parse_block(block, first_line=first_line, source=source, schema=schema, report=report)
@@ -137,6 +147,34 @@ def load(
     return Loaded(data.lazy(), report)
 
 
+def _scan_whole(source: Source, schema: pl.Schema, where: pl.Expr | None) -> tuple[pl.DataFrame, int] | None:
+    """The common case, at polars' native speed: a plain file whose every line is good.
+
+    None when the file has anything to report (a line that does not parse, a
+    missing timestamp or event): the caller then reads it block by block,
+    which finds each bad line and its number.
+    """
+    stamp = pl.col(f.TIMESTAMP).str.to_datetime(_TS_FORMAT, time_unit="us", time_zone="UTC", strict=False)
+    bad = pl.col(f.TIMESTAMP).is_null() | pl.col(f.EVENT).is_null()
+    keep = pl.lit(True) if where is None else where.fill_null(False)
+    last = pl.col("_row") == pl.col("_row").max()  # kept so that the lines can be counted in the same pass
+    try:
+        frame = (
+            pl.scan_ndjson(source.path, schema=_as_text_timestamp(schema))
+            .with_columns(stamp)
+            .with_row_index("_row")
+            .with_columns(keep.alias("_keep"), bad.alias("_bad"))
+            .filter(pl.col("_keep") | pl.col("_bad") | last)
+            .collect(engine="streaming")
+        )
+    except Exception:
+        return None
+    if frame.get_column("_bad").any():
+        return None
+    n_lines = int(frame.get_column("_row").max() or 0) + 1 if frame.height else 0  # type: ignore[operator]
+    return frame.filter(pl.col("_keep")).drop("_row", "_keep", "_bad"), n_lines
+
+
 def _size(source: Source) -> int:
     try:
         return source.path.stat().st_size
@@ -150,8 +188,9 @@ def parse_block(
     """Parse whole lines; bad ones go to `report` with their line numbers."""
     n_lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
     report.lines += n_lines
+    text_schema = _as_text_timestamp(schema)
     try:
-        frame = pl.read_ndjson(block, schema=schema)
+        frame = pl.read_ndjson(block, schema=text_schema)
     except Exception:
         frame = None
     if frame is not None and frame.height == n_lines:
@@ -175,7 +214,7 @@ def parse_block(
             continue
         good.append(line)
         numbers.append(first_line + i)
-    frames = list(_bisect(good, numbers, source, schema, report))
+    frames = list(_bisect(good, numbers, source, text_schema, report))
     if not frames:
         return pl.DataFrame(schema=schema)
     frame = pl.concat([fr for fr, _ in frames], how="vertical")
@@ -210,6 +249,27 @@ def _short(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
 
 
+def _as_text_timestamp(schema: pl.Schema) -> pl.Schema:
+    """Timestamps are read as text and converted afterwards: much faster than the JSON reader's own parsing."""
+    return pl.Schema({n: (pl.String() if n == f.TIMESTAMP else t) for n, t in schema.items()})
+
+
+#: The writer's format, tried first; anything else ISO 8601-like is inferred (offsets become UTC).
+_TS_FORMAT = "%Y-%m-%dT%H:%M:%S%.fZ"
+
+
+def _to_utc(text: pl.Series) -> pl.Series:
+    fast = text.str.to_datetime(_TS_FORMAT, time_unit="us", time_zone="UTC", strict=False)
+    missed = fast.is_null() & text.is_not_null()
+    if not missed.any():
+        return fast
+    try:
+        other = text.str.to_datetime(time_unit="us", time_zone="UTC", strict=False)
+    except Exception:  # no format could be inferred for the whole column
+        return fast
+    return fast.fill_null(other)
+
+
 def _require(
     frame: pl.DataFrame,
     numbers: list[int],
@@ -219,15 +279,24 @@ def _require(
     block: bytes | None = None,
     lines: dict[int, bytes] | None = None,
 ) -> pl.DataFrame:
-    """Drop (and report) rows without a timestamp or an event: they cannot be placed or named."""
-    bad_mask = frame.get_column(f.TIMESTAMP).is_null() | frame.get_column(f.EVENT).is_null()
+    """Convert timestamps; drop (and report) rows without a usable timestamp or an event."""
+    text = frame.get_column(f.TIMESTAMP)
+    stamps = _to_utc(text)
+    frame = frame.with_columns(stamps)
+    bad_mask = stamps.is_null() | frame.get_column(f.EVENT).is_null()
     if not bad_mask.any():
         return frame
     raw = lines if lines is not None else _split_numbered(block or b"", numbers[0] if numbers else 1)
     for idx in bad_mask.arg_true().to_list():
         number = numbers[idx]
-        missing = [name for name in (f.TIMESTAMP, f.EVENT) if frame[idx, name] is None]
-        report.add_corrupt(source, number, f"missing {' and '.join(missing)}", raw.get(number, b""))
+        problems = []
+        if text[idx] is None:
+            problems.append("missing timestamp")
+        elif stamps[idx] is None:
+            problems.append(f"unreadable timestamp {text[idx]!r}")
+        if frame[idx, f.EVENT] is None:
+            problems.append("missing event")
+        report.add_corrupt(source, number, " and ".join(problems), raw.get(number, b""))
     return frame.filter(~bad_mask)
 
 

@@ -28,7 +28,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="what ID is: an mcp_request_id (default), a trace id, or a session id (with --jsonrpc-id)",
     )
     p.add_argument("--jsonrpc-id", help="with --by session: the JSON-RPC id within that session")
-    p.add_argument("--no-index", action="store_true", help="search the raw logs even when an index is fresh")
     p.set_defaults(func=run)
 
 

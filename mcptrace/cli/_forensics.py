@@ -9,6 +9,27 @@ from typing import Any
 from mcptrace.cli._options import Progress, add_common, load_frame, parse_duration, report_problems
 from mcptrace.cli._render import emit
 
+ERROR_COLUMNS = ["tool_name", "status", "error", "mcp_request_id", "downstream_calls"]
+LOOP_COLUMNS = [
+    "caller_id",
+    "session_id",
+    "tool_name",
+    "arguments_hash",
+    "result_hash",
+    "input_token_count",
+    "mcp_request_id",
+    "status",
+]
+RUN_INPUT_COLUMNS = ["client_name", "client_version", "trace_id", "parent_span_id", "baggage"]
+SESSION_INPUT_COLUMNS = [
+    "session_id",
+    "caller_id",
+    "mcp_request_id",
+    "status",
+    "tool_name",
+    "message",
+    "service",
+]
 STATS_COLUMNS = ["tool_name", "calls", "errors", "error_rate", "p50_ms", "p95_ms", "p99_ms"]
 
 
@@ -84,7 +105,14 @@ def run_stats(args: argparse.Namespace) -> int:
     from mcptrace import _fields as f
     from mcptrace.analysis import method_stats, service_stats, tool_stats, top_callers
 
-    loaded = load_frame(args)
+    by_columns = {
+        "tool": [f.TOOL_NAME, f.STATUS, f.DURATION_MS],
+        "method": [f.METHOD, f.STATUS, f.DURATION_MS],
+        "caller": [f.CALLER_ID, f.TOOL_NAME, f.STATUS],
+        "service": [f.DOWNSTREAM_CALLS, f.TOOL_NAME, f.REQUEST_ID, f.CALLER_ID, f.SESSION_ID],
+    }
+    event = f.EV_RESPONSE_SENT if args.by == "method" else f.EV_TOOL_CALL
+    loaded = load_frame(args, columns=by_columns[args.by], events=[event])
     every = args.every
     if every is not None:
         parse_duration(every)
@@ -112,7 +140,7 @@ def run_errors(args: argparse.Namespace) -> int:
     from mcptrace import _fields as f
     from mcptrace.analysis import error_messages, error_sources
 
-    loaded = load_frame(args)
+    loaded = load_frame(args, columns=ERROR_COLUMNS, events=[f.EV_TOOL_CALL])
     messages = _rows(error_messages(loaded.frame, limit=args.limit))
     sources = _rows(error_sources(loaded.frame))
     if args.format == "json":
@@ -152,7 +180,7 @@ def run_loops(args: argparse.Namespace) -> int:
     from mcptrace.analysis import assign_runs, loops
     from mcptrace.analysis._loops import EPISODE_COLUMNS
 
-    loaded = load_frame(args)
+    loaded = load_frame(args, columns=LOOP_COLUMNS + RUN_INPUT_COLUMNS, events=[f.EV_TOOL_CALL])
     frame = loaded.frame
     if args.per == "run":
         frame, by = assign_runs(frame, gap=args.gap), ("run_id",)
@@ -170,7 +198,7 @@ def run_sessions(args: argparse.Namespace) -> int:
     from mcptrace.analysis import sessions, timeline
     from mcptrace.analysis._sessions import SESSION_COLUMNS, TIMELINE_COLUMNS
 
-    loaded = load_frame(args)
+    loaded = load_frame(args, columns=SESSION_INPUT_COLUMNS)
     if args.timeline:
         emit(_rows(timeline(loaded.frame, every=args.every)), TIMELINE_COLUMNS, args.format)
     else:
@@ -184,7 +212,7 @@ def run_runs(args: argparse.Namespace) -> int:
     from mcptrace.analysis._loops import EPISODE_COLUMNS
     from mcptrace.analysis._runs import RUN_COLUMNS
 
-    loaded = load_frame(args)
+    loaded = load_frame(args, columns=LOOP_COLUMNS + RUN_INPUT_COLUMNS, events=[f.EV_TOOL_CALL])
     if not args.loops:
         emit(_rows(runs(loaded.frame, gap=args.gap)), RUN_COLUMNS, args.format)
         return 0
