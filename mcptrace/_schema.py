@@ -98,6 +98,9 @@ FIELDS_BY_VERSION: Final[dict[int, frozenset[str]]] = {
 
 MAP_ENTRY_FIELDS: Final[dict[str, str]] = {"key": "str", "value": "str"}
 
+#: Baggage keys readers look at (a run or conversation id); other keys are kept by the writer, not read.
+BAGGAGE_KEYS: Final = ("run_id", "conversation_id", "gen_ai.conversation.id", "thread_id", "session_id")
+
 DOWNSTREAM_FIELDS: Final[dict[str, str]] = {
     f.SERVICE: "str",
     f.QUERY_HASH: "str",
