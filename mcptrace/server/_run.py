@@ -17,8 +17,13 @@ from mcptrace.server._bind import check_bind
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket; `IPPROTO_TCP` spelled out so asyncio sets TCP_NODELAY on every connection.
+
+    With protocol 0 asyncio leaves Nagle's algorithm on, and each response (headers and body written
+    separately) then waits ~40 ms for the client's delayed ACK.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host.strip("[]"), port))
     sock.set_inheritable(True)
