@@ -25,8 +25,14 @@ import mcptrace
 from mcptrace.testing import RunningProcess
 
 INIT = {
-    "jsonrpc": "2.0", "id": 1, "method": "initialize",
-    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "abuse", "version": "1"}},
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "abuse", "version": "1"},
+    },
 }
 JSON = "application/json"
 CLOSING_EVENTS = ("request_rejected", "response_sent")
@@ -36,9 +42,13 @@ JSONRPC_CODES = {-32700, -32600, -32601, -32602}
 def leak_markers(server: RunningProcess) -> list[str]:
     """Text that must never reach a client: it would tell an attacker how the server is laid out."""
     return [
-        "Traceback", 'File "', "site-packages",
+        "Traceback",
+        'File "',
+        "site-packages",
         str(Path(mcptrace.__file__).resolve().parent.parent),
-        sys.prefix, str(server.workdir), tempfile.gettempdir() + "/",
+        sys.prefix,
+        str(server.workdir),
+        tempfile.gettempdir() + "/",
     ]
 
 
@@ -61,7 +71,9 @@ def failed(status: int, body: Any) -> bool:
     if status >= 400:
         return True
     if isinstance(body, dict):
-        return "error" in body or (isinstance(body.get("result"), dict) and body["result"].get("isError") is True)
+        return "error" in body or (
+            isinstance(body.get("result"), dict) and body["result"].get("isError") is True
+        )
     return False
 
 
@@ -80,16 +92,23 @@ class Session:
         session = cls(server, httpx.Client(timeout=10, headers={"accept": JSON, "content-type": JSON}))
         r = session.http.post(server.url, json=INIT)
         assert r.status_code == 200, r.text
-        session.headers = {"mcp-session-id": r.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
-        note = session.http.post(server.url, json={"jsonrpc": "2.0", "method": "notifications/initialized"},
-                                 headers=session.headers)
+        session.headers = {
+            "mcp-session-id": r.headers["mcp-session-id"],
+            "mcp-protocol-version": "2025-11-25",
+        }
+        note = session.http.post(
+            server.url,
+            json={"jsonrpc": "2.0", "method": "notifications/initialized"},
+            headers=session.headers,
+        )
         assert note.status_code == 202
         return session
 
     def send(self, content: bytes, *, with_session: bool = True, **headers: str) -> tuple[int, Any]:
         """POST raw bytes; check the reply; remember its request id for the log check."""
-        r = self.http.post(self.server.url, content=content, headers={**(self.headers if with_session else {}),
-                                                                         **headers})
+        r = self.http.post(
+            self.server.url, content=content, headers={**(self.headers if with_session else {}), **headers}
+        )
         body = check_reply(self.server, r.status_code, r.text, r.headers.get("content-type"))
         request_id = r.headers.get("x-request-id")
         assert request_id, "every answer carries its request id"
@@ -122,8 +141,13 @@ def flushed_log(server: RunningProcess) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
-def assert_logged_once(server: RunningProcess, refused: list[str], answered: list[str] = (),  # type: ignore[assignment]
-                       *, timeout: float = 15.0) -> None:
+def assert_logged_once(
+    server: RunningProcess,
+    refused: list[str],
+    answered: list[str] = (),  # type: ignore[assignment]
+    *,
+    timeout: float = 15.0,
+) -> None:
     """Each refused request: one closing line, at warning level; each answered one: one closing line."""
     wanted = set(refused) | set(answered)
     deadline = time.monotonic() + timeout
@@ -155,8 +179,9 @@ class RawReply:
     closed_early: bool
 
 
-def raw_exchange(server: RunningProcess, data: bytes | list[bytes], *, timeout: float = 10.0,
-                 between: float = 0.0) -> RawReply:
+def raw_exchange(
+    server: RunningProcess, data: bytes | list[bytes], *, timeout: float = 10.0, between: float = 0.0
+) -> RawReply:
     """Send bytes on a fresh connection (in pieces when `data` is a list) and read until the server closes.
 
     The server may close before it has read everything it was sent (a header too large); then the reply
@@ -187,13 +212,24 @@ def raw_exchange(server: RunningProcess, data: bytes | list[bytes], *, timeout: 
     return RawReply(status, head, body, closed_early)
 
 
-def http_request(server: RunningProcess, body: bytes, *, method: bytes = b"POST", path: bytes = b"/mcp",
-                 headers: list[bytes] | None = None, framing: list[bytes] | None = None) -> bytes:
+def http_request(
+    server: RunningProcess,
+    body: bytes,
+    *,
+    method: bytes = b"POST",
+    path: bytes = b"/mcp",
+    headers: list[bytes] | None = None,
+    framing: list[bytes] | None = None,
+) -> bytes:
     """A raw HTTP/1.1 request with the headers a well-behaved client sends, plus `headers`."""
     host = server.base_url.removeprefix("http://").encode()
     lines = [
-        method + b" " + path + b" HTTP/1.1", b"Host: " + host, b"Accept: application/json",
-        b"Content-Type: application/json", b"Connection: close", *(headers or []),
+        method + b" " + path + b" HTTP/1.1",
+        b"Host: " + host,
+        b"Accept: application/json",
+        b"Content-Type: application/json",
+        b"Connection: close",
+        *(headers or []),
         *(framing if framing is not None else [b"Content-Length: %d" % len(body)]),
     ]
     return b"\r\n".join(lines) + b"\r\n\r\n" + body

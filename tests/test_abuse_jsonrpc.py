@@ -1,4 +1,4 @@
-"""Bad bodies never hurt the server: random bytes, JSON that is not JSON-RPC, broken envelopes and tool arguments.
+"""Bad bodies never hurt the server: random bytes, non-JSON-RPC JSON, broken envelopes and tool arguments.
 
 Every case goes to the real `mcptrace serve` over HTTP. Each reply is checked
 (no 5xx, nothing about the server's files, the JSON-RPC code a client can act
@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 from hypothesis_jsonschema import from_schema
 
 from mcptrace.testing import RunningProcess
-
 from tests.abuse import INIT, JSONRPC_CODES, Session, assert_logged_once
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -59,6 +58,7 @@ def error_code(body: Any) -> int:
 
 # -- bytes and JSON that are not JSON-RPC -----------------------------------------------------------------
 
+
 @FAST
 @given(st.binary(max_size=512))
 def test_random_bytes_are_parse_errors_or_invalid_requests(session: Session, data: bytes) -> None:
@@ -68,8 +68,14 @@ def test_random_bytes_are_parse_errors_or_invalid_requests(session: Session, dat
     session.assert_still_serving()
 
 
-VALID = json.dumps({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
-                    "params": {"name": "search_database", "arguments": {"query": "anvil", "limit": 2}}}).encode()
+VALID = json.dumps(
+    {
+        "jsonrpc": "2.0",
+        "id": 3,
+        "method": "tools/call",
+        "params": {"name": "search_database", "arguments": {"query": "anvil", "limit": 2}},
+    }
+).encode()
 
 
 @st.composite
@@ -99,9 +105,14 @@ def test_mutated_requests_never_hurt_the_server(session: Session, data: bytes) -
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -126,16 +137,41 @@ def is_valid_envelope(message: dict[str, Any]) -> bool:
     return "params" not in message or isinstance(message["params"], dict | None)
 
 
-ids = st.one_of(st.integers(-(2**63), 2**63 - 1), st.text(max_size=10), st.none(), st.booleans(), st.floats(),
-                st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
-methods = st.one_of(
-    st.sampled_from(["tools/list", "tools/call", "ping", "resources/list", "resources/read", "prompts/get",
-                     "initialize", "notifications/initialized", "logging/setLevel", "completion/complete"]),
-    st.text(max_size=20), st.integers(), st.none(), st.lists(st.text(max_size=3), max_size=2),
+ids = st.one_of(
+    st.integers(-(2**63), 2**63 - 1),
+    st.text(max_size=10),
+    st.none(),
+    st.booleans(),
+    st.floats(),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
 )
-params = st.one_of(st.dictionaries(st.sampled_from(["name", "arguments", "uri", "cursor", "level", "_meta"]),
-                                   json_values, max_size=3),
-                   json_values)
+methods = st.one_of(
+    st.sampled_from(
+        [
+            "tools/list",
+            "tools/call",
+            "ping",
+            "resources/list",
+            "resources/read",
+            "prompts/get",
+            "initialize",
+            "notifications/initialized",
+            "logging/setLevel",
+            "completion/complete",
+        ]
+    ),
+    st.text(max_size=20),
+    st.integers(),
+    st.none(),
+    st.lists(st.text(max_size=3), max_size=2),
+)
+params = st.one_of(
+    st.dictionaries(
+        st.sampled_from(["name", "arguments", "uri", "cursor", "level", "_meta"]), json_values, max_size=3
+    ),
+    json_values,
+)
 
 
 @st.composite
@@ -154,8 +190,9 @@ def envelopes(draw: st.DrawFn) -> dict[str, Any]:
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(envelopes())
-def test_jsonrpc_with_wrong_types_ids_and_versions_gets_the_right_code(session: Session, message: dict[str, Any]
-                                                                        ) -> None:
+def test_jsonrpc_with_wrong_types_ids_and_versions_gets_the_right_code(
+    session: Session, message: dict[str, Any]
+) -> None:
     status, body = session.send(json.dumps(message).encode())
     if not is_valid_envelope(message):
         assert status == 400 and error_code(body) == -32600, (message, body)
@@ -168,8 +205,15 @@ def test_jsonrpc_with_wrong_types_ids_and_versions_gets_the_right_code(session: 
 
 
 @FAST
-@given(st.lists(st.fixed_dictionaries({"jsonrpc": st.just("2.0"), "id": st.integers(0, 99),
-                                       "method": st.just("ping")}), min_size=0, max_size=5))
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {"jsonrpc": st.just("2.0"), "id": st.integers(0, 99), "method": st.just("ping")}
+        ),
+        min_size=0,
+        max_size=5,
+    )
+)
 def test_batches_are_invalid_requests(session: Session, batch: list[dict[str, Any]]) -> None:
     status, body = session.send(json.dumps(batch).encode())
     assert status == 400 and error_code(body) == -32600
@@ -191,16 +235,44 @@ def test_a_new_session_is_not_opened_by_garbage(session: Session) -> None:
 
 # -- tool arguments: generated from each tool's inputSchema, then broken ----------------------------------
 
-NASTY_TEXT = st.sampled_from([
-    "../../../../etc/passwd", "..\\..\\windows\\win.ini", "/etc/shadow", "file:///etc/passwd", "secret.txt",
-    "../secret.txt", "%2e%2e%2fsecret.txt", "..%2f..%2fadmin%2ffaults", "../admin/faults", "?down=true#x",
-    "' OR '1'='1", "'; DROP TABLE items; --", "\" OR tenant != 'acme' --", "%", "_", "\\", "globex",
-    "acme' UNION SELECT * FROM items --", "\x00", "\ud7ff\ue000", "😀" * 50, "${jndi:ldap://127.0.0.1/x}",
-])
+NASTY_TEXT = st.sampled_from(
+    [
+        "../../../../etc/passwd",
+        "..\\..\\windows\\win.ini",
+        "/etc/shadow",
+        "file:///etc/passwd",
+        "secret.txt",
+        "../secret.txt",
+        "%2e%2e%2fsecret.txt",
+        "..%2f..%2fadmin%2ffaults",
+        "../admin/faults",
+        "?down=true#x",
+        "' OR '1'='1",
+        "'; DROP TABLE items; --",
+        "\" OR tenant != 'acme' --",
+        "%",
+        "_",
+        "\\",
+        "globex",
+        "acme' UNION SELECT * FROM items --",
+        "\x00",
+        "\ud7ff\ue000",
+        "😀" * 50,
+        "${jndi:ldap://127.0.0.1/x}",
+    ]
+)
 BAD_VALUES = st.one_of(
-    NASTY_TEXT, st.text(max_size=50), st.integers(201, 5000).map(lambda n: "é" * n), st.just("x" * 200_000),
-    st.none(), st.booleans(), st.integers(), st.integers(min_value=2**64, max_value=2**80), st.floats(),
-    st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=4), st.integers(), max_size=3),
+    NASTY_TEXT,
+    st.text(max_size=50),
+    st.integers(201, 5000).map(lambda n: "é" * n),
+    st.just("x" * 200_000),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=2**64, max_value=2**80),
+    st.floats(),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=4), st.integers(), max_size=3),
 )
 
 
@@ -260,10 +332,21 @@ def assert_within_the_tool(tool: str, arguments: dict[str, Any], data: dict[str,
         assert set(data) <= {"service", "region", "features", "limits"}
 
 
-@pytest.mark.parametrize("uri", [
-    "file:///etc/passwd", "file://secret.txt", "file:../secret.txt", "../secret.txt", "secret.txt",
-    "http://127.0.0.1:1/", "mcptrace://config/../../secret.txt", "", "x" * 5000,
-], ids=lambda uri: uri[:40])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "file:///etc/passwd",
+        "file://secret.txt",
+        "file:../secret.txt",
+        "../secret.txt",
+        "secret.txt",
+        "http://127.0.0.1:1/",
+        "mcptrace://config/../../secret.txt",
+        "",
+        "x" * 5000,
+    ],
+    ids=lambda uri: uri[:40],
+)
 def test_no_resource_outside_what_is_published_can_be_read(session: Session, uri: str) -> None:
     status, body = session.call("resources/list")
     assert status == 200 and body["result"]["resources"] == []
