@@ -184,6 +184,9 @@ def raw_exchange(
 ) -> RawReply:
     """Send bytes on a fresh connection (in pieces when `data` is a list) and read until the server closes.
 
+    The request must say `Connection: close`; the client never half-closes (uvicorn takes that as a
+    disconnect and drops the answer).
+
     The server may close before it has read everything it was sent (a header too large); then the reply
     may be lost to a reset, which counts as a refusal.
     """
@@ -197,7 +200,6 @@ def raw_exchange(
                 sock.sendall(piece)
                 if between:
                     time.sleep(between)
-            sock.shutdown(socket.SHUT_WR)
         except (BrokenPipeError, ConnectionResetError):
             closed_early = True
         try:

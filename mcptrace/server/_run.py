@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import sys
 from pathlib import Path
@@ -12,8 +13,10 @@ import uvicorn
 from mcptrace import _fields as f
 from mcptrace._config import Config
 from mcptrace._version import __version__
+from mcptrace.middleware._ids import new_request_id
 from mcptrace.server._app import build_app, build_service, make_logger
 from mcptrace.server._bind import check_bind
+from mcptrace.telemetry._log import EventLogger
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -52,11 +55,29 @@ def serve_http(config: Config, *, ready_file: Path | None = None) -> None:
     ))
     if ready_file is not None:
         _announce_when_started(server, ready_file, url)
+    parser_rejections = _ParserRejections(logger)
+    logging.getLogger("uvicorn.error").addHandler(parser_rejections)
     try:
         server.run(sockets=[sock])
     finally:
+        logging.getLogger("uvicorn.error").removeHandler(parser_rejections)
         logger.emit(f.EV_SERVER_STOPPED, **{f.MESSAGE: "shutdown complete", f.TRANSPORT: "http"})
         logger.close()
+
+
+class _ParserRejections(logging.Handler):
+    """uvicorn refuses requests its HTTP parser cannot read before any app sees them; log those too."""
+
+    def __init__(self, logger: EventLogger) -> None:
+        super().__init__(logging.WARNING)
+        self.logger = logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() == "Invalid HTTP request received.":
+            self.logger.emit(f.EV_REQUEST_REJECTED, "warning", **{
+                f.REQUEST_ID: new_request_id(), f.HTTP_STATUS: 400, f.TRANSPORT: "http",
+                f.ERROR: "the HTTP request could not be parsed",
+            })
 
 
 def _announce_when_started(server: uvicorn.Server, ready_file: Path, url: str) -> None:
