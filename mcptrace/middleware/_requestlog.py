@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from mcptrace import _fields as f
 from mcptrace._errors import INTERNAL_ERROR, INVALID_PARAMS
 from mcptrace._hashing import canonical_json, json_hash
+from mcptrace.middleware._clientmeta import client_info, read_client_meta
 from mcptrace.middleware._ids import accept_request_id, new_request_id
 from mcptrace.middleware._requests import RESPONSE_LOGGED_STATE_KEY
 from mcptrace.telemetry._context import CallContext, reset_call, set_call
@@ -27,6 +28,8 @@ from mcptrace.telemetry._log import EventLogger, bind, unbind
 
 #: Returns (caller_id, tenant) for a request, or (None, None) when it cannot tell.
 Identify = Callable[[ServerRequestContext[Any, Any]], tuple[str | None, str | None]]
+
+__all__ = ["IDENTITY_STATE_KEY", "RequestLogMiddleware", "client_info", "default_identify", "estimate_tokens"]
 
 #: scope["state"] key where an auth layer leaves the authenticated (caller_id, tenant).
 IDENTITY_STATE_KEY = "mcptrace.identity"
@@ -58,21 +61,6 @@ def _mark_logged(ctx: ServerRequestContext[Any, Any]) -> None:
     state = scope.get("state") if isinstance(scope, dict) else None
     if isinstance(state, dict):
         state[RESPONSE_LOGGED_STATE_KEY] = True
-
-
-def client_info(ctx: ServerRequestContext[Any, Any]) -> tuple[str | None, str | None]:
-    meta = ctx.meta
-    info: Any = None
-    if meta:
-        info = meta.get("io.modelcontextprotocol/clientInfo")
-    if info is None:
-        params = getattr(ctx.session, "client_params", None)
-        info = getattr(params, "client_info", None)
-    if isinstance(info, Mapping):
-        return info.get("name"), info.get("version")
-    if info is not None:
-        return getattr(info, "name", None), getattr(info, "version", None)
-    return None, None
 
 
 def estimate_tokens(arguments: Any) -> int:
@@ -121,6 +109,7 @@ class RequestLogMiddleware:
         }
         if tool_name is not None:
             fields[f.TOOL_NAME] = tool_name
+        fields.update(_client_fields(ctx))
         log_token = bind(**fields)
         call_token = set_call(call)
         start = time.perf_counter()
@@ -186,6 +175,24 @@ class RequestLogMiddleware:
             f.EV_RESPONSE_SENT, level, **{f.DURATION_MS: duration_ms, f.STATUS: status, f.ERROR: error,
                                           f.ERROR_CODE: code},
         )
+
+
+def _client_fields(ctx: ServerRequestContext[Any, Any]) -> dict[str, Any]:
+    """Schema-2 fields: protocol era, declared client, and the client's W3C trace context."""
+    try:
+        client = read_client_meta(ctx)
+    except Exception:
+        return {}
+    fields: dict[str, Any] = {
+        f.PROTOCOL_VERSION: client.protocol_version, f.CLIENT_NAME: client.client_name,
+        f.CLIENT_VERSION: client.client_version,
+    }
+    if client.trace_id is not None:
+        fields[f.TRACE_ID] = client.trace_id
+        fields[f.PARENT_SPAN_ID] = client.parent_span_id
+    if client.baggage is not None:
+        fields[f.BAGGAGE] = client.baggage
+    return fields
 
 
 def _dump(result: HandlerResult) -> Any:

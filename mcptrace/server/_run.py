@@ -13,6 +13,7 @@ import uvicorn
 from mcptrace import _fields as f
 from mcptrace._config import Config
 from mcptrace._version import __version__
+from mcptrace.guards._setup import auth_policy
 from mcptrace.middleware._ids import new_request_id
 from mcptrace.server._app import build_app, build_service, make_logger
 from mcptrace.server._bind import check_bind
@@ -36,6 +37,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
 def serve_http(config: Config, *, ready_file: Path | None = None) -> None:
     """Serve until SIGTERM/SIGINT; in-flight requests finish and the log is flushed."""
     overridden = check_bind(config.host, allow_non_loopback=config.allow_non_loopback)
+    auth_warning = auth_policy(config)
     logger = make_logger(config)
     service = build_service(config, logger=logger)
     app = build_app(service)
@@ -46,6 +48,9 @@ def serve_http(config: Config, *, ready_file: Path | None = None) -> None:
         logger.emit(f.EV_SERVER_STARTED, "warning", **{
             f.MESSAGE: f"bound to non-loopback {config.host} by explicit override; put a TLS proxy in front"})
         print(f"mcptrace: WARNING: listening on non-loopback {config.host}", file=sys.stderr)
+    if auth_warning:
+        logger.emit(f.EV_AUTH_WARNING, "warning", **{f.MESSAGE: auth_warning, f.TRANSPORT: "http"})
+        print(f"mcptrace: WARNING: {auth_warning}", file=sys.stderr)
     logger.emit(f.EV_SERVER_STARTED, **{f.MESSAGE: f"mcptrace {__version__} serving {url}",
                                         f.TRANSPORT: "http"})
     print(f"mcptrace: serving {url} (logs: {config.resolved_log_file})", file=sys.stderr, flush=True)

@@ -242,6 +242,8 @@ class EventLogger:
         self.sink = sink
         self.min_level = _LEVELS[level]
         self.processors: list[Processor] = list(processors or [])
+        #: Called with each finished record after it is written (an OTLP log bridge, ...).
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
 
     def emit(self, event: str, level: str = "info", **fields: Any) -> None:
         if _LEVELS.get(level, 20) < self.min_level:
@@ -256,6 +258,11 @@ class EventLogger:
         record.update(fields)
         record[f.SCHEMA_VERSION] = LOG_SCHEMA_VERSION
         self.sink.write(_encode_line(record))
+        for listener in self.listeners:
+            try:
+                listener(record)
+            except Exception:
+                pass
 
     def close(self) -> None:
         self.sink.close()
