@@ -16,7 +16,7 @@ from mcptrace._errors import MCPTraceError
 from mcptrace._version import __version__
 
 #: Command modules, in the order `--help` lists them.
-COMMAND_MODULES = ("_serve",)
+COMMAND_MODULES = ("_serve", "_report")
 
 
 def build_parser() -> argparse.ArgumentParser:

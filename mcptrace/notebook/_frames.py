@@ -148,6 +148,11 @@ def _duration_kwargs(every: str) -> dict[str, int]:
     raise ValueError(f"bucket size {every!r}: use a whole number of ms, s, m, h or d (e.g. '5s')")
 
 
+def bucket_seconds(every: str) -> float:
+    """The length of a bucket such as '5s' or '1m' in seconds; ValueError for anything else."""
+    return timedelta(**{k: float(v) for k, v in _duration_kwargs(every).items()}).total_seconds()
+
+
 def sessions_over_time(logs: Frame, *, every: str = "5s") -> pl.DataFrame:
     """Per bucket: sessions seen, sessions first seen, and requests that carried no session at all."""
     requests = _eager(logs).filter(pl.col(f.EVENT) == f.EV_REQUEST_RECEIVED).sort(f.TIMESTAMP)
