@@ -87,7 +87,12 @@ JSON_TYPES: Final[dict[str, tuple[type, ...]]] = {
 
 #: Fields that schema version 2 added; a version-1 line never carries them.
 ADDED_IN_V2: Final = frozenset(
-    {f.PARENT_SPAN_ID, f.PROTOCOL_VERSION, f.CLIENT_NAME, f.CLIENT_VERSION, f.BAGGAGE}
+    {
+        f.PARENT_SPAN_ID, f.PROTOCOL_VERSION, f.CLIENT_NAME, f.CLIENT_VERSION, f.BAGGAGE,
+        f.RETRY_AFTER_MS, f.LIMIT_SCOPE, f.BREAKER_STATE, f.PROBE_URL, f.FAILED_STEP, f.CONSECUTIVE_FAILURES,
+        f.FAILING_SECONDS, f.FAILING_SINCE, f.RESOURCE_URL, f.RESOURCE_KIND, f.EXPECTED_SHA256,
+        f.ACTUAL_SHA256, f.RESOURCE_SOURCE,
+    }
 )
 
 #: The fields each schema version declares.

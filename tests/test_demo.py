@@ -93,7 +93,7 @@ def test_the_looping_agent_repeats_one_call_hundreds_of_times(records) -> None: 
 
 def test_the_poller_repeats_its_arguments_but_sees_changing_results(records) -> None:  # type: ignore[no-untyped-def]
     polls = [r for r in calls_of(records, "status-poller") if r["status"] == "success"]
-    assert len(polls) >= 10
+    assert len(polls) >= 5  # the rest fall in the upstream outage and the breaker's cool-down
     assert len({r["arguments_hash"] for r in polls}) == 1
     assert len({r["result_hash"] for r in polls}) == len(polls)
 

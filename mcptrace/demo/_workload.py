@@ -139,7 +139,12 @@ async def analyst(c: Caller) -> None:
     )  # fails: upstream down
     await c.scenario.outage_over.wait()
     await c.call("get_config", {"key": "limits"})
-    await c.call("run_report", {}, progress_callback=_ignore_progress)  # slow, and succeeds
+    # The upstream breaker stays open for its cool-down after the outage: retry like a patient agent.
+    for _ in range(10):
+        result = await c.call("run_report", {}, progress_callback=_ignore_progress)  # slow
+        if result is not None and not result.is_error:
+            break
+        await anyio.sleep(1.0)
 
 
 async def _ignore_progress(progress: float, total: float | None, message: str | None) -> None:
