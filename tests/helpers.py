@@ -30,3 +30,17 @@ def wait_for_log(
         if len(found) >= count or time.monotonic() > deadline:
             return found
         time.sleep(0.05)
+
+
+def read_flushed_log(path: Path, *, timeout: float = 5.0) -> list[dict[str, object]]:
+    """The log once every request it holds has its `response_sent` line (the sink flushes every 0.2 s)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        records = read_log(path)
+        received = {r["mcp_request_id"] for r in records if r["event"] == "request_received"}
+        answered = {r["mcp_request_id"] for r in records if r["event"] == "response_sent"}
+        if received <= answered or time.monotonic() > deadline:
+            return records
+        time.sleep(0.05)
