@@ -129,6 +129,7 @@ def test_a_token_limited_to_some_tools_is_refused_the_others(
     async def main() -> None:
         with anyio.fail_after(30):
             async with client(guarded.url, tokens["pinger"]) as c:
+                assert [t.name for t in (await c.list_tools()).tools] == ["ping"]
                 assert (await c.call_tool("ping", {})).content[0].text == "pong"  # type: ignore[union-attr]
                 with pytest.raises(MCPError) as refused:
                     await c.call_tool("search_database", {"query": "anvil"})

@@ -23,7 +23,7 @@ from mcptrace import _fields as f
 from mcptrace._config import Config
 from mcptrace._version import __version__
 from mcptrace.guards._auth import RESOURCE_METADATA_PATH, resource_metadata
-from mcptrace.guards._sdk import RateLimitMiddleware
+from mcptrace.guards._sdk import RateLimitMiddleware, ToolFilterMiddleware
 from mcptrace.guards._setup import Guards, build_guards, wrap_http
 from mcptrace.middleware._negotiate import NegotiationMiddleware
 from mcptrace.middleware._requestlog import RequestLogMiddleware, default_identify
@@ -90,6 +90,7 @@ def build_service(config: Config, *, logger: EventLogger | None = None, transpor
     register_tools(mcp, deps)
     mcp.middleware.append(RequestLogMiddleware(logger, identify=_identify, transport=transport))
     mcp.middleware.append(RateLimitMiddleware(guards.limiter))
+    mcp.middleware.append(ToolFilterMiddleware())
     hook = log_downstream_calls(logger)
     if hook not in _context.downstream_hooks:
         _context.downstream_hooks.append(hook)
