@@ -364,3 +364,13 @@ class TestJwksUrl:
             run(verifier.authenticate, new.token(sub="b"))  # refetches are spaced out
         clock.advance(31)
         assert run(verifier.authenticate, new.token(sub="b")).caller_id == "b"
+
+
+def test_the_challenge_never_echoes_an_odd_host_header() -> None:
+    from mcptrace.guards._auth import resource_url
+
+    def url(host: bytes) -> str:
+        return resource_url({"headers": [(b"host", host)], "server": ("127.0.0.1", 8765)}, "/m")
+
+    assert url(b"mcp.example:443") == "http://mcp.example:443/m"
+    assert url(b'evil", error="x') == "http://127.0.0.1:8765/m"
