@@ -33,6 +33,13 @@ def per_call_ns(fn: Callable[[], object], n: int = 50_000, rounds: int = 5) -> f
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--redis-url")
+    parser.add_argument(
+        "--e2e",
+        type=int,
+        default=300,
+        metavar="N",
+        help="requests per end-to-end run against real servers (0 to skip)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "tokens.json"
@@ -71,6 +78,55 @@ def main() -> None:
         print(
             f"rate-limit decision, Redis Lua:       {redis_ns:8.0f} ns  ({redis_ns / decide_ns:.0f}x memory)"
         )
+
+    if args.e2e:
+        end_to_end(args.e2e)
+
+
+def end_to_end(n: int) -> None:
+    """Sequential `tools/call ping` over HTTP: a server without auth (baseline) vs. with tokens."""
+    import httpx
+
+    from mcptrace.testing import running_server
+
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "bench", "version": "1"},
+        },
+    }
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "ping", "arguments": {}}}
+
+    def run(url: str, token: str | None) -> float:
+        headers = {"accept": "application/json"} | ({"authorization": f"Bearer {token}"} if token else {})
+        with httpx.Client(timeout=10) as http:
+            r = http.post(url, json=init, headers=headers)
+            headers |= {"mcp-session-id": r.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
+            for _ in range(20):
+                http.post(url, json=call, headers=headers)
+            start = time.perf_counter()
+            for _ in range(n):
+                assert http.post(url, json=call, headers=headers).status_code == 200
+            return (time.perf_counter() - start) / n * 1e6
+
+    limits = ["--rate-limit-caller", "1e6/1e6", "--rate-limit-tools", "*=1e6/1e6"]
+    with tempfile.TemporaryDirectory() as tmp:
+        store = TokenStore(Path(tmp) / "tokens.json")
+        token = store.add("bench", tenant="acme")
+        with (
+            running_server(Path(tmp) / "plain", *limits) as plain,
+            running_server(Path(tmp) / "auth", "--tokens", str(store.path), *limits) as guarded,
+        ):
+            base = run(plain.url, None)
+            auth = run(guarded.url, token)
+            base_again = run(plain.url, None)
+    base = (base + base_again) / 2
+    print(f"ping over HTTP, no auth:              {base:8.0f} us  (baseline)")
+    print(f"ping over HTTP, token + admission:    {auth:8.0f} us  ({auth / base:.2f}x)")
 
 
 if __name__ == "__main__":
