@@ -15,7 +15,7 @@ from mcp.shared.exceptions import MCPError
 
 from mcptrace.guards._tokens import TokenStore
 from mcptrace.testing import RunningProcess, running_server
-from tests.guard_clients import RawSession, client
+from tests.guard_clients import INIT, RawSession, client
 from tests.helpers import assert_contract, read_log, wait_for_log
 
 CALLERS = ("looper", "steady", "retrier", "suspendee", "reporter")
@@ -133,6 +133,10 @@ def test_a_caller_that_keeps_violating_is_suspended_and_the_suspension_lifts_by_
                 wait_ms = refused.json()["error"]["data"]["retryAfterMs"]
                 assert 0 < wait_ms <= 1500
                 assert refused.headers["retry-after"] in ("1", "2")
+                fresh = await http.post(limited.url, json=INIT, headers={"accept": "application/json",
+                                        "authorization": f"Bearer {tokens[1]['suspendee']}"})
+                assert fresh.status_code == 429  # refused before the SDK: no session is made for it
+                assert "mcp-session-id" not in fresh.headers
                 await anyio.sleep(wait_ms / 1000)
                 assert (await s.call("ping")).status_code == 200
 
