@@ -257,3 +257,13 @@ class TestTopology:
             timeout=30,
         )
         assert "WARNING" not in out.stderr
+
+
+def test_token_list_shows_callers_and_never_tokens(store: Path, tokens: dict[str, str]) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "mcptrace", "token", "list", "--store", str(store)],
+        capture_output=True, text=True, env=subprocess_env(), timeout=30, check=True,
+    ).stdout
+    assert "agent-acme" in out and "agent-pinger" in out and "ping" in out
+    assert not any(token in out for token in tokens.values())
+    assert not any(token in store.read_text() for token in tokens.values())
