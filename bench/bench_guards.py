@@ -83,8 +83,12 @@ def main() -> None:
         end_to_end(args.e2e)
 
 
-def end_to_end(n: int) -> None:
-    """Sequential `tools/call ping` over HTTP: a server without auth (baseline) vs. with tokens."""
+def end_to_end(n: int, rounds: int = 8) -> None:
+    """Sequential `tools/call ping` over HTTP: a server without auth (baseline) vs. one with tokens.
+
+    The two servers run side by side and are measured in alternating rounds, so
+    a change in machine load hits both alike; medians of the rounds are compared.
+    """
     import httpx
 
     from mcptrace.testing import running_server
@@ -100,31 +104,36 @@ def end_to_end(n: int) -> None:
         },
     }
     call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "ping", "arguments": {}}}
-
-    def run(url: str, token: str | None) -> float:
-        headers = {"accept": "application/json"} | ({"authorization": f"Bearer {token}"} if token else {})
-        with httpx.Client(timeout=10) as http:
-            r = http.post(url, json=init, headers=headers)
-            headers |= {"mcp-session-id": r.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
-            for _ in range(20):
-                http.post(url, json=call, headers=headers)
-            start = time.perf_counter()
-            for _ in range(n):
-                assert http.post(url, json=call, headers=headers).status_code == 200
-            return (time.perf_counter() - start) / n * 1e6
-
     limits = ["--rate-limit-caller", "1e6/1e6", "--rate-limit-tools", "*=1e6/1e6"]
-    with tempfile.TemporaryDirectory() as tmp:
+    per_round = max(1, n // rounds)
+    with tempfile.TemporaryDirectory() as tmp, httpx.Client(timeout=10) as http:
         store = TokenStore(Path(tmp) / "tokens.json")
         token = store.add("bench", tenant="acme")
         with (
             running_server(Path(tmp) / "plain", *limits) as plain,
             running_server(Path(tmp) / "auth", "--tokens", str(store.path), *limits) as guarded,
         ):
-            base = run(plain.url, None)
-            auth = run(guarded.url, token)
-            base_again = run(plain.url, None)
-    base = (base + base_again) / 2
+            sessions: dict[str, tuple[str, dict[str, str]]] = {}
+            for name, url, secret in (("plain", plain.url, None), ("auth", guarded.url, token)):
+                headers = {"accept": "application/json"}
+                if secret:
+                    headers["authorization"] = f"Bearer {secret}"
+                r = http.post(url, json=init, headers=headers)
+                headers |= {
+                    "mcp-session-id": r.headers["mcp-session-id"],
+                    "mcp-protocol-version": "2025-11-25",
+                }
+                sessions[name] = (url, headers)
+            timings: dict[str, list[float]] = {"plain": [], "auth": []}
+            for i in range(rounds + 1):
+                for name in ("plain", "auth") if i % 2 else ("auth", "plain"):
+                    url, headers = sessions[name]
+                    start = time.perf_counter()
+                    for _ in range(per_round):
+                        assert http.post(url, json=call, headers=headers).status_code == 200
+                    if i:  # round 0 warms both up
+                        timings[name].append((time.perf_counter() - start) / per_round * 1e6)
+    base, auth = statistics.median(timings["plain"]), statistics.median(timings["auth"])
     print(f"ping over HTTP, no auth:              {base:8.0f} us  (baseline)")
     print(f"ping over HTTP, token + admission:    {auth:8.0f} us  ({auth / base:.2f}x)")
 
