@@ -31,7 +31,7 @@ from mcptrace.middleware._requestlog import RequestLogMiddleware, default_identi
 from mcptrace.middleware._requests import RequestIdMiddleware
 from mcptrace.server._db import Database
 from mcptrace.guards._auth import RESOURCE_METADATA_PATH, resource_metadata
-from mcptrace.guards._sdk import RateLimitMiddleware
+from mcptrace.guards._sdk import RateLimitMiddleware, ToolFilterMiddleware
 from mcptrace.guards._setup import GuardMetricsView, Guards, build_guards, wrap_http
 from mcptrace.server._health import HealthChecker
 from mcptrace.server._remote import LoadReport, load_pinned_resources
@@ -107,6 +107,7 @@ def build_service(config: Config, *, logger: EventLogger | None = None, transpor
         )
     mcp.middleware.append(RequestLogMiddleware(logger, identify=_identify, transport=transport))
     mcp.middleware.append(RateLimitMiddleware(guards.limiter))
+    mcp.middleware.append(ToolFilterMiddleware())
     hook = log_downstream_calls(logger)
     if hook not in _context.downstream_hooks:
         _context.downstream_hooks.append(hook)
