@@ -126,7 +126,8 @@ def test_tool_metrics_use_the_checklist_names_and_labels() -> None:
 
 
 def test_instrument_is_public_and_importing_mcptrace_stays_light() -> None:
-    assert {"instrument", "Instrumentation", "register_guard_metrics", "GuardCounters"} <= set(mcptrace.__all__)
+    public = {"instrument", "Instrumentation", "register_guard_metrics", "GuardCounters"}
+    assert public <= set(mcptrace.__all__)
     assert callable(mcptrace.instrument)
     code = ("import sys, mcptrace; heavy = [m for m in ('mcp', 'starlette', 'uvicorn', 'opentelemetry') "
             "if m in sys.modules]; print(heavy)")

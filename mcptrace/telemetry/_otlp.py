@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
@@ -179,14 +180,13 @@ def _log_processor(env: Mapping[str, str], drops: DropCounter) -> Any:
     return BatchLogRecordProcessor(_CountingLogExporter(exporter, drops))
 
 
-class _CountingLogExporter:
+class _CountingLogExporter(LogRecordExporter):
     def __init__(self, inner: Any, drops: DropCounter) -> None:
         self.inner = inner
         self.drops = drops
 
-    def export(self, batch: Sequence[Any]) -> Any:
-        from opentelemetry.sdk._logs.export import LogRecordExportResult
-
+    def export(self, batch: Sequence[Any]) -> LogRecordExportResult:
+        result: LogRecordExportResult
         try:
             result = self.inner.export(batch)
         except Exception:
