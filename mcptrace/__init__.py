@@ -13,6 +13,7 @@ from mcptrace._errors import (
 from mcptrace._schema import LOG_FIELDS, LOG_SCHEMA_VERSION, polars_schema
 from mcptrace._version import __version__
 from mcptrace.telemetry._context import downstream
+from mcptrace.telemetry._log import EventLogger, LogSink
 
 _LAZY = {
     # Loaded on first use: they import the MCP SDK, which `mcptrace.analysis` must never pull in.
@@ -39,9 +40,11 @@ __all__ = [
     "Config",
     "ConfigError",
     "DownstreamError",
+    "EventLogger",
     "GuardCounters",
     "Instrumentation",
     "LogReadError",
+    "LogSink",
     "MCPTraceError",
     "ProtocolError",
     "RateLimitedError",
