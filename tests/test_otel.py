@@ -152,6 +152,17 @@ def test_a_traceparent_http_header_makes_the_server_span_its_child(
     assert hex_id(span.parent_span_id) == parent_id
 
 
+def test_a_malformed_traceparent_header_starts_a_fresh_trace(server: RunningProcess, tap: OtelTap) -> None:
+    async def main() -> Any:
+        async with httpx2.AsyncClient(headers={"traceparent": "00-not-a-trace-context"}, timeout=30) as http:
+            return await _call(server.url, "ping", {}, http=http)
+
+    result = anyio.run(main)
+    assert not result.is_error
+    span = server_span(tap, request_id(result))
+    assert span.parent_span_id == b"" and len(span.trace_id) == 16
+
+
 def test_log_lines_carry_the_trace_and_span_of_their_request(server: RunningProcess, tap: OtelTap) -> None:
     result = call(server.url, "search_database", {"query": "rocket", "limit": 1})
     rid = request_id(result)
