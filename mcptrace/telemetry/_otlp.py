@@ -9,7 +9,8 @@ What turns each signal on (the OpenTelemetry SDK's own variables, nothing new):
 - logs over OTLP: opt-in, `OTEL_LOGS_EXPORTER=otlp`.
 - `OTEL_EXPORTER_OTLP_PROTOCOL` (or the per-signal `..._PROTOCOL`): `http/protobuf` (default)
   or `grpc`. `OTEL_SERVICE_NAME` / `OTEL_RESOURCE_ATTRIBUTES` name the resource;
-  `OTEL_BSP_*` size the span queue; `OTEL_SDK_DISABLED=true` turns everything off.
+  `OTEL_BSP_*` size the span queue; `OTEL_SDK_DISABLED=true` turns everything off (the
+  SDK's meter provider then hands out no-op meters, so `/metrics` is empty too).
 
 Exporters run on background threads behind bounded queues: a receiver that is
 down or slow costs dropped items, counted in `DropCounter`, never a request.
