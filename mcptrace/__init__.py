@@ -16,6 +16,7 @@ from mcptrace._schema import LOG_FIELDS, LOG_SCHEMA_VERSION, polars_schema
 from mcptrace._version import __version__
 from mcptrace.guards._stats import GuardStats
 from mcptrace.telemetry._context import downstream
+from mcptrace.telemetry._log import EventLogger, LogSink
 
 _LAZY = {
     # Loaded on first use: they import the MCP SDK, which `mcptrace.analysis` must never pull in.
@@ -45,9 +46,11 @@ __all__ = [
     "DownstreamError",
     "ForbiddenError",
     "GuardStats",
+    "EventLogger",
     "GuardCounters",
     "Instrumentation",
     "LogReadError",
+    "LogSink",
     "MCPTraceError",
     "ProtocolError",
     "RateLimitedError",
