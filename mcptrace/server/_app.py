@@ -9,8 +9,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -175,21 +173,36 @@ def _with_pinned_check(body: dict[str, Any], pinned: LoadReport) -> dict[str, An
 
 
 def _with_lifespan(app: ASGIApp, service: Service) -> ASGIApp:
-    """Open the service's HTTP client at start-up and close it at shutdown, around the app's own lifespan."""
+    """Open the service's HTTP client at start-up; close everything and flush the log at shutdown.
 
-    @asynccontextmanager
-    async def resources() -> AsyncIterator[None]:
-        service.deps.http = httpx.AsyncClient(limits=httpx.Limits(max_connections=100))
-        try:
-            yield
-        finally:
-            await service.aclose()
+    The clean-up runs before `lifespan.shutdown.complete` is passed on: uvicorn re-raises
+    SIGTERM/SIGINT as soon as it sees that message, which ends the process at once.
+    """
 
     async def wrapped(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "lifespan":
             await app(scope, receive, send)
             return
-        async with resources():
-            await app(scope, receive, send)
+        closed = False
+
+        async def close() -> None:
+            nonlocal closed
+            if closed:
+                return
+            closed = True
+            await service.aclose()
+            service.logger.emit(f.EV_SERVER_STOPPED, **{f.MESSAGE: "shutdown complete", f.TRANSPORT: "http"})
+            service.logger.sink.flush()
+
+        async def send_after_close(message: Any) -> None:
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                await close()
+            await send(message)
+
+        service.deps.http = httpx.AsyncClient(limits=httpx.Limits(max_connections=100))
+        try:
+            await app(scope, receive, send_after_close)
+        finally:
+            await close()
 
     return wrapped
