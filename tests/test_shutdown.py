@@ -24,4 +24,5 @@ def test_sigterm_flushes_every_line_and_ends_with_server_stopped(tmp_path: Path)
         assert server.process.wait(30) in (0, -signal.SIGTERM)
     records = read_log(server.log_file)
     assert records[-1]["event"] == "server_stopped"
-    assert any(r["event"] == "response_sent" and r["mcp_request_id"] == r.get("mcp_request_id") for r in records)
+    request_id = r.headers["x-request-id"]
+    assert [x["event"] for x in records if x["mcp_request_id"] == request_id] == ["request_received", "response_sent"]
