@@ -153,6 +153,7 @@ def build_app(service: Service) -> ASGIApp:
 
     inner = service.mcp.streamable_http_app(
         stateless_http=config.stateless, max_request_body_size=config.max_body_bytes, host=config.host,
+        session_idle_timeout=config.session_idle_seconds, max_sessions=config.max_sessions,
     )
     app: ASGIApp = wrap_http(EnvelopeMiddleware(NegotiationMiddleware(inner)), service.guards, service.logger)
     app = RequestIdMiddleware(app, logger=service.logger, max_body_bytes=config.max_body_bytes)
