@@ -9,6 +9,8 @@ HeaderMismatch with HTTP 400).
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -19,7 +21,9 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import Implementation
 
-from mcptrace.testing import RunningProcess
+from mcptrace.testing import RunningProcess, running_server
+
+from tests.helpers import assert_contract, read_log
 
 MODERN = "2026-07-28"
 HEADER_MISMATCH = -32020
@@ -122,6 +126,18 @@ class TestHeaderRules:
         r = httpx.post(server.url, json=body, headers=headers, timeout=10)
         assert r.status_code == 400 and r.json()["error"]["code"] == HEADER_MISMATCH
 
+    def test_a_refused_request_is_logged_with_its_status_and_era(self, server: RunningProcess) -> None:
+        r = modern_post(server, envelope("tools/list"), mcp_method="resources/list")
+        request_id = r.headers["x-request-id"]
+        deadline = time.monotonic() + 5
+        while not (lines := [x for x in read_log(server.log_file) if x.get("mcp_request_id") == request_id]):
+            assert time.monotonic() < deadline, "the rejection was never logged"
+            time.sleep(0.05)
+        [line] = lines
+        assert line["event"] == "request_rejected" and line["http_status"] == 400
+        assert line["protocol_version"] == MODERN and line["session_id"] is None
+        assert_contract(lines)
+
     def test_no_traceback_reaches_the_client_and_the_server_carries_on(self, server: RunningProcess) -> None:
         r = modern_post(server, envelope("tools/list"), mcp_method="x" * 300)
         assert "Traceback" not in r.text
@@ -166,3 +182,14 @@ def test_an_sse_only_raw_request_never_gets_json_on_success(server: RunningProce
     [message] = sse_messages(r)
     assert message["result"]["content"][0]["text"] == "pong"
     assert message["result"]["_meta"]["mcptrace/mcp_request_id"] == r.headers["x-request-id"]
+
+
+def test_a_stateless_server_serves_both_eras(tmp_path: Path) -> None:
+    async def main(url: str) -> None:
+        with anyio.fail_after(30):
+            for mode in ("legacy", MODERN):
+                async with Client(url, mode=mode) as c:  # type: ignore[arg-type]
+                    assert (await c.call_tool("ping", {})).content[0].text == "pong"  # type: ignore[union-attr]
+
+    with running_server(tmp_path, "--stateless") as srv:
+        anyio.run(main, srv.url)

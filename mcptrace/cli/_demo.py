@@ -64,7 +64,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _forensics_report(log_file: Path) -> None:
     """The forensics report, when this installation ships it."""
     try:
-        from mcptrace.analysis import report_text  # type: ignore[attr-defined]
+        from mcptrace.analysis import report_text
     except ImportError:
         return
     try:

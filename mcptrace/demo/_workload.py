@@ -223,10 +223,10 @@ async def run_agent(agent: Agent, url: str, scenario: Scenario, progress: Progre
         if agent.json_only:
             async with _json_only_http() as http:
                 transport = streamable_http_client(url, http_client=http)
-                async with Client(transport, mode=agent.mode, client_info=info) as client:  # type: ignore[arg-type]
+                async with Client(transport, mode=agent.mode, client_info=info) as client:
                     await agent.script(Caller(client, stats, scenario))
         else:
-            async with Client(url, mode=agent.mode, client_info=info) as client:  # type: ignore[arg-type]
+            async with Client(url, mode=agent.mode, client_info=info) as client:
                 await agent.script(Caller(client, stats, scenario))
     except Exception as exc:  # one broken agent must not take the others down
         stats.crashed = f"{type(exc).__name__}: {exc}"[:300]

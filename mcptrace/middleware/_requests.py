@@ -96,9 +96,13 @@ class RequestIdMiddleware:
 
     def _log_rejection(self, scope: Scope, request_id: str, status: int, start: float) -> None:
         session = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"mcp-session-id"), None)
+        version = next(
+            (v[:64].decode("latin-1") for k, v in scope["headers"] if k == b"mcp-protocol-version"), None
+        )
         self.logger.emit(
             f.EV_REQUEST_REJECTED, "warning", **{
                 f.REQUEST_ID: request_id, f.SESSION_ID: session, f.HTTP_STATUS: status,
+                f.PROTOCOL_VERSION: version,
                 f.TRANSPORT: "http", f.MESSAGE: f"{scope['method']} {scope['path']}",
                 f.DURATION_MS: round((time.perf_counter() - start) * 1000, 3),
             },
