@@ -64,6 +64,7 @@ def test_the_demo_says_where_the_logs_are_and_summarises_calls_per_tool(demo, re
     for tool in ("search_database", "fetch_upstream", "run_report", "get_config"):
         assert tool in done.stdout
     assert "agents done" in done.stderr  # progress was shown
+    assert "upstream outage" in done.stdout
     assert "Traceback" not in done.stderr
 
 

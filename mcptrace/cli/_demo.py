@@ -51,7 +51,8 @@ def _demo(args: argparse.Namespace) -> int:
     crashed = {name: a.crashed for name, a in progress.agents.items() if a.crashed}
     for name, reason in crashed.items():
         print(f"  agent {name} stopped early: {reason}")
-    print(f"Logs: {result.log_file}\n")
+    print(f"Logs: {result.log_file}")
+    print(_planted(progress) + "\n")
     print("Calls and errors per tool")
     print(render(result.per_tool))
     print("\nCalls per client (caller_id)")
@@ -59,6 +60,17 @@ def _demo(args: argparse.Namespace) -> int:
     _forensics_report(result.log_file)
     print(f"\nInvestigate: python -m mcptrace --help   (logs in {result.log_file.parent})")
     return 1 if crashed else 0
+
+
+def _planted(progress: Any) -> str:
+    """Where the planted incidents are, so the summary below can be checked against them."""
+    lines = ["Planted: looping-agent repeats one call; status-poller polls (same arguments, new results);",
+             "         flaky-client sends bad calls; analyst runs the slow run_report"]
+    if progress.outage is not None:
+        begin, end = (time.strftime("%H:%M:%S", time.gmtime(t)) for t in progress.outage)
+        seconds = progress.outage[1] - progress.outage[0]
+        lines.append(f"         upstream outage {begin}-{end} UTC ({seconds:.1f}s)")
+    return "\n".join(lines)
 
 
 def _forensics_report(log_file: Path) -> None:

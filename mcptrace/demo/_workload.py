@@ -54,6 +54,8 @@ class Progress:
 
     started: float = field(default_factory=time.monotonic)
     agents: dict[str, AgentStats] = field(default_factory=dict)
+    #: Wall-clock edges (epoch seconds) of the upstream outage, once it has happened.
+    outage: tuple[float, float] | None = None
 
     def agent(self, name: str) -> AgentStats:
         return self.agents.setdefault(name, AgentStats())
@@ -93,6 +95,7 @@ class Scenario:
     upstream_url: str
     outage_started: anyio.Event = field(default_factory=anyio.Event)
     outage_over: anyio.Event = field(default_factory=anyio.Event)
+    outage_edges: list[float] = field(default_factory=list)
 
 
 class Caller:
@@ -173,6 +176,7 @@ async def integrator(c: Caller) -> None:
         async with httpx2.AsyncClient(timeout=5) as http:
             response = await http.post(f"{c.scenario.upstream_url}/admin/faults", json={"down": down})
             response.raise_for_status()
+        c.scenario.outage_edges.append(time.time())
         (c.scenario.outage_started if down else c.scenario.outage_over).set()
 
     for phase_down in (False, True, False):
@@ -258,6 +262,8 @@ async def run_workload(
                 for agent in agents:
                     agents_tg.start_soon(run_agent, agent, url, scenario, progress)
             tg.cancel_scope.cancel()
+    if len(scenario.outage_edges) == 2:
+        progress.outage = (scenario.outage_edges[0], scenario.outage_edges[1])
     return progress
 
 
