@@ -152,3 +152,14 @@ def test_ctrl_c_stops_the_demo_and_its_children(tmp_path: Path) -> None:
     stderr = proc.stderr.read().decode() if proc.stderr else ""
     assert "Traceback" not in stderr
     assert children_using(out) == []
+
+
+def test_a_workload_past_its_time_limit_stops_cleanly_and_says_so(server, upstream) -> None:  # type: ignore[no-untyped-def]
+    import anyio
+
+    from mcptrace.demo._workload import run_workload
+
+    progress = anyio.run(lambda: run_workload(server.url, upstream_url=upstream.base_url, timeout=1.0))
+    assert progress.cut_short
+    assert all(a.done and a.crashed is None for a in progress.agents.values())
+    assert progress.outage is None

@@ -48,6 +48,8 @@ def _demo(args: argparse.Namespace) -> int:
         f"\nDone in {time.monotonic() - started:.1f}s: {progress.calls} tool calls, "
         f"{progress.errors} failed (as planted)."
     )
+    if progress.cut_short:
+        print("  the workload hit its time limit and was stopped early (a very busy machine?)")
     crashed = {name: a.crashed for name, a in progress.agents.items() if a.crashed}
     for name, reason in crashed.items():
         print(f"  agent {name} stopped early: {reason}")
