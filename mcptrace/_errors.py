@@ -6,7 +6,8 @@
     ├── ProtocolError            a request that crosses the wire with a JSON-RPC code
     │   ├── RateLimitedError     -32000 "Rate limit exceeded" (data.retryAfterMs)
     │   └── DownstreamError      a dependency failed or its breaker is open
-    └── LogReadError             a log source that cannot be read at all
+    ├── LogReadError             a log source that cannot be read at all
+    └── ProcessStartError        a child `python -m mcptrace ...` exited or hung before it was ready
 
 Errors that cross the wire carry `code` (a JSON-RPC error code) and `data`.
 """
@@ -65,3 +66,7 @@ class DownstreamError(ProtocolError):
 
 class LogReadError(MCPTraceError):
     """A log source could not be opened or decompressed at all."""
+
+
+class ProcessStartError(MCPTraceError, RuntimeError):
+    """A child process (server, upstream) exited or hung before it accepted requests."""
