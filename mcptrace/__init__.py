@@ -7,6 +7,7 @@ from mcptrace._errors import (
     DownstreamError,
     LogReadError,
     MCPTraceError,
+    ProcessStartError,
     ProtocolError,
     RateLimitedError,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "DownstreamError",
     "LogReadError",
     "MCPTraceError",
+    "ProcessStartError",
     "ProtocolError",
     "RateLimitedError",
     "__version__",

@@ -144,6 +144,24 @@ class TestHeaderRules:
         assert modern_post(server, envelope("tools/list")).status_code == 200
 
 
+def logged_tool_calls(server: RunningProcess, client_name: str, count: int) -> list[dict[str, Any]]:
+    """The client's tool_call lines, once the server's log flusher has written `count` of them (bounded)."""
+    deadline = time.monotonic() + 5
+    while True:
+        calls = [
+            r
+            for r in read_log(server.log_file)
+            if r["event"] == "tool_call" and r["client_name"] == client_name
+        ]
+        if len(calls) >= count or time.monotonic() > deadline:
+            return calls
+        time.sleep(0.05)
+
+
+#: The era each client mode speaks against mcptrace: "auto" discovers the 2026-07-28 wire.
+ERA_OF_MODE = {"legacy": "2025-11-25", "auto": MODERN, MODERN: MODERN}
+
+
 def _sse_only_client() -> httpx2.AsyncClient:
     async def only_sse(request: httpx2.Request) -> None:
         if request.method == "POST":
@@ -172,6 +190,11 @@ def test_an_sse_only_client_works_in_every_mode(server: RunningProcess, mode: st
                     assert not report.is_error and len(progress) >= 3
 
     anyio.run(main)
+    calls = logged_tool_calls(server, f"sse-only-{mode}", 3)
+    assert len(calls) == 3
+    assert {c["protocol_version"] for c in calls} == {ERA_OF_MODE[mode]}
+    sessions = {c["session_id"] for c in calls}
+    assert sessions == {None} if mode != "legacy" else (len(sessions) == 1 and None not in sessions)
 
 
 def test_an_sse_only_raw_request_never_gets_json_on_success(server: RunningProcess) -> None:
@@ -193,3 +216,31 @@ def test_a_stateless_server_serves_both_eras(tmp_path: Path) -> None:
 
     with running_server(tmp_path, "--stateless") as srv:
         anyio.run(main, srv.url)
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+def test_stdio_serves_both_eras_and_logs_which(tmp_path: Path, mode: str) -> None:
+    import sys
+
+    from mcp import StdioServerParameters
+
+    from mcptrace.testing import subprocess_env
+
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "mcptrace", "serve", "--stdio", "--data-dir", str(tmp_path)],
+        env=subprocess_env(),
+    )
+
+    async def main() -> None:
+        with anyio.fail_after(30):
+            async with Client(
+                params, mode=mode, client_info=Implementation(name="stdio-agent", version="2")
+            ) as c:  # type: ignore[arg-type]
+                assert (await c.call_tool("ping", {})).content[0].text == "pong"  # type: ignore[union-attr]
+
+    anyio.run(main)
+    [call] = [r for r in read_log(tmp_path / "logs" / "mcptrace.log") if r["event"] == "tool_call"]
+    assert call["protocol_version"] == ERA_OF_MODE[mode] and call["transport"] == "stdio"
+    assert call["client_name"] == "stdio-agent" and call["client_version"] == "2"
+    assert call["session_id"] is None  # stdio has no Mcp-Session-Id in either era

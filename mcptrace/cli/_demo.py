@@ -60,7 +60,8 @@ def _demo(args: argparse.Namespace) -> int:
     print("\nCalls per client (caller_id)")
     print(render(result.per_client))
     _forensics_report(result.log_file)
-    print(f"\nInvestigate: python -m mcptrace --help   (logs in {result.log_file.parent})")
+    print(f"\nNext: `mcptrace --help` lists the commands that investigate {result.log_file.name};"
+          " its fields are documented in docs/log-schema.md.")
     return 1 if crashed else 0
 
 
