@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+import time
+from collections import Counter
 from pathlib import Path
 
 import anyio
@@ -92,7 +94,13 @@ def test_stdio(tmp_path: Path) -> None:
 
 def test_every_line_the_server_wrote_follows_the_log_contract(server: RunningProcess) -> None:
     anyio.run(_one_call, server.url)
-    records = read_log(server.log_file)
+    deadline = time.monotonic() + 5  # the server's log flusher runs every 0.2 s
+    while True:
+        records = read_log(server.log_file)
+        events = Counter(r["event"] for r in records)
+        if events["request_received"] == events["response_sent"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert records
     assert_contract(records)
     requests = {r["mcp_request_id"] for r in records if r["event"] == "request_received"}
