@@ -9,6 +9,7 @@ from mcptrace._errors import (
     ForbiddenError,
     LogReadError,
     MCPTraceError,
+    ProcessStartError,
     ProtocolError,
     RateLimitedError,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "LogReadError",
     "LogSink",
     "MCPTraceError",
+    "ProcessStartError",
     "ProtocolError",
     "RateLimitedError",
     "__version__",
