@@ -250,7 +250,7 @@ def _short(exc: Exception) -> str:
 
 
 def _as_text_timestamp(schema: pl.Schema) -> pl.Schema:
-    """Timestamps are read as text and converted afterwards: much faster than the JSON reader's own parsing."""
+    """Timestamps are read as text and converted afterwards: much faster than the JSON reader's parsing."""
     return pl.Schema({n: (pl.String() if n == f.TIMESTAMP else t) for n, t in schema.items()})
 
 
