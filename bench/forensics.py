@@ -76,10 +76,7 @@ def timed(cmd: list[str]) -> tuple[float, float, str]:
     """(wall seconds, peak RSS in MB, stdout) of one whole process."""
     gnu_time = shutil.which("time") or "/usr/bin/time"
     with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
-        if Path(gnu_time).exists():
-            full = [gnu_time, "-f", "%e %M", "-o", tf.name, *cmd]
-        else:
-            full = cmd
+        full = [gnu_time, "-f", "%e %M", "-o", tf.name, *cmd] if Path(gnu_time).exists() else cmd
         start = time.perf_counter()
         proc = subprocess.run(full, capture_output=True, text=True, env=env(), timeout=3600)
         wall = time.perf_counter() - start
