@@ -170,3 +170,43 @@ def indexed_frame(sources: Sequence[Source]) -> tuple[pl.LazyFrame, LoadReport] 
     return frame.select(
         [pl.col(n) if n in present else pl.lit(None, dtype=t).alias(n) for n, t in schema.items()]
     ), report
+
+
+#: Logs at least this large are indexed automatically the second time the same files are queried.
+AUTO_INDEX_BYTES = 256 * 1024 * 1024
+_LAST_QUERY = "last_query.json"
+
+
+def auto_index(
+    paths: Sequence[str | os.PathLike[str]] | None = None,
+    *,
+    min_bytes: int = AUTO_INDEX_BYTES,
+    progress: Progress | None = None,
+) -> IndexReport | None:
+    """Index large logs on their second query: the first query notes the files, the second indexes them.
+
+    Returns the report when it built an index, None otherwise (small logs, a fresh
+    index already, stdin, or the first query of these files as they are now).
+    """
+    import orjson
+
+    sources = [s for s in resolve_sources(paths) if s.name != "<stdin>"]
+    if not sources or sum(s.path.stat().st_size for s in sources) < min_bytes:
+        return None
+    if fresh_segments(sources) is not None:
+        return None
+    keys = [segment_key(s.path) for s in sources]
+    directory = index_dir(sources)
+    marker = directory / _LAST_QUERY
+    try:
+        seen = orjson.loads(marker.read_bytes()) == keys
+    except (OSError, orjson.JSONDecodeError):
+        seen = False
+    if seen:
+        return build_index(paths, progress=progress)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        marker.write_bytes(orjson.dumps(keys))
+    except OSError:
+        pass  # a read-only log directory: no automatic index, nothing else changes
+    return None
