@@ -65,7 +65,7 @@ def test_a_changed_source_is_read_from_json_until_indexed_again(tmp_path: Path) 
     write(log, 0, 10)
     build_index([log])
     write(log, 10, 5)
-    assert load([log]).report.bytes > 0  # read from the JSON: the index is stale
+    assert load([log]).report.bytes_read > 0  # read from the JSON: the index is stale
     assert tool_stats(load([log]).frame).collect()["calls"].to_list() == [15]
     assert not lookup([log], value="req-00012").from_index
 

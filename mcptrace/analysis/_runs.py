@@ -41,7 +41,7 @@ _RUN_BAGGAGE = [k for k in BAGGAGE_KEYS if k != "session_id"]
 def _baggage_run_id(schema: pl.Schema) -> pl.Expr:
     if f.BAGGAGE not in schema or not isinstance(schema[f.BAGGAGE], pl.Struct):
         return pl.lit(None, dtype=pl.String)
-    present = {fld.name for fld in schema[f.BAGGAGE].fields}  # type: ignore[union-attr]
+    present = {fld.name for fld in getattr(schema[f.BAGGAGE], "fields", [])}
     keys = [k for k in _RUN_BAGGAGE if k in present]
     if not keys:
         return pl.lit(None, dtype=pl.String)

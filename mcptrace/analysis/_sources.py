@@ -168,7 +168,7 @@ def open_binary(source: Source) -> BinaryIO:
             import zstandard
 
             raw = open(source.path, "rb")  # noqa: SIM115
-            return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))  # type: ignore[arg-type]
+            return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
         return open(source.path, "rb")  # noqa: SIM115
     except OSError as exc:
         raise LogReadError(f"cannot read {source.name}: {exc.strerror or exc}") from None
