@@ -18,7 +18,8 @@ from typing import Any
 
 import orjson
 
-INDEX_DIRNAME = ".mcptrace-index"
+from mcptrace.analysis._sources import INDEX_DIRNAME
+
 MANIFEST = "manifest.json"
 #: Bumped when the index layout changes; older indexes are rebuilt.
 INDEX_VERSION = 1

@@ -26,8 +26,11 @@ from mcptrace._errors import LogReadError
 BLOCK_SIZE = 32 * 1024 * 1024
 
 #: Names a directory may hold that we read as logs.
-_LOG_NAME = re.compile(r".*\.(log|jsonl|ndjson|json)(\.\d+)?(\.gz|\.zst)?$")
+_LOG_NAME = re.compile(r".*\.(log|jsonl|ndjson)(\.\d+)?(\.gz|\.zst)?$")
 _ROTATED = re.compile(r"^(?P<base>.+?)\.(?P<n>\d+)(?P<ext>\.gz|\.zst)?$")
+
+#: Where indexes live (never read as logs); the same name as in `_manifest`.
+INDEX_DIRNAME = ".mcptrace-index"
 
 #: Directory the demo writes its logs to, looked for when no path is given.
 DEMO_DIR = "mcptrace-demo"
