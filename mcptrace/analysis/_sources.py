@@ -104,7 +104,7 @@ def resolve_sources(paths: Sequence[str | os.PathLike[str]] | None = None) -> li
                 for p in path.rglob("*")
                 if p.is_file()
                 and _LOG_NAME.match(p.name)
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                and INDEX_DIRNAME not in p.relative_to(path).parts
             )
             if not files:
                 raise LogReadError(f"no log files in directory {text!r}")
