@@ -16,4 +16,5 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
 fi
 
 python -m pip install -q --disable-pip-version-check -e '.[test]'
+bash scripts/install-conformance.sh
 python -m pytest "$@"

@@ -284,7 +284,7 @@ def two_era_traffic(draw: st.DrawFn) -> tuple[list[dict[str, Any]], dict[str, tu
             caller_id="modern",
             client_name="py",
             client_version="2",
-            baggage={"run_id": f"run-{i}"},
+            baggage=[{"key": "run_id", "value": f"run-{i}"}],
         )
     for i in range(draw(st.integers(min_value=0, max_value=3))):
         clock += 400  # more than the 5-minute gap: a new run

@@ -39,13 +39,19 @@ _RUN_BAGGAGE = [k for k in BAGGAGE_KEYS if k != "session_id"]
 
 
 def _baggage_run_id(schema: pl.Schema) -> pl.Expr:
-    if f.BAGGAGE not in schema or not isinstance(schema[f.BAGGAGE], pl.Struct):
+    """The first run or conversation id in the line's baggage (a list of {key, value} entries)."""
+    dtype = schema.get(f.BAGGAGE)
+    if not isinstance(dtype, pl.List):
         return pl.lit(None, dtype=pl.String)
-    present = {fld.name for fld in getattr(schema[f.BAGGAGE], "fields", [])}
-    keys = [k for k in _RUN_BAGGAGE if k in present]
-    if not keys:
-        return pl.lit(None, dtype=pl.String)
-    return pl.coalesce([pl.col(f.BAGGAGE).struct.field(k) for k in keys])
+    value = None
+    for key in reversed(_RUN_BAGGAGE):  # earlier keys in BAGGAGE_KEYS win
+        found = (
+            pl.col(f.BAGGAGE)
+            .list.eval(pl.element().filter(pl.element().struct.field("key") == key).struct.field("value"))
+            .list.first()
+        )
+        value = found if value is None else pl.coalesce(found, value)
+    return value if value is not None else pl.lit(None, dtype=pl.String)
 
 
 def _col(schema: pl.Schema, name: str) -> pl.Expr:

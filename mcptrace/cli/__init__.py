@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import pkgutil
 import sys
 from collections.abc import Sequence
 
 from mcptrace._errors import MCPTraceError
 from mcptrace._version import __version__
 
-#: Command modules, in the order `--help` lists them.
-COMMAND_MODULES = ("_serve", "_chain", "_forensics")
+
+def command_modules() -> list[str]:
+    """Every `mcptrace.cli._*` module: each registers its own commands."""
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name.startswith("_"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,8 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mcptrace {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(f"mcptrace.cli.{name}").register(sub)
+    for name in command_modules():
+        register = getattr(importlib.import_module(f"mcptrace.cli.{name}"), "register", None)
+        if register is not None:
+            register(sub)
     return parser
 
 

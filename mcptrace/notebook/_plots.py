@@ -1,0 +1,354 @@
+"""Plotly figures of one incident: each function takes log records (or a shaped table) and returns a Figure.
+
+Figures are plain `plotly.graph_objects.Figure`s, so they render in JupyterLab,
+VS Code and in the standalone HTML report alike, and export to PNG with kaleido.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from mcptrace import _fields as f
+from mcptrace.notebook import _frames
+from mcptrace.notebook._deps import require
+from mcptrace.notebook._frames import Frame
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+ERROR_COLOR = "#d62728"
+OK_COLOR = "#1f77b4"
+DOWNSTREAM_COLOR = "#7f7f7f"
+_WATERFALL_HOVER = "%{y}<br>%{customdata[0]:.1f} ms, %{customdata[1]}<br>%{customdata[2]}<extra></extra>"
+_LATENCY_HOVER = "%{y:.1f} ms<br>%{x}<br>%{customdata} calls<extra></extra>"
+_DASHES = {"p50": "solid", "p95": "dash", "p99": "dot"}
+
+
+def _go() -> Any:
+    return require("plotly.graph_objects")
+
+
+def _layout(fig: go.Figure, title: str, **extra: Any) -> go.Figure:
+    fig.update_layout(
+        title=title,
+        template="plotly_white",
+        margin={"l": 60, "r": 20, "t": 50, "b": 40},
+        legend={"orientation": "h", "y": -0.15},
+        **extra,
+    )
+    return fig
+
+
+def _empty(title: str, why: str) -> go.Figure:
+    fig = _go().Figure()
+    fig.add_annotation(text=why, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
+    return _layout(fig, title, xaxis={"visible": False}, yaxis={"visible": False})
+
+
+def waterfall(chain: Frame) -> go.Figure:
+    """One request as a trace view: a bar per step on a millisecond axis, downstream calls nested, errors red.
+
+    `chain` holds the log lines of one request (`mcptrace.notebook.request_records(logs, id)`).
+    """
+    records = _frames._eager(chain).sort(f.TIMESTAMP)
+    if records.is_empty():
+        return _empty("Call chain", "no log lines for this request id")
+    request_id = records[f.REQUEST_ID][0]
+    rows: list[dict[str, Any]] = []
+    received = records.filter(pl.col(f.EVENT) == f.EV_REQUEST_RECEIVED)
+    sent = records.filter(pl.col(f.EVENT) == f.EV_RESPONSE_SENT)
+    if sent.height:
+        end = sent[f.TIMESTAMP][0]
+        duration = sent[f.DURATION_MS][0] or 0.0
+        start = received[f.TIMESTAMP][0] if received.height else end - _ms(duration)
+        label = records[f.METHOD].drop_nulls().first() or "request"
+        rows.append(_row(f"{label}", start, end, sent.row(0, named=True), depth=0))
+    for call in records.filter(pl.col(f.EVENT) == f.EV_TOOL_CALL).iter_rows(named=True):
+        end = call[f.TIMESTAMP]
+        rows.append(
+            _row(f"tool {call[f.TOOL_NAME]}", end - _ms(call[f.DURATION_MS] or 0), end, call, depth=1)
+        )
+    for n, down in enumerate(
+        records.filter(pl.col(f.EVENT) == f.EV_DOWNSTREAM_CALL).iter_rows(named=True), 1
+    ):
+        end = down[f.TIMESTAMP]
+        rows.append(_row(f"{down[f.SERVICE]} #{n}", end - _ms(down[f.DURATION_MS] or 0), end, down, depth=2))
+    if not rows:
+        return _empty(f"Call chain {request_id}", "this request has no timed steps")
+    origin = min(r["start"] for r in rows)
+    go = _go()
+    fig = go.Figure(
+        go.Bar(
+            orientation="h",
+            y=[_indent(r) for r in rows],
+            base=[(r["start"] - origin).total_seconds() * 1000 for r in rows],
+            x=[max(r["ms"], 0.05) for r in rows],
+            marker_color=[r["color"] for r in rows],
+            customdata=[[r["ms"], r["status"], r["error"] or ""] for r in rows],
+            hovertemplate=_WATERFALL_HOVER,
+        )
+    )
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(title_text="ms since the request arrived")
+    for r in rows:
+        if r["error"]:
+            fig.add_annotation(
+                x=(r["end"] - origin).total_seconds() * 1000,
+                y=_indent(r),
+                text=f"✖ {r['error'][:60]}",
+                showarrow=False,
+                xanchor="left",
+                font={"color": ERROR_COLOR},
+            )
+    return _layout(fig, f"Call chain {request_id}", height=max(220, 60 + 40 * len(rows)), showlegend=False)
+
+
+def _indent(row: dict[str, Any]) -> str:
+    return ("\u2003" * 2 * (row["depth"] - 1) + "└ " if row["depth"] else "") + row["label"]
+
+
+def _ms(value: float) -> Any:
+    from datetime import timedelta
+
+    return timedelta(milliseconds=value)
+
+
+def _row(label: str, start: datetime, end: datetime, record: dict[str, Any], *, depth: int) -> dict[str, Any]:
+    failed = record.get(f.STATUS) == f.FAILURE
+    color = ERROR_COLOR if failed else (DOWNSTREAM_COLOR if depth == 2 else OK_COLOR)
+    return {
+        "label": label,
+        "start": start,
+        "end": end,
+        "ms": (end - start).total_seconds() * 1000,
+        "status": record.get(f.STATUS) or "",
+        "error": record.get(f.ERROR),
+        "color": color,
+        "depth": depth,
+    }
+
+
+def latency_percentiles(
+    logs: Frame,
+    *,
+    every: str = "5s",
+    tools: Sequence[str] | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> go.Figure:
+    """Tool-call latency p50/p95/p99 per tool over time (colour per tool, dash per percentile)."""
+    table = _frames.latency_percentiles(logs, every=every, tools=tools, start=start, end=end)
+    title = "Tool latency percentiles"
+    if table.is_empty():
+        return _empty(title, "no tool calls in this selection")
+    go = _go()
+    fig = go.Figure()
+    palette = _palette()
+    for i, ((tool,), rows) in enumerate(table.group_by(f.TOOL_NAME, maintain_order=True)):
+        for name, _ in _frames.PERCENTILES:
+            fig.add_trace(
+                go.Scatter(
+                    x=rows["bucket"],
+                    y=rows[name],
+                    mode="lines+markers",
+                    name=f"{tool} {name}",
+                    legendgroup=str(tool),
+                    line={"color": palette[i % len(palette)], "dash": _DASHES[name]},
+                    customdata=rows["calls"],
+                    hovertemplate=f"{tool} {name}: " + _LATENCY_HOVER,
+                )
+            )
+    fig.update_yaxes(title_text="ms", type="log")
+    return _layout(fig, title)
+
+
+def error_heatmap(logs: Frame, *, every: str = "5s") -> go.Figure:
+    """Share of failed calls, tool by time bucket: an outage is a red column, a broken tool a red row."""
+    table = _frames.error_rates(logs, every=every)
+    title = "Error rate by tool"
+    if table.is_empty():
+        return _empty(title, "no tool calls")
+    wide = table.pivot(on=f.TOOL_NAME, index="bucket", values="error_rate").sort("bucket")
+    calls = table.pivot(on=f.TOOL_NAME, index="bucket", values="calls").sort("bucket")
+    tools = [c for c in wide.columns if c != "bucket"]
+    go = _go()
+    fig = go.Figure(
+        go.Heatmap(
+            x=wide["bucket"],
+            y=tools,
+            z=[wide[t].to_list() for t in tools],
+            customdata=[calls[t].to_list() for t in tools],
+            zmin=0,
+            zmax=1,
+            colorscale="Reds",
+            colorbar={"title": "errors", "tickformat": ".0%"},
+            hovertemplate="%{y}<br>%{x}<br>%{z:.0%} of %{customdata} calls failed<extra></extra>",
+        )
+    )
+    return _layout(fig, title, height=max(250, 80 + 45 * len(tools)))
+
+
+def loop_timeline(
+    logs: Frame, *, episodes: pl.DataFrame | None = None, episode: int | None = None
+) -> go.Figure:
+    """Every call as a point (caller by time), loop episodes as shaded bands; `episode` zooms on one."""
+    calls = _frames.tool_calls(logs)
+    if episodes is None:
+        episodes = _frames.loop_episodes(logs)
+    title = "Loop episodes"
+    if calls.is_empty():
+        return _empty(title, "no tool calls")
+    go = _go()
+    fig = go.Figure()
+    looping = set(episodes["request_ids"].explode().to_list()) if episodes.height else set()
+    flagged = calls[f.REQUEST_ID].is_in(list(looping)) if looping else pl.Series([False] * calls.height)
+    for name, part, color in (
+        ("calls", calls.filter(~flagged), OK_COLOR),
+        ("calls in a loop", calls.filter(flagged), ERROR_COLOR),
+    ):
+        if part.is_empty():
+            continue
+        fig.add_trace(
+            go.Scatter(
+                x=part[f.TIMESTAMP],
+                y=part[f.CALLER_ID].fill_null("(unknown)"),
+                mode="markers",
+                name=name,
+                marker={"color": color, "size": 6, "opacity": 0.7},
+                customdata=part.select(f.TOOL_NAME, f.REQUEST_ID).rows(),
+                hovertemplate="%{y}: %{customdata[0]}<br>%{customdata[1]}<br>%{x}<extra></extra>",
+            )
+        )
+    for row in episodes.iter_rows(named=True):
+        fig.add_vrect(
+            x0=row["start"],
+            x1=row["end"],
+            fillcolor=ERROR_COLOR,
+            opacity=0.12,
+            line_width=0,
+            annotation_text=f"#{row['episode']} {row['caller_id']}: {row['tool_name']} ×{row['calls']}",
+            annotation_position="top left",
+        )
+    if episode is not None:
+        chosen = episodes.filter(pl.col("episode") == episode)
+        if chosen.height:
+            start, end = chosen["start"][0], chosen["end"][0]
+            pad = max((end - start) * 0.25, _ms(1000))
+            fig.update_xaxes(range=[start - pad, end + pad])
+            title = f"Loop episode #{episode}"
+    return _layout(fig, title, height=350)
+
+
+def caller_rate(logs: Frame, *, every: str = "5s") -> go.Figure:
+    """Tool calls per second for each caller: who is hammering the server, and since when."""
+    table = _frames.caller_rates(logs, every=every)
+    title = "Request rate per caller"
+    if table.is_empty():
+        return _empty(title, "no tool calls")
+    go = _go()
+    fig = go.Figure()
+    for (caller,), rows in table.group_by(f.CALLER_ID, maintain_order=True):
+        fig.add_trace(
+            go.Scatter(
+                x=rows["bucket"], y=rows["per_second"], mode="lines", name=str(caller), line={"shape": "hv"}
+            )
+        )
+    fig.update_yaxes(title_text="calls / s")
+    return _layout(fig, title)
+
+
+def sessions_over_time(logs: Frame, *, every: str = "5s") -> go.Figure:
+    """Active and new sessions per bucket, next to requests that carried no session at all."""
+    table = _frames.sessions_over_time(logs, every=every)
+    title = "Sessions over time"
+    if table.is_empty():
+        return _empty(title, "no requests")
+    go = _go()
+    fig = go.Figure(
+        [
+            go.Bar(
+                x=table["bucket"], y=table["active_sessions"], name="active sessions", marker_color=OK_COLOR
+            ),
+            go.Bar(x=table["bucket"], y=table["new_sessions"], name="new sessions", marker_color="#2ca02c"),
+            go.Scatter(
+                x=table["bucket"],
+                y=table["sessionless_requests"],
+                name="requests without a session",
+                mode="lines",
+                yaxis="y2",
+                line={"color": "#ff7f0e"},
+            ),
+        ]
+    )
+    return _layout(
+        fig,
+        title,
+        barmode="group",
+        yaxis={"title": "sessions"},
+        yaxis2={"title": "sessionless requests", "overlaying": "y", "side": "right"},
+    )
+
+
+def runs_timeline(logs: Frame, *, gap: str = "5m", episodes: pl.DataFrame | None = None) -> go.Figure:
+    """One row per agent run (session, or caller split by inactivity), calls as marks, loop calls red."""
+    calls = _frames.runs(logs, gap=gap)
+    title = "Agent runs"
+    if calls.is_empty():
+        return _empty(title, "no tool calls")
+    if episodes is None:
+        episodes = _frames.loop_episodes(logs)
+    looping = set(episodes["request_ids"].explode().to_list()) if episodes.height else set()
+    summary = _frames.run_summary(calls)
+    go = _go()
+    fig = go.Figure()
+    labels = {
+        r["run_id"]: r["run_id"] if r["rule"] != "session" else f"{r[f.CALLER_ID]} {r['run_id']}"
+        for r in summary.iter_rows(named=True)
+    }
+    fig.add_trace(
+        go.Bar(
+            orientation="h",
+            y=[labels[r] for r in summary["run_id"]],
+            base=summary["start"],
+            x=[(e - s).total_seconds() * 1000 for s, e in zip(summary["start"], summary["end"], strict=True)],
+            marker_color="rgba(31,119,180,0.15)",
+            name="run",
+            hoverinfo="skip",
+        )
+    )
+    calls = calls.with_columns(pl.col(f.REQUEST_ID).is_in(list(looping)).alias("looping"))
+    for flag, name, color, symbol in (
+        (False, "call", OK_COLOR, "line-ns-open"),
+        (True, "call in a loop", ERROR_COLOR, "line-ns-open"),
+    ):
+        part = calls.filter(pl.col("looping") == flag)
+        if part.is_empty():
+            continue
+        fig.add_trace(
+            go.Scatter(
+                x=part[f.TIMESTAMP],
+                y=[labels[r] for r in part["run_id"]],
+                mode="markers",
+                name=name,
+                marker={
+                    "color": [ERROR_COLOR if x else color for x in part["failed"]] if not flag else color,
+                    "symbol": symbol,
+                    "size": 10,
+                    "line": {"width": 2},
+                },
+                customdata=part.select(f.TOOL_NAME, f.REQUEST_ID, f.STATUS).rows(),
+                hovertemplate="%{customdata[0]} %{customdata[2]}<br>%{customdata[1]}<br>%{x}<extra></extra>",
+            )
+        )
+    fig.update_xaxes(type="date")
+    fig.update_yaxes(autorange="reversed")
+    return _layout(fig, title, height=max(300, 80 + 28 * summary.height))
+
+
+def _palette() -> list[str]:
+    colors: list[str] = require("plotly.express").colors.qualitative.Plotly
+    return colors
