@@ -14,7 +14,6 @@ source file: after a rotation only the new file is indexed again.
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from mcptrace.analysis._manifest import (
     segment_key,
     write_manifest,
 )
-from mcptrace.analysis._sources import Source, iter_blocks, resolve_sources
+from mcptrace.analysis._sources import Paths, Source, iter_blocks, resolve_sources
 
 ROW_GROUP_ROWS = 64 * 1024
 #: JSON bytes indexed at a time: each part is sorted on its own (bounded memory).
@@ -55,9 +54,7 @@ class IndexReport:
         return LoadReport(corrupt_count=self.corrupt_count, corrupt=self.corrupt).summary()
 
 
-def build_index(
-    paths: Sequence[str | os.PathLike[str]] | None = None, *, progress: Progress | None = None
-) -> IndexReport:
+def build_index(paths: Paths = None, *, progress: Progress | None = None) -> IndexReport:
     """Index every source that has no current segment; drop segments of files that are gone."""
     sources = [s for s in resolve_sources(paths) if s.name != "<stdin>"]
     if not sources:
@@ -163,6 +160,8 @@ def indexed_frame(sources: Sequence[Source]) -> tuple[pl.LazyFrame, LoadReport] 
         report.corrupt.extend(CorruptLine(**c) for c in info["corrupt"])
     schema = read_schema()
     if not files:
+        if any(manifest["segments"][k]["rows"] for k in keys):
+            return None  # the data files are gone: read the JSON
         return pl.DataFrame(schema=schema).lazy(), report
     frame = pl.scan_parquet(files, hive_partitioning=False)
     present = frame.collect_schema()
@@ -178,7 +177,7 @@ _LAST_QUERY = "last_query.json"
 
 
 def auto_index(
-    paths: Sequence[str | os.PathLike[str]] | None = None,
+    paths: Paths = None,
     *,
     min_bytes: int = AUTO_INDEX_BYTES,
     progress: Progress | None = None,

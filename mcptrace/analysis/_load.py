@@ -10,7 +10,6 @@ follows the size of the answer, not of the logs.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -21,7 +20,7 @@ import polars as pl
 from mcptrace import _fields as f
 from mcptrace._errors import LogReadError
 from mcptrace._schema import polars_schema
-from mcptrace.analysis._sources import Source, iter_blocks, resolve_sources
+from mcptrace.analysis._sources import Paths, Source, iter_blocks, resolve_sources
 
 #: Corrupt lines kept verbatim in a report (all of them are counted).
 MAX_EXAMPLES = 1000
@@ -90,7 +89,7 @@ def read_schema(columns: Sequence[str] | None = None) -> pl.Schema:
 
 
 def load(
-    paths: Sequence[str | os.PathLike[str]] | None = None,
+    paths: Paths = None,
     *,
     columns: Sequence[str] | None = None,
     where: pl.Expr | None = None,

@@ -22,7 +22,7 @@ from mcptrace.analysis._sources import INDEX_DIRNAME
 
 MANIFEST = "manifest.json"
 #: Bumped when the index layout changes; older indexes are rebuilt.
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 
 
 def segment_key(path: Path) -> str:

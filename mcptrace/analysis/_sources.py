@@ -36,6 +36,10 @@ INDEX_DIRNAME = ".mcptrace-index"
 DEMO_DIR = "mcptrace-demo"
 
 
+#: What every reader accepts: one path, several, or None for the server's default log.
+Paths = Sequence[str | os.PathLike[str]] | str | os.PathLike[str] | None
+
+
 @dataclass(frozen=True)
 class Source:
     """One readable log file; `name` is what error messages and reports show."""
@@ -67,13 +71,15 @@ def default_paths() -> list[Path]:
     return [log]
 
 
-def resolve_sources(paths: Sequence[str | os.PathLike[str]] | None = None) -> list[Source]:
+def resolve_sources(paths: Paths = None) -> list[Source]:
     """Expand paths into an ordered, de-duplicated list of files, oldest data first.
 
     A plain log file brings its rotated siblings (`x.log.3`, `x.log.2`, `x.log.1`,
     `x.log`); a directory brings every log file below it; `-` is stdin, spooled
     to a temporary file so it can be read more than once.
     """
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
     given = list(paths) if paths else default_paths()
     out: list[Source] = []
     seen: set[Path] = set()
@@ -102,9 +108,7 @@ def resolve_sources(paths: Sequence[str | os.PathLike[str]] | None = None) -> li
             files = sorted(
                 p
                 for p in path.rglob("*")
-                if p.is_file()
-                and _LOG_NAME.match(p.name)
-                and INDEX_DIRNAME not in p.relative_to(path).parts
+                if p.is_file() and _LOG_NAME.match(p.name) and INDEX_DIRNAME not in p.relative_to(path).parts
             )
             if not files:
                 raise LogReadError(f"no log files in directory {text!r}")
