@@ -227,9 +227,8 @@ def main() -> None:
     duck = by_name["duckdb per-tool percentiles"]["warm"]
     print()
     print("In-process (imports excluded, best of several):")
-    print(
-        f"- chain, indexed: {inproc['chain_indexed'] * 1000:.1f} ms; unindexed: {inproc['chain_unindexed']:.2f} s"
-    )
+    indexed_ms, unindexed_s = inproc["chain_indexed"] * 1000, inproc["chain_unindexed"]
+    print(f"- chain, indexed: {indexed_ms:.1f} ms; unindexed: {unindexed_s:.2f} s")
     print(
         f"- per-tool percentiles, unindexed: {inproc['stats_unindexed']:.2f} s "
         f"({inproc['stats_unindexed'] / duck:.2f}x DuckDB's whole process); indexed: "
