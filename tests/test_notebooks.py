@@ -22,7 +22,10 @@ def execute(name: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     notebook = nbformat.read(path, as_version=4)
     monkeypatch.setenv("PYTHONPATH", subprocess_env()["PYTHONPATH"])  # the kernel imports this checkout
     client = nbclient.NotebookClient(
-        notebook, timeout=120, startup_timeout=120, kernel_name="python3",
+        notebook,
+        timeout=120,
+        startup_timeout=120,
+        kernel_name="python3",
         resources={"metadata": {"path": str(path.parent)}},
     )
     client.execute()
