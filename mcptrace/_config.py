@@ -40,6 +40,34 @@ class Config:
     upstream_timeout: float = 2.0
     report_steps: int = 5
     report_step_seconds: float = 0.25
+    tokens_file: Path | None = None
+    token_reload_interval: float = 0.25
+    jwks: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_caller_claim: str = "sub"
+    jwt_tenant_claim: str = "tenant"
+    redis_url: str | None = None
+    rate_limit_caller: str = "50/100"
+    rate_limit_tools: str = "ping=200/400,get_config=200/400,run_report=0.1/5,*=10/20"
+    suspend_after: int = 20
+    suspend_window: float = 10.0
+    suspend_seconds: float = 60.0
+    breaker_failure_rate: float = 0.5
+    breaker_min_calls: int = 5
+    breaker_window: float = 30.0
+    breaker_cooldown: float = 5.0
+    health_cache_seconds: float = 1.0
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.tokens_file is not None or self.jwks is not None
+    metrics: bool = True
+    resources_manifest: Path | None = None
+
+    @property
+    def resources_cache_dir(self) -> Path:
+        return self.data_dir / "resources"
 
     @property
     def resolved_db_path(self) -> Path:
@@ -101,6 +129,26 @@ ENVIRONMENT: Final[dict[str, str]] = {
     "MCPTRACE_DB_PATH": "SQLite database of search_database (default DATA_DIR/mcptrace.sqlite3)",
     "MCPTRACE_UPSTREAM_URL": "base URL of the HTTP API behind fetch_upstream",
     "MCPTRACE_UPSTREAM_TIMEOUT": "seconds before an upstream call times out (default 2)",
+    "MCPTRACE_TOKENS_FILE": "token store (`mcptrace token add`); turns bearer-token auth on",
+    "MCPTRACE_TOKEN_RELOAD_INTERVAL": "seconds between checks of the token store for changes (default 0.25)",
+    "MCPTRACE_JWKS": "JWKS file or https URL of the OAuth issuer's keys; turns JWT auth on",
+    "MCPTRACE_JWT_ISSUER": "required `iss` of JWT access tokens",
+    "MCPTRACE_JWT_AUDIENCE": "required `aud` of JWT access tokens",
+    "MCPTRACE_JWT_CALLER_CLAIM": "JWT claim holding the caller id (default sub)",
+    "MCPTRACE_JWT_TENANT_CLAIM": "JWT claim holding the tenant (default tenant)",
+    "MCPTRACE_REDIS_URL": "redis:// URL: share rate limits, suspensions and revocations across replicas",
+    "MCPTRACE_RATE_LIMIT_CALLER": "per-caller token bucket as RATE/BURST, calls per second (default 50/100)",
+    "MCPTRACE_RATE_LIMIT_TOOLS": "per (caller, tool) buckets, TOOL=RATE/BURST,...; `*` is the default",
+    "MCPTRACE_SUSPEND_AFTER": "rate-limit violations within SUSPEND_WINDOW that suspend a caller (default 20)",
+    "MCPTRACE_SUSPEND_WINDOW": "seconds over which violations are counted (default 10)",
+    "MCPTRACE_SUSPEND_SECONDS": "how long a suspension lasts (default 60)",
+    "MCPTRACE_BREAKER_FAILURE_RATE": "error share of recent downstream calls that opens a breaker (default 0.5)",
+    "MCPTRACE_BREAKER_MIN_CALLS": "calls in the window before a breaker may open (default 5)",
+    "MCPTRACE_BREAKER_WINDOW": "seconds of downstream outcomes a breaker looks at (default 30)",
+    "MCPTRACE_BREAKER_COOLDOWN": "seconds an open breaker waits before a half-open trial call (default 5)",
+    "MCPTRACE_HEALTH_CACHE_SECONDS": "how long a /health answer is reused (default 1)",
+    "MCPTRACE_METRICS": "0 to turn off the Prometheus endpoint /metrics (default on); OTLP export is set by OTEL_*",
+    "MCPTRACE_RESOURCES_MANIFEST": "manifest of hash-pinned remote tools and prompts to load at start-up",
 }
 
 ENV_FIELDS: Final[dict[str, str]] = {var: var.removeprefix("MCPTRACE_").lower() for var in ENVIRONMENT}

@@ -5,7 +5,9 @@
     │   └── BindError            a non-loopback address without the explicit override
     ├── ProtocolError            a request that crosses the wire with a JSON-RPC code
     │   ├── RateLimitedError     -32000 "Rate limit exceeded" (data.retryAfterMs)
-    │   └── DownstreamError      a dependency failed or its breaker is open
+    │   ├── DownstreamError      a dependency failed or its breaker is open
+    │   ├── AuthError            -32001 missing, bad, expired or revoked credentials (HTTP 401)
+    │   └── ForbiddenError       -32003 a tool this caller's token does not allow (HTTP 403)
     ├── LogReadError             a log source that cannot be read at all
     └── MissingDependencyError   an optional extra (e.g. the notebook stack) is not installed
 
@@ -22,6 +24,8 @@ METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 SERVER_ERROR = -32000
+UNAUTHORIZED = -32001
+FORBIDDEN = -32003
 
 
 class MCPTraceError(Exception):
@@ -62,6 +66,24 @@ class DownstreamError(ProtocolError):
     def __init__(self, service: str, message: str) -> None:
         super().__init__(f"{service}: {message}", data={"service": service})
         self.service = service
+
+
+class AuthError(ProtocolError):
+    """Credentials are missing or do not hold; `reason` is safe to show (it never contains the token)."""
+
+    code = UNAUTHORIZED
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"Unauthorized: {reason}")
+        self.reason = reason
+
+
+class ForbiddenError(ProtocolError):
+    code = FORBIDDEN
+
+    def __init__(self, tool: str) -> None:
+        super().__init__(f"Tool {tool!r} is not allowed for this caller", data={"tool": tool})
+        self.tool = tool
 
 
 class LogReadError(MCPTraceError):

@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 import orjson
 
 
 def canonical_json(value: Any) -> bytes:
-    """Key-sorted, whitespace-free JSON: the same bytes for the same value."""
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str)
+    """Key-sorted, whitespace-free JSON: the same bytes for the same value.
+
+    Never raises for a decoded JSON value: integers past 64 bits, nesting past
+    orjson's depth limit and lone surrogates (all of which a client can send)
+    fall back to the standard library's encoder.
+    """
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str)
+    except TypeError:
+        try:
+            return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str).encode()
+        except (TypeError, ValueError, RecursionError):
+            return b'"<unencodable>"'
 
 
 def json_hash(value: Any, *, length: int = 16) -> str:

@@ -16,12 +16,18 @@ if TYPE_CHECKING:
     import polars as pl
 
 #: Bumped whenever a field is added, removed or changes type.
-LOG_SCHEMA_VERSION: Final = 1
+#: 1: the foundation contract. 2: adds protocol_version, client_name, client_version,
+#: parent_span_id and baggage (the client's era, identity and W3C trace context).
+LOG_SCHEMA_VERSION: Final = 2
+
+#: Every schema version readers accept; files of any of them read with `polars_schema()`.
+SUPPORTED_SCHEMA_VERSIONS: Final = (1, 2)
 
 #: The fields every line must carry to be analysed.
 REQUIRED_FIELDS: Final = (f.TIMESTAMP, f.EVENT, f.REQUEST_ID)
 
-#: Field name -> type. "list[downstream]" is a list of {service, query_hash, duration_ms, status, error}.
+#: Field name -> type. "list[downstream]" is a list of {service, query_hash, duration_ms, status, error};
+#: "map[str]" is a string-to-string map written as a list of {key, value} pairs (Arrow's map layout).
 LOG_FIELDS: Final[dict[str, str]] = {
     f.TIMESTAMP: "datetime",
     f.LEVEL: "str",
@@ -46,9 +52,27 @@ LOG_FIELDS: Final[dict[str, str]] = {
     f.DOWNSTREAM_CALLS: "list[downstream]",
     f.TRACE_ID: "str",
     f.SPAN_ID: "str",
+    f.PARENT_SPAN_ID: "str",
+    f.PROTOCOL_VERSION: "str",
+    f.CLIENT_NAME: "str",
+    f.CLIENT_VERSION: "str",
+    f.BAGGAGE: "map[str]",
     f.TRANSPORT: "str",
     f.HTTP_STATUS: "int",
     f.MESSAGE: "str",
+    f.RETRY_AFTER_MS: "int",
+    f.LIMIT_SCOPE: "str",
+    f.BREAKER_STATE: "str",
+    f.PROBE_URL: "str",
+    f.FAILED_STEP: "str",
+    f.CONSECUTIVE_FAILURES: "int",
+    f.FAILING_SECONDS: "float",
+    f.FAILING_SINCE: "str",
+    f.RESOURCE_URL: "str",
+    f.RESOURCE_KIND: "str",
+    f.EXPECTED_SHA256: "str",
+    f.ACTUAL_SHA256: "str",
+    f.RESOURCE_SOURCE: "str",
 }
 
 #: Python types a JSON value may have for each declared type (used by validators).
@@ -58,7 +82,24 @@ JSON_TYPES: Final[dict[str, tuple[type, ...]]] = {
     "int": (int,),
     "float": (int, float),
     "list[downstream]": (list,),
+    "map[str]": (list,),
 }
+
+#: Fields that schema version 2 added; a version-1 line never carries them.
+ADDED_IN_V2: Final = frozenset(
+    {f.PARENT_SPAN_ID, f.PROTOCOL_VERSION, f.CLIENT_NAME, f.CLIENT_VERSION, f.BAGGAGE}
+)
+
+#: The fields each schema version declares.
+FIELDS_BY_VERSION: Final[dict[int, frozenset[str]]] = {
+    1: frozenset(LOG_FIELDS) - ADDED_IN_V2,
+    2: frozenset(LOG_FIELDS),
+}
+
+MAP_ENTRY_FIELDS: Final[dict[str, str]] = {"key": "str", "value": "str"}
+
+#: Baggage keys readers look at (a run or conversation id); other keys are kept by the writer, not read.
+BAGGAGE_KEYS: Final = ("run_id", "conversation_id", "gen_ai.conversation.id", "thread_id", "session_id")
 
 DOWNSTREAM_FIELDS: Final[dict[str, str]] = {
     f.SERVICE: "str",
@@ -79,22 +120,29 @@ def polars_schema() -> pl.Schema:
         "int": pl.Int64(),
         "float": pl.Float64(),
     }
-    downstream = pl.Struct({name: scalar[kind] for name, kind in DOWNSTREAM_FIELDS.items()})
-    return pl.Schema(
-        {
-            name: (pl.List(downstream) if kind == "list[downstream]" else scalar[kind])
-            for name, kind in LOG_FIELDS.items()
-        }
-    )
+    def list_of(fields: dict[str, str]) -> pl.List:
+        return pl.List(pl.Struct({name: scalar[kind] for name, kind in fields.items()}))
+
+    nested = {"list[downstream]": list_of(DOWNSTREAM_FIELDS), "map[str]": list_of(MAP_ENTRY_FIELDS)}
+    return pl.Schema({name: nested.get(kind) or scalar[kind] for name, kind in LOG_FIELDS.items()})
 
 
 def validate_record(record: dict[str, object]) -> list[str]:
-    """Problems with one decoded log line against the contract; empty when it conforms."""
+    """Problems with one decoded log line against the contract of its own version; empty when it conforms.
+
+    A line without `schema_version`, or with version 1, is checked against version 1:
+    files written before version 2 stay valid.
+    """
     problems = [f"missing {name}" for name in REQUIRED_FIELDS if name not in record]
+    version = record.get(f.SCHEMA_VERSION, 1)
+    declared = FIELDS_BY_VERSION.get(version) if isinstance(version, int) else None
+    if declared is None:
+        problems.append(f"unsupported schema_version {version!r}")
+        declared = FIELDS_BY_VERSION[LOG_SCHEMA_VERSION]
     for name, value in record.items():
         kind = LOG_FIELDS.get(name)
-        if kind is None:
-            problems.append(f"undeclared field {name}")
+        if kind is None or name not in declared:
+            problems.append(f"undeclared field {name}" + (f" in schema {version}" if kind else ""))
             continue
         if value is None:
             continue
@@ -105,4 +153,9 @@ def validate_record(record: dict[str, object]) -> list[str]:
             for item in value:  # type: ignore[attr-defined]
                 if not isinstance(item, dict) or set(item) - set(DOWNSTREAM_FIELDS):
                     problems.append(f"{name}: malformed item {item!r}")
+        elif kind == "map[str]":
+            for item in value:  # type: ignore[attr-defined]
+                if not (isinstance(item, dict) and set(item) == set(MAP_ENTRY_FIELDS)
+                        and all(isinstance(v, str) for v in item.values())):
+                    problems.append(f"{name}: malformed entry {item!r}")
     return problems

@@ -16,6 +16,7 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
 fi
 
 python -m pip install -q --disable-pip-version-check -e '.[test]'
+bash scripts/install-conformance.sh
 
 # playwright-core drives Debian's Chromium in the notebook browser test (project-local, gitignored)
 if command -v npm >/dev/null 2>&1 && [ ! -d tests/browser/node_modules/playwright-core ]; then

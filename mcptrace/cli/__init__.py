@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import pkgutil
 import sys
 from collections.abc import Sequence
 
 from mcptrace._errors import MCPTraceError
 from mcptrace._version import __version__
 
-#: Command modules, in the order `--help` lists them.
-COMMAND_MODULES = ("_serve", "_report")
+
+def command_modules() -> list[str]:
+    """Every `mcptrace.cli._*` module: each registers its own commands."""
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name.startswith("_"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,14 +28,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mcptrace {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(f"mcptrace.cli.{name}").register(sub)
+    for name in command_modules():
+        register = getattr(importlib.import_module(f"mcptrace.cli.{name}"), "register", None)
+        if register is not None:
+            register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # Paths may follow options (`mcptrace chain ID --format json logs/`).
+    paths = getattr(args, "paths", None)
+    if extra and isinstance(paths, list) and not any(e.startswith("-") and e != "-" for e in extra):
+        paths.extend(extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -20,12 +20,16 @@ from pydantic import BaseModel, ValidationError
 from mcptrace import _fields as f
 from mcptrace._errors import INTERNAL_ERROR, INVALID_PARAMS
 from mcptrace._hashing import canonical_json, json_hash
+from mcptrace.middleware._clientmeta import client_info, read_client_meta
 from mcptrace.middleware._ids import accept_request_id, new_request_id
+from mcptrace.middleware._requests import RESPONSE_LOGGED_STATE_KEY
 from mcptrace.telemetry._context import CallContext, reset_call, set_call
 from mcptrace.telemetry._log import EventLogger, bind, unbind
 
 #: Returns (caller_id, tenant) for a request, or (None, None) when it cannot tell.
 Identify = Callable[[ServerRequestContext[Any, Any]], tuple[str | None, str | None]]
+
+__all__ = ["IDENTITY_STATE_KEY", "RequestLogMiddleware", "client_info", "default_identify", "estimate_tokens"]
 
 #: scope["state"] key where an auth layer leaves the authenticated (caller_id, tenant).
 IDENTITY_STATE_KEY = "mcptrace.identity"
@@ -51,19 +55,12 @@ def default_identify(ctx: ServerRequestContext[Any, Any]) -> tuple[str | None, s
     return name, None
 
 
-def client_info(ctx: ServerRequestContext[Any, Any]) -> tuple[str | None, str | None]:
-    meta = ctx.meta
-    info: Any = None
-    if meta:
-        info = meta.get("io.modelcontextprotocol/clientInfo")
-    if info is None:
-        params = getattr(ctx.session, "client_params", None)
-        info = getattr(params, "client_info", None)
-    if isinstance(info, Mapping):
-        return info.get("name"), info.get("version")
-    if info is not None:
-        return getattr(info, "name", None), getattr(info, "version", None)
-    return None, None
+def _mark_logged(ctx: ServerRequestContext[Any, Any]) -> None:
+    """Tell the HTTP layer this request's answer is logged here: an HTTP error status is not logged twice."""
+    scope = getattr(ctx.request, "scope", None)
+    state = scope.get("state") if isinstance(scope, dict) else None
+    if isinstance(state, dict):
+        state[RESPONSE_LOGGED_STATE_KEY] = True
 
 
 def estimate_tokens(arguments: Any) -> int:
@@ -90,6 +87,7 @@ class RequestLogMiddleware:
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         if ctx.request_id is None:  # a notification: nothing to answer, nothing to correlate
             return await call_next(ctx)
+        _mark_logged(ctx)
         headers = _headers(ctx)
         request_id = (accept_request_id(headers.get(f.REQUEST_ID_HEADER)) if headers else None) or new_request_id()
         session_id = headers.get("mcp-session-id") if headers else None
@@ -111,6 +109,7 @@ class RequestLogMiddleware:
         }
         if tool_name is not None:
             fields[f.TOOL_NAME] = tool_name
+        fields.update(_client_fields(ctx))
         log_token = bind(**fields)
         call_token = set_call(call)
         start = time.perf_counter()
@@ -128,12 +127,27 @@ class RequestLogMiddleware:
                 self._finish(call, params, start, None, f"{type(exc).__name__}: {exc}"[:500], INTERNAL_ERROR)
                 raise
             self._finish(call, params, start, result, None, None)
+            if ctx.method == "ping":  # the spec's answer to ping is an empty result; the id rides in X-Request-ID
+                return result
             return _with_request_id(result, request_id)
         finally:
             reset_call(call_token)
             unbind(log_token)
 
     def _finish(
+        self, call: CallContext, params: Mapping[str, Any], start: float, result: HandlerResult,
+        error: str | None, code: int | None,
+    ) -> None:
+        """Write the closing lines; a failure here costs detail in the log, never the request's answer."""
+        try:
+            self._write_closing_lines(call, params, start, result, error, code)
+        except Exception as exc:
+            self.logger.emit(f.EV_RESPONSE_SENT, "warning", **{
+                f.STATUS: f.FAILURE if error else f.SUCCESS, f.ERROR: error, f.ERROR_CODE: code,
+                f.MESSAGE: f"request log incomplete: {type(exc).__name__}",
+            })
+
+    def _write_closing_lines(
         self, call: CallContext, params: Mapping[str, Any], start: float, result: HandlerResult,
         error: str | None, code: int | None,
     ) -> None:
@@ -163,6 +177,24 @@ class RequestLogMiddleware:
             f.EV_RESPONSE_SENT, level, **{f.DURATION_MS: duration_ms, f.STATUS: status, f.ERROR: error,
                                           f.ERROR_CODE: code},
         )
+
+
+def _client_fields(ctx: ServerRequestContext[Any, Any]) -> dict[str, Any]:
+    """Schema-2 fields: protocol era, declared client, and the client's W3C trace context."""
+    try:
+        client = read_client_meta(ctx)
+    except Exception:
+        return {}
+    fields: dict[str, Any] = {
+        f.PROTOCOL_VERSION: client.protocol_version, f.CLIENT_NAME: client.client_name,
+        f.CLIENT_VERSION: client.client_version,
+    }
+    if client.trace_id is not None:
+        fields[f.TRACE_ID] = client.trace_id
+        fields[f.PARENT_SPAN_ID] = client.parent_span_id
+    if client.baggage is not None:
+        fields[f.BAGGAGE] = client.baggage
+    return fields
 
 
 def _dump(result: HandlerResult) -> Any:

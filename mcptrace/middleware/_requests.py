@@ -3,7 +3,9 @@
 The id (minted, or a proxy's `X-Request-ID` when it is well-formed) is put in
 the request headers for the SDK middleware to find, and echoed in the
 `X-Request-ID` response header. Bodies over the limit get 413 with a JSON-RPC
-error before anything parses them.
+error before anything parses them; a POST that declares both Content-Length and
+Transfer-Encoding gets 400 and a closed connection. Every answer with an HTTP
+status >= 400 is logged once as `request_rejected`, with its JSON-RPC code.
 """
 
 from __future__ import annotations
@@ -20,20 +22,25 @@ from mcptrace.middleware._ids import accept_request_id, new_request_id
 from mcptrace.telemetry._log import EventLogger
 
 _HEADER = f.REQUEST_ID_HEADER.encode()
+_ERROR_BODY_KEPT = 2048
+_LOGGED_TEXT = 200
+
+#: scope["state"] key the SDK request-log middleware sets once it has logged the request's answer.
+RESPONSE_LOGGED_STATE_KEY = "mcptrace.response_logged"
 
 
-def jsonrpc_error_body(code: int, message: str, data: Any = None) -> bytes:
+def jsonrpc_error_body(code: int, message: str, data: Any = None, *, msg_id: Any = None) -> bytes:
     error: dict[str, Any] = {"code": code, "message": message}
     if data is not None:
         error["data"] = data
-    return orjson.dumps({"jsonrpc": "2.0", "id": None, "error": error})
+    return orjson.dumps({"jsonrpc": "2.0", "id": msg_id, "error": error})
 
 
 async def send_jsonrpc_error(
     send: Send, status: int, code: int, message: str, *, headers: list[tuple[bytes, bytes]] | None = None,
-    data: Any = None,
+    data: Any = None, msg_id: Any = None,
 ) -> None:
-    body = jsonrpc_error_body(code, message, data)
+    body = jsonrpc_error_body(code, message, data, msg_id=msg_id)
     await send({
         "type": "http.response.start",
         "status": status,
@@ -57,31 +64,44 @@ class RequestIdMiddleware:
         incoming = next((v for k, v in scope["headers"] if k == _HEADER), None)
         request_id = accept_request_id(incoming.decode("latin-1") if incoming else None) or new_request_id()
         headers.append((_HEADER, request_id.encode()))
+        state = scope.setdefault("state", {})
         scope = {**scope, "headers": headers}
         id_header = (_HEADER, request_id.encode())
         status_seen: list[int] = []
+        error_body = bytearray()
         start = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_seen.append(message["status"])
                 message = {**message, "headers": [*message.get("headers", []), id_header]}
+            elif status_seen and status_seen[0] >= 400 and len(error_body) < _ERROR_BODY_KEPT:
+                error_body.extend(message.get("body", b"")[:_ERROR_BODY_KEPT])
             await send(message)
 
         if scope["method"] == "POST":
+            if _conflicting_framing(scope):
+                await send_jsonrpc_error(
+                    send_with_id, 400, INVALID_REQUEST,
+                    "Bad Request: Content-Length and Transfer-Encoding must not both be sent",
+                    headers=[(b"connection", b"close")],
+                )
+                self._log_rejection(scope, request_id, 400, start, bytes(error_body))
+                return
             declared = _content_length(scope)
             if declared is not None and declared > self.max_body_bytes:
                 await self._too_large(send_with_id, scope, request_id)
                 return
-            body = await _read_body(receive, self.max_body_bytes)
+            body = await read_body(receive, self.max_body_bytes)
             if body is None:
                 await self._too_large(send_with_id, scope, request_id)
                 return
-            receive = _replay(body, receive)
+            receive = replay_body(body, receive)
 
         await self.app(scope, receive, send_with_id)
-        if status_seen and status_seen[0] >= 400:
-            self._log_rejection(scope, request_id, status_seen[0], start)
+        # A JSON-RPC error the SDK middleware already logged as `response_sent` is not logged twice.
+        if status_seen and status_seen[0] >= 400 and not state.get(RESPONSE_LOGGED_STATE_KEY):
+            self._log_rejection(scope, request_id, status_seen[0], start, bytes(error_body))
 
     async def _too_large(self, send: Send, scope: Scope, request_id: str) -> None:
         await send_jsonrpc_error(
@@ -90,19 +110,42 @@ class RequestIdMiddleware:
         self.logger.emit(
             f.EV_REQUEST_REJECTED, "warning", **{
                 f.REQUEST_ID: request_id, f.HTTP_STATUS: 413, f.ERROR: "request body too large",
-                f.TRANSPORT: "http", f.MESSAGE: f"{scope['method']} {scope['path']}",
+                f.ERROR_CODE: INVALID_REQUEST, f.TRANSPORT: "http", f.MESSAGE: _request_line(scope),
             },
         )
 
-    def _log_rejection(self, scope: Scope, request_id: str, status: int, start: float) -> None:
+    def _log_rejection(self, scope: Scope, request_id: str, status: int, start: float, body: bytes) -> None:
         session = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"mcp-session-id"), None)
+        code, error = _error_of(body)
         self.logger.emit(
             f.EV_REQUEST_REJECTED, "warning", **{
-                f.REQUEST_ID: request_id, f.SESSION_ID: session, f.HTTP_STATUS: status,
-                f.TRANSPORT: "http", f.MESSAGE: f"{scope['method']} {scope['path']}",
+                f.REQUEST_ID: request_id, f.SESSION_ID: session[:_LOGGED_TEXT] if session else None,
+                f.HTTP_STATUS: status, f.ERROR_CODE: code, f.ERROR: error,
+                f.TRANSPORT: "http", f.MESSAGE: _request_line(scope),
                 f.DURATION_MS: round((time.perf_counter() - start) * 1000, 3),
             },
         )
+
+
+def _request_line(scope: Scope) -> str:
+    return f"{scope['method']} {scope['path']}"[:_LOGGED_TEXT]
+
+
+def _error_of(body: bytes) -> tuple[int | None, str | None]:
+    """The JSON-RPC code and message of an error response body, when it is one; else its first words."""
+    try:
+        error = orjson.loads(body).get("error")
+        code, message = error.get("code"), error.get("message")
+        return (code if isinstance(code, int) else None), str(message)[:_LOGGED_TEXT]
+    except (orjson.JSONDecodeError, AttributeError):
+        text = body.decode("utf-8", "replace").strip()
+        return None, (text[:_LOGGED_TEXT] or None)
+
+
+def _conflicting_framing(scope: Scope) -> bool:
+    """Both Content-Length and Transfer-Encoding: the request smuggling shape; refused, never guessed at."""
+    names = {k for k, _ in scope["headers"]}
+    return b"content-length" in names and b"transfer-encoding" in names
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -115,7 +158,7 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
+async def read_body(receive: Receive, limit: int) -> bytes | None:
     """The whole body, or None as soon as it passes `limit` bytes."""
     chunks: list[bytes] = []
     size = 0
@@ -133,7 +176,7 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def replay_body(body: bytes, receive: Receive) -> Receive:
     sent = False
 
     async def replay() -> Message:

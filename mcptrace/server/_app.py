@@ -1,8 +1,9 @@
 """Assembling `mcptrace serve`: the SDK server, our tools, and the layers around them.
 
-    client ─▶ RequestIdMiddleware ─▶ NegotiationMiddleware ─▶ SDK Streamable HTTP
-                (id, size limit,       (Accept per request)      └─ SDK middleware chain:
-                 rejections)                                         OpenTelemetry ─▶ RequestLog ─▶ tool
+    client ─▶ RequestIdMiddleware ─▶ [Auth ─▶ Admission] ─▶ EnvelopeMiddleware ─▶ NegotiationMiddleware ─▶ SDK
+                (id, size limit,       (token, tools,         (one JSON-RPC          (Accept per request)
+                 rejections)            rate limits)           message or 400)
+    SDK middleware chain: OpenTelemetry ─▶ RequestLog ─▶ RateLimit ─▶ tool
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import httpx
 from mcp.server import MCPServer
 from starlette.requests import Request
@@ -22,13 +24,22 @@ from starlette.types import ASGIApp
 from mcptrace import _fields as f
 from mcptrace._config import Config
 from mcptrace._version import __version__
+from mcptrace.middleware._clientmeta import TraceMetaGuard
+from mcptrace.middleware._envelope import EnvelopeMiddleware
 from mcptrace.middleware._negotiate import NegotiationMiddleware
 from mcptrace.middleware._requestlog import RequestLogMiddleware, default_identify
 from mcptrace.middleware._requests import RequestIdMiddleware
 from mcptrace.server._db import Database
+from mcptrace.guards._auth import RESOURCE_METADATA_PATH, resource_metadata
+from mcptrace.guards._sdk import RateLimitMiddleware
+from mcptrace.guards._setup import GuardMetricsView, Guards, build_guards, wrap_http
+from mcptrace.server._health import HealthChecker
+from mcptrace.server._remote import LoadReport, load_pinned_resources
 from mcptrace.server._tools import DEFAULT_TENANT, Dependencies, register_tools
 from mcptrace.telemetry import _context
 from mcptrace.telemetry._log import EventLogger, LogSink
+from mcptrace.telemetry._metrics import register_guard_metrics
+from mcptrace.telemetry._setup import ServerTelemetry, setup_telemetry
 
 SERVER_NAME = "mcptrace"
 
@@ -68,23 +79,41 @@ class Service:
     logger: EventLogger
     mcp: MCPServer[Any]
     deps: Dependencies
+    guards: Guards
+    telemetry: ServerTelemetry | None = None
     started: float = field(default_factory=time.monotonic)
+    health: HealthChecker | None = None
+    pinned: LoadReport | None = None
 
     async def aclose(self) -> None:
         if self.deps.http is not None:
             await self.deps.http.aclose()
+        await self.guards.aclose()
+        if self.telemetry is not None:
+            await anyio.to_thread.run_sync(self.telemetry.shutdown)
 
 
 def build_service(config: Config, *, logger: EventLogger | None = None, transport: str = "http") -> Service:
     logger = logger or make_logger(config)
-    deps = Dependencies(config=config, db=Database(config.resolved_db_path))
+    guards = build_guards(config, logger)
+    deps = Dependencies(config=config, db=Database(config.resolved_db_path), breakers=guards.breakers)
     mcp: MCPServer[Any] = MCPServer(SERVER_NAME, version=__version__, log_level="WARNING")
     register_tools(mcp, deps)
+    mcp.middleware.insert(0, TraceMetaGuard())
+    pinned = None
+    if config.resources_manifest is not None:
+        pinned = load_pinned_resources(
+            mcp, manifest=config.resources_manifest, cache_dir=config.resources_cache_dir, logger=logger,
+        )
     mcp.middleware.append(RequestLogMiddleware(logger, identify=_identify, transport=transport))
+    mcp.middleware.append(RateLimitMiddleware(guards.limiter))
     hook = log_downstream_calls(logger)
     if hook not in _context.downstream_hooks:
         _context.downstream_hooks.append(hook)
-    return Service(config=config, logger=logger, mcp=mcp, deps=deps)
+    telemetry = setup_telemetry(mcp, logger, transport=transport)
+    register_guard_metrics(telemetry.instrumentation.metrics.meter, GuardMetricsView(guards))
+    return Service(config=config, logger=logger, mcp=mcp, deps=deps, guards=guards, telemetry=telemetry,
+                   pinned=pinned)
 
 
 def build_app(service: Service) -> ASGIApp:
@@ -95,33 +124,53 @@ def build_app(service: Service) -> ASGIApp:
     async def livez(request: Request) -> JSONResponse:
         return JSONResponse({"status": "alive"})
 
+    checker = HealthChecker(
+        db=service.deps.db, sink=service.logger.sink, breakers=service.guards.breakers,
+        upstream_url=config.upstream_url, http=lambda: service.deps.http,
+        timeout=min(config.upstream_timeout, 1.0), cache_seconds=config.health_cache_seconds,
+        started=service.started,
+    )
+    service.health = checker
+
     @service.mcp.custom_route("/health", methods=["GET"])
     async def health(request: Request) -> JSONResponse:
-        checks: dict[str, Any] = {}
-        start = time.perf_counter()
-        try:
-            service.deps.db.check()
-            checks["sqlite"] = {"status": "healthy", "latency_ms": round((time.perf_counter() - start) * 1000, 2)}
-        except Exception as exc:
-            checks["sqlite"] = {"status": "unhealthy", "error": str(exc)}
-        checks["log_sink"] = (
-            {"status": "healthy"} if service.logger.sink.writable()
-            else {"status": "degraded", "error": service.logger.sink.stats.last_error}
-        )
-        statuses = {c["status"] for c in checks.values()}
-        overall = "unhealthy" if "unhealthy" in statuses else "degraded" if "degraded" in statuses else "healthy"
-        return JSONResponse(
-            {"status": overall, "checks": checks, "version": __version__,
-             "uptime_seconds": round(time.monotonic() - service.started, 1)},
-            status_code=503 if overall == "unhealthy" else 200,
-        )
+        body, status = await checker.report()
+        if service.telemetry is not None:
+            body["telemetry"] = service.telemetry.health()
+        if service.pinned is not None:
+            body = _with_pinned_check(body, service.pinned)
+        return JSONResponse(body, status_code=status, headers={"cache-control": "no-store"})
+
+    if service.guards.authenticator is not None:
+        issuer = [config.jwt_issuer] if config.jwks and config.jwt_issuer else []
+        metadata = resource_metadata(authorization_servers=issuer)
+
+        @service.mcp.custom_route(RESOURCE_METADATA_PATH, methods=["GET"])
+        async def protected_resource(request: Request) -> JSONResponse:
+            return JSONResponse(metadata(request.scope))
+
+    if config.metrics and service.telemetry is not None:
+        service.mcp.custom_route("/metrics", methods=["GET"])(service.telemetry.prometheus.endpoint)
 
     inner = service.mcp.streamable_http_app(
         stateless_http=config.stateless, max_request_body_size=config.max_body_bytes, host=config.host,
     )
-    app: ASGIApp = NegotiationMiddleware(inner)
+    app: ASGIApp = wrap_http(EnvelopeMiddleware(NegotiationMiddleware(inner)), service.guards, service.logger)
     app = RequestIdMiddleware(app, logger=service.logger, max_body_bytes=config.max_body_bytes)
     return _with_lifespan(app, service)
+
+
+def _with_pinned_check(body: dict[str, Any], pinned: LoadReport) -> dict[str, Any]:
+    """Resources served from the verified cache (the origin changed or failed) make the service degraded."""
+    stale = pinned.from_cache
+    check = (
+        {"status": "degraded", "error": f"served from the verified cache: {', '.join(stale)}"}
+        if stale else {"status": "healthy", "count": len(pinned.loaded)}
+    )
+    body = {**body, "checks": {**body.get("checks", {}), "pinned_resources": check}}
+    if stale and body.get("status") == "healthy":
+        body["status"] = "degraded"
+    return body
 
 
 def _with_lifespan(app: ASGIApp, service: Service) -> ASGIApp:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import sys
 from pathlib import Path
@@ -12,13 +13,21 @@ import uvicorn
 from mcptrace import _fields as f
 from mcptrace._config import Config
 from mcptrace._version import __version__
+from mcptrace.guards._setup import auth_policy
+from mcptrace.middleware._ids import new_request_id
 from mcptrace.server._app import build_app, build_service, make_logger
 from mcptrace.server._bind import check_bind
+from mcptrace.telemetry._log import EventLogger
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket; `IPPROTO_TCP` spelled out so asyncio sets TCP_NODELAY on every connection.
+
+    With protocol 0 asyncio leaves Nagle's algorithm on, and each response (headers and body written
+    separately) then waits ~40 ms for the client's delayed ACK.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host.strip("[]"), port))
     sock.set_inheritable(True)
@@ -28,6 +37,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
 def serve_http(config: Config, *, ready_file: Path | None = None) -> None:
     """Serve until SIGTERM/SIGINT; in-flight requests finish and the log is flushed."""
     overridden = check_bind(config.host, allow_non_loopback=config.allow_non_loopback)
+    auth_warning = auth_policy(config)
     logger = make_logger(config)
     service = build_service(config, logger=logger)
     app = build_app(service)
@@ -38,6 +48,9 @@ def serve_http(config: Config, *, ready_file: Path | None = None) -> None:
         logger.emit(f.EV_SERVER_STARTED, "warning", **{
             f.MESSAGE: f"bound to non-loopback {config.host} by explicit override; put a TLS proxy in front"})
         print(f"mcptrace: WARNING: listening on non-loopback {config.host}", file=sys.stderr)
+    if auth_warning:
+        logger.emit(f.EV_AUTH_WARNING, "warning", **{f.MESSAGE: auth_warning, f.TRANSPORT: "http"})
+        print(f"mcptrace: WARNING: {auth_warning}", file=sys.stderr)
     logger.emit(f.EV_SERVER_STARTED, **{f.MESSAGE: f"mcptrace {__version__} serving {url}",
                                         f.TRANSPORT: "http"})
     print(f"mcptrace: serving {url} (logs: {config.resolved_log_file})", file=sys.stderr, flush=True)
@@ -47,11 +60,29 @@ def serve_http(config: Config, *, ready_file: Path | None = None) -> None:
     ))
     if ready_file is not None:
         _announce_when_started(server, ready_file, url)
+    parser_rejections = _ParserRejections(logger)
+    logging.getLogger("uvicorn.error").addHandler(parser_rejections)
     try:
         server.run(sockets=[sock])
     finally:
+        logging.getLogger("uvicorn.error").removeHandler(parser_rejections)
         logger.emit(f.EV_SERVER_STOPPED, **{f.MESSAGE: "shutdown complete", f.TRANSPORT: "http"})
         logger.close()
+
+
+class _ParserRejections(logging.Handler):
+    """uvicorn refuses requests its HTTP parser cannot read before any app sees them; log those too."""
+
+    def __init__(self, logger: EventLogger) -> None:
+        super().__init__(logging.WARNING)
+        self.logger = logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() == "Invalid HTTP request received.":
+            self.logger.emit(f.EV_REQUEST_REJECTED, "warning", **{
+                f.REQUEST_ID: new_request_id(), f.HTTP_STATUS: 400, f.TRANSPORT: "http",
+                f.ERROR: "the HTTP request could not be parsed",
+            })
 
 
 def _announce_when_started(server: uvicorn.Server, ready_file: Path, url: str) -> None:

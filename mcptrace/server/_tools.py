@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 import httpx
@@ -13,8 +15,10 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
 from mcptrace._config import Config
+from mcptrace._errors import DownstreamError
+from mcptrace.guards._breaker import Breakers
 from mcptrace.server._db import Database
-from mcptrace.telemetry._context import current_call, downstream
+from mcptrace.telemetry._context import DownstreamCall, current_call, downstream
 
 DEFAULT_TENANT = "acme"
 
@@ -33,6 +37,11 @@ class Dependencies:
     config: Config
     db: Database
     http: httpx.AsyncClient | None = None
+    breakers: Breakers | None = None
+
+    def guard(self, service: str, call: DownstreamCall) -> AbstractContextManager[Any]:
+        """The breaker of `service` around one call (nothing when breakers are off)."""
+        return self.breakers.guard(service, call) if self.breakers is not None else nullcontext()
 
 
 def _tenant() -> str:
@@ -41,11 +50,14 @@ def _tenant() -> str:
 
 
 async def _query_db(deps: Dependencies, op: str, fn: Any, *args: Any) -> Any:
-    async with downstream("sqlite", f"{op}:{args!r}"):
+    async with downstream("sqlite", f"{op}:{args!r}") as call:
         try:
-            return await anyio.to_thread.run_sync(fn, *args)
+            with deps.guard("sqlite", call):
+                return await anyio.to_thread.run_sync(fn, *args)
         except sqlite3.Error as exc:
             raise ToolError(f"database unavailable: {exc}") from None
+        except DownstreamError as exc:
+            raise ToolError(exc.message) from None
 
 
 async def _get_upstream(deps: Dependencies, key: str) -> dict[str, Any]:
@@ -54,17 +66,26 @@ async def _get_upstream(deps: Dependencies, key: str) -> dict[str, Any]:
         raise ToolError("no upstream configured (set --upstream-url or MCPTRACE_UPSTREAM_URL)")
     async with downstream("upstream", f"GET /items/{key}") as call:
         try:
-            response = await deps.http.get(f"{base.rstrip('/')}/items/{key}", timeout=deps.config.upstream_timeout)
-        except httpx.TimeoutException:
-            call.fail("timeout")
-            raise ToolError(f"upstream timed out after {deps.config.upstream_timeout:g}s") from None
-        except httpx.HTTPError as exc:
-            call.fail(type(exc).__name__)
-            raise ToolError(f"upstream unreachable: {type(exc).__name__}") from None
-        if response.status_code >= 400:
-            call.fail(f"HTTP {response.status_code}")
-            raise ToolError(f"upstream answered HTTP {response.status_code}")
-        data: dict[str, Any] = response.json()
+            with deps.guard("upstream", call):
+                try:
+                    url = f"{base.rstrip('/')}/items/{quote(key, safe='')}"  # the key stays one path segment
+                    response = await deps.http.get(url, timeout=deps.config.upstream_timeout)
+                except httpx.TimeoutException:
+                    call.fail("timeout")
+                    raise ToolError(f"upstream timed out after {deps.config.upstream_timeout:g}s") from None
+                except httpx.HTTPError as exc:
+                    call.fail(type(exc).__name__)
+                    raise ToolError(f"upstream unreachable: {type(exc).__name__}") from None
+                if response.status_code >= 400:
+                    call.fail(f"HTTP {response.status_code}")
+                    raise ToolError(f"upstream answered HTTP {response.status_code}")
+                try:
+                    data: dict[str, Any] = response.json()
+                except ValueError:
+                    call.fail("invalid JSON")
+                    raise ToolError("upstream answered something that is not JSON") from None
+        except DownstreamError as exc:
+            raise ToolError(exc.message) from None
         return data
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextvars
 import errno
+import json
 import os
 import signal
 import sys
@@ -241,6 +242,8 @@ class EventLogger:
         self.sink = sink
         self.min_level = _LEVELS[level]
         self.processors: list[Processor] = list(processors or [])
+        #: Called with each finished record after it is written (an OTLP log bridge, ...).
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
 
     def emit(self, event: str, level: str = "info", **fields: Any) -> None:
         if _LEVELS.get(level, 20) < self.min_level:
@@ -254,14 +257,23 @@ class EventLogger:
                 pass
         record.update(fields)
         record[f.SCHEMA_VERSION] = LOG_SCHEMA_VERSION
-        try:
-            line = orjson.dumps(record, default=str) + b"\n"
-        except TypeError:
-            line = orjson.dumps({k: str(v) for k, v in record.items()}) + b"\n"
-        self.sink.write(line)
+        self.sink.write(_encode_line(record))
+        for listener in self.listeners:
+            try:
+                listener(record)
+            except Exception:
+                pass
 
     def close(self) -> None:
         self.sink.close()
+
+
+def _encode_line(record: dict[str, Any]) -> bytes:
+    """One JSON line, whatever the values: client-sent text may hold lone surrogates or 100-digit integers."""
+    try:
+        return orjson.dumps(record, default=str) + b"\n"
+    except TypeError:
+        return json.dumps(record, default=str, separators=(",", ":")).encode() + b"\n"
 
 
 _null_logger: EventLogger | None = None

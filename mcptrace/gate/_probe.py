@@ -1,0 +1,224 @@
+"""`mcptrace probe`: the gate on a schedule, so "how long has it been broken" has an answer.
+
+Every run writes one `probe_result` JSON line (the gate's verdict, the failed
+step and its reason, how many runs in a row failed and since when) and updates
+metrics. After `Alerting.after` consecutive failures the hooks run once for the
+outage; a later pass re-arms them. Hooks are bounded and their failures are
+logged, never raised: an alert that cannot be sent must not stop the probe.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+from opentelemetry import metrics
+
+from mcptrace import _fields as f
+from mcptrace.gate._gate import GateOptions, GateReport, run_gate
+from mcptrace.telemetry._log import EventLogger, LogSink, utc_timestamp
+
+HOOK_TIMEOUT_SECONDS = 30.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Alerting:
+    after: int = 3
+    command: str | None = None
+    webhook: str | None = None
+
+
+@dataclass
+class ProbeState:
+    """What the probe remembers between runs."""
+
+    runs: int = 0
+    failures: int = 0
+    consecutive_failures: int = 0
+    failing_since: float | None = None  # wall-clock time of the first failure of the current outage
+    alerts_sent: int = 0
+    last: GateReport | None = None
+    history: list[bool] = field(default_factory=list)
+
+    def failing_seconds(self, now: float | None = None) -> float:
+        if self.failing_since is None:
+            return 0.0
+        return round((time.time() if now is None else now) - self.failing_since, 3)
+
+    def record(self, report: GateReport, now: float) -> None:
+        self.runs += 1
+        self.last = report
+        self.history.append(report.ok)
+        if report.ok:
+            self.consecutive_failures = 0
+            self.failing_since = None
+        else:
+            self.failures += 1
+            self.consecutive_failures += 1
+            if self.failing_since is None:
+                self.failing_since = now
+
+
+class Probe:
+    """Runs the gate, records the result, logs it, counts it and alerts on outages."""
+
+    def __init__(
+        self,
+        url: str,
+        options: GateOptions,
+        *,
+        logger: EventLogger,
+        alerting: Alerting | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+    ) -> None:
+        self.url = url
+        self.options = options
+        self.logger = logger
+        self.alerting = alerting or Alerting()
+        self.state = ProbeState()
+        meter = (meter_provider or metrics.get_meter_provider()).get_meter("mcptrace.probe")
+        self._runs = meter.create_counter(f.M_PROBE_RUNS, description="gate runs by outcome")
+        self._duration = meter.create_histogram(f.M_PROBE_DURATION, unit="s", description="gate run time")
+        meter.create_observable_gauge(
+            f.M_PROBE_FAILING_SECONDS,
+            unit="s",
+            description="seconds since the current outage began (0 when up)",
+            callbacks=[lambda _: [metrics.Observation(self.state.failing_seconds(), {"url": self.url})]],
+        )
+        meter.create_observable_gauge(
+            f.M_PROBE_CONSECUTIVE_FAILURES,
+            description="failed runs in a row",
+            callbacks=[lambda _: [metrics.Observation(self.state.consecutive_failures, {"url": self.url})]],
+        )
+
+    async def run_once(self) -> GateReport:
+        report = await run_gate(self.url, self.options)
+        now = time.time()
+        was_failing = self.state.failing_since is not None
+        self.state.record(report, now)
+        status = f.SUCCESS if report.ok else f.FAILURE
+        self._runs.add(1, {"url": self.url, f.STATUS: status})
+        self._duration.record(report.duration_ms / 1000, {"url": self.url})
+        failed = report.failed_step
+        if report.ok:
+            message = "recovered" if was_failing else "gate passed"
+        else:
+            message = f"{failed.name}: {failed.detail}" if failed else "gate failed"
+        self.logger.emit(
+            f.EV_PROBE_RESULT,
+            "info" if report.ok else "error",
+            **{
+                f.PROBE_URL: self.url,
+                f.STATUS: status,
+                f.DURATION_MS: report.duration_ms,
+                f.FAILED_STEP: failed.name if failed else None,
+                f.MESSAGE: message,
+                f.CONSECUTIVE_FAILURES: self.state.consecutive_failures,
+                f.FAILING_SECONDS: self.state.failing_seconds(now),
+                f.FAILING_SINCE: utc_timestamp(self.state.failing_since)
+                if self.state.failing_since
+                else None,
+            },
+        )
+        if not report.ok and self.state.consecutive_failures == self.alerting.after:
+            await self._alert(message)
+        return report
+
+    async def _alert(self, reason: str) -> None:
+        payload: dict[str, Any] = {
+            "event": f.EV_PROBE_ALERT,
+            "url": self.url,
+            "reason": reason,
+            "consecutive_failures": self.state.consecutive_failures,
+            "failing_seconds": self.state.failing_seconds(),
+            "failing_since": utc_timestamp(self.state.failing_since) if self.state.failing_since else None,
+        }
+        self.state.alerts_sent += 1
+        if self.alerting.command:
+            await anyio.to_thread.run_sync(self._run_command, payload)
+        if self.alerting.webhook:
+            await self._post_webhook(payload)
+
+    def _run_command(self, payload: dict[str, Any]) -> None:
+        env = {
+            **os.environ,
+            "MCPTRACE_PROBE_URL": self.url,
+            "MCPTRACE_PROBE_REASON": str(payload["reason"]),
+            "MCPTRACE_PROBE_FAILURES": str(payload["consecutive_failures"]),
+            "MCPTRACE_PROBE_FAILING_SECONDS": str(payload["failing_seconds"]),
+        }
+        try:
+            done = subprocess.run(
+                self.alerting.command or "",
+                shell=True,
+                env=env,
+                timeout=HOOK_TIMEOUT_SECONDS,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                check=False,
+            )
+            error = None if done.returncode == 0 else f"exit {done.returncode}: {done.stderr.decode()[-200:]}"
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        self._log_alert("command", error)
+
+    async def _post_webhook(self, payload: dict[str, Any]) -> None:
+        error = None
+        try:
+            async with httpx.AsyncClient(timeout=HOOK_TIMEOUT_SECONDS) as client:
+                response = await client.post(self.alerting.webhook or "", json=payload)
+            if response.status_code >= 400:
+                error = f"HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        self._log_alert("webhook", error)
+
+    def _log_alert(self, hook: str, error: str | None) -> None:
+        self.logger.emit(
+            f.EV_PROBE_ALERT,
+            "warning" if error is None else "error",
+            **{
+                f.PROBE_URL: self.url,
+                f.STATUS: f.FAILURE if error else f.SUCCESS,
+                f.ERROR: error,
+                f.MESSAGE: f"{hook} alert {'failed' if error else 'sent'}",
+                f.CONSECUTIVE_FAILURES: self.state.consecutive_failures,
+                f.FAILING_SECONDS: self.state.failing_seconds(),
+            },
+        )
+
+    async def run(self, *, every: float, count: int | None = None) -> ProbeState:
+        """Run on a fixed cadence (no drift) until `count` runs are done, or forever."""
+        start = time.monotonic()
+        n = 0
+        while count is None or n < count:
+            await self.run_once()
+            n += 1
+            if count is not None and n >= count:
+                break
+            await anyio.sleep(max(0.0, start + n * every - time.monotonic()))
+        return self.state
+
+
+def run_probe(
+    url: str,
+    options: GateOptions,
+    *,
+    every: float,
+    count: int | None = None,
+    alerting: Alerting | None = None,
+    log_file: str | Path | None = None,
+) -> ProbeState:
+    """The CLI's entry point: JSON lines on stderr (and in `log_file`), until `count` runs or Ctrl-C."""
+    logger = EventLogger(LogSink(log_file, stderr=True))
+    probe = Probe(url, options, logger=logger, alerting=alerting)
+    try:
+        return anyio.run(lambda: probe.run(every=every, count=count))
+    finally:
+        logger.close()

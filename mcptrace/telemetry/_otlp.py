@@ -1,0 +1,251 @@
+"""Tracer, meter and logger providers from the standard `OTEL_*` environment variables.
+
+What turns each signal on (the OpenTelemetry SDK's own variables, nothing new):
+
+- traces: `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set, or
+  `OTEL_TRACES_EXPORTER=otlp`; `OTEL_TRACES_EXPORTER=none` turns them off.
+- metrics over OTLP: an endpoint is set (generic or `..._METRICS_ENDPOINT`) and
+  `OTEL_METRICS_EXPORTER` is not `none`. The Prometheus reader is separate and always on.
+- logs over OTLP: opt-in, `OTEL_LOGS_EXPORTER=otlp`.
+- `OTEL_EXPORTER_OTLP_PROTOCOL` (or the per-signal `..._PROTOCOL`): `http/protobuf` (default)
+  or `grpc`. `OTEL_SERVICE_NAME` / `OTEL_RESOURCE_ATTRIBUTES` name the resource;
+  `OTEL_BSP_*` size the span queue; `OTEL_SDK_DISABLED=true` turns everything off.
+
+Exporters run on background threads behind bounded queues: a receiver that is
+down or slow costs dropped items, counted in `DropCounter`, never a request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+from mcptrace._errors import ConfigError
+from mcptrace._version import __version__
+
+DEFAULT_SERVICE_NAME = "mcptrace"
+PROTOCOLS = ("http/protobuf", "grpc")
+
+
+class DropCounter:
+    """Items each signal lost, by reason (`queue_full`, `export_failed`); safe across threads."""
+
+    def __init__(self) -> None:
+        self._counts: Counter[tuple[str, str]] = Counter()
+        self._lock = threading.Lock()
+
+    def add(self, signal: str, reason: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[(signal, reason)] += n
+
+    def snapshot(self) -> dict[tuple[str, str], int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def total(self, signal: str | None = None) -> int:
+        return sum(n for (s, _), n in self.snapshot().items() if signal is None or s == signal)
+
+
+class CountingSpanExporter(SpanExporter):
+    """Passes spans to an exporter and counts the ones it failed to deliver."""
+
+    def __init__(self, inner: SpanExporter, drops: DropCounter) -> None:
+        self.inner = inner
+        self.drops = drops
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            result = self.inner.export(spans)
+        except Exception:
+            result = SpanExportResult.FAILURE
+        if result is not SpanExportResult.SUCCESS:
+            self.drops.add("traces", "export_failed", len(spans))
+        return result
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
+class CountingBatchSpanProcessor(BatchSpanProcessor):
+    """The SDK's batch processor, counting the spans its bounded queue pushes out when full."""
+
+    def __init__(self, exporter: SpanExporter, drops: DropCounter, **kwargs: Any) -> None:
+        super().__init__(CountingSpanExporter(exporter, drops), **kwargs)
+        self.drops = drops
+        batch = getattr(self, "_batch_processor", None)
+        self._queue = getattr(batch, "_queue", None)
+        self._max = getattr(batch, "_max_queue_size", None)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self._queue is not None and self._max is not None and len(self._queue) >= self._max:
+            self.drops.add("traces", "queue_full")
+        super().on_end(span)
+
+
+def _env(env: Mapping[str, str], name: str) -> str:
+    return env.get(name, "").strip()
+
+
+def _protocol(env: Mapping[str, str], signal: str) -> str:
+    value = _env(env, f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL") or _env(env, "OTEL_EXPORTER_OTLP_PROTOCOL")
+    value = value or "http/protobuf"
+    if value not in PROTOCOLS:
+        raise ConfigError(f"OTLP protocol {value!r} is not supported; use one of {', '.join(PROTOCOLS)}")
+    return value
+
+
+def _endpoint_set(env: Mapping[str, str], signal: str) -> bool:
+    generic = _env(env, "OTEL_EXPORTER_OTLP_ENDPOINT")
+    return bool(generic or _env(env, f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT"))
+
+
+def traces_enabled(env: Mapping[str, str]) -> bool:
+    if _env(env, "OTEL_SDK_DISABLED").lower() == "true":
+        return False
+    exporter = _env(env, "OTEL_TRACES_EXPORTER").lower()
+    if exporter == "none":
+        return False
+    return exporter == "otlp" or _endpoint_set(env, "TRACES")
+
+
+def metrics_export_enabled(env: Mapping[str, str]) -> bool:
+    if _env(env, "OTEL_SDK_DISABLED").lower() == "true":
+        return False
+    exporter = _env(env, "OTEL_METRICS_EXPORTER").lower()
+    if exporter == "none":
+        return False
+    return exporter == "otlp" or _endpoint_set(env, "METRICS")
+
+
+def logs_export_enabled(env: Mapping[str, str]) -> bool:
+    if _env(env, "OTEL_SDK_DISABLED").lower() == "true":
+        return False
+    return _env(env, "OTEL_LOGS_EXPORTER").lower() == "otlp"
+
+
+def make_resource() -> Resource:
+    """`OTEL_RESOURCE_ATTRIBUTES` and `OTEL_SERVICE_NAME` as given, `service.name=mcptrace` otherwise."""
+    resource = Resource.create({"service.version": __version__})
+    if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({"service.name": DEFAULT_SERVICE_NAME}))
+    return resource
+
+
+def span_exporter(env: Mapping[str, str]) -> SpanExporter:
+    if _protocol(env, "TRACES") == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Grpc
+
+        return Grpc()
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
+
+    return Http()
+
+
+def metric_reader(env: Mapping[str, str]) -> MetricReader:
+    if _protocol(env, "METRICS") == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as Grpc
+
+        return PeriodicExportingMetricReader(Grpc())
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as Http
+
+    return PeriodicExportingMetricReader(Http())
+
+
+def _log_processor(env: Mapping[str, str], drops: DropCounter) -> Any:
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+
+    if _protocol(env, "LOGS") == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as Grpc
+
+        exporter: Any = Grpc()
+    else:
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as Http
+
+        exporter = Http()
+    return BatchLogRecordProcessor(_CountingLogExporter(exporter, drops))
+
+
+class _CountingLogExporter:
+    def __init__(self, inner: Any, drops: DropCounter) -> None:
+        self.inner = inner
+        self.drops = drops
+
+    def export(self, batch: Sequence[Any]) -> Any:
+        from opentelemetry.sdk._logs.export import LogRecordExportResult
+
+        try:
+            result = self.inner.export(batch)
+        except Exception:
+            result = LogRecordExportResult.FAILURE
+        if result is not LogRecordExportResult.SUCCESS:
+            self.drops.add("logs", "export_failed", len(batch))
+        return result
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return bool(self.inner.force_flush(timeout_millis))
+
+
+@dataclass
+class Providers:
+    """The providers one process exports through, and what they dropped; `shutdown()` flushes them."""
+
+    meter_provider: MeterProvider
+    tracer_provider: TracerProvider | None = None
+    logger_provider: Any = None
+    drops: DropCounter = field(default_factory=DropCounter)
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Flush and stop every exporter, giving up after `timeout` seconds (a receiver may be down)."""
+        every = (self.tracer_provider, self.logger_provider, self.meter_provider)
+        providers = [p for p in every if p is not None]
+
+        def run() -> None:
+            for provider in providers:
+                with contextlib.suppress(Exception):
+                    provider.shutdown()
+
+        worker = threading.Thread(target=run, name="mcptrace-otel-shutdown", daemon=True)
+        worker.start()
+        worker.join(timeout)
+
+
+def providers_from_env(
+    env: Mapping[str, str] | None = None, *, extra_readers: Sequence[MetricReader] = (),
+) -> Providers:
+    """Build the providers the `OTEL_*` variables ask for (see the module docstring)."""
+    env = os.environ if env is None else env
+    resource = make_resource()
+    drops = DropCounter()
+    readers = list(extra_readers)
+    if metrics_export_enabled(env):
+        readers.append(metric_reader(env))
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    tracer_provider = None
+    if traces_enabled(env):
+        tracer_provider = TracerProvider(resource=resource)
+        tracer_provider.add_span_processor(CountingBatchSpanProcessor(span_exporter(env), drops))
+    logger_provider = None
+    if logs_export_enabled(env):
+        from opentelemetry.sdk._logs import LoggerProvider
+
+        logger_provider = LoggerProvider(resource=resource)
+        logger_provider.add_log_record_processor(_log_processor(env, drops))
+    return Providers(meter_provider=meter_provider, tracer_provider=tracer_provider,
+                     logger_provider=logger_provider, drops=drops)

@@ -1,0 +1,50 @@
+"""Telemetry for `mcptrace serve`: providers from `OTEL_*`, `/metrics`, instrumentation, shutdown."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mcptrace.middleware._instrument import Instrumentation, instrument
+from mcptrace.telemetry._log import EventLogger
+from mcptrace.telemetry._logbridge import OtlpLogBridge
+from mcptrace.telemetry._otlp import Providers, providers_from_env
+from mcptrace.telemetry._prometheus import PrometheusEndpoint
+
+
+@dataclass
+class ServerTelemetry:
+    providers: Providers
+    prometheus: PrometheusEndpoint
+    instrumentation: Instrumentation
+
+    def health(self) -> dict[str, Any]:
+        """For `/health`: what is exported, and what the exporters lost so far."""
+        drops = self.providers.drops
+        return {
+            "traces": self.providers.tracer_provider is not None,
+            "logs": self.providers.logger_provider is not None,
+            "spans_dropped": drops.total("traces"),
+            "logs_dropped": drops.total("logs"),
+        }
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        self.instrumentation.close()
+        self.providers.shutdown(timeout)
+
+
+def setup_telemetry(
+    server: Any, logger: EventLogger, *, transport: str = "http", env: Mapping[str, str] | None = None,
+) -> ServerTelemetry:
+    """Instrument `server` and export as the `OTEL_*` variables say; `/metrics` is always fed."""
+    prometheus = PrometheusEndpoint()
+    providers = providers_from_env(env, extra_readers=[prometheus.reader])
+    instrumentation = instrument(
+        server, tracer_provider=providers.tracer_provider, meter_provider=providers.meter_provider,
+        logger=logger, transport=transport,
+    )
+    instrumentation.metrics.observe_dropped(providers.drops.snapshot)
+    if providers.logger_provider is not None:
+        logger.listeners.append(OtlpLogBridge(providers.logger_provider))
+    return ServerTelemetry(providers, prometheus, instrumentation)

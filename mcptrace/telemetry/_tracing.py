@@ -1,0 +1,65 @@
+"""Spans around downstream calls, and trace ids on log lines.
+
+The request's SERVER span is the SDK's own (`mcp.server._otel`); mcptrace adds
+its attributes (see `middleware/_telemetry.py`), one CLIENT span per
+`downstream(...)` call beneath it, and the ids of the active span on every log
+line so a log search and a trace view land on the same request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from contextlib import AbstractContextManager
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+
+from mcptrace import _fields as f
+from mcptrace._hashing import text_hash
+from mcptrace.telemetry._metrics import ServerMetrics
+
+TRACER_NAME = "mcptrace"
+
+
+def add_trace_ids(record: MutableMapping[str, Any]) -> None:
+    """Log processor: `trace_id` and `span_id` (W3C hex) of the active span, when there is one."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        record[f.TRACE_ID] = format(context.trace_id, "032x")
+        record[f.SPAN_ID] = format(context.span_id, "016x")
+
+
+class DownstreamSpans:
+    """`downstream_wrappers` factory: a CLIENT span per dependency call, named after the service."""
+
+    def __init__(self, tracer: Tracer) -> None:
+        self.tracer = tracer
+
+    def __call__(self, service: str, query: str | None) -> AbstractContextManager[Any]:
+        attributes: dict[str, str] = {f.ATTR_PEER_SERVICE: service}
+        if query is not None:
+            attributes[f.ATTR_QUERY_HASH] = text_hash(query)
+        return self.tracer.start_as_current_span(service, kind=SpanKind.CLIENT, attributes=attributes)
+
+
+class DownstreamErrors:
+    """`downstream_hooks` hook: counts failed dependency calls and marks their span as failed.
+
+    Runs while the call's CLIENT span is still current, so an error that the tool
+    handled (`call.fail(...)`, nothing raised) still shows as an error in the trace.
+    """
+
+    def __init__(self, metrics: ServerMetrics | None) -> None:
+        self.metrics = metrics
+
+    def __call__(self, service: str, query_hash: str | None, duration_ms: float, error: str | None) -> None:
+        if error is None:
+            return
+        if self.metrics is not None:
+            self.metrics.record_downstream_error(service)
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.set_attribute(f.ATTR_DOWNSTREAM_ERROR, error)
+            span.set_attribute(f.ATTR_ERROR_TYPE, error.split(":", 1)[0])
+            span.set_status(Status(StatusCode.ERROR, error))
