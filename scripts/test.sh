@@ -18,4 +18,9 @@ fi
 
 python -m pip install -q --disable-pip-version-check -e '.[test]'
 bash scripts/install-conformance.sh
+
+# playwright-core drives Debian's Chromium in the notebook browser test (project-local, gitignored)
+if command -v npm >/dev/null 2>&1 && [ ! -d tests/browser/node_modules/playwright-core ]; then
+  npm install --prefix tests/browser --no-audit --no-fund --silent >/dev/null
+fi
 python -m pytest "$@"

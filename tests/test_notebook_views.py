@@ -155,8 +155,9 @@ def test_a_missing_path_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def _python(code: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(),
-                          timeout=60)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(), timeout=60
+    )
 
 
 def test_importing_the_views_loads_no_plotting_library() -> None:

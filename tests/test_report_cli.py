@@ -18,8 +18,12 @@ FIGURES = {"errors", "latency", "callers", "loops", "runs", "sessions", "request
 
 def mcptrace(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "mcptrace", *args], capture_output=True, text=True, env=subprocess_env(),
-        cwd=cwd, timeout=240,
+        [sys.executable, "-m", "mcptrace", *args],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        cwd=cwd,
+        timeout=240,
     )
 
 
