@@ -140,7 +140,8 @@ def validate_record(record: dict[str, object]) -> list[str]:
     """
     problems = [f"missing {name}" for name in REQUIRED_FIELDS if name not in record]
     version = record.get(f.SCHEMA_VERSION, 1)
-    declared = FIELDS_BY_VERSION.get(version) if isinstance(version, int) else None
+    valid_version = isinstance(version, int) and not isinstance(version, bool)
+    declared = FIELDS_BY_VERSION.get(version) if valid_version else None  # type: ignore[call-overload]
     if declared is None:
         problems.append(f"unsupported schema_version {version!r}")
         declared = FIELDS_BY_VERSION[LOG_SCHEMA_VERSION]
