@@ -12,7 +12,10 @@ from mcptrace._schema import validate_record
 
 
 def read_log(path: Path) -> list[dict[str, object]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """Every complete line of a log the server may still be writing (a last line without its newline waits)."""
+    text = path.read_text()
+    complete = text[: text.rfind("\n") + 1]
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
 def assert_contract(records: list[dict[str, object]]) -> None:
