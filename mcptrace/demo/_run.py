@@ -44,6 +44,10 @@ class DemoResult:
         return per_client(self.calls)
 
 
+#: A shorter breaker cool-down than production's, so the demo's short outage also shows the recovery.
+DEMO_SERVER_ENV = {"MCPTRACE_BREAKER_COOLDOWN": "1"}
+
+
 def run_demo(
     out: Path, *, on_tick: Callable[[Progress], None] | None = None, say: Callable[[str], None] | None = None
 ) -> DemoResult:
@@ -70,7 +74,7 @@ def run_demo(
             "--upstream-url",
             upstream.base_url,
         ]
-        with running(serve, processes, timeout=START_TIMEOUT) as server:
+        with running(serve, processes, env=DEMO_SERVER_ENV, timeout=START_TIMEOUT) as server:
             say(f"server   {server.url}  (upstream {upstream.base_url})")
             say(f"logs     {log_file}")
             progress = anyio.run(_workload, server.url, upstream.base_url, on_tick)
