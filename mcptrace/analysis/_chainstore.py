@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-from collections.abc import Iterable, Sequence
+import heapq
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ import orjson
 STORE_SUFFIX = ".bin"
 TABLE_SUFFIX = ".idx"
 BLOCK_BYTES = 256 * 1024
+#: The part number a merged store is written under.
+MERGED_PART = 9999
 
 
 def write_store(directory: Path, rows: Iterable[tuple[str, bytes]], *, part: int = 0) -> int:
@@ -68,6 +71,36 @@ def write_store(directory: Path, rows: Iterable[tuple[str, bytes]], *, part: int
             last = rid
         flush()
     return blocks
+
+
+def iter_part(table: Path) -> Iterator[tuple[str, bytes]]:
+    """(request id, raw line) pairs of one part, in its (sorted) order."""
+    import zstandard
+
+    decompressor = zstandard.ZstdDecompressor()
+    _, spans = read_table(table)
+    with open(table.with_suffix(STORE_SUFFIX), "rb") as fh:
+        for offset, length in spans:
+            fh.seek(offset)
+            for row in decompressor.decompress(fh.read(length)).splitlines():
+                rid, _, line = row.partition(b"\t")
+                yield rid.decode(), line
+
+
+def merge_parts(directory: Path) -> None:
+    """Merge the sorted parts of a store into one, so a lookup reads a single block.
+
+    A streaming k-way merge: memory stays bounded by one block per part. Equal
+    ids keep the order of the parts (which is the order of the log).
+    """
+    tables = sorted(directory.glob("chains-*" + TABLE_SUFFIX))
+    if len(tables) < 2:
+        return
+    merged = heapq.merge(*(iter_part(t) for t in tables), key=lambda row: row[0])
+    write_store(directory, merged, part=MERGED_PART)
+    for t in tables:
+        t.unlink()
+        t.with_suffix(STORE_SUFFIX).unlink()
 
 
 def read_table(table_path: Path) -> tuple[list[str], list[tuple[int, int]]]:
