@@ -142,8 +142,8 @@ class Explorer:
         self.time_slider.index = (0, len(stamps) - 1)
         self.episode_list.options = [
             (
-                f"#{r['episode']}  {r['caller_id']} → {r['tool_name']} ×{r['calls']}  "
-                f"{r['start']:%H:%M:%S}–{r['end']:%H:%M:%S}",
+                f"#{r['episode']}  {r['severity']:<6} {r['kind']:<14} {r['caller_id']} → {r['tool_name']} "
+                f"×{r['count']}  {r['start']:%H:%M:%S}–{r['end']:%H:%M:%S}",
                 r["episode"],
             )
             for r in self.episodes.iter_rows(named=True)
