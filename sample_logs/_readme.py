@@ -87,7 +87,7 @@ def find_incidents(df: pl.DataFrame) -> list[Finding]:
                 "upstream_outage",
                 "Upstream outage",
                 f"every call to the upstream API fails ({errors}); "
-                f"{tools} return errors to {affected[f.CALLER_ID].n_unique()} callers",
+                f"{tools} fail for {affected[f.CALLER_ID].n_unique()} callers",
                 _ts(down[f.TIMESTAMP].min()),
                 _ts(down[f.TIMESTAMP].max()),
                 down[f.REQUEST_ID].head(3).to_list(),

@@ -14,11 +14,14 @@ README is computed from the logs, so it says what the logs actually show.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import random
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,6 +34,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 LOG_DIR = HERE / "incidents"
+SPANS = HERE / "spans" / "spans.jsonl"
 PLANTED = HERE / "planted.toml"
 README = HERE / "README.md"
 
@@ -204,6 +208,82 @@ async def _faults(upstream: str, t0: float, planted: dict[str, tuple[str, str]])
             planted[name] = (began, _now())
 
 
+class SpanTap:
+    """An OTLP/HTTP receiver (oteltap) on 127.0.0.1 that keeps every span the server exports.
+
+    oteltap's API is asyncio-only, so it runs on its own thread and event loop.
+    """
+
+    def __init__(self) -> None:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.spans: list[Any] = []
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+
+    async def _main(self) -> None:
+        from oteltap import OtelTapHttpProtobufReceiver, OtelTapHttpProtobufReceiverSettings
+
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        settings = OtelTapHttpProtobufReceiverSettings(http_port=self.port)
+        async with OtelTapHttpProtobufReceiver(settings) as receiver:
+
+            async def drain() -> None:
+                async for span in receiver.stream_traces():
+                    self.spans.append(span)
+
+            task = asyncio.create_task(drain())
+            await asyncio.sleep(0)
+            self._ready.set()
+            await self._stop.wait()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    def __enter__(self) -> SpanTap:
+        self._thread.start()
+        if not self._ready.wait(20):
+            raise TimeoutError("the OTLP receiver did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(20)
+
+
+def span_rows(spans: list[Any]) -> list[dict[str, Any]]:
+    """OTLP spans as flat JSON rows: ids in W3C hex, times in UTC, attributes as a plain map."""
+    kinds = {1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
+    rows = []
+    for span in spans:
+        attributes = {}
+        for kv in span.attributes:
+            which = kv.value.WhichOneof("value")
+            attributes[kv.key] = getattr(kv.value, which) if which else None
+        rows.append({
+            "trace_id": span.trace_id.hex(), "span_id": span.span_id.hex(),
+            "parent_span_id": span.parent_span_id.hex() or None, "name": span.name,
+            "kind": kinds.get(span.kind, "unspecified"),
+            "start": _iso(span.start_time_unix_nano), "end": _iso(span.end_time_unix_nano),
+            "duration_ms": round((span.end_time_unix_nano - span.start_time_unix_nano) / 1e6, 3),
+            "status": {0: "unset", 1: "ok", 2: "error"}.get(span.status.code, "unset"),
+            "attributes": attributes,
+        })
+    rows.sort(key=lambda r: (r["start"], r["span_id"]))
+    return rows
+
+
+def _iso(unix_nano: int) -> str:
+    stamp = datetime.fromtimestamp(unix_nano / 1e9, UTC).isoformat(timespec="microseconds")
+    return stamp.replace("+00:00", "Z")
+
+
 def _window(name: str) -> tuple[str, float, float]:
     return next(s for s in SCHEDULE if s[0] == name)
 
@@ -226,8 +306,7 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def run_workload(workdir: Path) -> tuple[Path, dict[str, tuple[str, str]]]:
-    import anyio
+def run_workload(workdir: Path, tap: SpanTap) -> tuple[Path, dict[str, tuple[str, str]]]:
     import httpx2  # noqa: F401 - imported before the clock starts, so no agent starts late
     import mcp.client.streamable_http  # noqa: F401
 
@@ -236,33 +315,41 @@ def run_workload(workdir: Path) -> tuple[Path, dict[str, tuple[str, str]]]:
     store = workdir / "tokens.json"
     tokens = {name: _token_cli("add", name, "--tenant", "acme", "--store", str(store)) for name in CALLERS}
     planted: dict[str, tuple[str, str]] = {}
-    with (
-        running_upstream(workdir / "upstream") as upstream,
-        running_server(
-            workdir / "server",
-            "--upstream-url",
-            upstream.base_url,
-            "--tokens",
-            str(store),
-            *GUARD_ARGS,
-        ) as server,
-    ):
-
-        async def main() -> None:
-            t0 = time.monotonic()
-            with anyio.fail_after(DURATION + 60):
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(_faults, upstream.base_url, t0, planted)
-                    tg.start_soon(_looping_agent, server.url, tokens[LOOP_CALLER], t0, planted)
-                    tg.start_soon(_storm, server.url, tokens[STORM_CALLER], t0, planted)
-                    tg.start_soon(_revoked_agent, server.url, tokens[REVOKED_CALLER], store, t0, planted)
-                    for i, agent in enumerate(AGENTS):
-                        if agent.name != REVOKED_CALLER:
-                            tg.start_soon(_agent, server.url, agent, tokens[agent.name], t0, 1000 + i)
-
-        anyio.run(main)
-        log = server.log_file
+    otel = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": tap.endpoint,
+        "OTEL_SERVICE_NAME": "mcptrace-sample",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+        "OTEL_BSP_MAX_QUEUE_SIZE": "20000",
+    }
+    with running_upstream(workdir / "upstream") as upstream:
+        guarded = ("--upstream-url", upstream.base_url, "--tokens", str(store), *GUARD_ARGS)
+        with running_server(workdir / "server", *guarded, env=otel) as server:
+            _drive(server.url, upstream.base_url, store, tokens, planted)
+            log = server.log_file
     return log, planted
+
+
+def _drive(
+    url: str, upstream: str, store: Path, tokens: dict[str, str], planted: dict[str, tuple[str, str]]
+) -> None:
+    """Run every agent and fault switch on the schedule, against the running server."""
+    import anyio
+
+    async def main() -> None:
+        t0 = time.monotonic()
+        with anyio.fail_after(DURATION + 60):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_faults, upstream, t0, planted)
+                tg.start_soon(_looping_agent, url, tokens[LOOP_CALLER], t0, planted)
+                tg.start_soon(_storm, url, tokens[STORM_CALLER], t0, planted)
+                tg.start_soon(_revoked_agent, url, tokens[REVOKED_CALLER], store, t0, planted)
+                for i, agent in enumerate(AGENTS):
+                    if agent.name != REVOKED_CALLER:
+                        tg.start_soon(_agent, url, agent, tokens[agent.name], t0, 1000 + i)
+
+    anyio.run(main)
 
 
 def write_planted(planted: dict[str, tuple[str, str]]) -> None:
@@ -294,12 +381,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if not args.readme:
-        with tempfile.TemporaryDirectory(prefix="mcptrace-sample-") as tmp:
-            log, planted = run_workload(Path(tmp))
+        with tempfile.TemporaryDirectory(prefix="mcptrace-sample-") as tmp, SpanTap() as tap:
+            log, planted = run_workload(Path(tmp), tap)
             if LOG_DIR.exists():
                 shutil.rmtree(LOG_DIR)
             LOG_DIR.mkdir()
             shutil.copy(log, LOG_DIR / "mcptrace.log")
+            # the server flushed its spans when it stopped; give the receiver a moment to hand them over
+            time.sleep(1.0)
+            SPANS.parent.mkdir(exist_ok=True)
+            SPANS.write_text("".join(json.dumps(row, sort_keys=True) + "\n" for row in span_rows(tap.spans)))
         write_planted(planted)
     from sample_logs._readme import render_readme
 

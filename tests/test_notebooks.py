@@ -84,3 +84,16 @@ def test_investigation_draws_every_figure_without_errors(investigation: Any) -> 
     assert len(figures) >= 8
     titles = {json.dumps(o["data"][PLOTLY_MIME]["layout"].get("title", {}).get("text")) for o in figures}
     assert any("Call chain" in t for t in titles) and any("Loop episode" in t for t in titles)
+
+
+def test_traces_and_logs_join_on_trace_id_and_request_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    notebook = execute("traces-and-logs.ipynb", monkeypatch)
+    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    findings = json.loads(tagged_output(notebook, "findings"))
+    assert findings["lines_in_requests"] > 1000
+    assert findings["lines_joined_to_a_span"] == findings["lines_in_requests"]
+    assert findings["request_ids_agree"] is True
+    assert set(findings["refusals_only_in_logs"]) >= {"auth_failed", "rate_limited"}
+    assert findings["outage_request"]["span_error_type"] == "HTTP 503"
+    assert len(findings["outage_request"]["trace_id"]) == 32
