@@ -68,8 +68,8 @@ def waterfall(chain: Frame) -> go.Figure:
         end = sent[f.TIMESTAMP][0]
         duration = sent[f.DURATION_MS][0] or 0.0
         start = received[f.TIMESTAMP][0] if received.height else end - _ms(duration)
-        label = records[f.METHOD].drop_nulls().first() or "request"
-        rows.append(_row(f"{label}", start, end, sent.row(0, named=True), depth=0))
+        label = str(records[f.METHOD].drop_nulls().first() or "request")
+        rows.append(_row(label, start, end, sent.row(0, named=True), depth=0))
     for call in records.filter(pl.col(f.EVENT) == f.EV_TOOL_CALL).iter_rows(named=True):
         end = call[f.TIMESTAMP]
         rows.append(
@@ -111,7 +111,7 @@ def waterfall(chain: Frame) -> go.Figure:
 
 
 def _indent(row: dict[str, Any]) -> str:
-    return ("\u2003" * 2 * (row["depth"] - 1) + "└ " if row["depth"] else "") + row["label"]
+    return ("\u2003" * 2 * (row["depth"] - 1) + "└ " if row["depth"] else "") + str(row["label"])
 
 
 def _ms(value: float) -> timedelta:

@@ -11,6 +11,7 @@ and `mcptrace.mcp_request_id` on every SERVER span.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import polars as pl
 
@@ -28,7 +29,7 @@ SPAN_COLUMNS = (
 def load_spans(path: str | os.PathLike[str]) -> pl.DataFrame:
     """Spans from a JSON-lines file, with start/end as UTC datetimes and the request id as a column."""
     try:
-        raw = pl.read_ndjson(path)
+        raw = pl.read_ndjson(Path(path))
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise LogReadError(f"cannot read spans from {path}: {exc}") from None
     attributes = raw.schema.get("attributes")
