@@ -9,6 +9,7 @@ from mcptrace._errors import (
     ForbiddenError,
     LogReadError,
     MCPTraceError,
+    ProcessStartError,
     ProtocolError,
     RateLimitedError,
 )
@@ -16,6 +17,7 @@ from mcptrace._schema import LOG_FIELDS, LOG_SCHEMA_VERSION, polars_schema
 from mcptrace._version import __version__
 from mcptrace.guards._stats import GuardStats
 from mcptrace.telemetry._context import downstream
+from mcptrace.telemetry._log import EventLogger, LogSink
 
 _LAZY = {
     # Loaded on first use: they import the MCP SDK, which `mcptrace.analysis` must never pull in.
@@ -45,10 +47,13 @@ __all__ = [
     "DownstreamError",
     "ForbiddenError",
     "GuardStats",
+    "EventLogger",
     "GuardCounters",
     "Instrumentation",
     "LogReadError",
+    "LogSink",
     "MCPTraceError",
+    "ProcessStartError",
     "ProtocolError",
     "RateLimitedError",
     "__version__",

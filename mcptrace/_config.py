@@ -58,6 +58,8 @@ class Config:
     breaker_window: float = 30.0
     breaker_cooldown: float = 5.0
     health_cache_seconds: float = 1.0
+    session_idle_seconds: float = 1800.0
+    max_sessions: int = 10_000
 
     @property
     def auth_enabled(self) -> bool:
@@ -146,6 +148,8 @@ ENVIRONMENT: Final[dict[str, str]] = {
     "MCPTRACE_BREAKER_MIN_CALLS": "calls in the window before a breaker may open (default 5)",
     "MCPTRACE_BREAKER_WINDOW": "seconds of downstream outcomes a breaker looks at (default 30)",
     "MCPTRACE_BREAKER_COOLDOWN": "seconds an open breaker waits before a half-open trial call (default 5)",
+    "MCPTRACE_SESSION_IDLE_SECONDS": "close a session after this long with no request in flight (default 1800)",
+    "MCPTRACE_MAX_SESSIONS": "open sessions at most; one more gets 503 'Too many open sessions' (default 10000)",
     "MCPTRACE_HEALTH_CACHE_SECONDS": "how long a /health answer is reused (default 1)",
     "MCPTRACE_METRICS": "0 to turn off the Prometheus endpoint /metrics (default on); OTLP export is set by OTEL_*",
     "MCPTRACE_RESOURCES_MANIFEST": "manifest of hash-pinned remote tools and prompts to load at start-up",

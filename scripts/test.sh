@@ -8,6 +8,7 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   for pkg in nginx caddy redis-server ripgrep chromium openssl; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
   done
+  command -v npm >/dev/null 2>&1 || missing+=(npm)  # any npm will do: the conformance suite brings its own Node 22
   if [ "${#missing[@]}" -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq

@@ -17,6 +17,8 @@ from concurrent import futures
 from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
+from tests.helpers import read_log
+
 T = TypeVar("T")
 
 
@@ -155,12 +157,10 @@ def wait_for_log_line(
 ) -> list[Any]:
     """All records of a JSON log once one matches. The sink flushes on a 0.2 s timer, so a file
     has nothing to await: re-read it until the line is there, within `timeout`."""
-    import json
 
     deadline = time.monotonic() + timeout
     while True:
-        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] \
-            if path.exists() else []
+        records = read_log(path) if path.exists() else []
         if any(predicate(r) for r in records):
             return records
         if time.monotonic() > deadline:

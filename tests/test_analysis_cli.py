@@ -177,3 +177,27 @@ def test_the_index_answers_the_same_and_is_rebuilt_when_a_source_changes(
         json.loads(mcptrace("chain", "req-late", copy, "--format", "json").stdout)[0]["tool_name"]
         == "late_tool"
     )
+
+
+def test_loops_json_lists_each_episode_with_its_request_ids(logged: tuple[RunningProcess, Traffic]) -> None:
+    server, traffic = logged
+    episodes = json.loads(mcptrace("loops", server.log_file, "--threshold", "3", "--format", "json").stdout)
+    assert {"caller_id", "session_id", "tool_name", "start", "end", "count", "rate", "request_ids"} <= set(
+        episodes[0]
+    )
+    repeats = {e["caller_id"]: e for e in episodes if e["kind"] == "repeat"}
+    assert set(repeats) == {"agent-legacy", "agent-auto"}  # three identical searches each
+    assert repeats["agent-legacy"]["session_id"] is not None and repeats["agent-auto"]["session_id"] is None
+    assert repeats["agent-legacy"]["request_ids"] == traffic.ok[0:3]
+    assert repeats["agent-auto"]["request_ids"] == traffic.ok[4:7]
+
+
+def test_runs_rebuild_a_session_run_and_a_sessionless_run(logged: tuple[RunningProcess, Traffic]) -> None:
+    server, traffic = logged
+    rows = json.loads(mcptrace("runs", server.log_file, "--format", "json").stdout)
+    by_rule = {r["rule"]: r for r in rows}
+    assert set(by_rule) == {"session", "gap"}
+    assert by_rule["session"]["request_ids"] == [*traffic.ok[0:4], traffic.failed[0]]
+    assert by_rule["gap"]["caller_id"] == "agent-auto" and by_rule["gap"]["errors"] == 1
+    sessions = json.loads(mcptrace("sessions", server.log_file, "--format", "json").stdout)
+    assert len(sessions) == 1 and sessions[0]["calls"] == 5 and sessions[0]["errors"] == 1

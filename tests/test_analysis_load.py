@@ -140,3 +140,12 @@ def test_stdin_is_read_by_the_cli(tmp_path: Path) -> None:
     )
     rows = json.loads(out.stdout)
     assert rows[0]["tool_name"] == "search_database" and rows[0]["calls"] == 3
+
+
+def test_a_directory_is_searched_below_hidden_data_dirs_but_never_into_the_index(tmp_path: Path) -> None:
+    (tmp_path / ".mcptrace" / "logs").mkdir(parents=True)
+    write_lines(tmp_path / ".mcptrace" / "logs" / "mcptrace.log", [record(0)])
+    (tmp_path / ".mcptrace-index").mkdir()
+    write_lines(tmp_path / ".mcptrace-index" / "stray.log", [record(9)])
+    (tmp_path / "facts.json").write_text('{"not": "a log"}')
+    assert request_ids([tmp_path]) == ["req-0000"]

@@ -129,6 +129,7 @@ def test_a_token_limited_to_some_tools_is_refused_the_others(
     async def main() -> None:
         with anyio.fail_after(30):
             async with client(guarded.url, tokens["pinger"]) as c:
+                assert [t.name for t in (await c.list_tools()).tools] == ["ping"]
                 assert (await c.call_tool("ping", {})).content[0].text == "pong"  # type: ignore[union-attr]
                 with pytest.raises(MCPError) as refused:
                     await c.call_tool("search_database", {"query": "anvil"})
@@ -256,3 +257,13 @@ class TestTopology:
             timeout=30,
         )
         assert "WARNING" not in out.stderr
+
+
+def test_token_list_shows_callers_and_never_tokens(store: Path, tokens: dict[str, str]) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "mcptrace", "token", "list", "--store", str(store)],
+        capture_output=True, text=True, env=subprocess_env(), timeout=30, check=True,
+    ).stdout
+    assert "agent-acme" in out and "agent-pinger" in out and "ping" in out
+    assert not any(token in out for token in tokens.values())
+    assert not any(token in store.read_text() for token in tokens.values())

@@ -105,8 +105,11 @@ class TestGate:
         assert main(["gate", server.url, "--token-env", "MCPTRACE_TEST_UNSET_TOKEN"]) == 2
         assert main(["gate", server.url, "--args", "{not json"]) == 2
         assert main(["gate", server.url, "--args", "[1]"]) == 2
+        assert main(["gate", "mcp.example.com/mcp"]) == 2
+        assert main(["gate", server.url, "--timeout", "0"]) == 2
         err = capsys.readouterr().err
         assert "MCPTRACE_TEST_UNSET_TOKEN" in err and "not valid JSON" in err and "JSON object" in err
+        assert "not an http:// or https://" in err and "--timeout must be" in err
 
 
 class _Collector(BaseHTTPRequestHandler):

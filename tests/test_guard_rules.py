@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -314,3 +315,62 @@ def test_out_of_the_box_forty_rapid_run_report_calls_trip_the_limit() -> None:
         > policy.for_tool("search_database").burst
         > policy.for_tool("run_report").burst
     )
+
+
+class TestJwksUrl:
+    """Keys published over HTTP (a real server on loopback), including a key rotation."""
+
+    @pytest.fixture
+    def published(self) -> Iterator[tuple[str, dict[str, bytes]]]:
+        import http.server
+        import threading
+
+        documents: dict[str, bytes] = {}
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                body = documents["jwks"]
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}/jwks.json", documents
+        finally:
+            server.shutdown()
+            thread.join(5)
+
+    def test_keys_are_fetched_and_a_rotated_key_is_picked_up(
+        self, published: tuple[str, dict[str, bytes]]
+    ) -> None:
+        import json
+
+        url, documents = published
+        old, new = Issuer(kid="2025"), Issuer(kid="2026")
+        documents["jwks"] = json.dumps(old.jwks()).encode()
+        clock = Clock()
+        verifier = JwtVerifier(url, issuer=ISSUER, audience=AUDIENCE, refetch_interval=30, clock=clock)
+        assert run(verifier.authenticate, old.token(sub="a")).caller_id == "a"
+        documents["jwks"] = json.dumps({"keys": old.jwks()["keys"] + new.jwks()["keys"]}).encode()
+        with pytest.raises(AuthError, match="unknown signing key"):
+            run(verifier.authenticate, new.token(sub="b"))  # refetches are spaced out
+        clock.advance(31)
+        assert run(verifier.authenticate, new.token(sub="b")).caller_id == "b"
+
+
+def test_the_challenge_never_echoes_an_odd_host_header() -> None:
+    from mcptrace.guards._auth import resource_url
+
+    def url(host: bytes) -> str:
+        return resource_url({"headers": [(b"host", host)], "server": ("127.0.0.1", 8765)}, "/m")
+
+    assert url(b"mcp.example:443") == "http://mcp.example:443/m"
+    assert url(b'evil", error="x') == "http://127.0.0.1:8765/m"

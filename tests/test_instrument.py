@@ -59,7 +59,6 @@ def serve(endpoint: str, log_path: str, ready: str) -> None:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     import mcptrace
-    from mcptrace.telemetry._log import EventLogger, LogSink
 
     resource = Resource.create({"service.name": "weather"})
     tracer_provider = TracerProvider(resource=resource)
@@ -69,7 +68,7 @@ def serve(endpoint: str, log_path: str, ready: str) -> None:
         OTLPMetricExporter(endpoint=f"{endpoint}/v1/metrics"), export_interval_millis=300)])
     server = weather_server()
     mcptrace.instrument(server, tracer_provider=tracer_provider, meter_provider=meter_provider,
-                        logger=EventLogger(LogSink(log_path)))
+                        logger=mcptrace.EventLogger(mcptrace.LogSink(log_path)))
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,28 @@ def test_a_receiver_that_is_down_costs_counted_drops_not_requests(tmp_path: Path
         process = server.process
     # Graceful stop on SIGTERM (uvicorn re-raises it once done), not the SIGKILL that follows a hang.
     assert process.returncode in (0, -signal.SIGTERM), "shutdown hung on an exporter that cannot deliver"
+
+
+def test_a_receiver_that_never_answers_does_not_hold_up_requests(tmp_path: Path) -> None:
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog) and never replies
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{silent.getsockname()[1]}",
+               "OTEL_BSP_SCHEDULE_DELAY": "50", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "2",
+               "OTEL_METRIC_EXPORT_INTERVAL": "200", "OTEL_EXPORTER_OTLP_TIMEOUT": "2"}
+        with running_server(tmp_path, env=env) as server:
+
+            async def main() -> int:
+                answered = 0
+                with anyio.fail_after(60):
+                    async with Client(server.url, mode="legacy") as c:
+                        for _ in range(10):
+                            result = await c.call_tool("search_database", {"query": "anvil", "limit": 1})
+                            answered += not result.is_error
+                return answered
+
+            assert anyio.run(main) == 10
+            assert httpx.get(f"{server.base_url}/health", timeout=10).json()["status"] == "healthy"
 
 
 def _wait_for_drops(base_url: str, timeout: float = 20) -> dict[str, Any]:

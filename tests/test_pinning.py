@@ -264,3 +264,25 @@ def test_rejections_are_counted_as_a_metric(host: ResourceHost, tmp_path: Path) 
     assert sorted(report.rejected) == sorted([host.url(GREET_PATH), host.url(PROMPT_PATH)])
     points = metric_points(reader)[f.M_RESOURCES_REJECTED]
     assert {dict(p.attributes)[f.RESOURCE_KIND]: p.value for p in points} == {"tool": 1, "prompt": 1}
+
+
+def test_a_remote_tool_never_replaces_a_bundled_one() -> None:
+    from mcp.server import MCPServer
+
+    from mcptrace._errors import ConfigError
+    from mcptrace.server._pinning import parse_document
+    from mcptrace.server._remote import register
+
+    server: MCPServer[object] = MCPServer("t")
+
+    @server.tool()
+    async def ping() -> str:
+        return "pong"
+
+    impostor = GREET.replace(b'"greet"', b'"ping"')
+    with pytest.raises(ConfigError, match="tool 'ping' would replace the server's own tool"):
+        register(server, parse_document(impostor, origin="test"))
+    register(server, parse_document(GREET, origin="test"))
+    register(server, parse_document(SUMMARISE, origin="test"))
+    with pytest.raises(ConfigError, match="prompt 'summarise'"):
+        register(server, parse_document(SUMMARISE, origin="test"))

@@ -9,6 +9,8 @@ HeaderMismatch with HTTP 400).
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -19,7 +21,9 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import Implementation
 
-from mcptrace.testing import RunningProcess
+from mcptrace.testing import RunningProcess, running_server
+
+from tests.helpers import assert_contract, read_log
 
 MODERN = "2026-07-28"
 HEADER_MISMATCH = -32020
@@ -122,10 +126,40 @@ class TestHeaderRules:
         r = httpx.post(server.url, json=body, headers=headers, timeout=10)
         assert r.status_code == 400 and r.json()["error"]["code"] == HEADER_MISMATCH
 
+    def test_a_refused_request_is_logged_with_its_status_and_era(self, server: RunningProcess) -> None:
+        r = modern_post(server, envelope("tools/list"), mcp_method="resources/list")
+        request_id = r.headers["x-request-id"]
+        deadline = time.monotonic() + 5
+        while not (lines := [x for x in read_log(server.log_file) if x.get("mcp_request_id") == request_id]):
+            assert time.monotonic() < deadline, "the rejection was never logged"
+            time.sleep(0.05)
+        [line] = lines
+        assert line["event"] == "request_rejected" and line["http_status"] == 400
+        assert line["protocol_version"] == MODERN and line["session_id"] is None
+        assert_contract(lines)
+
     def test_no_traceback_reaches_the_client_and_the_server_carries_on(self, server: RunningProcess) -> None:
         r = modern_post(server, envelope("tools/list"), mcp_method="x" * 300)
         assert "Traceback" not in r.text
         assert modern_post(server, envelope("tools/list")).status_code == 200
+
+
+def logged_tool_calls(server: RunningProcess, client_name: str, count: int) -> list[dict[str, Any]]:
+    """The client's tool_call lines, once the server's log flusher has written `count` of them (bounded)."""
+    deadline = time.monotonic() + 5
+    while True:
+        calls = [
+            r
+            for r in read_log(server.log_file)
+            if r["event"] == "tool_call" and r["client_name"] == client_name
+        ]
+        if len(calls) >= count or time.monotonic() > deadline:
+            return calls
+        time.sleep(0.05)
+
+
+#: The era each client mode speaks against mcptrace: "auto" discovers the 2026-07-28 wire.
+ERA_OF_MODE = {"legacy": "2025-11-25", "auto": MODERN, MODERN: MODERN}
 
 
 def _sse_only_client() -> httpx2.AsyncClient:
@@ -156,6 +190,11 @@ def test_an_sse_only_client_works_in_every_mode(server: RunningProcess, mode: st
                     assert not report.is_error and len(progress) >= 3
 
     anyio.run(main)
+    calls = logged_tool_calls(server, f"sse-only-{mode}", 3)
+    assert len(calls) == 3
+    assert {c["protocol_version"] for c in calls} == {ERA_OF_MODE[mode]}
+    sessions = {c["session_id"] for c in calls}
+    assert sessions == {None} if mode != "legacy" else (len(sessions) == 1 and None not in sessions)
 
 
 def test_an_sse_only_raw_request_never_gets_json_on_success(server: RunningProcess) -> None:
@@ -166,3 +205,42 @@ def test_an_sse_only_raw_request_never_gets_json_on_success(server: RunningProce
     [message] = sse_messages(r)
     assert message["result"]["content"][0]["text"] == "pong"
     assert message["result"]["_meta"]["mcptrace/mcp_request_id"] == r.headers["x-request-id"]
+
+
+def test_a_stateless_server_serves_both_eras(tmp_path: Path) -> None:
+    async def main(url: str) -> None:
+        with anyio.fail_after(30):
+            for mode in ("legacy", MODERN):
+                async with Client(url, mode=mode) as c:  # type: ignore[arg-type]
+                    assert (await c.call_tool("ping", {})).content[0].text == "pong"  # type: ignore[union-attr]
+
+    with running_server(tmp_path, "--stateless") as srv:
+        anyio.run(main, srv.url)
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+def test_stdio_serves_both_eras_and_logs_which(tmp_path: Path, mode: str) -> None:
+    import sys
+
+    from mcp import StdioServerParameters
+
+    from mcptrace.testing import subprocess_env
+
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "mcptrace", "serve", "--stdio", "--data-dir", str(tmp_path)],
+        env=subprocess_env(),
+    )
+
+    async def main() -> None:
+        with anyio.fail_after(30):
+            async with Client(
+                params, mode=mode, client_info=Implementation(name="stdio-agent", version="2")
+            ) as c:  # type: ignore[arg-type]
+                assert (await c.call_tool("ping", {})).content[0].text == "pong"  # type: ignore[union-attr]
+
+    anyio.run(main)
+    [call] = [r for r in read_log(tmp_path / "logs" / "mcptrace.log") if r["event"] == "tool_call"]
+    assert call["protocol_version"] == ERA_OF_MODE[mode] and call["transport"] == "stdio"
+    assert call["client_name"] == "stdio-agent" and call["client_version"] == "2"
+    assert call["session_id"] is None  # stdio has no Mcp-Session-Id in either era

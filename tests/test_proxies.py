@@ -113,6 +113,13 @@ class TestNginx:
         assert {r[f.EVENT] for r in lines} >= {f.EV_TOOL_CALL}
         assert all(r[f.REQUEST_ID] == request_id for r in lines)
 
+    def test_only_the_mcp_route_and_health_are_exposed(self, nginx: Proxy, tls: ssl.SSLContext) -> None:
+        base = nginx.url.removesuffix("/mcp")
+        health = httpx.get(f"{base}/health", verify=tls, timeout=10)
+        assert health.status_code == 200 and health.json()["status"] == "healthy"
+        assert len(health.headers["x-request-id"]) == 32
+        assert httpx.get(f"{base}/livez", verify=tls, timeout=10).status_code == 404
+
     def test_the_gate_passes_with_its_streaming_check(self, nginx: Proxy, cert: Certificate) -> None:
         report = anyio.run(run_gate, nginx.url, GateOptions(check_streaming=True, verify=str(cert.cert)))
         assert report.ok, report.lines()

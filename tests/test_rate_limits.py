@@ -15,7 +15,7 @@ from mcp.shared.exceptions import MCPError
 
 from mcptrace.guards._tokens import TokenStore
 from mcptrace.testing import RunningProcess, running_server
-from tests.guard_clients import RawSession, client
+from tests.guard_clients import INIT, RawSession, client
 from tests.helpers import assert_contract, read_log, wait_for_log
 
 CALLERS = ("looper", "steady", "retrier", "suspendee", "reporter")
@@ -38,7 +38,7 @@ def limited(
         "--rate-limit-caller",
         "20/40",
         "--rate-limit-tools",
-        "get_config=0.5/1,run_report=0.1/5,*=100/200",
+        "get_config=0.25/1,run_report=0.1/5,*=100/200",
         "--suspend-after",
         "3",
         "--suspend-seconds",
@@ -104,7 +104,7 @@ def test_a_limited_call_says_when_to_retry_and_the_retry_then_succeeds(
                 error = limited_call.value
                 assert (error.code, error.message) == (-32000, "Rate limit exceeded")
                 retry_ms = error.data["retryAfterMs"]
-                assert 0 < retry_ms <= 2000  # get_config refills one token every two seconds
+                assert 0 < retry_ms <= 4000  # get_config refills one token every four seconds
                 await anyio.sleep(retry_ms / 1000)  # what a well-behaved client does
                 assert not (await c.call_tool("get_config", {})).is_error
 
@@ -133,6 +133,10 @@ def test_a_caller_that_keeps_violating_is_suspended_and_the_suspension_lifts_by_
                 wait_ms = refused.json()["error"]["data"]["retryAfterMs"]
                 assert 0 < wait_ms <= 1500
                 assert refused.headers["retry-after"] in ("1", "2")
+                fresh = await http.post(limited.url, json=INIT, headers={"accept": "application/json",
+                                        "authorization": f"Bearer {tokens[1]['suspendee']}"})
+                assert fresh.status_code == 429  # refused before the SDK: no session is made for it
+                assert "mcp-session-id" not in fresh.headers
                 await anyio.sleep(wait_ms / 1000)
                 assert (await s.call("ping")).status_code == 200
 

@@ -7,31 +7,37 @@ into compressed blocks, and a sparse table of each block's first id. A lookup
 bisects the table, decompresses one or two blocks and decodes only the lines
 of the request: no heavy import, a few milliseconds.
 
-Layout of `chains.bin`: the blocks back to back. `chains.idx`: one line per
-block, `first_id <TAB> offset <TAB> length`.
+Layout: `chains-NNNN.bin` holds the blocks back to back; `chains-NNNN.idx` has
+one line per block, `first_id <TAB> offset <TAB> length`. Large logs are
+indexed in parts (each sorted on its own), so a lookup bisects every part.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-STORE_FILE = "chains.bin"
-TABLE_FILE = "chains.idx"
+STORE_SUFFIX = ".bin"
+TABLE_SUFFIX = ".idx"
 BLOCK_BYTES = 256 * 1024
 
 
-def write_store(directory: Path, rows: Iterable[tuple[str, bytes]]) -> int:
-    """Write (request id, raw line) pairs, already sorted by id; returns the number of blocks."""
+def write_store(directory: Path, rows: Iterable[tuple[str, bytes]], *, part: int = 0) -> int:
+    """Write (request id, raw line) pairs, already sorted by id, as one part; returns its block count."""
     import zstandard
 
     compressor = zstandard.ZstdCompressor(level=3)
     blocks = 0
-    with open(directory / STORE_FILE, "wb") as data, open(directory / TABLE_FILE, "w") as table:
+    name = f"chains-{part:04d}"
+    with (
+        open(directory / (name + STORE_SUFFIX), "wb") as data,
+        open(directory / (name + TABLE_SUFFIX), "w") as table,
+    ):
         pending: list[bytes] = []
         size = 0
         first = ""
@@ -64,10 +70,10 @@ def write_store(directory: Path, rows: Iterable[tuple[str, bytes]]) -> int:
     return blocks
 
 
-def read_table(directory: Path) -> tuple[list[str], list[tuple[int, int]]]:
+def read_table(table_path: Path) -> tuple[list[str], list[tuple[int, int]]]:
     ids: list[str] = []
     spans: list[tuple[int, int]] = []
-    with open(directory / TABLE_FILE) as fh:
+    with open(table_path) as fh:
         for row in fh:
             rid, offset, length = row.rstrip("\n").split("\t")
             ids.append(rid)
@@ -76,16 +82,23 @@ def read_table(directory: Path) -> tuple[list[str], list[tuple[int, int]]]:
 
 
 def lookup_lines(directory: Path, request_id: str) -> list[dict[str, Any]]:
-    """The records of one request from the store (empty when it has none)."""
+    """The records of one request from every part of the store (empty when it has none)."""
+    out: list[dict[str, Any]] = []
+    for table in sorted(directory.glob("chains-*" + TABLE_SUFFIX)):
+        out.extend(_lookup_part(table, request_id))
+    return out
+
+
+def _lookup_part(table: Path, request_id: str) -> list[dict[str, Any]]:
     import zstandard
 
-    ids, spans = read_table(directory)
+    ids, spans = read_table(table)
     # The block before the first one that starts with this id may hold its first lines.
     i = max(bisect.bisect_left(ids, request_id) - 1, 0)
     key = request_id.encode() + b"\t"
     out: list[dict[str, Any]] = []
     decompressor = zstandard.ZstdDecompressor()
-    with open(directory / STORE_FILE, "rb") as fh:
+    with open(table.with_suffix(STORE_SUFFIX), "rb") as fh:
         while i < len(ids) and (ids[i] <= request_id):
             offset, length = spans[i]
             fh.seek(offset)
@@ -94,7 +107,9 @@ def lookup_lines(directory: Path, request_id: str) -> list[dict[str, Any]]:
             while pos > 0 or (pos == 0 and block.startswith(key)):
                 end = block.find(b"\n", pos)
                 end = len(block) if end < 0 else end
-                out.append(orjson.loads(block[pos + len(key) : end]))
+                # A corrupt line was counted when the index was built; it is not a record.
+                with contextlib.suppress(orjson.JSONDecodeError):
+                    out.append(orjson.loads(block[pos + len(key) : end]))
                 if not block.startswith(key, end + 1):
                     break
                 pos = end + 1

@@ -14,7 +14,6 @@ source file: after a rotation only the new file is indexed again.
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,9 +32,11 @@ from mcptrace.analysis._manifest import (
     segment_key,
     write_manifest,
 )
-from mcptrace.analysis._sources import Source, iter_blocks, resolve_sources
+from mcptrace.analysis._sources import Paths, Source, iter_blocks, resolve_sources
 
 ROW_GROUP_ROWS = 64 * 1024
+#: JSON bytes indexed at a time: each part is sorted on its own (bounded memory).
+PART_BYTES = 128 * 1024 * 1024
 _ID_IN_LINE = r'"' + f.REQUEST_ID + r'"\s*:\s*"([^"]+)"'
 
 
@@ -53,9 +54,7 @@ class IndexReport:
         return LoadReport(corrupt_count=self.corrupt_count, corrupt=self.corrupt).summary()
 
 
-def build_index(
-    paths: Sequence[str | os.PathLike[str]] | None = None, *, progress: Progress | None = None
-) -> IndexReport:
+def build_index(paths: Paths = None, *, progress: Progress | None = None) -> IndexReport:
     """Index every source that has no current segment; drop segments of files that are gone."""
     sources = [s for s in resolve_sources(paths) if s.name != "<stdin>"]
     if not sources:
@@ -92,54 +91,56 @@ def build_index(
 
 
 def _index_source(source: Source, directory: Path, key: str) -> dict[str, Any]:
+    """Index one file in parts of about `PART_BYTES`, so memory stays bounded whatever its size."""
     schema = read_schema()
     load_report = LoadReport(files=[source.name])
-    frames: list[pl.DataFrame] = []
-    raw: list[pl.DataFrame] = []
-    for first_line, block in iter_blocks(source):
-        frames.append(
-            parse_block(block, first_line=first_line, source=source, schema=schema, report=load_report)
-        )
-        lines = pl.Series("line", block.split(b"\n"), dtype=pl.Binary)
-        text = lines.cast(pl.String, strict=False)
-        ids = text.str.extract(_ID_IN_LINE, 1)
-        raw.append(pl.DataFrame({"id": ids, "line": lines}).filter(pl.col("id").is_not_null()))
-    data = pl.concat(frames) if frames else pl.DataFrame(schema=schema)
-    data = (
-        data.with_row_index("_order")
-        .sort([f.REQUEST_ID, f.TIMESTAMP, "_order"], nulls_last=True)
-        .drop("_order")
-    )
-    dates = data.get_column(f.TIMESTAMP).dt.date()
-    for (day,), part in data.with_columns(dates.alias("_date")).partition_by("_date", as_dict=True).items():
-        target = directory / "data" / f"date={day}" / f"{key}.parquet"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        part.drop("_date").write_parquet(
-            target, compression="zstd", row_group_size=ROW_GROUP_ROWS, statistics=True
-        )
     store = directory / "segments" / key
     store.mkdir(parents=True, exist_ok=True)
-    ordered = (
-        pl.concat(raw)
-        if raw
-        else pl.DataFrame({"id": [], "line": []}, schema={"id": pl.String, "line": pl.Binary})
-    )
-    ordered = ordered.with_row_index("_order").sort(["id", "_order"]).drop("_order")
-    write_store(
-        store, zip(ordered.get_column("id").to_list(), ordered.get_column("line").to_list(), strict=True)
-    )
+    rows = 0
+    for part, (first_line, block) in enumerate(iter_blocks(source, block_size=PART_BYTES)):
+        data = parse_block(block, first_line=first_line, source=source, schema=schema, report=load_report)
+        rows += data.height
+        _write_parquet(data, directory, f"{key}-{part:04d}")
+        lines = pl.Series("line", block.split(b"\n"), dtype=pl.Binary)
+        del block
+        ids = lines.cast(pl.String, strict=False).str.extract(_ID_IN_LINE, 1)
+        raw = (
+            pl.DataFrame({"id": ids, "line": lines})
+            .filter(pl.col("id").is_not_null())
+            .with_row_index("_order")
+            .sort(["id", "_order"])
+        )
+        write_store(
+            store,
+            zip(raw.get_column("id").to_list(), raw.get_column("line").to_list(), strict=True),
+            part=part,
+        )
     return {
         "source": source.name,
-        "rows": data.height,
+        "rows": rows,
         "lines": load_report.lines,
         "corrupt_count": load_report.corrupt_count,
         "corrupt": [dataclasses.asdict(c) for c in load_report.corrupt[:50]],
     }
 
 
+def _write_parquet(data: pl.DataFrame, directory: Path, name: str) -> None:
+    """One file per date under `date=YYYY-MM-DD/`, rows sorted by request id then time."""
+    if not data.height:
+        return
+    data = data.with_row_index("_order").sort([f.REQUEST_ID, f.TIMESTAMP, "_order"], nulls_last=True)
+    data = data.drop("_order").with_columns(pl.col(f.TIMESTAMP).dt.date().alias("_date"))
+    for (day,), part in data.partition_by("_date", as_dict=True).items():
+        target = directory / "data" / f"date={day}" / f"{name}.parquet"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        part.drop("_date").write_parquet(
+            target, compression="zstd", row_group_size=ROW_GROUP_ROWS, statistics=True
+        )
+
+
 def _remove_segment(directory: Path, key: str) -> None:
     shutil.rmtree(directory / "segments" / key, ignore_errors=True)
-    for part in (directory / "data").glob(f"date=*/{key}.parquet"):
+    for part in (directory / "data").glob(f"date=*/{key}-*.parquet"):
         part.unlink(missing_ok=True)
 
 
@@ -150,7 +151,7 @@ def indexed_frame(sources: Sequence[Source]) -> tuple[pl.LazyFrame, LoadReport] 
         return None
     directory, keys = found
     manifest = read_manifest(directory) or {}
-    files = [p for k in keys for p in (directory / "data").glob(f"date=*/{k}.parquet")]
+    files = [p for k in keys for p in (directory / "data").glob(f"date=*/{k}-*.parquet")]
     report = LoadReport(files=[s.name for s in sources])
     for k in keys:
         info = manifest["segments"][k]
@@ -159,6 +160,8 @@ def indexed_frame(sources: Sequence[Source]) -> tuple[pl.LazyFrame, LoadReport] 
         report.corrupt.extend(CorruptLine(**c) for c in info["corrupt"])
     schema = read_schema()
     if not files:
+        if any(manifest["segments"][k]["rows"] for k in keys):
+            return None  # the data files are gone: read the JSON
         return pl.DataFrame(schema=schema).lazy(), report
     frame = pl.scan_parquet(files, hive_partitioning=False)
     present = frame.collect_schema()
@@ -166,3 +169,43 @@ def indexed_frame(sources: Sequence[Source]) -> tuple[pl.LazyFrame, LoadReport] 
     return frame.select(
         [pl.col(n) if n in present else pl.lit(None, dtype=t).alias(n) for n, t in schema.items()]
     ), report
+
+
+#: Logs at least this large are indexed automatically the second time the same files are queried.
+AUTO_INDEX_BYTES = 256 * 1024 * 1024
+_LAST_QUERY = "last_query.json"
+
+
+def auto_index(
+    paths: Paths = None,
+    *,
+    min_bytes: int = AUTO_INDEX_BYTES,
+    progress: Progress | None = None,
+) -> IndexReport | None:
+    """Index large logs on their second query: the first query notes the files, the second indexes them.
+
+    Returns the report when it built an index, None otherwise (small logs, a fresh
+    index already, stdin, or the first query of these files as they are now).
+    """
+    import orjson
+
+    sources = [s for s in resolve_sources(paths) if s.name != "<stdin>"]
+    if not sources or sum(s.path.stat().st_size for s in sources) < min_bytes:
+        return None
+    if fresh_segments(sources) is not None:
+        return None
+    keys = [segment_key(s.path) for s in sources]
+    directory = index_dir(sources)
+    marker = directory / _LAST_QUERY
+    try:
+        seen = orjson.loads(marker.read_bytes()) == keys
+    except (OSError, orjson.JSONDecodeError):
+        seen = False
+    if seen:
+        return build_index(paths, progress=progress)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        marker.write_bytes(orjson.dumps(keys))
+    except OSError:
+        pass  # a read-only log directory: no automatic index, nothing else changes
+    return None

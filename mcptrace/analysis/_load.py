@@ -10,10 +10,9 @@ follows the size of the answer, not of the logs.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import polars as pl
@@ -21,7 +20,7 @@ import polars as pl
 from mcptrace import _fields as f
 from mcptrace._errors import LogReadError
 from mcptrace._schema import polars_schema
-from mcptrace.analysis._sources import Source, iter_blocks, resolve_sources
+from mcptrace.analysis._sources import Paths, Source, iter_blocks, resolve_sources
 
 #: Corrupt lines kept verbatim in a report (all of them are counted).
 MAX_EXAMPLES = 1000
@@ -48,7 +47,7 @@ class LoadReport:
 
     files: list[str] = field(default_factory=list)
     lines: int = 0
-    bytes: int = 0
+    bytes_read: int = 0
     corrupt_count: int = 0
     corrupt: list[CorruptLine] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
@@ -90,7 +89,7 @@ def read_schema(columns: Sequence[str] | None = None) -> pl.Schema:
 
 
 def load(
-    paths: Sequence[str | os.PathLike[str]] | None = None,
+    paths: Paths = None,
     *,
     columns: Sequence[str] | None = None,
     where: pl.Expr | None = None,
@@ -114,9 +113,9 @@ def load(
 
         indexed = indexed_frame(sources)
         if indexed is not None:
-            frame, report = indexed
-            frame = frame.select(list(schema))
-            return Loaded(frame if where is None else frame.filter(where), report)
+            lazy, report = indexed
+            lazy = lazy.select(list(schema))
+            return Loaded(lazy if where is None else lazy.filter(where), report)
     report = LoadReport(files=[s.name for s in sources])
     total = sum(_size(s) for s in sources)
     frames: list[pl.DataFrame] = []
@@ -125,22 +124,22 @@ def load(
         if fast is not None:
             frame, n_lines = fast
             report.lines += n_lines
-            report.bytes += _size(source)
+            report.bytes_read += _size(source)
             if frame.height:
                 frames.append(frame)
             if progress is not None:
-                progress(report.bytes, total)
+                progress(report.bytes_read, total)
             continue
         try:
             for first_line, block in iter_blocks(source):
                 frame = parse_block(block, first_line=first_line, source=source, schema=schema, report=report)
-                report.bytes += len(block)
+                report.bytes_read += len(block)
                 if where is not None and frame.height:
                     frame = frame.filter(where)
                 if frame.height:
                     frames.append(frame)
                 if progress is not None:
-                    progress(report.bytes, total)
+                    progress(report.bytes_read, total)
         except LogReadError as exc:
             report.unreadable.append(str(exc))
     data = pl.concat(frames, how="vertical", rechunk=False) if frames else pl.DataFrame(schema=schema)
@@ -171,7 +170,8 @@ def _scan_whole(source: Source, schema: pl.Schema, where: pl.Expr | None) -> tup
         return None
     if frame.get_column("_bad").any():
         return None
-    n_lines = int(frame.get_column("_row").max() or 0) + 1 if frame.height else 0  # type: ignore[operator]
+    last_row = frame.get_column("_row").max()
+    n_lines = int(cast(int, last_row)) + 1 if frame.height else 0
     return frame.filter(pl.col("_keep")).drop("_row", "_keep", "_bad"), n_lines
 
 
@@ -250,7 +250,7 @@ def _short(exc: Exception) -> str:
 
 
 def _as_text_timestamp(schema: pl.Schema) -> pl.Schema:
-    """Timestamps are read as text and converted afterwards: much faster than the JSON reader's own parsing."""
+    """Timestamps are read as text and converted afterwards: much faster than the JSON reader's parsing."""
     return pl.Schema({n: (pl.String() if n == f.TIMESTAMP else t) for n, t in schema.items()})
 
 

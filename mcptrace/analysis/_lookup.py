@@ -5,14 +5,12 @@ Returns plain dicts (no polars), so the `chain` command stays light.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from mcptrace import _fields as f
 from mcptrace.analysis._search import close_ids, count_lines, search_field
-from mcptrace.analysis._sources import Source, resolve_sources
+from mcptrace.analysis._sources import Paths, Source, resolve_sources
 
 
 @dataclass
@@ -39,7 +37,7 @@ class LookupResult:
 
 
 def lookup(
-    paths: Sequence[str | os.PathLike[str]] | None = None,
+    paths: Paths = None,
     *,
     key: str = f.REQUEST_ID,
     value: str,

@@ -18,10 +18,11 @@ from typing import Any
 
 import orjson
 
-INDEX_DIRNAME = ".mcptrace-index"
+from mcptrace.analysis._sources import INDEX_DIRNAME
+
 MANIFEST = "manifest.json"
 #: Bumped when the index layout changes; older indexes are rebuilt.
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 
 
 def segment_key(path: Path) -> str:
@@ -32,7 +33,7 @@ def segment_key(path: Path) -> str:
 
 def index_dir(sources: Sequence[Any]) -> Path:
     """The index directory of a set of sources (beside the first one)."""
-    names = "\n".join(sorted(str(Path(s.path).resolve().parent) for s in sources))
+    names = "\n".join(sorted({str(Path(s.path).resolve().parent) for s in sources}))
     digest = hashlib.sha1(names.encode()).hexdigest()[:12]
     return Path(sources[0].path).resolve().parent / INDEX_DIRNAME / digest
 

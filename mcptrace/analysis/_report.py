@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from mcptrace import _fields as f
 from mcptrace.analysis._search import record_time
+from mcptrace.analysis._sources import Paths
 
 
-def report_text(paths: Sequence[str | os.PathLike[str]] | None = None, *, top: int = 10) -> str:
+def report_text(paths: Paths = None, *, top: int = 10) -> str:
     """Loops found, p99 and error rate per tool, and the chain of the latest failed request."""
     import polars as pl
 

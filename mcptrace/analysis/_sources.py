@@ -26,11 +26,18 @@ from mcptrace._errors import LogReadError
 BLOCK_SIZE = 32 * 1024 * 1024
 
 #: Names a directory may hold that we read as logs.
-_LOG_NAME = re.compile(r".*\.(log|jsonl|ndjson|json)(\.\d+)?(\.gz|\.zst)?$")
+_LOG_NAME = re.compile(r".*\.(log|jsonl|ndjson)(\.\d+)?(\.gz|\.zst)?$")
 _ROTATED = re.compile(r"^(?P<base>.+?)\.(?P<n>\d+)(?P<ext>\.gz|\.zst)?$")
+
+#: Where indexes live (never read as logs); the same name as in `_manifest`.
+INDEX_DIRNAME = ".mcptrace-index"
 
 #: Directory the demo writes its logs to, looked for when no path is given.
 DEMO_DIR = "mcptrace-demo"
+
+
+#: What every reader accepts: one path, several, or None for the server's default log.
+Paths = Sequence[str | os.PathLike[str]] | str | os.PathLike[str] | None
 
 
 @dataclass(frozen=True)
@@ -64,13 +71,15 @@ def default_paths() -> list[Path]:
     return [log]
 
 
-def resolve_sources(paths: Sequence[str | os.PathLike[str]] | None = None) -> list[Source]:
+def resolve_sources(paths: Paths = None) -> list[Source]:
     """Expand paths into an ordered, de-duplicated list of files, oldest data first.
 
     A plain log file brings its rotated siblings (`x.log.3`, `x.log.2`, `x.log.1`,
     `x.log`); a directory brings every log file below it; `-` is stdin, spooled
     to a temporary file so it can be read more than once.
     """
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
     given = list(paths) if paths else default_paths()
     out: list[Source] = []
     seen: set[Path] = set()
@@ -99,9 +108,7 @@ def resolve_sources(paths: Sequence[str | os.PathLike[str]] | None = None) -> li
             files = sorted(
                 p
                 for p in path.rglob("*")
-                if p.is_file()
-                and _LOG_NAME.match(p.name)
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                if p.is_file() and _LOG_NAME.match(p.name) and INDEX_DIRNAME not in p.relative_to(path).parts
             )
             if not files:
                 raise LogReadError(f"no log files in directory {text!r}")
@@ -168,7 +175,7 @@ def open_binary(source: Source) -> BinaryIO:
             import zstandard
 
             raw = open(source.path, "rb")  # noqa: SIM115
-            return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))  # type: ignore[arg-type]
+            return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
         return open(source.path, "rb")  # noqa: SIM115
     except OSError as exc:
         raise LogReadError(f"cannot read {source.name}: {exc.strerror or exc}") from None

@@ -182,6 +182,7 @@ def run_loops(args: argparse.Namespace) -> int:
 
     loaded = load_frame(args, columns=LOOP_COLUMNS + RUN_INPUT_COLUMNS, events=[f.EV_TOOL_CALL])
     frame = loaded.frame
+    by: tuple[str, ...]
     if args.per == "run":
         frame, by = assign_runs(frame, gap=args.gap), ("run_id",)
     elif args.per == "caller":

@@ -73,6 +73,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def gate_options(args: argparse.Namespace) -> GateOptions:
     from mcptrace.gate._gate import GateOptions
 
+    url = getattr(args, "url", "")
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"{url!r} is not an http:// or https:// MCP endpoint")
+    if not args.timeout > 0:
+        raise ConfigError("--timeout must be a positive number of seconds")
     token = None
     if args.token_env:
         token = os.environ.get(args.token_env)

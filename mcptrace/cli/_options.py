@@ -120,8 +120,16 @@ def load_frame(
     those fields is several times faster than parsing whole lines.
     """
     from mcptrace.analysis import load
+    from mcptrace.analysis._index import auto_index
 
     progress = Progress()
+    if not args.no_index:
+        try:
+            built = auto_index(args.paths or None, progress=Progress("indexing (second query of these logs)"))
+        except (OSError, ValueError):
+            built = None
+        if built is not None:
+            print(f"mcptrace: indexed these logs for faster queries ({built.directory})", file=sys.stderr)
     try:
         loaded = load(
             args.paths or None,

@@ -29,7 +29,8 @@ def cell(value: Any) -> str:
     return str(value)
 
 
-def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], out: IO[str] = sys.stdout) -> None:
+def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], out: IO[str] | None = None) -> None:
+    out = out or sys.stdout
     if not rows:
         print("(no rows)", file=out)
         return
@@ -47,7 +48,8 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], out: IO[str] =
         print("  ".join(parts).rstrip(), file=out)
 
 
-def dump_json(rows: Sequence[dict[str, Any]], out: IO[str] = sys.stdout) -> None:
+def dump_json(rows: Sequence[dict[str, Any]], out: IO[str] | None = None) -> None:
+    out = out or sys.stdout
     out.write(
         orjson.dumps(
             list(rows), option=orjson.OPT_INDENT_2 | orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z, default=str
@@ -56,7 +58,8 @@ def dump_json(rows: Sequence[dict[str, Any]], out: IO[str] = sys.stdout) -> None
     out.write("\n")
 
 
-def dump_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str], out: IO[str] = sys.stdout) -> None:
+def dump_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str], out: IO[str] | None = None) -> None:
+    out = out or sys.stdout
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
     for row in rows:
@@ -73,8 +76,11 @@ def _csv_value(value: Any) -> Any:
     return value
 
 
-def emit(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str, out: IO[str] = sys.stdout) -> None:
+def emit(
+    rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str, out: IO[str] | None = None
+) -> None:
     """Print rows in the chosen format (JSON keeps every key, the others the listed columns)."""
+    out = out or sys.stdout
     if fmt == "json":
         dump_json(rows, out)
     elif fmt == "csv":

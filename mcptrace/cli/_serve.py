@@ -17,6 +17,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve.add_argument("--data-dir", type=Path, help="database and default log directory")
     serve.add_argument("--upstream-url", help="base URL of the API behind fetch_upstream")
     serve.add_argument("--max-body-bytes", type=int, help="largest request body (default 1 MiB)")
+    serve.add_argument("--log-max-bytes", type=int, help="rotate the log file at this size (default 100 MiB)")
+    serve.add_argument("--log-backups", type=int, help="rotated log files to keep (default 10)")
     serve.add_argument("--allow-non-loopback", action="store_true", default=None,
                        help="bind a non-loopback address anyway (logged as a warning at every start)")
     guards = serve.add_argument_group("auth and rate limits")
@@ -52,6 +54,7 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, log_file=args.log_file, log_stderr=args.log_stderr,
         stateless=args.stateless, data_dir=args.data_dir, upstream_url=args.upstream_url,
         max_body_bytes=args.max_body_bytes, allow_non_loopback=args.allow_non_loopback,
+        log_max_bytes=args.log_max_bytes, log_backups=args.log_backups,
         tokens_file=args.tokens, jwks=args.jwks, jwt_issuer=args.issuer, jwt_audience=args.audience,
         redis_url=args.redis_url, rate_limit_caller=args.rate_limit_caller,
         rate_limit_tools=args.rate_limit_tools, suspend_after=args.suspend_after,

@@ -9,6 +9,7 @@ logged, never raised: an alert that cannot be sent must not stop the probe.
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import time
@@ -194,15 +195,19 @@ class Probe:
         )
 
     async def run(self, *, every: float, count: int | None = None) -> ProbeState:
-        """Run on a fixed cadence (no drift) until `count` runs are done, or forever."""
+        """Run on a fixed cadence (no drift) until `count` runs are done, or forever.
+
+        A run that overruns its slot skips the slots it missed rather than firing a burst.
+        """
         start = time.monotonic()
-        n = 0
-        while count is None or n < count:
+        runs = 0
+        while count is None or runs < count:
             await self.run_once()
-            n += 1
-            if count is not None and n >= count:
+            runs += 1
+            if count is not None and runs >= count:
                 break
-            await anyio.sleep(max(0.0, start + n * every - time.monotonic()))
+            elapsed = time.monotonic() - start
+            await anyio.sleep((math.floor(elapsed / every) + 1) * every - elapsed)
         return self.state
 
 

@@ -12,6 +12,7 @@ authorization server, and a JSON-RPC error body that MCP clients surface.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,7 @@ from mcptrace.middleware._requests import send_jsonrpc_error
 from mcptrace.telemetry._log import EventLogger
 
 RESOURCE_METADATA_PATH = "/.well-known/oauth-protected-resource"
+_SAFE_HOST = re.compile(r"^[A-Za-z0-9.\-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
 
 
 class Authenticator:
@@ -78,7 +80,7 @@ def header(scope: Scope, name: bytes) -> str | None:
 def resource_url(scope: Scope, path: str) -> str:
     """An absolute URL on this server as the client addressed it (Host header, else the socket)."""
     host = header(scope, b"host")
-    if not host:
+    if not host or not _SAFE_HOST.match(host):  # it is echoed in a quoted header: nothing odd gets through
         server = scope.get("server") or ("127.0.0.1", 80)
         host = f"{server[0]}:{server[1]}"
     return f"{scope.get('scheme', 'http')}://{host}{path}"

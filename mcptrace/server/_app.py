@@ -9,8 +9,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +29,7 @@ from mcptrace.middleware._requestlog import RequestLogMiddleware, default_identi
 from mcptrace.middleware._requests import RequestIdMiddleware
 from mcptrace.server._db import Database
 from mcptrace.guards._auth import RESOURCE_METADATA_PATH, resource_metadata
-from mcptrace.guards._sdk import RateLimitMiddleware
+from mcptrace.guards._sdk import RateLimitMiddleware, ToolFilterMiddleware
 from mcptrace.guards._setup import GuardMetricsView, Guards, build_guards, wrap_http
 from mcptrace.server._health import HealthChecker
 from mcptrace.server._remote import LoadReport, load_pinned_resources
@@ -107,6 +105,7 @@ def build_service(config: Config, *, logger: EventLogger | None = None, transpor
         )
     mcp.middleware.append(RequestLogMiddleware(logger, identify=_identify, transport=transport))
     mcp.middleware.append(RateLimitMiddleware(guards.limiter))
+    mcp.middleware.append(ToolFilterMiddleware())
     hook = log_downstream_calls(logger)
     if hook not in _context.downstream_hooks:
         _context.downstream_hooks.append(hook)
@@ -154,6 +153,7 @@ def build_app(service: Service) -> ASGIApp:
 
     inner = service.mcp.streamable_http_app(
         stateless_http=config.stateless, max_request_body_size=config.max_body_bytes, host=config.host,
+        session_idle_timeout=config.session_idle_seconds, max_sessions=config.max_sessions,
     )
     app: ASGIApp = wrap_http(EnvelopeMiddleware(NegotiationMiddleware(inner)), service.guards, service.logger)
     app = RequestIdMiddleware(app, logger=service.logger, max_body_bytes=config.max_body_bytes)
@@ -174,21 +174,36 @@ def _with_pinned_check(body: dict[str, Any], pinned: LoadReport) -> dict[str, An
 
 
 def _with_lifespan(app: ASGIApp, service: Service) -> ASGIApp:
-    """Open the service's HTTP client at start-up and close it at shutdown, around the app's own lifespan."""
+    """Open the service's HTTP client at start-up; close everything and flush the log at shutdown.
 
-    @asynccontextmanager
-    async def resources() -> AsyncIterator[None]:
-        service.deps.http = httpx.AsyncClient(limits=httpx.Limits(max_connections=100))
-        try:
-            yield
-        finally:
-            await service.aclose()
+    The clean-up runs before `lifespan.shutdown.complete` is passed on: uvicorn re-raises
+    SIGTERM/SIGINT as soon as it sees that message, which ends the process at once.
+    """
 
     async def wrapped(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "lifespan":
             await app(scope, receive, send)
             return
-        async with resources():
-            await app(scope, receive, send)
+        closed = False
+
+        async def close() -> None:
+            nonlocal closed
+            if closed:
+                return
+            closed = True
+            await service.aclose()
+            service.logger.emit(f.EV_SERVER_STOPPED, **{f.MESSAGE: "shutdown complete", f.TRANSPORT: "http"})
+            service.logger.sink.flush()
+
+        async def send_after_close(message: Any) -> None:
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                await close()
+            await send(message)
+
+        service.deps.http = httpx.AsyncClient(limits=httpx.Limits(max_connections=100))
+        try:
+            await app(scope, receive, send_after_close)
+        finally:
+            await close()
 
     return wrapped

@@ -6,6 +6,7 @@ crosses tenants whatever the search text is.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -29,13 +30,24 @@ class Database:
             _seed(conn)
 
     def _conn(self) -> sqlite3.Connection:
+        """This thread's connection to the file now at `path`.
+
+        A connection keeps reading a file that was deleted or replaced under it, so each use
+        checks the path still names the same file: missing is an error, replaced reconnects.
+        """
+        try:
+            identity = _file_identity(self.path)
+        except FileNotFoundError:
+            raise sqlite3.OperationalError(f"database file {self.path.name} is missing") from None
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "identity", None) != identity:
+            conn.close()
+            conn = None
         if conn is None:
-            if not self.path.exists():
-                raise sqlite3.OperationalError(f"database file {self.path.name} is missing")
             conn = sqlite3.connect(self.path, timeout=1.0, check_same_thread=False)
             conn.row_factory = sqlite3.Row
             self._local.conn = conn
+            self._local.identity = identity
         return conn
 
     def search(self, tenant: str, text: str, limit: int) -> list[dict[str, Any]]:
@@ -57,9 +69,12 @@ class Database:
 
     def check(self) -> None:
         """A real query, for /health."""
-        if not self.path.exists():
-            raise sqlite3.OperationalError(f"database file {self.path.name} is missing")
         self._conn().execute("SELECT count(*) FROM items").fetchone()
+
+
+def _file_identity(path: Path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
 
 
 def _like(text: str) -> str:

@@ -112,9 +112,13 @@ class HealthChecker:
         return {"status": HEALTHY}
 
     async def _sink(self) -> dict[str, Any]:
-        if await anyio.to_thread.run_sync(self.sink.writable, abandon_on_cancel=True):
-            return {"status": HEALTHY}
-        return {"status": DEGRADED, "error": self.sink.stats.last_error or "log file not writable"}
+        writable = await anyio.to_thread.run_sync(self.sink.writable, abandon_on_cancel=True)
+        stats = self.sink.stats
+        counts = {"lines_written": stats.lines_written, "lines_dropped": stats.lines_dropped,
+                  "lines_torn": stats.lines_torn}
+        if writable:
+            return {"status": HEALTHY, **counts}
+        return {"status": DEGRADED, "error": stats.last_error or "log file not writable", **counts}
 
     async def _upstream(self) -> dict[str, Any]:
         client = self.http()

@@ -62,7 +62,11 @@ class LoadReport:
 
 
 def register(server: MCPServer[Any], doc: Document) -> None:
-    """Add one document to `server` as a tool or a prompt."""
+    """Add one document to `server` as a tool or a prompt; never in place of one it already has."""
+    if _registered(server, doc):
+        raise ConfigError(
+            f"remote {doc.kind} {doc.name!r} would replace the server's own {doc.kind}; rename it"
+        )
     template = string.Template(doc.template)
     if doc.kind == "prompt":
 
@@ -93,6 +97,13 @@ def register(server: MCPServer[Any], doc: Document) -> None:
     )
     render_tool.__annotations__ = {**{k: str for k in doc.parameters}, "return": str}
     server.add_tool(render_tool, name=doc.name, description=doc.description or None)
+
+
+def _registered(server: MCPServer[Any], doc: Document) -> bool:
+    # The SDK's managers answer lookups synchronously; start-up runs before any event loop.
+    manager = server._tool_manager if doc.kind == "tool" else server._prompt_manager
+    lookup = manager.get_tool if doc.kind == "tool" else manager.get_prompt  # type: ignore[union-attr]
+    return lookup(doc.name) is not None
 
 
 class PinnedLoader:

@@ -66,7 +66,6 @@ def serve_http(config: Config, *, ready_file: Path | None = None) -> None:
         server.run(sockets=[sock])
     finally:
         logging.getLogger("uvicorn.error").removeHandler(parser_rejections)
-        logger.emit(f.EV_SERVER_STOPPED, **{f.MESSAGE: "shutdown complete", f.TRANSPORT: "http"})
         logger.close()
 
 

@@ -76,6 +76,8 @@ def utc_timestamp(now: float | None = None) -> str:
 class SinkStats:
     lines_written: int = 0
     lines_dropped: int = 0
+    #: Dropped lines of which a part reached the file (cut by a full disk or RLIMIT_FSIZE).
+    lines_torn: int = 0
     rotations: int = 0
     last_error: str | None = None
 
@@ -83,8 +85,12 @@ class SinkStats:
 class LogSink:
     """Append-only line sink: a file with size-based rotation, and/or stderr.
 
-    Lines are whole when they reach the file: rotation happens between lines,
-    under the same lock as writes, so a rotated set loses and tears nothing.
+    Lines are buffered here (not in a `BufferedWriter`) so that every line is
+    accounted for: when a write fails part-way, the lines before the cut count
+    as written, the rest as dropped. Rotation happens between lines, under the
+    same lock as writes, so a rotated set loses and tears nothing. After a
+    failure the next write first ends a torn fragment with a newline, so the
+    fragment stays one bad line instead of spoiling the next good one.
     """
 
     def __init__(
@@ -95,15 +101,20 @@ class LogSink:
         max_bytes: int = 100 * 1024 * 1024,
         backup_count: int = 10,
         flush_interval: float = 0.2,
+        buffer_bytes: int = 256 * 1024,
     ) -> None:
         self.path = Path(path) if path is not None else None
         self.max_bytes = max_bytes
         self.backup_count = backup_count
+        self.buffer_bytes = buffer_bytes
         self.stats = SinkStats()
         self._stderr: IO[bytes] | None = sys.stderr.buffer if stderr else None
         self._lock = threading.Lock()
         self._file: IO[bytes] | None = None
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
         self._size = 0
+        self._failing = False
         self._warned = False
         self._closed = False
         if self.path is not None:
@@ -119,13 +130,24 @@ class LogSink:
     def _open(self) -> None:
         assert self.path is not None
         try:
-            self._file = open(self.path, "ab", buffering=256 * 1024)  # noqa: SIM115
-            self._size = self._file.tell()
+            file = open(self.path, "a+b", buffering=0)  # noqa: SIM115
         except OSError as exc:
-            self._file = None
             self._fail(exc)
+            return
+        try:
+            size = os.fstat(file.fileno()).st_size
+            if size and os.pread(file.fileno(), 1, size - 1) != b"\n":
+                _write_all(file, b"\n")  # close the fragment a failed write left behind
+                size += 1
+        except (OSError, _PartialWrite) as exc:
+            file.close()
+            self._fail(exc.error if isinstance(exc, _PartialWrite) else exc)
+            return
+        self._file = file
+        self._size = size
 
     def _fail(self, exc: OSError) -> None:
+        self._failing = True
         self.stats.last_error = f"{type(exc).__name__}: {exc.strerror or exc}"
         if not self._warned:
             self._warned = True
@@ -142,37 +164,68 @@ class LogSink:
             if self.path is None:
                 self.stats.lines_written += 1
                 return
+            self._pending.append(line)
+            self._pending_bytes += len(line)
+            if self._pending_bytes >= self.buffer_bytes:
+                self._drain()
+
+    def _drain(self) -> None:
+        """Write the pending lines, rotating whenever the file reaches `max_bytes`. Lock held."""
+        lines, self._pending, self._pending_bytes = self._pending, [], 0
+        i = 0
+        while i < len(lines):
             if self._file is None:
                 self._open()
                 if self._file is None:
-                    self.stats.lines_dropped += 1
+                    self.stats.lines_dropped += len(lines) - i
                     return
-            try:
-                self._file.write(line)
-            except OSError as exc:
-                self._recover(exc)
-                self.stats.lines_dropped += 1
+            j, size = i, self._size
+            while j < len(lines) and (j == i or size < self.max_bytes):
+                size += len(lines[j])
+                j += 1
+            if not self._write_lines(lines[i:j]):
+                self.stats.lines_dropped += len(lines) - j
                 return
-            self._size += len(line)
-            self.stats.lines_written += 1
+            i = j
             if self._size >= self.max_bytes:
                 self._rotate()
 
-    def _recover(self, exc: OSError) -> None:
-        """Drop what the buffer holds that cannot be written, keep the file usable."""
-        self._fail(exc)
+    def _write_lines(self, lines: list[bytes]) -> bool:
+        assert self._file is not None
+        data = b"".join(lines)
+        try:
+            _write_all(self._file, data)
+        except _PartialWrite as exc:
+            whole = 0
+            done = exc.done
+            for line in lines:
+                if done < len(line):
+                    break
+                done -= len(line)
+                whole += 1
+            self.stats.lines_written += whole
+            self.stats.lines_dropped += len(lines) - whole
+            self.stats.lines_torn += 1 if done else 0
+            self._fail(exc.error)
+            self._close_file()
+            return False
+        self._size += len(data)
+        self.stats.lines_written += len(lines)
+        self._failing = False
+        return True
+
+    def _close_file(self) -> None:
         file, self._file = self._file, None
         if file is not None:
             try:
                 file.close()
-            except OSError as close_exc:
-                if close_exc.errno not in (errno.EFBIG, errno.ENOSPC):
-                    pass
+            except OSError:
+                pass
 
     def _rotate(self) -> None:
-        assert self.path is not None and self._file is not None
+        assert self.path is not None
+        self._close_file()
         try:
-            self._file.close()
             for i in range(self.backup_count - 1, 0, -1):
                 src = self.path.with_name(f"{self.path.name}.{i}")
                 if src.exists():
@@ -181,40 +234,27 @@ class LogSink:
             self.stats.rotations += 1
         except OSError as exc:
             self._fail(exc)
-        self._file = None
         self._open()
 
     def flush(self) -> None:
         with self._lock:
-            for stream in (self._file, self._stderr):
-                if stream is None:
-                    continue
+            if self._pending:
+                self._drain()
+            if self._stderr is not None:
                 try:
-                    stream.flush()
-                except OSError as exc:
-                    if stream is self._file:
-                        self._recover(exc)
-                except ValueError:
+                    self._stderr.flush()
+                except (OSError, ValueError):
                     pass
 
     def writable(self) -> bool:
-        """Whether the last attempt to write reached the file (for /health)."""
+        """Whether the lines written so far reached the file (for /health); retries a failed file."""
         if self.path is None:
             return True
         self.flush()
-        if self._file is not None and self.stats.last_error is None:
-            return True
-        return self._probe()
-
-    def _probe(self) -> bool:
-        assert self.path is not None
-        try:
-            with open(self.path, "ab") as fh:
-                fh.flush()
-            self.stats.last_error = None
-            return True
-        except OSError:
-            return False
+        with self._lock:
+            if self._failing and self._file is None:
+                self._open()
+            return not self._failing
 
     def _flush_loop(self, interval: float) -> None:
         while not self._stop.wait(interval):
@@ -227,12 +267,27 @@ class LogSink:
         self._stop.set()
         self.flush()
         with self._lock:
-            if self._file is not None:
-                try:
-                    self._file.close()
-                except OSError:
-                    pass
-                self._file = None
+            self._close_file()
+
+
+class _PartialWrite(Exception):
+    def __init__(self, done: int, error: OSError) -> None:
+        self.done = done
+        self.error = error
+
+
+def _write_all(file: IO[bytes], data: bytes) -> None:
+    """Write every byte or raise `_PartialWrite` saying how many made it."""
+    view = memoryview(data)
+    done = 0
+    while done < len(data):
+        try:
+            n = file.write(view[done:])
+        except OSError as exc:
+            raise _PartialWrite(done, exc) from None
+        if not n:
+            raise _PartialWrite(done, OSError(errno.EIO, "the file accepted no bytes"))
+        done += n
 
 
 class EventLogger:

@@ -9,7 +9,8 @@ What turns each signal on (the OpenTelemetry SDK's own variables, nothing new):
 - logs over OTLP: opt-in, `OTEL_LOGS_EXPORTER=otlp`.
 - `OTEL_EXPORTER_OTLP_PROTOCOL` (or the per-signal `..._PROTOCOL`): `http/protobuf` (default)
   or `grpc`. `OTEL_SERVICE_NAME` / `OTEL_RESOURCE_ATTRIBUTES` name the resource;
-  `OTEL_BSP_*` size the span queue; `OTEL_SDK_DISABLED=true` turns everything off.
+  `OTEL_BSP_*` size the span queue; `OTEL_SDK_DISABLED=true` turns everything off (the
+  SDK's meter provider then hands out no-op meters, so `/metrics` is empty too).
 
 Exporters run on background threads behind bounded queues: a receiver that is
 down or slow costs dropped items, counted in `DropCounter`, never a request.
@@ -25,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
@@ -179,14 +181,13 @@ def _log_processor(env: Mapping[str, str], drops: DropCounter) -> Any:
     return BatchLogRecordProcessor(_CountingLogExporter(exporter, drops))
 
 
-class _CountingLogExporter:
+class _CountingLogExporter(LogRecordExporter):
     def __init__(self, inner: Any, drops: DropCounter) -> None:
         self.inner = inner
         self.drops = drops
 
-    def export(self, batch: Sequence[Any]) -> Any:
-        from opentelemetry.sdk._logs.export import LogRecordExportResult
-
+    def export(self, batch: Sequence[Any]) -> LogRecordExportResult:
+        result: LogRecordExportResult
         try:
             result = self.inner.export(batch)
         except Exception:

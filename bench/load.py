@@ -1,0 +1,372 @@
+"""Load figures for `mcptrace serve` against the bare SDK server, measured in one run.
+
+    python bench/load.py              # about 4 minutes
+    python bench/load.py --quick      # about 1.5 minutes, smaller samples
+    python bench/load.py --json out.json
+
+Everything runs on 127.0.0.1, every phase is bounded in time and count, and
+every server it starts is stopped at the end. Figures printed:
+
+- sustainable calls/s (closed loop, 16 connections) for `ping` and
+  `search_database`, then p50/p99 latency under an open-loop load at 50% and
+  90% of it (latency counted from each call's scheduled start, so a stalled
+  server cannot hide its queue), for both servers, and their ratios;
+- memory per open session and RSS after N abandoned sessions (default 5,000);
+  idle expiry and the session cap, with the errors a client sees;
+- noisy neighbour: one caller floods `ping` from 6 connections while another
+  calls every 50 ms; the second caller's p99 flooded vs alone (goal <= 1.5x).
+  mcptrace runs with bearer tokens and a per-caller limit of 25 calls/s (the
+  victim's 20/s stays under it), so the flooder is refused at admission and
+  then suspended; the bare SDK has nothing to refuse it with.
+
+The load generator shares the machine with the server under test, so absolute
+numbers are low on a small machine; the ratios are the point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import polars as pl
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from mcptrace._process import running, subprocess_env  # noqa: E402
+from mcptrace.guards._tokens import TokenStore  # noqa: E402
+
+ACCEPT = "application/json, text/event-stream"
+UNLIMITED = ("--rate-limit-caller", "1000000/1000000", "--rate-limit-tools", "*=1000000/1000000")
+#: The per-caller limit while measuring the noisy neighbour: above the victim's 20 calls/s, below a flood.
+NOISY_LIMITS = ("--rate-limit-caller", "25/50")
+ARGUMENTS = {"ping": {}, "search_database": {"query": "anvil", "limit": 5}}
+
+
+@dataclass
+class Target:
+    name: str
+    url: str
+    pid: int
+
+
+# -- servers ---------------------------------------------------------------------------------------
+
+@contextmanager
+def mcptrace_server(workdir: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Target]:
+    with running(["serve", "--port", "0", "--data-dir", str(workdir), *args], workdir, env=env, timeout=60) as p:
+        yield Target("mcptrace", p.url, p.process.pid)
+
+
+@contextmanager
+def bare_server(workdir: Path) -> Iterator[Target]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    ready = workdir / "ready"
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "bare_server.py"), "--data-dir", str(workdir), "--ready-file",
+         str(ready)], env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the bare SDK server did not start")
+            time.sleep(0.05)
+        yield Target("bare SDK", ready.read_text().strip(), proc.pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+# -- one MCP session over one connection -------------------------------------------------------------
+
+class Session:
+    def __init__(self, url: str, *, token: str | None = None, name: str = "bench") -> None:
+        self.url = url
+        self.name = name
+        headers = {"accept": ACCEPT, "content-type": "application/json"}
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        self.http = httpx.AsyncClient(headers=headers, timeout=60, limits=httpx.Limits(max_connections=1))
+        self.session: dict[str, str] = {}
+        self.next_id = 2
+
+    async def open(self) -> Session:
+        init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": self.name, "version": "1"}}}
+        r = await self.http.post(self.url, json=init)
+        r.raise_for_status()
+        self.session = {"mcp-session-id": r.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
+        await self.http.post(self.url, json={"jsonrpc": "2.0", "method": "notifications/initialized"},
+                             headers=self.session)
+        return self
+
+    async def call(self, tool: str) -> bool:
+        """One tools/call; True when it succeeded."""
+        self.next_id += 1
+        body = {"jsonrpc": "2.0", "id": self.next_id, "method": "tools/call",
+                "params": {"name": tool, "arguments": ARGUMENTS[tool]}}
+        try:
+            r = await self.http.post(self.url, json=body, headers=self.session)
+        except httpx.HTTPError:
+            return False
+        return r.status_code == 200 and b'"result"' in r.content and b'"isError":true' not in r.content
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+async def sessions(url: str, n: int, **kw: Any) -> list[Session]:
+    opened: list[Session] = []
+    async with anyio.create_task_group() as tg:
+        for i in range(n):
+            async def open_one(i: int = i) -> None:
+                opened.append(await Session(url, name=f"{kw.get('name', 'bench')}-{i}",
+                                            token=kw.get("token")).open())
+            tg.start_soon(open_one)
+    return opened
+
+
+def percentiles(latencies: list[float]) -> dict[str, float]:
+    if not latencies:
+        return {"p50_ms": float("nan"), "p99_ms": float("nan")}
+    s = pl.Series(latencies) * 1000
+    return {"p50_ms": round(float(s.quantile(0.5, "linear")), 2), "p99_ms": round(float(s.quantile(0.99, "linear")), 2)}
+
+
+# -- measurements ----------------------------------------------------------------------------------
+
+async def capacity(target: Target, tool: str, seconds: float, connections: int = 16) -> float:
+    pool = await sessions(target.url, connections)
+    done = 0
+    deadline = time.monotonic() + seconds
+
+    async def worker(s: Session) -> None:
+        nonlocal done
+        while time.monotonic() < deadline:
+            if await s.call(tool):
+                done += 1
+
+    start = time.monotonic()
+    async with anyio.create_task_group() as tg:
+        for s in pool:
+            tg.start_soon(worker, s)
+    elapsed = time.monotonic() - start
+    for s in pool:
+        await s.aclose()
+    return done / elapsed
+
+
+async def paced(target: Target, tool: str, rate: float, seconds: float, connections: int = 32) -> dict[str, Any]:
+    """Open loop: calls start on a fixed schedule whether or not earlier ones finished."""
+    pool = await sessions(target.url, connections)
+    send, receive = anyio.create_memory_object_stream[Session](connections)
+    for s in pool:
+        send.send_nowait(s)
+    latencies: list[float] = []
+    failures = 0
+    total = int(rate * seconds)
+
+    async def one(scheduled: float) -> None:
+        nonlocal failures
+        s = await receive.receive()
+        try:
+            ok = await s.call(tool)
+        finally:
+            send.send_nowait(s)
+        if ok:
+            latencies.append(time.monotonic() - scheduled)
+        else:
+            failures += 1
+
+    start = time.monotonic() + 0.2
+    async with anyio.create_task_group() as tg:
+        for k in range(total):
+            scheduled = start + k / rate
+            delay = scheduled - time.monotonic()
+            if delay > 0:
+                await anyio.sleep(delay)  # pacing the schedule, not waiting for the server
+            tg.start_soon(one, scheduled)
+    for s in pool:
+        await s.aclose()
+    return {"rate": round(rate, 1), "calls": total, "failures": failures, **percentiles(latencies)}
+
+
+async def throughput(target: Target, seconds: float) -> dict[str, Any]:
+    figures: dict[str, Any] = {}
+    for tool in ("ping", "search_database"):
+        cap = await capacity(target, tool, seconds)
+        figures[tool] = {"calls_per_s": round(cap, 1),
+                         "at_50": await paced(target, tool, cap * 0.5, seconds),
+                         "at_90": await paced(target, tool, cap * 0.9, seconds)}
+        print(f"  {target.name:9} {tool:16} {cap:7.1f} calls/s   "
+              f"p50/p99 at 50%: {figures[tool]['at_50']['p50_ms']}/{figures[tool]['at_50']['p99_ms']} ms   "
+              f"at 90%: {figures[tool]['at_90']['p50_ms']}/{figures[tool]['at_90']['p99_ms']} ms", flush=True)
+    return figures
+
+
+async def session_memory(target: Target, n: int) -> dict[str, Any]:
+    before = rss_mb(target.pid)
+    opened: list[Session] = []
+    for start in range(0, n, 250):
+        batch = await sessions(target.url, min(250, n - start))
+        for s in batch:
+            await s.aclose()  # the connection closes; the session is abandoned, never deleted
+        opened.extend(batch)
+    after = rss_mb(target.pid)
+    figures = {"sessions": n, "rss_before_mb": round(before, 1), "rss_after_mb": round(after, 1),
+               "kb_per_session": round((after - before) * 1024 / n, 1)}
+    print(f"  {target.name:9} {n} abandoned sessions: RSS {before:.0f} -> {after:.0f} MB "
+          f"({figures['kb_per_session']} KB each)", flush=True)
+    return figures
+
+
+async def noisy_neighbour(target: Target, seconds: float, *, flood_token: str | None = None,
+                          victim_token: str | None = None, flood_connections: int = 6) -> dict[str, Any]:
+    async def victim() -> list[float]:
+        s = await Session(target.url, token=victim_token, name="victim").open()
+        latencies: list[float] = []
+        start = time.monotonic()
+        for k in range(int(seconds / 0.05)):
+            delay = start + k * 0.05 - time.monotonic()
+            if delay > 0:
+                await anyio.sleep(delay)
+            t = time.monotonic()
+            if await s.call("ping"):
+                latencies.append(time.monotonic() - t)
+        await s.aclose()
+        return latencies
+
+    alone = await victim()
+    flooders = await sessions(target.url, flood_connections, token=flood_token, name="flood")
+    flooded: list[float] = []
+    counts = {"ok": 0, "refused": 0}
+    stop = anyio.Event()
+
+    async def flood(s: Session) -> None:
+        while not stop.is_set():
+            counts["ok" if await s.call("ping") else "refused"] += 1
+
+    async with anyio.create_task_group() as tg:
+        for s in flooders:
+            tg.start_soon(flood, s)
+        await anyio.sleep(0.5)  # let the flood reach its steady state first
+        flooded = await victim()
+        stop.set()
+    for s in flooders:
+        await s.aclose()
+    a, f = percentiles(alone), percentiles(flooded)
+    ratio = round(f["p99_ms"] / a["p99_ms"], 2) if a["p99_ms"] else float("nan")
+    figures = {"alone": a, "flooded": f, "p99_ratio": ratio, "flood_calls_ok": counts["ok"],
+               "flood_calls_refused": counts["refused"], "victim_calls": len(flooded)}
+    print(f"  {target.name:9} victim p99 alone {a['p99_ms']} ms, flooded {f['p99_ms']} ms -> {ratio}x "
+          f"(flood: {counts['ok']} served, {counts['refused']} refused)", flush=True)
+    return figures
+
+
+async def idle_and_cap(target: Target) -> dict[str, Any]:
+    held = await sessions(target.url, 20)
+    extra = Session(target.url)
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "one-too-many", "version": "1"}}}
+    r = await extra.http.post(target.url, json=init)
+    cap = {"status": r.status_code, "error": r.json().get("error")}
+    await anyio.sleep(2.5)  # the point of this phase: let the sessions sit idle past their timeout
+    r = await held[0].http.post(target.url, headers=held[0].session, json={
+        "jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "ping", "arguments": {}}})
+    idle = {"status": r.status_code, "error": r.json().get("error")}
+    reopened = await Session(target.url).open()
+    for s in [*held, extra, reopened]:
+        await s.aclose()
+    print(f"  session cap (20): 21st session gets HTTP {cap['status']} {cap['error']}", flush=True)
+    print(f"  idle expiry (1 s): an idle session's next call gets HTTP {idle['status']} {idle['error']}; "
+          "a new session opens fine", flush=True)
+    return {"cap": cap, "idle": idle}
+
+
+def ratio(a: float, b: float) -> float:
+    return round(a / b, 2) if b else float("nan")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="shorter phases and 1,000 sessions")
+    parser.add_argument("--seconds", type=float, help="seconds per measured phase (default 5, quick 2)")
+    parser.add_argument("--sessions", type=int, help="abandoned sessions to open (default 5000, quick 1000)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    seconds = args.seconds or (2.0 if args.quick else 5.0)
+    n_sessions = args.sessions or (1000 if args.quick else 5000)
+    results: dict[str, Any] = {"seconds_per_phase": seconds, "cpus": os.cpu_count(),
+                               "load_average_at_start": os.getloadavg()[0]}
+
+    with tempfile.TemporaryDirectory(prefix="mcptrace-bench-") as tmp:
+        work = Path(tmp)
+        store = work / "tokens.json"
+        flood_token = TokenStore(store).add("flooder", tenant="acme")
+        victim_token = TokenStore(store).add("victim", tenant="acme")
+
+        print("throughput and latency", flush=True)
+        with mcptrace_server(work / "m1", *UNLIMITED) as target:
+            results["mcptrace"] = {"throughput": anyio.run(throughput, target, seconds)}
+            results["mcptrace"]["sessions"] = anyio.run(session_memory, target, n_sessions)
+        with bare_server(work / "b1") as target:
+            results["bare"] = {"throughput": anyio.run(throughput, target, seconds)}
+            results["bare"]["sessions"] = anyio.run(session_memory, target, n_sessions)
+
+        print("noisy neighbour", flush=True)
+        with mcptrace_server(work / "m2", "--tokens", str(store), *NOISY_LIMITS) as target:
+            results["mcptrace"]["noisy"] = anyio.run(
+                lambda: noisy_neighbour(target, seconds * 2, flood_token=flood_token, victim_token=victim_token))
+        with bare_server(work / "b2") as target:
+            results["bare"]["noisy"] = anyio.run(noisy_neighbour, target, seconds * 2)
+
+        print("session limits", flush=True)
+        env = {"MCPTRACE_SESSION_IDLE_SECONDS": "1", "MCPTRACE_MAX_SESSIONS": "20"}
+        with mcptrace_server(work / "m3", *UNLIMITED, env=env) as target:
+            results["mcptrace"]["session_limits"] = anyio.run(idle_and_cap, target)
+
+    m, b = results["mcptrace"], results["bare"]
+    results["ratios"] = {
+        tool: {"calls_per_s": ratio(m["throughput"][tool]["calls_per_s"], b["throughput"][tool]["calls_per_s"]),
+               "p99_at_90": ratio(m["throughput"][tool]["at_90"]["p99_ms"], b["throughput"][tool]["at_90"]["p99_ms"])}
+        for tool in ("ping", "search_database")
+    }
+    print(f"\nmcptrace / bare SDK, same run (load average {results['load_average_at_start']:.1f} "
+          f"on {results['cpus']} CPUs at the start):")
+    for tool, r in results["ratios"].items():
+        print(f"  {tool:16} throughput {r['calls_per_s']}x   p99 at 90% load {r['p99_at_90']}x")
+    goal = m["noisy"]["p99_ratio"]
+    print(f"  noisy neighbour: victim p99 flooded/alone {goal}x with mcptrace (goal <= 1.5x), "
+          f"{b['noisy']['p99_ratio']}x with the bare SDK")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,295 @@
+"""Dependencies fail for real and the server copes: database gone or locked, log sink full, signals.
+
+Each test breaks a real part under a running `mcptrace serve`, asserts what a
+client sees and what `/health` says, then repairs it and asserts the server
+recovers by itself. `/health` answers are not cached here (cache 0 s).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import httpx
+import pytest
+from mcp import Client
+
+from mcptrace.testing import RunningProcess, running_server
+
+T = TypeVar("T")
+#: Guards off the path: these tests are about the log, not rate limits.
+UNLIMITED = ("--rate-limit-caller", "100000/100000", "--rate-limit-tools", "*=100000/100000")
+NO_CACHE = {"MCPTRACE_HEALTH_CACHE_SECONDS": "0", "MCPTRACE_BREAKER_COOLDOWN": "0.5"}
+
+
+def eventually(check: Callable[[], T], *, timeout: float = 15.0) -> T:
+    """Retry `check` (which asserts) until it passes; the server's state changes outside this process."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check()
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
+
+
+def health(server: RunningProcess) -> tuple[int, dict[str, Any]]:
+    r = httpx.get(f"{server.base_url}/health", timeout=10)
+    return r.status_code, r.json()
+
+
+def call(server: RunningProcess, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """One tool call on a fresh stateless exchange, answered as JSON."""
+    headers = {"accept": "application/json", "content-type": "application/json"}
+    with httpx.Client(timeout=15, headers=headers) as http:
+        init = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "faults", "version": "1"},
+            },
+        }
+        r = http.post(server.url, json=init)
+        session = {"mcp-session-id": r.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
+        http.post(server.url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=session)
+        body = {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "tools/call",
+            "params": {"name": tool, "arguments": arguments},
+        }
+        r = http.post(server.url, json=body, headers=session)
+        assert r.status_code == 200, r.text
+        assert "Traceback" not in r.text
+        result: dict[str, Any] = r.json()["result"]
+        return result
+
+
+def log_lines(path: Path) -> tuple[list[dict[str, Any]], list[tuple[str, int]]]:
+    """(records, unreadable lines as (file name, line number))."""
+    records, torn = [], []
+    for number, line in enumerate(path.read_bytes().split(b"\n"), 1):
+        if not line:
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            torn.append((path.name, number))
+    return records, torn
+
+
+@pytest.fixture(scope="module")
+def db_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProcess]:
+    with running_server(tmp_path_factory.mktemp("db"), env=NO_CACHE) as srv:
+        yield srv
+
+
+def test_a_removed_database_is_a_clean_tool_error_and_unhealthy_until_it_returns(
+    db_server: RunningProcess,
+) -> None:
+    db = db_server.workdir / "mcptrace.sqlite3"
+    assert not call(db_server, "search_database", {"query": "anvil"}).get("isError")
+    db.rename(db.with_suffix(".moved"))
+    try:
+        result = call(db_server, "search_database", {"query": "anvil"})
+        assert result["isError"] and "database" in result["content"][0]["text"]
+        status, body = health(db_server)
+        assert status == 503 and body["status"] == "unhealthy"
+        assert body["checks"]["sqlite"]["status"] == "unhealthy"
+    finally:
+        db.with_suffix(".moved").rename(db)
+
+    def recovered() -> None:
+        status, body = health(db_server)
+        assert status == 200 and body["status"] == "healthy", body
+        assert not call(db_server, "search_database", {"query": "anvil"}).get("isError")
+
+    eventually(recovered)
+
+
+def test_a_locked_database_is_a_clean_tool_error_and_unhealthy_until_released(
+    db_server: RunningProcess,
+) -> None:
+    lock = sqlite3.connect(db_server.workdir / "mcptrace.sqlite3", timeout=5)
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        result = call(db_server, "search_database", {"query": "anvil"})
+        assert result["isError"]
+        assert "locked" in result["content"][0]["text"] or "open" in result["content"][0]["text"]
+        status, body = health(db_server)
+        assert status == 503 and body["checks"]["sqlite"]["status"] == "unhealthy"
+    finally:
+        lock.rollback()
+        lock.close()
+
+    def recovered() -> None:
+        status, body = health(db_server)
+        assert status == 200 and body["status"] == "healthy", body
+        assert not call(db_server, "search_database", {"query": "anvil"}).get("isError")
+
+    eventually(recovered)
+
+
+def test_a_full_log_sink_drops_and_counts_lines_but_every_request_is_answered(tmp_path: Path) -> None:
+    with running_server(tmp_path, env=NO_CACHE) as srv:
+        pid = srv.process.pid
+        limit = srv.log_file.stat().st_size + 3000
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))  # soft limit only
+        try:
+            for _ in range(20):
+                assert call(srv, "ping", {})["content"][0]["text"] == "pong"
+
+            def degraded() -> dict[str, Any]:
+                status, body = health(srv)
+                assert status == 200 and body["status"] == "degraded", body
+                sink = body["checks"]["log_sink"]
+                assert sink["status"] == "degraded" and "too large" in sink["error"]
+                assert sink["lines_dropped"] > 0
+                return sink
+
+            eventually(degraded)
+        finally:
+            resource.prlimit(pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+
+        for _ in range(3):
+            assert call(srv, "ping", {})["content"][0]["text"] == "pong"
+
+        def recovered() -> dict[str, Any]:
+            status, body = health(srv)
+            assert status == 200 and body["checks"]["log_sink"]["status"] == "healthy", body
+            return dict(body["checks"]["log_sink"])
+
+        sink = eventually(recovered)
+        records, torn = log_lines(srv.log_file)
+        assert len(records) == sink["lines_written"], "every line counted as written is in the file, whole"
+        assert len(torn) == sink["lines_torn"] <= 1, torn
+        if torn:  # the cut line is reported by file and line and spoils nothing after it
+            name, number = torn[0]
+            assert name == "mcptrace.log" and number < len(records) + 1
+        assert records[-1]["event"] == "response_sent", "lines after the repair are whole"
+        assert "Traceback" not in srv.stderr()
+
+
+def test_sigterm_lets_calls_in_flight_finish_and_flushes_the_log(tmp_path: Path) -> None:
+    with running_server(tmp_path) as srv:
+        outcome: dict[str, Any] = {}
+
+        async def main() -> None:
+            started = anyio.Event()
+
+            async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+                started.set()
+
+            async with Client(srv.url, mode="legacy") as client:
+                async with anyio.create_task_group() as tg:
+
+                    async def report() -> None:
+                        outcome["result"] = await client.call_tool(
+                            "run_report", {}, progress_callback=on_progress
+                        )
+
+                    tg.start_soon(report)
+                    with anyio.fail_after(20):
+                        await started.wait()
+                    srv.process.send_signal(signal.SIGTERM)
+                    outcome["signalled"] = time.monotonic()
+
+        anyio.run(main)
+        result = outcome["result"]
+        assert not result.is_error and len(result.structured_content["sections"]) >= 2
+        assert srv.process.wait(30) == 0
+        records, torn = log_lines(srv.log_file)
+        assert not torn
+        reports = [r for r in records if r["event"] == "tool_call" and r.get("tool_name") == "run_report"]
+        assert reports and reports[-1]["status"] == "success"
+        assert records[-1]["event"] == "server_stopped"
+
+
+def test_kill_9_mid_burst_leaves_only_whole_lines(tmp_path: Path) -> None:
+    with running_server(tmp_path, *UNLIMITED) as srv:
+
+        async def burst() -> None:
+            with anyio.fail_after(60):
+                async with Client(srv.url, mode="legacy") as client:
+                    for i in range(150):
+                        await client.call_tool("search_database", {"query": "anvil", "limit": 5})
+                    os.kill(srv.process.pid, signal.SIGKILL)
+
+        anyio.run(burst)
+        srv.process.wait(10)
+        records, torn = log_lines(srv.log_file)
+        # Lines reach the file whole or not at all: a SIGKILL loses at most the last flush interval.
+        assert not torn, torn
+        assert any(r["event"] == "tool_call" for r in records)
+
+
+def test_rotation_under_a_concurrent_burst_loses_and_tears_nothing(tmp_path: Path) -> None:
+    sessions, calls = 8, 40
+    args = ("--log-max-bytes", "20000", "--log-backups", "1000", *UNLIMITED)
+    with running_server(tmp_path, *args) as srv:
+        request_ids: list[str] = []
+
+        async def one_session(n: int) -> None:
+            headers = {"accept": "application/json", "content-type": "application/json"}
+            async with httpx.AsyncClient(timeout=30, headers=headers) as http:
+                init = {
+                    "jsonrpc": "2.0",
+                    "id": 1,
+                    "method": "initialize",
+                    "params": {
+                        "protocolVersion": "2025-11-25",
+                        "capabilities": {},
+                        "clientInfo": {"name": f"burst-{n}", "version": "1"},
+                    },
+                }
+                r = await http.post(srv.url, json=init)
+                request_ids.append(r.headers["x-request-id"])
+                session = {
+                    "mcp-session-id": r.headers["mcp-session-id"],
+                    "mcp-protocol-version": "2025-11-25",
+                }
+                await http.post(
+                    srv.url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=session
+                )
+                for i in range(calls):
+                    body = {
+                        "jsonrpc": "2.0",
+                        "id": i + 2,
+                        "method": "tools/call",
+                        "params": {"name": "search_database", "arguments": {"query": "rocket", "limit": 3}},
+                    }
+                    r = await http.post(srv.url, json=body, headers=session)
+                    assert r.status_code == 200 and "result" in r.json(), r.text
+                    request_ids.append(r.headers["x-request-id"])
+
+        async def main() -> None:
+            with anyio.fail_after(120):
+                async with anyio.create_task_group() as tg:
+                    for n in range(sessions):
+                        tg.start_soon(one_session, n)
+
+        anyio.run(main)
+    files = sorted(srv.log_file.parent.glob("mcptrace.log*"))
+    assert len(files) > 5, "the burst rotated the log several times"
+    records: list[dict[str, Any]] = []
+    for path in files:
+        file_records, torn = log_lines(path)
+        assert not torn, torn
+        records.extend(file_records)
+    received = [r["mcp_request_id"] for r in records if r["event"] == "request_received"]
+    answered = [r["mcp_request_id"] for r in records if r["event"] == "response_sent"]
+    assert len(request_ids) == sessions * (calls + 1)
+    assert sorted(received) == sorted(request_ids), "each request logged once when it arrived"
+    assert sorted(answered) == sorted(request_ids), "and once when it was answered"
