@@ -185,3 +185,25 @@ def test_without_plotly_a_view_says_what_to_install() -> None:
         "try:\n    nb.error_heatmap(logs)\nexcept ImportError as exc:\n    print(exc)\n"
     )
     assert "pip install 'mcptrace[notebook]'" in result.stdout, result.stderr
+
+
+def test_explorer_loads_other_logs_from_its_paths_box(tmp_path: Path) -> None:
+    explorer = nb.Explorer(SAMPLE_LOGS)
+    before = explorer.status.value
+    other = tmp_path / "other.log"
+    lines = (SAMPLE_LOGS / "mcptrace.log").read_text().splitlines()
+    other.write_text("\n".join(lines[:400]) + "\n")
+    explorer.paths_box.value = str(other)
+    explorer.load_button.click()
+    assert explorer.status.value != before and explorer.logs.height == 400
+    assert set(explorer.request_box.options) <= set(explorer.logs["mcp_request_id"].drop_nulls())
+
+
+def test_the_public_api_is_pinned() -> None:
+    assert sorted(nb.__all__) == [
+        "Explorer", "caller_rate", "caller_rates", "error_heatmap", "error_rates", "join_logs",
+        "latency_percentiles", "latency_table", "load_logs", "load_spans", "loop_episodes", "loop_timeline",
+        "request_records", "run_summary", "runs", "runs_timeline", "sessions_over_time",
+        "spans_with_requests", "tool_calls", "waterfall",
+    ]
+    assert all(callable(getattr(nb, name)) for name in nb.__all__)
