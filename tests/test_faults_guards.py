@@ -29,7 +29,7 @@ from tests.proxies import free_port
 
 T = TypeVar("T")
 FAST_BREAKER = {
-    "MCPTRACE_HEALTH_CACHE_SECONDS": "0", "MCPTRACE_BREAKER_COOLDOWN": "1", "MCPTRACE_BREAKER_MIN_CALLS": "3",
+    "MCPTRACE_HEALTH_CACHE_SECONDS": "0", "MCPTRACE_BREAKER_COOLDOWN": "2", "MCPTRACE_BREAKER_MIN_CALLS": "3",
     "MCPTRACE_BREAKER_WINDOW": "10", "MCPTRACE_UPSTREAM_TIMEOUT": "1.5",
 }
 UNLIMITED = ("--rate-limit-caller", "100000/100000", "--rate-limit-tools", "*=100000/100000")
@@ -95,7 +95,8 @@ def open_breaker_then_recover(srv: RunningProcess, up: RunningProcess, **fault: 
 
     eventually(fails_fast)
     body = health(srv)
-    assert body["status"] == "degraded" and body["checks"]["breakers"]["states"]["upstream"] == "open", body
+    assert body["status"] == "degraded", body
+    assert body["checks"]["breakers"]["states"]["upstream"] in ("open", "half_open"), body  # cooldown may be over
 
     set_faults(up, down=False, latency_ms=0, fail_rate=0)
 
