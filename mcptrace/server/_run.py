@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -54,7 +56,7 @@ def serve_http(config: Config, *, ready_file: Path | None = None) -> None:
     logger.emit(f.EV_SERVER_STARTED, **{f.MESSAGE: f"mcptrace {__version__} serving {url}",
                                         f.TRANSPORT: "http"})
     print(f"mcptrace: serving {url} (logs: {config.resolved_log_file})", file=sys.stderr, flush=True)
-    server = uvicorn.Server(uvicorn.Config(
+    server = _Server(uvicorn.Config(
         app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=30,
         timeout_keep_alive=30,
     ))
@@ -68,6 +70,20 @@ def serve_http(config: Config, *, ready_file: Path | None = None) -> None:
         logging.getLogger("uvicorn.error").removeHandler(parser_rejections)
         logger.emit(f.EV_SERVER_STOPPED, **{f.MESSAGE: "shutdown complete", f.TRANSPORT: "http"})
         logger.close()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, minus one habit: after a graceful shutdown it raises the SIGTERM again with the default
+    handler, which ends the process before `serve_http` can log `server_stopped` and flush the log.
+    Here the signal only starts the shutdown, and the process then exits normally (status 0)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                self._captured_signals.clear()
 
 
 class _ParserRejections(logging.Handler):
