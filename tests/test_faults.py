@@ -192,19 +192,18 @@ def test_sigterm_lets_calls_in_flight_finish_and_flushes_the_log(tmp_path: Path)
             async def on_progress(progress: float, total: float | None, message: str | None) -> None:
                 started.set()
 
-            async with Client(srv.url, mode="legacy") as client:
-                async with anyio.create_task_group() as tg:
+            async with Client(srv.url, mode="legacy") as client, anyio.create_task_group() as tg:
 
-                    async def report() -> None:
-                        outcome["result"] = await client.call_tool(
-                            "run_report", {}, progress_callback=on_progress
-                        )
+                async def report() -> None:
+                    outcome["result"] = await client.call_tool(
+                        "run_report", {}, progress_callback=on_progress
+                    )
 
-                    tg.start_soon(report)
-                    with anyio.fail_after(20):
-                        await started.wait()
-                    srv.process.send_signal(signal.SIGTERM)
-                    outcome["signalled"] = time.monotonic()
+                tg.start_soon(report)
+                with anyio.fail_after(20):
+                    await started.wait()
+                srv.process.send_signal(signal.SIGTERM)
+                outcome["signalled"] = time.monotonic()
 
         anyio.run(main)
         result = outcome["result"]
@@ -223,7 +222,7 @@ def test_kill_9_mid_burst_leaves_only_whole_lines(tmp_path: Path) -> None:
         async def burst() -> None:
             with anyio.fail_after(60):
                 async with Client(srv.url, mode="legacy") as client:
-                    for i in range(150):
+                    for _ in range(150):
                         await client.call_tool("search_database", {"query": "anvil", "limit": 5})
                     os.kill(srv.process.pid, signal.SIGKILL)
 

@@ -43,7 +43,8 @@ class Cluster:
 
     def start_replica(self, i: int) -> RunningProcess:
         args = ("--port", str(self.ports[i]), "--tokens", str(self.stores[i]), "--redis-url", self.redis.url,
-                "--rate-limit-caller", f"{RATE}/{BURST}", "--rate-limit-tools", "*=1000/1000,get_config=0.01/2",
+                "--rate-limit-caller", f"{RATE}/{BURST}",
+                "--rate-limit-tools", "*=1000/1000,get_config=0.01/2",
                 "--suspend-after", "1000")
         replica = self.stack.enter_context(running_server(self.workdir / f"replica-{i}-{time.monotonic_ns()}",
                                                           *args))
@@ -125,9 +126,10 @@ def call_request(url: str, token: str, tool: str) -> dict[str, Any]:
     """One sessionless tools/call, which any replica can answer, as `httpx.Request` arguments."""
     meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
             "io.modelcontextprotocol/clientCapabilities": {}}
-    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": {}, "_meta": meta}}
-    headers = {"accept": "application/json", "authorization": f"Bearer {token}", "mcp-protocol-version": "2026-07-28",
-               "mcp-method": "tools/call", "mcp-name": tool}
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": tool, "arguments": {}, "_meta": meta}}
+    headers = {"accept": "application/json", "authorization": f"Bearer {token}",
+               "mcp-protocol-version": "2026-07-28", "mcp-method": "tools/call", "mcp-name": tool}
     return {"method": "POST", "url": url, "json": body, "headers": headers}
 
 
@@ -169,7 +171,7 @@ def test_a_flood_spread_over_both_replicas_is_limited_as_one_caller(cluster: Clu
     statuses = Counter(anyio.run(flood, cluster.proxy_url, token, 40))
     elapsed = time.monotonic() - start
     assert set(statuses) <= {200, 429}, statuses
-    assert statuses[200] <= BURST + RATE * elapsed, f"two separate limits would admit twice as many: {statuses}"
+    assert statuses[200] <= BURST + RATE * elapsed, f"separate limits would admit twice as many: {statuses}"
     assert statuses[429] > 0
     spread = served_by(cluster, "looper")
     assert spread[0] > 0 and spread[1] > 0, f"nginx spread the flood over both replicas: {spread}"
