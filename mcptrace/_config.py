@@ -65,6 +65,11 @@ class Config:
     def auth_enabled(self) -> bool:
         return self.tokens_file is not None or self.jwks is not None
     metrics: bool = True
+    resources_manifest: Path | None = None
+
+    @property
+    def resources_cache_dir(self) -> Path:
+        return self.data_dir / "resources"
 
     @property
     def resolved_db_path(self) -> Path:
@@ -147,6 +152,7 @@ ENVIRONMENT: Final[dict[str, str]] = {
     "MCPTRACE_MAX_SESSIONS": "open sessions at most; one more gets 503 'Too many open sessions' (default 10000)",
     "MCPTRACE_HEALTH_CACHE_SECONDS": "how long a /health answer is reused (default 1)",
     "MCPTRACE_METRICS": "0 to turn off the Prometheus endpoint /metrics (default on); OTLP export is set by OTEL_*",
+    "MCPTRACE_RESOURCES_MANIFEST": "manifest of hash-pinned remote tools and prompts to load at start-up",
 }
 
 ENV_FIELDS: Final[dict[str, str]] = {var: var.removeprefix("MCPTRACE_").lower() for var in ENVIRONMENT}

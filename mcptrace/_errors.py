@@ -9,7 +9,8 @@
     │   ├── AuthError            -32001 missing, bad, expired or revoked credentials (HTTP 401)
     │   └── ForbiddenError       -32003 a tool this caller's token does not allow (HTTP 403)
     ├── LogReadError             a log source that cannot be read at all
-    └── MissingDependencyError   an optional extra (e.g. the notebook stack) is not installed
+    ├── MissingDependencyError   an optional extra (e.g. the notebook stack) is not installed
+    └── ProcessStartError        a child `python -m mcptrace ...` exited or hung before it was ready
 
 Errors that cross the wire carry `code` (a JSON-RPC error code) and `data`.
 """
@@ -92,3 +93,7 @@ class LogReadError(MCPTraceError):
 
 class MissingDependencyError(MCPTraceError, ImportError):
     """An optional dependency is missing; the message says which extra to install."""
+
+
+class ProcessStartError(MCPTraceError, RuntimeError):
+    """A child process (server, upstream) exited or hung before it accepted requests."""

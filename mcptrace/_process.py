@@ -3,7 +3,9 @@
 Shared by the test helpers (`mcptrace.testing`) and `mcptrace demo`. A child
 announces its URL through a ready file once it accepts requests; every wait is
 bounded, and leaving the `running()` block (normally, on an error or on
-Ctrl-C) stops the child with SIGTERM, then SIGKILL if it does not go.
+Ctrl-C) stops the child with SIGTERM, then SIGKILL if it does not go. Children
+run in their own session, so a terminal's Ctrl-C reaches only the parent,
+which then stops them in order instead of having them die mid-start.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mcptrace
+from mcptrace._errors import ProcessStartError
 
 _PACKAGE_ROOT = str(Path(mcptrace.__file__).resolve().parent.parent)
 
@@ -71,18 +74,15 @@ def running(
             stderr=err,
             env=subprocess_env(env),
             cwd=workdir,
+            start_new_session=True,
         )
     deadline = time.monotonic() + timeout
     try:
         while not ready.exists():
             if proc.poll() is not None:
-                raise RuntimeError(
-                    f"mcptrace {' '.join(args)} exited {proc.returncode}: {stderr_path.read_text()}"
-                )
+                raise ProcessStartError(f"mcptrace {args[0]} exited {proc.returncode}: {_tail(stderr_path)}")
             if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"mcptrace {' '.join(args)} not ready in {timeout}s: {stderr_path.read_text()}"
-                )
+                raise ProcessStartError(f"mcptrace {args[0]} not ready in {timeout:g}s: {_tail(stderr_path)}")
             time.sleep(0.05)
         yield RunningProcess(ready.read_text().strip(), proc, workdir, stderr_path)
     finally:
@@ -93,3 +93,9 @@ def running(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    """The end of a child's stderr, and where the rest is."""
+    text = path.read_text(errors="replace").strip().splitlines()
+    return "\n".join([*text[-lines:], f"(full stderr: {path})"])

@@ -87,7 +87,12 @@ JSON_TYPES: Final[dict[str, tuple[type, ...]]] = {
 
 #: Fields that schema version 2 added; a version-1 line never carries them.
 ADDED_IN_V2: Final = frozenset(
-    {f.PARENT_SPAN_ID, f.PROTOCOL_VERSION, f.CLIENT_NAME, f.CLIENT_VERSION, f.BAGGAGE}
+    {
+        f.PARENT_SPAN_ID, f.PROTOCOL_VERSION, f.CLIENT_NAME, f.CLIENT_VERSION, f.BAGGAGE,
+        f.RETRY_AFTER_MS, f.LIMIT_SCOPE, f.BREAKER_STATE, f.PROBE_URL, f.FAILED_STEP, f.CONSECUTIVE_FAILURES,
+        f.FAILING_SECONDS, f.FAILING_SINCE, f.RESOURCE_URL, f.RESOURCE_KIND, f.EXPECTED_SHA256,
+        f.ACTUAL_SHA256, f.RESOURCE_SOURCE,
+    }
 )
 
 #: The fields each schema version declares.
@@ -97,6 +102,9 @@ FIELDS_BY_VERSION: Final[dict[int, frozenset[str]]] = {
 }
 
 MAP_ENTRY_FIELDS: Final[dict[str, str]] = {"key": "str", "value": "str"}
+
+#: Baggage keys readers look at (a run or conversation id); other keys are kept by the writer, not read.
+BAGGAGE_KEYS: Final = ("run_id", "conversation_id", "gen_ai.conversation.id", "thread_id", "session_id")
 
 DOWNSTREAM_FIELDS: Final[dict[str, str]] = {
     f.SERVICE: "str",
@@ -132,7 +140,8 @@ def validate_record(record: dict[str, object]) -> list[str]:
     """
     problems = [f"missing {name}" for name in REQUIRED_FIELDS if name not in record]
     version = record.get(f.SCHEMA_VERSION, 1)
-    declared = FIELDS_BY_VERSION.get(version) if isinstance(version, int) else None
+    valid_version = isinstance(version, int) and not isinstance(version, bool)
+    declared = FIELDS_BY_VERSION.get(version) if valid_version else None  # type: ignore[call-overload]
     if declared is None:
         problems.append(f"unsupported schema_version {version!r}")
         declared = FIELDS_BY_VERSION[LOG_SCHEMA_VERSION]

@@ -8,6 +8,7 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   for pkg in nginx caddy redis-server ripgrep chromium openssl; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
   done
+  command -v npm >/dev/null 2>&1 || missing+=(npm)  # any npm will do: the conformance suite brings its own Node 22
   if [ "${#missing[@]}" -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
@@ -16,4 +17,10 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
 fi
 
 python -m pip install -q --disable-pip-version-check -e '.[test]'
+bash scripts/install-conformance.sh
+
+# playwright-core drives Debian's Chromium in the notebook browser test (project-local, gitignored)
+if command -v npm >/dev/null 2>&1 && [ ! -d tests/browser/node_modules/playwright-core ]; then
+  npm install --prefix tests/browser --no-audit --no-fund --silent >/dev/null
+fi
 python -m pytest "$@"

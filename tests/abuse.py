@@ -23,6 +23,7 @@ import httpx
 
 import mcptrace
 from mcptrace.testing import RunningProcess
+from tests.helpers import read_log
 
 INIT = {
     "jsonrpc": "2.0",
@@ -136,9 +137,9 @@ class Session:
 def flushed_log(server: RunningProcess) -> list[dict[str, Any]]:
     """The log as written so far; `/health` flushes the sink before it answers."""
     assert httpx.get(f"{server.base_url}/health", timeout=10).status_code in (200, 503)
-    lines = server.log_file.read_text().splitlines()
-    assert not any("Traceback" in line for line in lines)
-    return [json.loads(line) for line in lines if line.strip()]
+    text = server.log_file.read_text()
+    assert "Traceback" not in text
+    return read_log(server.log_file)
 
 
 def assert_logged_once(

@@ -12,7 +12,10 @@ from mcptrace._schema import validate_record
 
 
 def read_log(path: Path) -> list[dict[str, object]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """Every complete line of a log the server may still be writing (a last line without its newline waits)."""
+    text = path.read_text()
+    complete = text[: text.rfind("\n") + 1]
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
 def assert_contract(records: list[dict[str, object]]) -> None:
@@ -29,4 +32,18 @@ def wait_for_log(
         found = [r for r in read_log(path) if match(r)] if path.exists() else []
         if len(found) >= count or time.monotonic() > deadline:
             return found
+        time.sleep(0.05)
+
+
+def read_flushed_log(path: Path, *, timeout: float = 5.0) -> list[dict[str, object]]:
+    """The log once every request it holds has its `response_sent` line (the sink flushes every 0.2 s)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        records = read_log(path)
+        received = {r["mcp_request_id"] for r in records if r["event"] == "request_received"}
+        answered = {r["mcp_request_id"] for r in records if r["event"] == "response_sent"}
+        if received <= answered or time.monotonic() > deadline:
+            return records
         time.sleep(0.05)

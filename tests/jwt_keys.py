@@ -27,7 +27,9 @@ class Issuer:
         path.write_text(json.dumps(self.jwks()))
         return path
 
-    def token(self, *, sub: str = "agent-1", tenant: str | None = "acme", ttl: float = 300, **claims: Any) -> str:
+    def token(
+        self, *, sub: str = "agent-1", tenant: str | None = "acme", ttl: float = 300, **claims: Any
+    ) -> str:
         now = int(time.time())
         body: dict[str, Any] = {"iss": ISSUER, "aud": AUDIENCE, "sub": sub, "iat": now, "exp": now + ttl}
         if tenant is not None:

@@ -17,6 +17,8 @@ from concurrent import futures
 from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
+from tests.helpers import read_log
+
 T = TypeVar("T")
 
 
@@ -148,6 +150,22 @@ def grpc_trace_receiver() -> Iterator[tuple[str, Collected[Any]]]:
         yield f"http://127.0.0.1:{port}", spans
     finally:
         server.stop(grace=1).wait(5)
+
+
+def wait_for_log_line(
+    path: Any, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10,
+) -> list[Any]:
+    """All records of a JSON log once one matches. The sink flushes on a 0.2 s timer, so a file
+    has nothing to await: re-read it until the line is there, within `timeout`."""
+
+    deadline = time.monotonic() + timeout
+    while True:
+        records = read_log(path) if path.exists() else []
+        if any(predicate(r) for r in records):
+            return records
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no matching line in {path.name} within {timeout}s")
+        time.sleep(0.05)
 
 
 # -- reading OTLP protobufs ----------------------------------------------------

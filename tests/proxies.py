@@ -45,9 +45,27 @@ def make_certificate(directory: Path) -> Certificate:
     """A self-signed certificate for localhost and 127.0.0.1, valid for two days."""
     cert, key = directory / "cert.pem", directory / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
     return Certificate(cert, key)
 
@@ -70,7 +88,9 @@ def render(text: str, *, listener: tuple[str, str], cert: Certificate, upstream:
     for shipped in (listener[0], SHIPPED_CERT, SHIPPED_KEY, SHIPPED_UPSTREAM):
         assert shipped in text, f"the shipped configuration no longer contains {shipped!r}"
     return (
-        text.replace(*listener).replace(SHIPPED_CERT, str(cert.cert)).replace(SHIPPED_KEY, str(cert.key))
+        text.replace(*listener)
+        .replace(SHIPPED_CERT, str(cert.cert))
+        .replace(SHIPPED_KEY, str(cert.key))
         .replace(SHIPPED_UPSTREAM, upstream)
     )
 
@@ -85,7 +105,9 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes], stderr: Path, timeo
                 return
         except OSError:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"proxy not listening in {timeout}s: {stderr.read_text(errors='replace')}") from None
+                raise TimeoutError(
+                    f"proxy not listening in {timeout}s: {stderr.read_text(errors='replace')}"
+                ) from None
             time.sleep(0.05)
 
 
@@ -107,16 +129,23 @@ def _run(cmd: list[str], port: int, workdir: Path, env: dict[str, str] | None = 
 
 
 @contextmanager
-def running_nginx(workdir: Path, *, server_url: str, cert: Certificate, site: str | None = None) -> Iterator[Proxy]:
+def running_nginx(
+    workdir: Path, *, server_url: str, cert: Certificate, site: str | None = None
+) -> Iterator[Proxy]:
     """nginx in the foreground with its own prefix; `site` replaces the shipped server block."""
     binary = require("nginx")
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     upstream = server_url.removeprefix("http://").split("/")[0]
     text = site if site is not None else (DEPLOY / "nginx" / "mcptrace.conf").read_text()
-    (workdir / "site.conf").write_text(render(
-        text, listener=("listen 443 ssl;", f"listen 127.0.0.1:{port} ssl;"), cert=cert, upstream=upstream,
-    ))
+    (workdir / "site.conf").write_text(
+        render(
+            text,
+            listener=("listen 443 ssl;", f"listen 127.0.0.1:{port} ssl;"),
+            cert=cert,
+            upstream=upstream,
+        )
+    )
     for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi", "logs"):
         (workdir / sub).mkdir(exist_ok=True)
     user = "user root;\n" if os.geteuid() == 0 else ""
@@ -143,13 +172,19 @@ def running_caddy(workdir: Path, *, server_url: str, cert: Certificate) -> Itera
     port = free_port()
     upstream = server_url.removeprefix("http://").split("/")[0]
     site = render(
-        (DEPLOY / "caddy" / "Caddyfile").read_text(), listener=("mcp.example.com {", f"https://127.0.0.1:{port} {{"),
-        cert=cert, upstream=upstream,
+        (DEPLOY / "caddy" / "Caddyfile").read_text(),
+        listener=("mcp.example.com {", f"https://127.0.0.1:{port} {{"),
+        cert=cert,
+        upstream=upstream,
     )
     config = workdir / "Caddyfile"
     config.write_text("{\n\tadmin off\n\tauto_https disable_redirects\n}\n\n" + site)
-    env = {**os.environ, "HOME": str(workdir), "XDG_DATA_HOME": str(workdir / "data"),
-           "XDG_CONFIG_HOME": str(workdir / "config")}
+    env = {
+        **os.environ,
+        "HOME": str(workdir),
+        "XDG_DATA_HOME": str(workdir / "data"),
+        "XDG_CONFIG_HOME": str(workdir / "config"),
+    }
     cmd = [binary, "run", "--config", str(config), "--adapter", "caddyfile"]
     with _run(cmd, port, workdir, env=env) as stderr:
         yield Proxy(f"https://127.0.0.1:{port}/mcp", stderr)

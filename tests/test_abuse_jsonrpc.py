@@ -142,7 +142,7 @@ ids = st.one_of(
     st.text(max_size=10),
     st.none(),
     st.booleans(),
-    st.floats(),
+    st.floats(allow_nan=False, allow_infinity=False),  # JSON has no NaN or Infinity
     st.lists(st.integers(), max_size=2),
     st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
 )

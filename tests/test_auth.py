@@ -13,7 +13,6 @@ import pytest
 from mcp.shared.exceptions import MCPError
 
 from mcptrace.testing import RunningProcess, running_server, subprocess_env
-
 from tests.guard_clients import add_token, client, revoke
 from tests.helpers import assert_contract, read_log, wait_for_log
 from tests.jwt_keys import AUDIENCE, ISSUER, Issuer
@@ -34,7 +33,9 @@ def tokens(store: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def guarded(tmp_path_factory: pytest.TempPathFactory, store: Path, tokens: dict[str, str]) -> Iterator[RunningProcess]:
+def guarded(
+    tmp_path_factory: pytest.TempPathFactory, store: Path, tokens: dict[str, str]
+) -> Iterator[RunningProcess]:
     with running_server(tmp_path_factory.mktemp("guarded"), "--tokens", str(store)) as proc:
         yield proc
 
@@ -48,7 +49,8 @@ PING = {"jsonrpc": "2.0", "id": 7, "method": "ping"}
 
 class TestRefusals:
     def test_a_request_without_a_token_gets_401_with_a_bearer_challenge_and_a_jsonrpc_error(
-        self, guarded: RunningProcess,
+        self,
+        guarded: RunningProcess,
     ) -> None:
         r = post(guarded.url, PING)
         assert r.status_code == 401
@@ -59,15 +61,18 @@ class TestRefusals:
         assert r.json()["jsonrpc"] == "2.0"
 
     def test_a_bad_token_is_logged_as_auth_failed_with_the_request_id_and_never_the_token(
-        self, guarded: RunningProcess,
+        self,
+        guarded: RunningProcess,
     ) -> None:
         secret = "mct_this-is-not-a-real-token-0123456789"
         r = post(guarded.url, PING, authorization=f"Bearer {secret}")
         assert r.status_code == 401
         assert 'error="invalid_token"' in r.headers["www-authenticate"]
         request_id = r.headers["x-request-id"]
-        records = wait_for_log(guarded.log_file, lambda rec: rec.get("mcp_request_id") == request_id
-                                and rec["event"] == "auth_failed")
+        records = wait_for_log(
+            guarded.log_file,
+            lambda rec: rec.get("mcp_request_id") == request_id and rec["event"] == "auth_failed",
+        )
         assert records[0]["http_status"] == 401
         assert secret not in guarded.log_file.read_text()
         assert_contract(read_log(guarded.log_file))
@@ -83,7 +88,8 @@ class TestRefusals:
 
 
 def test_the_official_client_works_with_a_token_and_every_line_names_the_caller(
-    guarded: RunningProcess, tokens: dict[str, str],
+    guarded: RunningProcess,
+    tokens: dict[str, str],
 ) -> None:
     async def main() -> None:
         with anyio.fail_after(30):
@@ -93,8 +99,9 @@ def test_the_official_client_works_with_a_token_and_every_line_names_the_caller(
                 assert (await c.call_tool("ping", {})).content[0].text == "pong"  # type: ignore[union-attr]
 
     anyio.run(main)
-    calls = wait_for_log(guarded.log_file, lambda r: r["event"] == "tool_call" and r.get("caller_id") == "agent-acme",
-                         count=2)
+    calls = wait_for_log(
+        guarded.log_file, lambda r: r["event"] == "tool_call" and r.get("caller_id") == "agent-acme", count=2
+    )
     assert len(calls) >= 2 and {c["tenant"] for c in calls} == {"acme"}
 
 
@@ -116,10 +123,13 @@ def test_no_tenant_reads_another_tenants_rows(guarded: RunningProcess, tokens: d
     assert not {r["id"] for r in acme} & {r["id"] for r in globex}
 
 
-def test_a_token_limited_to_some_tools_is_refused_the_others(guarded: RunningProcess, tokens: dict[str, str]) -> None:
+def test_a_token_limited_to_some_tools_is_refused_the_others(
+    guarded: RunningProcess, tokens: dict[str, str]
+) -> None:
     async def main() -> None:
         with anyio.fail_after(30):
             async with client(guarded.url, tokens["pinger"]) as c:
+                assert [t.name for t in (await c.list_tools()).tools] == ["ping"]
                 assert (await c.call_tool("ping", {})).content[0].text == "pong"  # type: ignore[union-attr]
                 with pytest.raises(MCPError) as refused:
                     await c.call_tool("search_database", {"query": "anvil"})
@@ -130,7 +140,8 @@ def test_a_token_limited_to_some_tools_is_refused_the_others(guarded: RunningPro
 
 
 def test_a_revoked_token_fails_on_the_next_request_of_an_open_session(
-    guarded: RunningProcess, store: Path,
+    guarded: RunningProcess,
+    store: Path,
 ) -> None:
     token = add_token(store, "agent-leaver", "initech")
 
@@ -164,7 +175,9 @@ class TestJwt:
         with running_server(workdir, "--jwks", str(jwks), "--issuer", ISSUER, "--audience", AUDIENCE) as proc:
             yield proc
 
-    def test_a_valid_access_token_works_with_the_official_client(self, server: RunningProcess, issuer: Issuer) -> None:
+    def test_a_valid_access_token_works_with_the_official_client(
+        self, server: RunningProcess, issuer: Issuer
+    ) -> None:
         async def main() -> None:
             with anyio.fail_after(30):
                 async with client(server.url, issuer.token(sub="svc-7", tenant="globex")) as c:
@@ -174,12 +187,20 @@ class TestJwt:
 
         anyio.run(main)
 
-    @pytest.mark.parametrize(("claims", "reason"), [
-        ({"ttl": -30}, "token expired"), ({"aud": "https://other.test"}, "wrong audience"),
-        ({"iss": "https://evil.test"}, "wrong issuer"),
-    ])
+    @pytest.mark.parametrize(
+        ("claims", "reason"),
+        [
+            ({"ttl": -30}, "token expired"),
+            ({"aud": "https://other.test"}, "wrong audience"),
+            ({"iss": "https://evil.test"}, "wrong issuer"),
+        ],
+    )
     def test_expired_or_misdirected_tokens_get_401(
-        self, server: RunningProcess, issuer: Issuer, claims: dict[str, object], reason: str,
+        self,
+        server: RunningProcess,
+        issuer: Issuer,
+        claims: dict[str, object],
+        reason: str,
     ) -> None:
         r = post(server.url, PING, authorization=f"Bearer {issuer.token(**claims)}")  # type: ignore[arg-type]
         assert r.status_code == 401
@@ -200,10 +221,27 @@ class TestTopology:
             assert "WARNING: no authentication" in proc.stderr()
         assert any(r["event"] == "auth_disabled" for r in read_log(proc.log_file))
 
-    def test_a_non_loopback_bind_without_auth_refuses_to_start_even_with_the_override(self, tmp_path: Path) -> None:
+    def test_a_non_loopback_bind_without_auth_refuses_to_start_even_with_the_override(
+        self, tmp_path: Path
+    ) -> None:
         out = subprocess.run(
-            [sys.executable, "-m", "mcptrace", "serve", "--host", "0.0.0.0", "--allow-non-loopback", "--port", "0",
-             "--data-dir", str(tmp_path)], capture_output=True, text=True, env=subprocess_env(), timeout=30,
+            [
+                sys.executable,
+                "-m",
+                "mcptrace",
+                "serve",
+                "--host",
+                "0.0.0.0",
+                "--allow-non-loopback",
+                "--port",
+                "0",
+                "--data-dir",
+                str(tmp_path),
+            ],
+            capture_output=True,
+            text=True,
+            env=subprocess_env(),
+            timeout=30,
         )
         assert out.returncode != 0
         assert "without authentication" in out.stderr
@@ -211,7 +249,21 @@ class TestTopology:
 
     def test_stdio_needs_no_auth_and_warns_about_nothing(self, tmp_path: Path) -> None:
         out = subprocess.run(
-            [sys.executable, "-m", "mcptrace", "serve", "--stdio", "--data-dir", str(tmp_path)], input="",
-            capture_output=True, text=True, env=subprocess_env(), timeout=30,
+            [sys.executable, "-m", "mcptrace", "serve", "--stdio", "--data-dir", str(tmp_path)],
+            input="",
+            capture_output=True,
+            text=True,
+            env=subprocess_env(),
+            timeout=30,
         )
         assert "WARNING" not in out.stderr
+
+
+def test_token_list_shows_callers_and_never_tokens(store: Path, tokens: dict[str, str]) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "mcptrace", "token", "list", "--store", str(store)],
+        capture_output=True, text=True, env=subprocess_env(), timeout=30, check=True,
+    ).stdout
+    assert "agent-acme" in out and "agent-pinger" in out and "ping" in out
+    assert not any(token in out for token in tokens.values())
+    assert not any(token in store.read_text() for token in tokens.values())

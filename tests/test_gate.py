@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -19,8 +21,19 @@ from mcptrace.cli import main
 from mcptrace.gate import Alerting, GateOptions, Probe, run_gate
 from mcptrace.telemetry._log import EventLogger, LogSink
 from mcptrace.testing import RunningProcess
-
 from tests.helpers import assert_contract, read_log
+
+
+def metric_points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
+    """Metric name -> its data points, from everything the reader has collected."""
+    data = reader.get_metrics_data()
+    assert data is not None
+    return {
+        m.name: list(m.data.data_points)
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+    }
 
 
 def dead_url() -> str:
@@ -32,7 +45,9 @@ def dead_url() -> str:
 
 
 class TestGate:
-    def test_a_healthy_server_passes_every_step(self, server: RunningProcess, capsys: pytest.CaptureFixture[str]) -> None:
+    def test_a_healthy_server_passes_every_step(
+        self, server: RunningProcess, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         assert main(["gate", server.url, "--json"]) == 0
         report = json.loads(capsys.readouterr().out)
         assert report["ok"] is True
@@ -51,7 +66,9 @@ class TestGate:
         assert main(args) == 0
 
     def test_a_failing_tool_fails_the_tool_step_with_its_reason(
-        self, server: RunningProcess, capsys: pytest.CaptureFixture[str],
+        self,
+        server: RunningProcess,
+        capsys: pytest.CaptureFixture[str],
     ) -> None:
         assert main(["gate", server.url, "--tool", "no_such_tool"]) == 1
         err = capsys.readouterr().err.splitlines()
@@ -64,18 +81,35 @@ class TestGate:
         assert "Traceback" not in captured.err
         assert captured.out.startswith("FAIL ")
 
+    def test_a_server_that_never_answers_fails_within_the_step_timeout(self) -> None:
+        with socket.socket() as silent:  # accepts connections (backlog) and never says a word
+            silent.bind(("127.0.0.1", 0))
+            silent.listen(8)
+            url = f"http://127.0.0.1:{silent.getsockname()[1]}/mcp"
+            started = time.monotonic()
+            report = anyio.run(run_gate, url, GateOptions(timeout=1))
+            elapsed = time.monotonic() - started
+        assert not report.ok and report.steps[0].name == "initialize"
+        assert report.steps[0].detail.startswith("no answer within 1s")
+        assert elapsed < 15
+
     def test_a_url_that_is_not_mcp_names_the_http_status(self, server: RunningProcess) -> None:
         report = anyio.run(run_gate, server.base_url + "/livez", GateOptions(timeout=5))
         assert not report.ok
         assert report.failed_step is not None and report.failed_step.name == "initialize"
         assert "HTTP 405" in report.failed_step.detail
 
-    def test_bad_flags_are_clear_errors(self, server: RunningProcess, capsys: pytest.CaptureFixture[str]) -> None:
+    def test_bad_flags_are_clear_errors(
+        self, server: RunningProcess, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         assert main(["gate", server.url, "--token-env", "MCPTRACE_TEST_UNSET_TOKEN"]) == 2
         assert main(["gate", server.url, "--args", "{not json"]) == 2
         assert main(["gate", server.url, "--args", "[1]"]) == 2
+        assert main(["gate", "mcp.example.com/mcp"]) == 2
+        assert main(["gate", server.url, "--timeout", "0"]) == 2
         err = capsys.readouterr().err
         assert "MCPTRACE_TEST_UNSET_TOKEN" in err and "not valid JSON" in err and "JSON object" in err
+        assert "not an http:// or https://" in err and "--timeout must be" in err
 
 
 class _Collector(BaseHTTPRequestHandler):
@@ -117,20 +151,40 @@ class TestProbe:
         assert all(r[f.FAILING_SECONDS] == 0 and r[f.PROBE_URL] == server.url for r in records)
 
     def test_an_outage_is_timed_and_alerted_once(
-        self, tmp_path: Path, webhook: tuple[str, type[_Collector]],
+        self,
+        tmp_path: Path,
+        webhook: tuple[str, type[_Collector]],
     ) -> None:
         url, collector = webhook
         log, marker = tmp_path / "probe.log", tmp_path / "alerts.txt"
         command = f'echo "$MCPTRACE_PROBE_FAILURES $MCPTRACE_PROBE_URL" >> {marker}'
-        code = main(["probe", dead_url(), "--every", "0.1", "--count", "4", "--timeout", "5", "--alert-after", "2",
-                     "--on-failure", command, "--webhook", url, "--log-file", str(log)])
+        code = main(
+            [
+                "probe",
+                dead_url(),
+                "--every",
+                "0.1",
+                "--count",
+                "4",
+                "--timeout",
+                "5",
+                "--alert-after",
+                "2",
+                "--on-failure",
+                command,
+                "--webhook",
+                url,
+                "--log-file",
+                str(log),
+            ]
+        )
         assert code == 1
         records = read_log(log)
         assert_contract(records)
         results = [r for r in records if r[f.EVENT] == f.EV_PROBE_RESULT]
         assert [r[f.CONSECUTIVE_FAILURES] for r in results] == [1, 2, 3, 4]
         assert all(r[f.FAILED_STEP] == "initialize" and r[f.LEVEL] == "error" for r in results)
-        seconds = [r[f.FAILING_SECONDS] for r in results]
+        seconds = [float(r[f.FAILING_SECONDS]) for r in results]  # type: ignore[arg-type]
         assert seconds[0] == 0 and seconds == sorted(seconds) and seconds[-1] > 0.2
         assert len({r[f.FAILING_SINCE] for r in results}) == 1
         # The hooks ran once for the outage, after the second failure.
@@ -151,11 +205,7 @@ class TestProbe:
                 await probe.run(every=0.05, count=3)
 
         anyio.run(runs)
-        points = {
-            m.name: m.data.data_points
-            for rm in reader.get_metrics_data().resource_metrics
-            for sm in rm.scope_metrics for m in sm.metrics
-        }
+        points = metric_points(reader)
         runs_by_status = {dict(p.attributes)[f.STATUS]: p.value for p in points[f.M_PROBE_RUNS]}
         assert runs_by_status == {f.FAILURE: 3}
         assert [p.value for p in points[f.M_PROBE_CONSECUTIVE_FAILURES]] == [3]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -20,7 +21,6 @@ from mcptrace.guards import (
     TokenStore,
 )
 from mcptrace.telemetry._context import DownstreamCall
-
 from tests.jwt_keys import AUDIENCE, ISSUER, Issuer
 
 
@@ -98,18 +98,27 @@ class TestJwt:
     def verifier(self, issuer: Issuer, tmp_path: Path) -> JwtVerifier:
         return JwtVerifier(str(issuer.write_jwks(tmp_path / "jwks.json")), issuer=ISSUER, audience=AUDIENCE)
 
-    def test_a_valid_token_gives_caller_and_tenant_from_its_claims(self, issuer: Issuer, verifier: JwtVerifier) -> None:
+    def test_a_valid_token_gives_caller_and_tenant_from_its_claims(
+        self, issuer: Issuer, verifier: JwtVerifier
+    ) -> None:
         identity = run(verifier.authenticate, issuer.token(sub="agent-9", tenant="globex"))
         assert (identity.caller_id, identity.tenant) == ("agent-9", "globex")
 
-    @pytest.mark.parametrize(("claims", "reason"), [
-        ({"ttl": -10}, "token expired"),
-        ({"aud": "https://someone-else"}, "wrong audience"),
-        ({"iss": "https://evil.test"}, "wrong issuer"),
-        ({"tenant": None}, "no 'tenant' claim"),
-    ])
+    @pytest.mark.parametrize(
+        ("claims", "reason"),
+        [
+            ({"ttl": -10}, "token expired"),
+            ({"aud": "https://someone-else"}, "wrong audience"),
+            ({"iss": "https://evil.test"}, "wrong issuer"),
+            ({"tenant": None}, "no 'tenant' claim"),
+        ],
+    )
     def test_bad_claims_are_refused(
-        self, issuer: Issuer, verifier: JwtVerifier, claims: dict[str, object], reason: str,
+        self,
+        issuer: Issuer,
+        verifier: JwtVerifier,
+        claims: dict[str, object],
+        reason: str,
     ) -> None:
         with pytest.raises(AuthError, match=reason):
             run(verifier.authenticate, issuer.token(**claims))  # type: ignore[arg-type]
@@ -123,8 +132,13 @@ class TestJwt:
             run(verifier.authenticate, "a.b.c")
 
     def test_claim_names_are_configurable(self, issuer: Issuer, tmp_path: Path) -> None:
-        verifier = JwtVerifier(str(issuer.write_jwks(tmp_path / "k.json")), issuer=ISSUER, audience=AUDIENCE,
-                               caller_claim="client_id", tenant_claim="org")
+        verifier = JwtVerifier(
+            str(issuer.write_jwks(tmp_path / "k.json")),
+            issuer=ISSUER,
+            audience=AUDIENCE,
+            caller_claim="client_id",
+            tenant_claim="org",
+        )
         identity = run(verifier.authenticate, issuer.token(client_id="svc-3", org="initech"))
         assert (identity.caller_id, identity.tenant) == ("svc-3", "initech")
 
@@ -134,9 +148,14 @@ class TestJwt:
 
 
 def limiter(clock: Clock, **policy: object) -> RateLimiter:
-    defaults: dict[str, object] = dict(caller=Limit(10, 5), tools={"run_report": Limit(0.5, 2)},
-                                       default_tool=Limit(100, 100), suspend_after=5, suspend_window=10,
-                                       suspend_seconds=30)
+    defaults: dict[str, object] = dict(
+        caller=Limit(10, 5),
+        tools={"run_report": Limit(0.5, 2)},
+        default_tool=Limit(100, 100),
+        suspend_after=5,
+        suspend_window=10,
+        suspend_seconds=30,
+    )
     defaults.update(policy)
     return RateLimiter(LimitPolicy(**defaults), backend=MemoryBackend(clock=clock))  # type: ignore[arg-type]
 
@@ -199,8 +218,13 @@ class TestRateLimits:
         assert lim.stats.suspensions == 0
 
     def test_policy_strings(self) -> None:
-        policy = LimitPolicy.parse(caller="5/10", tools="ping=100/200, run_report=0.1/5,*=2/4",
-                                   suspend_after=3, suspend_window=1, suspend_seconds=2)
+        policy = LimitPolicy.parse(
+            caller="5/10",
+            tools="ping=100/200, run_report=0.1/5,*=2/4",
+            suspend_after=3,
+            suspend_window=1,
+            suspend_seconds=2,
+        )
         assert policy.for_tool("ping") == Limit(100, 200)
         assert policy.for_tool("search_database") == Limit(2, 4)
         for bad in ("fast", "0/5", "5"):
@@ -276,10 +300,77 @@ def test_out_of_the_box_forty_rapid_run_report_calls_trip_the_limit() -> None:
     from mcptrace._config import Config
 
     config = Config()
-    policy = LimitPolicy.parse(caller=config.rate_limit_caller, tools=config.rate_limit_tools,
-                               suspend_after=config.suspend_after, suspend_window=config.suspend_window,
-                               suspend_seconds=config.suspend_seconds)
+    policy = LimitPolicy.parse(
+        caller=config.rate_limit_caller,
+        tools=config.rate_limit_tools,
+        suspend_after=config.suspend_after,
+        suspend_window=config.suspend_window,
+        suspend_seconds=config.suspend_seconds,
+    )
     lim = RateLimiter(policy, backend=MemoryBackend(clock=Clock()))
     decisions = [run(lim.check, "agent", "run_report") for _ in range(40)]
     assert sum(d.allowed for d in decisions) == 5
-    assert policy.for_tool("ping").burst > policy.for_tool("search_database").burst > policy.for_tool("run_report").burst
+    assert (
+        policy.for_tool("ping").burst
+        > policy.for_tool("search_database").burst
+        > policy.for_tool("run_report").burst
+    )
+
+
+class TestJwksUrl:
+    """Keys published over HTTP (a real server on loopback), including a key rotation."""
+
+    @pytest.fixture
+    def published(self) -> Iterator[tuple[str, dict[str, bytes]]]:
+        import http.server
+        import threading
+
+        documents: dict[str, bytes] = {}
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                body = documents["jwks"]
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}/jwks.json", documents
+        finally:
+            server.shutdown()
+            thread.join(5)
+
+    def test_keys_are_fetched_and_a_rotated_key_is_picked_up(
+        self, published: tuple[str, dict[str, bytes]]
+    ) -> None:
+        import json
+
+        url, documents = published
+        old, new = Issuer(kid="2025"), Issuer(kid="2026")
+        documents["jwks"] = json.dumps(old.jwks()).encode()
+        clock = Clock()
+        verifier = JwtVerifier(url, issuer=ISSUER, audience=AUDIENCE, refetch_interval=30, clock=clock)
+        assert run(verifier.authenticate, old.token(sub="a")).caller_id == "a"
+        documents["jwks"] = json.dumps({"keys": old.jwks()["keys"] + new.jwks()["keys"]}).encode()
+        with pytest.raises(AuthError, match="unknown signing key"):
+            run(verifier.authenticate, new.token(sub="b"))  # refetches are spaced out
+        clock.advance(31)
+        assert run(verifier.authenticate, new.token(sub="b")).caller_id == "b"
+
+
+def test_the_challenge_never_echoes_an_odd_host_header() -> None:
+    from mcptrace.guards._auth import resource_url
+
+    def url(host: bytes) -> str:
+        return resource_url({"headers": [(b"host", host)], "server": ("127.0.0.1", 8765)}, "/m")
+
+    assert url(b"mcp.example:443") == "http://mcp.example:443/m"
+    assert url(b'evil", error="x') == "http://127.0.0.1:8765/m"

@@ -141,3 +141,20 @@ def test_v1_and_v2_files_read_with_one_polars_schema(server: RunningProcess, tmp
         frame.filter(pl.col("schema_version") == 1)["protocol_version"].null_count()
         == frame.filter(pl.col("schema_version") == 1).height
     )
+
+
+def test_every_shipped_sample_log_follows_the_contract_of_its_version() -> None:
+    samples = sorted(V1_SAMPLE.parent.glob("*.jsonl"))
+    assert len(samples) >= 2
+    for sample in samples:
+        records = [json.loads(line) for line in sample.read_text().splitlines() if line.strip()]
+        assert records, sample.name
+        assert_contract(records)
+
+
+def test_the_demo_sample_holds_both_eras() -> None:
+    frame = pl.read_ndjson(V1_SAMPLE.parent / "demo-v2.jsonl", schema=polars_schema())
+    calls = frame.filter(pl.col("event") == "tool_call")
+    assert set(calls["protocol_version"].unique().to_list()) == {"2025-11-25", "2026-07-28"}
+    modern = calls.filter(pl.col("protocol_version") == "2026-07-28")
+    assert modern["session_id"].null_count() == modern.height

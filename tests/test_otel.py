@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -18,9 +17,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from prometheus_client.parser import text_string_to_metric_families
 
 from mcptrace.testing import RunningProcess, running_server, running_upstream
-
-from tests.helpers import read_log
-from tests.otel_receivers import OtelTap, attrs, hex_id, oteltap, points
+from tests.otel_receivers import OtelTap, attrs, hex_id, oteltap, points, wait_for_log_line
 
 REQUEST_ID = "mcptrace.mcp_request_id"
 
@@ -35,6 +32,10 @@ def tap() -> Iterator[OtelTap]:
 def own_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProcess]:
     with running_upstream(tmp_path_factory.mktemp("otel-upstream")) as proc:
         yield proc
+
+
+def switch_upstream(upstream: RunningProcess, *, down: bool) -> None:
+    httpx.post(f"{upstream.base_url}/admin/faults", json={"down": down}, timeout=5).raise_for_status()
 
 
 def otel_env(endpoint: str, **extra: str) -> dict[str, str]:
@@ -88,7 +89,9 @@ def test_request_span_carries_request_id_caller_tenant_and_tool(server: RunningP
     assert span.status.code != Status.STATUS_CODE_ERROR
 
 
-def test_each_downstream_call_is_a_client_span_under_the_request_span(server: RunningProcess, tap: OtelTap) -> None:
+def test_each_downstream_call_is_a_client_span_under_the_request_span(
+    server: RunningProcess, tap: OtelTap,
+) -> None:
     result = call(server.url, "fetch_upstream", {"key": "k7"})
     assert not result.is_error, result.content
     parent = server_span(tap, request_id(result))
@@ -103,11 +106,11 @@ def test_each_downstream_call_is_a_client_span_under_the_request_span(server: Ru
 
 def test_a_failing_dependency_marks_both_spans_as_errors(server: RunningProcess, tap: OtelTap,
                                                          own_upstream: RunningProcess) -> None:
-    httpx.post(f"{own_upstream.base_url}/admin/faults", json={"down": True}, timeout=5).raise_for_status()
+    switch_upstream(own_upstream, down=True)
     try:
         result = call(server.url, "fetch_upstream", {"key": "k8"})
     finally:
-        httpx.post(f"{own_upstream.base_url}/admin/faults", json={"down": False}, timeout=5).raise_for_status()
+        switch_upstream(own_upstream, down=False)
     assert result.is_error
     parent = server_span(tap, request_id(result))
     assert parent.status.code == Status.STATUS_CODE_ERROR
@@ -149,11 +152,23 @@ def test_a_traceparent_http_header_makes_the_server_span_its_child(
     assert hex_id(span.parent_span_id) == parent_id
 
 
+def test_a_malformed_traceparent_header_starts_a_fresh_trace(server: RunningProcess, tap: OtelTap) -> None:
+    async def main() -> Any:
+        async with httpx2.AsyncClient(headers={"traceparent": "00-not-a-trace-context"}, timeout=30) as http:
+            return await _call(server.url, "ping", {}, http=http)
+
+    result = anyio.run(main)
+    assert not result.is_error
+    span = server_span(tap, request_id(result))
+    assert span.parent_span_id == b"" and len(span.trace_id) == 16
+
+
 def test_log_lines_carry_the_trace_and_span_of_their_request(server: RunningProcess, tap: OtelTap) -> None:
     result = call(server.url, "search_database", {"query": "rocket", "limit": 1})
     rid = request_id(result)
     span = server_span(tap, rid)
-    records = _wait_for_log(server.log_file, rid, "response_sent")
+    records = wait_for_log_line(server.log_file, lambda r: r.get("mcp_request_id") == rid
+                                and r["event"] == "response_sent")
     mine = [r for r in records if r.get("mcp_request_id") == rid]
     assert {r["event"] for r in mine} >= {"request_received", "tool_call", "downstream_call", "response_sent"}
     assert {r["trace_id"] for r in mine} == {hex_id(span.trace_id)}
@@ -166,7 +181,8 @@ def test_log_lines_carry_the_trace_and_span_of_their_request(server: RunningProc
 def test_log_lines_are_also_exported_over_otlp(server: RunningProcess, tap: OtelTap) -> None:
     result = call(server.url, "ping")
     rid = request_id(result)
-    record = tap.logs.wait_for(lambda r: attrs(r).get("mcp_request_id") == rid and r.body.string_value == "tool_call")
+    record = tap.logs.wait_for(
+        lambda r: attrs(r).get("mcp_request_id") == rid and r.body.string_value == "tool_call")
     span = server_span(tap, rid)
     assert record.trace_id == span.trace_id
     assert attrs(record)["tool_name"] == "ping"
@@ -210,24 +226,27 @@ def scrape(server: RunningProcess) -> dict[tuple[str, tuple[tuple[str, str], ...
     return samples
 
 
-def test_prometheus_endpoint_counts_match_the_calls_made(server: RunningProcess, own_upstream: RunningProcess) -> None:
+def test_prometheus_endpoint_counts_match_the_calls_made(
+    server: RunningProcess, own_upstream: RunningProcess,
+) -> None:
     ping = ("mcp_tool_calls_total", (("status", "success"), ("tool", "ping")))
     hist = ("mcp_tool_duration_seconds_count", (("status", "success"), ("tool", "ping")))
     errors = ("mcp_downstream_errors_total", (("service", "upstream"),))
     before = scrape(server)
 
-    async def calls() -> None:
+    async def calls() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         with anyio.fail_after(30):
             async with Client(server.url, mode="legacy") as c:
                 for _ in range(5):
                     assert not (await c.call_tool("ping", {})).is_error
+                return await anyio.to_thread.run_sync(scrape, server)
 
-    anyio.run(calls)
-    httpx.post(f"{own_upstream.base_url}/admin/faults", json={"down": True}, timeout=5).raise_for_status()
+    during = anyio.run(calls)
+    switch_upstream(own_upstream, down=True)
     try:
         assert call(server.url, "fetch_upstream", {"key": "k9"}).is_error
     finally:
-        httpx.post(f"{own_upstream.base_url}/admin/faults", json={"down": False}, timeout=5).raise_for_status()
+        switch_upstream(own_upstream, down=False)
     after = scrape(server)
     assert after[ping] - before.get(ping, 0) == 5
     assert after[hist] - before.get(hist, 0) == 5
@@ -235,18 +254,5 @@ def test_prometheus_endpoint_counts_match_the_calls_made(server: RunningProcess,
     buckets = [le for (name, labels), _ in after.items() if name == "mcp_tool_duration_seconds_bucket"
                and ("tool", "ping") in labels for k, le in labels if k == "le"]
     assert "0.001" in buckets and "600.0" in buckets
-    assert ("mcp_active_sessions", ()) in after
-
-
-def _wait_for_log(path: Path, rid: str, event: str, timeout: float = 10) -> list[dict[str, Any]]:
-    """The log is flushed by a background thread every 0.2 s: read until the line is there."""
-    with anyio.from_thread.start_blocking_portal() as portal:
-        async def wait() -> list[dict[str, Any]]:
-            with anyio.fail_after(timeout):
-                while True:
-                    records = read_log(path)
-                    if any(r.get("mcp_request_id") == rid and r["event"] == event for r in records):
-                        return records  # type: ignore[return-value]
-                    await anyio.sleep(0.05)
-        return portal.call(wait)
+    assert during[("mcp_active_sessions", ())] >= 1  # this test's session, open while scraped
 

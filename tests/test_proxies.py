@@ -14,7 +14,6 @@ import pytest
 from mcptrace import _fields as f
 from mcptrace.gate import GateOptions, run_gate
 from mcptrace.testing import RunningProcess
-
 from tests.helpers import read_log
 from tests.proxies import DEPLOY, Certificate, Proxy, make_certificate, running_caddy, running_nginx
 
@@ -32,34 +31,53 @@ def tls(cert: Certificate) -> ssl.SSLContext:
 
 
 @pytest.fixture(scope="module")
-def nginx(tmp_path_factory: pytest.TempPathFactory, server: RunningProcess, cert: Certificate) -> Iterator[Proxy]:
+def nginx(
+    tmp_path_factory: pytest.TempPathFactory, server: RunningProcess, cert: Certificate
+) -> Iterator[Proxy]:
     with running_nginx(tmp_path_factory.mktemp("nginx"), server_url=server.url, cert=cert) as proxy:
         yield proxy
 
 
 @pytest.fixture(scope="module")
-def caddy(tmp_path_factory: pytest.TempPathFactory, server: RunningProcess, cert: Certificate) -> Iterator[Proxy]:
+def caddy(
+    tmp_path_factory: pytest.TempPathFactory, server: RunningProcess, cert: Certificate
+) -> Iterator[Proxy]:
     with running_caddy(tmp_path_factory.mktemp("caddy"), server_url=server.url, cert=cert) as proxy:
         yield proxy
 
 
 def report_arrivals(url: str, tls: ssl.SSLContext) -> tuple[list[float], float, str]:
     """Call run_report over SSE through `url`; (progress arrival times, end time, request id)."""
-    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "proxy-test", "version": "1"}}}
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "proxy-test", "version": "1"},
+        },
+    }
     with httpx.Client(verify=tls, timeout=30, headers={"accept": f"application/json, {SSE}"}) as client:
         r = client.post(url, json=init)
         assert r.status_code == 200, r.text
         session = {"mcp-session-id": r.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
-        note = client.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=session)
+        note = client.post(
+            url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=session
+        )
         assert note.status_code == 202
-        call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
-                "params": {"name": "run_report", "arguments": {}, "_meta": {"progressToken": "p"}}}
+        call = {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "tools/call",
+            "params": {"name": "run_report", "arguments": {}, "_meta": {"progressToken": "p"}},
+        }
         progress: list[float] = []
         start = time.monotonic()
         with client.stream("POST", url, json=call, headers=session) as response:
             assert response.status_code == 200
             assert response.headers["content-type"].startswith(SSE)
+            assert "no-cache" in response.headers.get("cache-control", "")
             request_id = response.headers["x-request-id"]
             for line in response.iter_lines():
                 if "notifications/progress" in line:
@@ -84,7 +102,10 @@ class TestNginx:
         assert end - progress[0] > 0.9, (progress, end)
 
     def test_nginx_request_id_is_on_the_server_log_lines(
-        self, nginx: Proxy, server: RunningProcess, tls: ssl.SSLContext,
+        self,
+        nginx: Proxy,
+        server: RunningProcess,
+        tls: ssl.SSLContext,
     ) -> None:
         _, _, request_id = report_arrivals(nginx.url, tls)
         assert len(request_id) == 32 and int(request_id, 16) >= 0  # nginx's $request_id: 32 hex digits
@@ -92,17 +113,28 @@ class TestNginx:
         assert {r[f.EVENT] for r in lines} >= {f.EV_TOOL_CALL}
         assert all(r[f.REQUEST_ID] == request_id for r in lines)
 
+    def test_only_the_mcp_route_and_health_are_exposed(self, nginx: Proxy, tls: ssl.SSLContext) -> None:
+        base = nginx.url.removesuffix("/mcp")
+        health = httpx.get(f"{base}/health", verify=tls, timeout=10)
+        assert health.status_code == 200 and health.json()["status"] == "healthy"
+        assert len(health.headers["x-request-id"]) == 32
+        assert httpx.get(f"{base}/livez", verify=tls, timeout=10).status_code == 404
+
     def test_the_gate_passes_with_its_streaming_check(self, nginx: Proxy, cert: Certificate) -> None:
         report = anyio.run(run_gate, nginx.url, GateOptions(check_streaming=True, verify=str(cert.cert)))
         assert report.ok, report.lines()
 
     def test_the_gate_catches_a_buffering_nginx(
-        self, tmp_path: Path, server: RunningProcess, cert: Certificate,
+        self,
+        tmp_path: Path,
+        server: RunningProcess,
+        cert: Certificate,
     ) -> None:
         shipped = (DEPLOY / "nginx" / "mcptrace.conf").read_text()
         # nginx's defaults, with the server's `X-Accel-Buffering: no` ignored as a careless config would.
         buffering = shipped.replace(
-            "proxy_buffering off;", "proxy_buffering on;\n        proxy_ignore_headers X-Accel-Buffering;",
+            "proxy_buffering off;",
+            "proxy_buffering on;\n        proxy_ignore_headers X-Accel-Buffering;",
         )
         assert buffering != shipped
         with running_nginx(tmp_path, server_url=server.url, cert=cert, site=buffering) as proxy:
@@ -112,12 +144,37 @@ class TestNginx:
         assert failed is not None and failed.name == "streaming"
         assert "only at the end" in failed.detail
 
+    def test_the_gate_speaks_to_a_route_that_answers_json(
+        self, tmp_path: Path, server: RunningProcess, cert: Certificate
+    ) -> None:
+        shipped = (DEPLOY / "nginx" / "mcptrace.conf").read_text()
+        # A route that only ever asks for JSON: every answer is one JSON body, progress has nowhere to go.
+        json_only = shipped.replace(
+            "proxy_set_header X-Request-ID $request_id;",
+            'proxy_set_header X-Request-ID $request_id;\n        proxy_set_header Accept "application/json";',
+            1,
+        )
+        with running_nginx(tmp_path, server_url=server.url, cert=cert, site=json_only) as proxy:
+            report = anyio.run(run_gate, proxy.url, GateOptions(check_streaming=True, verify=str(cert.cert)))
+        assert [(s.name, s.ok) for s in report.steps] == [
+            ("initialize", True),
+            ("initialized", True),
+            ("tool", True),
+            ("streaming", False),
+        ]
+        assert "reported no progress" in report.steps[-1].detail
+
     def test_a_bearer_token_from_the_environment_reaches_the_server(
-        self, tmp_path: Path, server: RunningProcess, cert: Certificate, monkeypatch: pytest.MonkeyPatch,
+        self,
+        tmp_path: Path,
+        server: RunningProcess,
+        cert: Certificate,
+        monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         shipped = (DEPLOY / "nginx" / "mcptrace.conf").read_text()
         guarded = shipped.replace(
-            "location /mcp {", 'location /mcp {\n        if ($http_authorization != "Bearer s3cret") { return 401; }',
+            "location = /mcp {",
+            'location = /mcp {\n        if ($http_authorization != "Bearer s3cret") { return 401; }',
         )
         from mcptrace.cli import main
 
@@ -136,7 +193,10 @@ class TestCaddy:
         assert end - progress[0] > 0.9, (progress, end)
 
     def test_caddy_request_id_is_on_the_server_log_lines(
-        self, caddy: Proxy, server: RunningProcess, tls: ssl.SSLContext,
+        self,
+        caddy: Proxy,
+        server: RunningProcess,
+        tls: ssl.SSLContext,
     ) -> None:
         _, _, request_id = report_arrivals(caddy.url, tls)
         assert len(request_id) == 36  # Caddy's {http.request.uuid}

@@ -13,8 +13,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.types import Implementation
 
 from mcptrace.testing import RunningProcess, subprocess_env
-
-from tests.helpers import assert_contract, read_log
+from tests.helpers import assert_contract, read_flushed_log, read_log
 
 MODES = ["legacy", "auto", "2026-07-28"]
 
@@ -92,7 +91,7 @@ def test_stdio(tmp_path: Path) -> None:
 
 def test_every_line_the_server_wrote_follows_the_log_contract(server: RunningProcess) -> None:
     anyio.run(_one_call, server.url)
-    records = read_log(server.log_file)
+    records = read_flushed_log(server.log_file)
     assert records
     assert_contract(records)
     requests = {r["mcp_request_id"] for r in records if r["event"] == "request_received"}

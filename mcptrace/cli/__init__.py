@@ -37,7 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # Paths may follow options (`mcptrace chain ID --format json logs/`).
+    paths = getattr(args, "paths", None)
+    if extra and isinstance(paths, list) and not any(e.startswith("-") and e != "-" for e in extra):
+        paths.extend(extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

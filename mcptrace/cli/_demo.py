@@ -48,23 +48,38 @@ def _demo(args: argparse.Namespace) -> int:
         f"\nDone in {time.monotonic() - started:.1f}s: {progress.calls} tool calls, "
         f"{progress.errors} failed (as planted)."
     )
+    if progress.cut_short:
+        print("  the workload hit its time limit and was stopped early (a very busy machine?)")
     crashed = {name: a.crashed for name, a in progress.agents.items() if a.crashed}
     for name, reason in crashed.items():
         print(f"  agent {name} stopped early: {reason}")
-    print(f"Logs: {result.log_file}\n")
+    print(f"Logs: {result.log_file}")
+    print(_planted(progress) + "\n")
     print("Calls and errors per tool")
     print(render(result.per_tool))
     print("\nCalls per client (caller_id)")
     print(render(result.per_client))
     _forensics_report(result.log_file)
-    print(f"\nInvestigate: python -m mcptrace --help   (logs in {result.log_file.parent})")
+    print(f"\nNext: `mcptrace --help` lists the commands that investigate {result.log_file.name};"
+          " its fields are documented in docs/log-schema.md.")
     return 1 if crashed else 0
+
+
+def _planted(progress: Any) -> str:
+    """Where the planted incidents are, so the summary below can be checked against them."""
+    lines = ["Planted: looping-agent repeats one call; status-poller polls (same arguments, new results);",
+             "         flaky-client sends bad calls; analyst runs the slow run_report"]
+    if progress.outage is not None:
+        begin, end = (time.strftime("%H:%M:%S", time.gmtime(t)) for t in progress.outage)
+        seconds = progress.outage[1] - progress.outage[0]
+        lines.append(f"         upstream outage {begin}-{end} UTC ({seconds:.1f}s)")
+    return "\n".join(lines)
 
 
 def _forensics_report(log_file: Path) -> None:
     """The forensics report, when this installation ships it."""
     try:
-        from mcptrace.analysis import report_text  # type: ignore[attr-defined]
+        from mcptrace.analysis import report_text
     except ImportError:
         return
     try:

@@ -16,19 +16,35 @@ if TYPE_CHECKING:
 
 def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
     """The options every gated command shares (gate, probe, registry update)."""
-    parser.add_argument("--token-env", metavar="NAME",
-                        help="send 'Authorization: Bearer $NAME' (the token itself never goes on the command line)")
+    parser.add_argument(
+        "--token-env",
+        metavar="NAME",
+        help="send 'Authorization: Bearer $NAME' (the token itself never goes on the command line)",
+    )
     parser.add_argument("--tool", default="ping", help="non-destructive tool to call (default ping)")
     parser.add_argument("--args", default="{}", metavar="JSON", help="arguments of --tool as a JSON object")
-    parser.add_argument("--check-streaming", action="store_true",
-                        help="also call a progress-reporting tool and fail if its events arrive only at the end")
-    parser.add_argument("--streaming-tool", default="run_report", help="tool for --check-streaming (default run_report)")
+    parser.add_argument(
+        "--check-streaming",
+        action="store_true",
+        help="also call a progress-reporting tool and fail if its events arrive only at the end",
+    )
+    parser.add_argument(
+        "--streaming-tool", default="run_report", help="tool for --check-streaming (default run_report)"
+    )
+    parser.add_argument(
+        "--streaming-args",
+        default="{}",
+        metavar="JSON",
+        help="arguments of --streaming-tool as a JSON object",
+    )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds allowed per step (default 30)")
     parser.add_argument("--cacert", metavar="FILE", help="CA bundle to verify an https URL against")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    gate = sub.add_parser("gate", help="handshake with an MCP server and call one tool; exit 0 only if all passed")
+    gate = sub.add_parser(
+        "gate", help="handshake with an MCP server and call one tool; exit 0 only if all passed"
+    )
     gate.add_argument("url", help="the MCP endpoint, e.g. https://mcp.example.com/mcp")
     add_gate_arguments(gate)
     gate.add_argument("--json", action="store_true", help="print the report as JSON (for CI)")
@@ -39,9 +55,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_gate_arguments(probe)
     probe.add_argument("--every", type=float, required=True, metavar="SECONDS", help="seconds between runs")
     probe.add_argument("--count", type=int, help="stop after N runs (default: run until interrupted)")
-    probe.add_argument("--alert-after", type=int, default=3, metavar="N",
-                       help="consecutive failures before the hooks run (default 3)")
-    probe.add_argument("--on-failure", metavar="CMD", help="shell command run once per outage (env: MCPTRACE_PROBE_*)")
+    probe.add_argument(
+        "--alert-after",
+        type=int,
+        default=3,
+        metavar="N",
+        help="consecutive failures before the hooks run (default 3)",
+    )
+    probe.add_argument(
+        "--on-failure", metavar="CMD", help="shell command run once per outage (env: MCPTRACE_PROBE_*)"
+    )
     probe.add_argument("--webhook", metavar="URL", help="POST a JSON alert here once per outage")
     probe.add_argument("--log-file", help="append the JSON lines here too (they always go to stderr)")
     probe.set_defaults(func=_probe)
@@ -50,6 +73,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def gate_options(args: argparse.Namespace) -> GateOptions:
     from mcptrace.gate._gate import GateOptions
 
+    url = getattr(args, "url", "")
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"{url!r} is not an http:// or https:// MCP endpoint")
+    if not args.timeout > 0:
+        raise ConfigError("--timeout must be a positive number of seconds")
     token = None
     if args.token_env:
         token = os.environ.get(args.token_env)
@@ -57,8 +85,14 @@ def gate_options(args: argparse.Namespace) -> GateOptions:
             raise ConfigError(f"--token-env {args.token_env}: that environment variable is not set or empty")
     arguments = _json_object("--args", args.args)
     return GateOptions(
-        token=token, tool=args.tool, arguments=arguments, check_streaming=args.check_streaming,
-        streaming_tool=args.streaming_tool, timeout=args.timeout, verify=_verify(args.cacert),
+        token=token,
+        tool=args.tool,
+        arguments=arguments,
+        check_streaming=args.check_streaming,
+        streaming_tool=args.streaming_tool,
+        streaming_arguments=_json_object("--streaming-args", args.streaming_args),
+        timeout=args.timeout,
+        verify=_verify(args.cacert),
     )
 
 
@@ -111,6 +145,12 @@ def _probe(args: argparse.Namespace) -> int:
     if args.count is not None and args.count < 1:
         raise ConfigError("--count must be at least 1")
     alerting = Alerting(after=max(1, args.alert_after), command=args.on_failure, webhook=args.webhook)
-    state = run_probe(args.url, gate_options(args), every=args.every, count=args.count, alerting=alerting,
-                      log_file=args.log_file)
+    state = run_probe(
+        args.url,
+        gate_options(args),
+        every=args.every,
+        count=args.count,
+        alerting=alerting,
+        log_file=args.log_file,
+    )
     return 0 if state.consecutive_failures == 0 else 1

@@ -22,16 +22,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve.add_argument("--allow-non-loopback", action="store_true", default=None,
                        help="bind a non-loopback address anyway (logged as a warning at every start)")
     guards = serve.add_argument_group("auth and rate limits")
-    guards.add_argument("--tokens", type=Path, help="token store (mcptrace token add); requires bearer tokens")
+    guards.add_argument("--tokens", type=Path, help="token store; requires bearer tokens")
     guards.add_argument("--jwks", help="JWKS file or URL of the OAuth issuer; accepts JWT access tokens")
     guards.add_argument("--issuer", help="required `iss` of JWT access tokens")
     guards.add_argument("--audience", help="required `aud` of JWT access tokens")
     guards.add_argument("--redis-url", help="share rate limits, suspensions and revocations through Redis")
-    guards.add_argument("--rate-limit-caller", metavar="RATE/BURST", help="per-caller bucket (default 50/100)")
+    guards.add_argument("--rate-limit-caller", metavar="RATE/BURST", help="per-caller bucket")
     guards.add_argument("--rate-limit-tools", metavar="TOOL=RATE/BURST,...",
                         help="per (caller, tool) buckets; `*` sets the default")
-    guards.add_argument("--suspend-after", type=int, help="violations within the window that suspend a caller")
+    guards.add_argument("--suspend-after", type=int, help="violations that suspend a caller")
     guards.add_argument("--suspend-seconds", type=float, help="how long a suspension lasts")
+    serve.add_argument("--resources-manifest", type=Path,
+                       help="load the hash-pinned remote tools and prompts listed in this manifest")
     serve.add_argument("--ready-file", type=Path, help="write the server URL to this file once it accepts requests")
     serve.set_defaults(func=_serve)
 
@@ -57,6 +59,7 @@ def _serve(args: argparse.Namespace) -> int:
         redis_url=args.redis_url, rate_limit_caller=args.rate_limit_caller,
         rate_limit_tools=args.rate_limit_tools, suspend_after=args.suspend_after,
         suspend_seconds=args.suspend_seconds,
+        resources_manifest=args.resources_manifest,
     )
     if args.stdio:
         serve_stdio(config)

@@ -24,6 +24,8 @@ from mcptrace.demo._summary import per_client, per_tool, tool_calls
 from mcptrace.demo._workload import Progress, run_workload
 
 LOG_NAME = "mcptrace.log"
+#: Seconds a child may take to start: generous, for busy CI machines.
+START_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,10 @@ class DemoResult:
         return per_client(self.calls)
 
 
+#: A shorter breaker cool-down than production's, so the demo's short outage also shows the recovery.
+DEMO_SERVER_ENV = {"MCPTRACE_BREAKER_COOLDOWN": "1"}
+
+
 def run_demo(
     out: Path, *, on_tick: Callable[[Progress], None] | None = None, say: Callable[[str], None] | None = None
 ) -> DemoResult:
@@ -56,7 +62,7 @@ def run_demo(
             old.unlink()
     log_file = logs / LOG_NAME
 
-    with running(["upstream", "--port", "0"], processes) as upstream:
+    with running(["upstream", "--port", "0"], processes, timeout=START_TIMEOUT) as upstream:
         serve = [
             "serve",
             "--port",
@@ -68,7 +74,7 @@ def run_demo(
             "--upstream-url",
             upstream.base_url,
         ]
-        with running(serve, processes) as server:
+        with running(serve, processes, env=DEMO_SERVER_ENV, timeout=START_TIMEOUT) as server:
             say(f"server   {server.url}  (upstream {upstream.base_url})")
             say(f"logs     {log_file}")
             progress = anyio.run(_workload, server.url, upstream.base_url, on_tick)

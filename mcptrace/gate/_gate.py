@@ -72,9 +72,12 @@ class GateReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "url": self.url, "ok": self.ok, "duration_ms": self.duration_ms,
+            "url": self.url,
+            "ok": self.ok,
+            "duration_ms": self.duration_ms,
             "server": {"name": self.server_name, "version": self.server_version},
-            "protocol_version": self.protocol_version, "steps": [asdict(s) for s in self.steps],
+            "protocol_version": self.protocol_version,
+            "steps": [asdict(s) for s in self.steps],
         }
 
     def lines(self) -> list[str]:
@@ -110,24 +113,35 @@ async def run_gate(url: str, options: GateOptions | None = None) -> GateReport:
             transport_errors.append(_describe(message))
 
     async def on_response(response: httpx2.Response) -> None:
-        if response.status_code >= 400:
+        # Only POSTs carry the gate's messages; a server may refuse the optional GET stream.
+        if response.status_code >= 400 and response.request.method == "POST":
             reason = response.reason_phrase or ""
-            transport_errors.append(f"HTTP {response.status_code} {reason}".strip()
-                                    + f" from {response.request.method} {response.request.url.path}")
+            transport_errors.append(
+                f"HTTP {response.status_code} {reason}".strip()
+                + f" from {response.request.method} {response.request.url.path}"
+            )
 
     headers = {"user-agent": f"mcptrace-gate/{__version__}", **options.headers}
     if options.token:
         headers["authorization"] = f"Bearer {options.token}"
     http = httpx2.AsyncClient(
-        headers=headers, verify=options.verify, event_hooks={"response": [on_response]},
+        headers=headers,
+        verify=options.verify,
+        event_hooks={"response": [on_response]},
         timeout=httpx2.Timeout(options.timeout, read=max(options.timeout, 60.0)),
     )
-    current = ["initialize", time.perf_counter()]
+    current: tuple[str, float] = ("initialize", time.perf_counter())
     try:
-        async with http, streamable_http_client(url, http_client=http) as (read, write), ClientSession(
-            read, write, message_handler=on_message,
-            client_info=types.Implementation(name="mcptrace-gate", version=__version__),
-        ) as session:
+        async with (
+            http,
+            streamable_http_client(url, http_client=http) as (read, write),
+            ClientSession(
+                read,
+                write,
+                message_handler=on_message,
+                client_info=types.Implementation(name="mcptrace-gate", version=__version__),
+            ) as session,
+        ):
             steps: list[tuple[str, Callable[[], Awaitable[str]]]] = [
                 ("initialize", lambda: _initialize(session, report)),
                 ("initialized", lambda: _initialized(session)),
@@ -136,7 +150,7 @@ async def run_gate(url: str, options: GateOptions | None = None) -> GateReport:
             if options.check_streaming:
                 steps.append(("streaming", lambda: _check_streaming(session, options)))
             for name, run in steps:
-                current[:] = [name, time.perf_counter()]
+                current = (name, time.perf_counter())
                 step = await _timed(name, run, options.timeout, transport_errors)
                 report.steps.append(step)
                 if not step.ok:
@@ -144,15 +158,19 @@ async def run_gate(url: str, options: GateOptions | None = None) -> GateReport:
     except Exception as exc:  # the transport failed underneath the step that was running
         name, started = current
         if not report.steps or report.steps[-1].name != name:
-            elapsed = round((time.perf_counter() - float(started)) * 1000, 2)
-            report.steps.append(Step(str(name), False, elapsed, _describe(exc)))
+            elapsed = round((time.perf_counter() - started) * 1000, 2)
+            report.steps.append(Step(name, False, elapsed, _describe(exc)))
     return report
 
 
 async def _timed(
-    name: str, run: Callable[[], Awaitable[str]], timeout: float, transport_errors: list[str],
+    name: str,
+    run: Callable[[], Awaitable[str]],
+    timeout: float,
+    transport_errors: list[str],
 ) -> Step:
     start = time.perf_counter()
+    errors_before = len(transport_errors)
     ok, detail = True, ""
     try:
         with anyio.fail_after(timeout):
@@ -167,7 +185,10 @@ async def _timed(
         ok, detail = False, f"malformed answer: {_first_validation_error(exc)}"
     except Exception as exc:
         ok, detail = False, _describe(exc)
-    if not ok and transport_errors:
+    if ok and len(transport_errors) > errors_before:
+        # e.g. a notification the server refused: it has no answer to fail on, only its HTTP status
+        ok, detail = False, transport_errors[-1]
+    elif not ok and transport_errors:
         detail = f"{detail} ({transport_errors[-1]})"
     elapsed = round((time.perf_counter() - start) * 1000, 2)
     return Step(name, ok, elapsed, detail)
@@ -175,10 +196,13 @@ async def _timed(
 
 async def _initialize(session: ClientSession, report: GateReport) -> str:
     result = await session.send_request(
-        types.InitializeRequest(params=types.InitializeRequestParams(
-            protocol_version=GATE_PROTOCOL_VERSION, capabilities=types.ClientCapabilities(),
-            client_info=types.Implementation(name="mcptrace-gate", version=__version__),
-        )),
+        types.InitializeRequest(
+            params=types.InitializeRequestParams(
+                protocol_version=GATE_PROTOCOL_VERSION,
+                capabilities=types.ClientCapabilities(),
+                client_info=types.Implementation(name="mcptrace-gate", version=__version__),
+            )
+        ),
         types.InitializeResult,
     )
     if result.server_info is None or not result.server_info.name:
@@ -214,7 +238,9 @@ async def _check_streaming(session: ClientSession, options: GateOptions) -> str:
 
     start = time.monotonic()
     result = await session.call_tool(
-        options.streaming_tool, options.streaming_arguments, progress_callback=on_progress,
+        options.streaming_tool,
+        options.streaming_arguments,
+        progress_callback=on_progress,
     )
     end = time.monotonic()
     if result.is_error:
@@ -228,8 +254,10 @@ async def _check_streaming(session: ClientSession, options: GateOptions) -> str:
             f"from buffering (needs >= {STREAM_MIN_CALL_SECONDS * 1000:.0f} ms)",
         )
     first = arrivals[0] - start
-    summary = (f"first of {len(arrivals)} progress events after {first * 1000:.0f} ms "
-               f"of a {total * 1000:.0f} ms call")
+    summary = (
+        f"first of {len(arrivals)} progress events after {first * 1000:.0f} ms "
+        f"of a {total * 1000:.0f} ms call"
+    )
     if first > STREAM_LATE_FRACTION * total:
         raise StepFailed(f"events arrive only at the end (buffering proxy?): {summary}")
     return summary

@@ -9,6 +9,7 @@ logged, never raised: an alert that cannot be sent must not stop the probe.
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import time
@@ -69,7 +70,12 @@ class Probe:
     """Runs the gate, records the result, logs it, counts it and alerts on outages."""
 
     def __init__(
-        self, url: str, options: GateOptions, *, logger: EventLogger, alerting: Alerting | None = None,
+        self,
+        url: str,
+        options: GateOptions,
+        *,
+        logger: EventLogger,
+        alerting: Alerting | None = None,
         meter_provider: metrics.MeterProvider | None = None,
     ) -> None:
         self.url = url
@@ -81,11 +87,14 @@ class Probe:
         self._runs = meter.create_counter(f.M_PROBE_RUNS, description="gate runs by outcome")
         self._duration = meter.create_histogram(f.M_PROBE_DURATION, unit="s", description="gate run time")
         meter.create_observable_gauge(
-            f.M_PROBE_FAILING_SECONDS, unit="s", description="seconds since the current outage began (0 when up)",
+            f.M_PROBE_FAILING_SECONDS,
+            unit="s",
+            description="seconds since the current outage began (0 when up)",
             callbacks=[lambda _: [metrics.Observation(self.state.failing_seconds(), {"url": self.url})]],
         )
         meter.create_observable_gauge(
-            f.M_PROBE_CONSECUTIVE_FAILURES, description="failed runs in a row",
+            f.M_PROBE_CONSECUTIVE_FAILURES,
+            description="failed runs in a row",
             callbacks=[lambda _: [metrics.Observation(self.state.consecutive_failures, {"url": self.url})]],
         )
 
@@ -103,12 +112,19 @@ class Probe:
         else:
             message = f"{failed.name}: {failed.detail}" if failed else "gate failed"
         self.logger.emit(
-            f.EV_PROBE_RESULT, "info" if report.ok else "error", **{
-                f.PROBE_URL: self.url, f.STATUS: status, f.DURATION_MS: report.duration_ms,
-                f.FAILED_STEP: failed.name if failed else None, f.MESSAGE: message,
+            f.EV_PROBE_RESULT,
+            "info" if report.ok else "error",
+            **{
+                f.PROBE_URL: self.url,
+                f.STATUS: status,
+                f.DURATION_MS: report.duration_ms,
+                f.FAILED_STEP: failed.name if failed else None,
+                f.MESSAGE: message,
                 f.CONSECUTIVE_FAILURES: self.state.consecutive_failures,
                 f.FAILING_SECONDS: self.state.failing_seconds(now),
-                f.FAILING_SINCE: utc_timestamp(self.state.failing_since) if self.state.failing_since else None,
+                f.FAILING_SINCE: utc_timestamp(self.state.failing_since)
+                if self.state.failing_since
+                else None,
             },
         )
         if not report.ok and self.state.consecutive_failures == self.alerting.after:
@@ -117,7 +133,9 @@ class Probe:
 
     async def _alert(self, reason: str) -> None:
         payload: dict[str, Any] = {
-            "event": f.EV_PROBE_ALERT, "url": self.url, "reason": reason,
+            "event": f.EV_PROBE_ALERT,
+            "url": self.url,
+            "reason": reason,
             "consecutive_failures": self.state.consecutive_failures,
             "failing_seconds": self.state.failing_seconds(),
             "failing_since": utc_timestamp(self.state.failing_since) if self.state.failing_since else None,
@@ -130,13 +148,22 @@ class Probe:
 
     def _run_command(self, payload: dict[str, Any]) -> None:
         env = {
-            **os.environ, "MCPTRACE_PROBE_URL": self.url, "MCPTRACE_PROBE_REASON": str(payload["reason"]),
+            **os.environ,
+            "MCPTRACE_PROBE_URL": self.url,
+            "MCPTRACE_PROBE_REASON": str(payload["reason"]),
             "MCPTRACE_PROBE_FAILURES": str(payload["consecutive_failures"]),
             "MCPTRACE_PROBE_FAILING_SECONDS": str(payload["failing_seconds"]),
         }
         try:
-            done = subprocess.run(self.alerting.command or "", shell=True, env=env, timeout=HOOK_TIMEOUT_SECONDS,
-                                  stdin=subprocess.DEVNULL, capture_output=True, check=False)
+            done = subprocess.run(
+                self.alerting.command or "",
+                shell=True,
+                env=env,
+                timeout=HOOK_TIMEOUT_SECONDS,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                check=False,
+            )
             error = None if done.returncode == 0 else f"exit {done.returncode}: {done.stderr.decode()[-200:]}"
         except (OSError, subprocess.TimeoutExpired) as exc:
             error = f"{type(exc).__name__}: {exc}"
@@ -154,28 +181,43 @@ class Probe:
         self._log_alert("webhook", error)
 
     def _log_alert(self, hook: str, error: str | None) -> None:
-        self.logger.emit(f.EV_PROBE_ALERT, "warning" if error is None else "error", **{
-            f.PROBE_URL: self.url, f.STATUS: f.FAILURE if error else f.SUCCESS, f.ERROR: error,
-            f.MESSAGE: f"{hook} alert {'failed' if error else 'sent'}",
-            f.CONSECUTIVE_FAILURES: self.state.consecutive_failures,
-            f.FAILING_SECONDS: self.state.failing_seconds(),
-        })
+        self.logger.emit(
+            f.EV_PROBE_ALERT,
+            "warning" if error is None else "error",
+            **{
+                f.PROBE_URL: self.url,
+                f.STATUS: f.FAILURE if error else f.SUCCESS,
+                f.ERROR: error,
+                f.MESSAGE: f"{hook} alert {'failed' if error else 'sent'}",
+                f.CONSECUTIVE_FAILURES: self.state.consecutive_failures,
+                f.FAILING_SECONDS: self.state.failing_seconds(),
+            },
+        )
 
     async def run(self, *, every: float, count: int | None = None) -> ProbeState:
-        """Run on a fixed cadence (no drift) until `count` runs are done, or forever."""
+        """Run on a fixed cadence (no drift) until `count` runs are done, or forever.
+
+        A run that overruns its slot skips the slots it missed rather than firing a burst.
+        """
         start = time.monotonic()
-        n = 0
-        while count is None or n < count:
+        runs = 0
+        while count is None or runs < count:
             await self.run_once()
-            n += 1
-            if count is not None and n >= count:
+            runs += 1
+            if count is not None and runs >= count:
                 break
-            await anyio.sleep(max(0.0, start + n * every - time.monotonic()))
+            elapsed = time.monotonic() - start
+            await anyio.sleep((math.floor(elapsed / every) + 1) * every - elapsed)
         return self.state
 
 
 def run_probe(
-    url: str, options: GateOptions, *, every: float, count: int | None = None, alerting: Alerting | None = None,
+    url: str,
+    options: GateOptions,
+    *,
+    every: float,
+    count: int | None = None,
+    alerting: Alerting | None = None,
     log_file: str | Path | None = None,
 ) -> ProbeState:
     """The CLI's entry point: JSON lines on stderr (and in `log_file`), until `count` runs or Ctrl-C."""

@@ -2,7 +2,7 @@
 what happens when a dependency struggles (circuit breakers).
 
     request ─▶ AuthMiddleware ─▶ AdmissionMiddleware ─▶ … SDK ─▶ RateLimitMiddleware ─▶ tool ─▶ Breakers
-               (token or JWT       (allowed tools,              (callers without auth)          (per dependency)
+               (token or JWT       (allowed tools,              (callers without auth)   (per dependency)
                 → Identity)         buckets, suspension)
 """
 

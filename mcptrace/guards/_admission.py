@@ -52,7 +52,9 @@ def requested_calls(body: bytes) -> tuple[Any, list[str | None]]:
 
 
 class AdmissionMiddleware:
-    def __init__(self, app: ASGIApp, *, limiter: RateLimiter, logger: EventLogger, path: str = "/mcp") -> None:
+    def __init__(
+        self, app: ASGIApp, *, limiter: RateLimiter, logger: EventLogger, path: str = "/mcp"
+    ) -> None:
         self.app = app
         self.limiter = limiter
         self.logger = logger
@@ -60,8 +62,12 @@ class AdmissionMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         identity: Identity | None = scope.get("state", {}).get(IDENTITY_DETAIL_KEY)
-        if (scope["type"] != "http" or scope["method"] != "POST" or identity is None
-                or scope["path"].rstrip("/") != self.path):
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or identity is None
+            or scope["path"].rstrip("/") != self.path
+        ):
             await self.app(scope, receive, send)
             return
         body = await read_body(receive, 1 << 62) or b""
@@ -76,36 +82,71 @@ class AdmissionMiddleware:
             decision = await self.limiter.check(identity.caller_id, tool, request_id=request_id)
             if not decision.allowed:
                 error = RateLimitedError(decision.retry_after_ms, scope=decision.scope or "caller")
-                await _send_error(send, 429, jsonrpc_id, error.code, error.message, error.data, headers=[
-                    (b"retry-after", str(max(1, math.ceil(decision.retry_after_ms / 1000))).encode())])
+                await _send_error(
+                    send,
+                    429,
+                    jsonrpc_id,
+                    error.code,
+                    error.message,
+                    error.data,
+                    headers=[
+                        (b"retry-after", str(max(1, math.ceil(decision.retry_after_ms / 1000))).encode())
+                    ],
+                )
                 return
         scope = {**scope, "state": {**scope.get("state", {}), ADMITTED_STATE_KEY: True}}
         await self.app(scope, receive, send)
 
     async def _forbid(
-        self, send: Send, identity: Identity, tool: str, jsonrpc_id: Any, request_id: str | None,
+        self,
+        send: Send,
+        identity: Identity,
+        tool: str,
+        jsonrpc_id: Any,
+        request_id: str | None,
     ) -> None:
         self.limiter.stats.forbidden += 1
-        self.logger.emit(f.EV_AUTH_FAILED, "warning", **{
-            f.REQUEST_ID: request_id, f.CALLER_ID: identity.caller_id, f.TENANT: identity.tenant,
-            f.TOOL_NAME: tool, f.HTTP_STATUS: 403, f.ERROR: "tool not allowed for this token",
-            f.TRANSPORT: "http",
-        })
+        self.logger.emit(
+            f.EV_AUTH_FAILED,
+            "warning",
+            **{
+                f.REQUEST_ID: request_id,
+                f.CALLER_ID: identity.caller_id,
+                f.TENANT: identity.tenant,
+                f.TOOL_NAME: tool,
+                f.HTTP_STATUS: 403,
+                f.ERROR: "tool not allowed for this token",
+                f.TRANSPORT: "http",
+            },
+        )
         error = ForbiddenError(tool)
         await _send_error(send, 403, jsonrpc_id, error.code, error.message, error.data)
 
 
 async def _send_error(
-    send: Send, status: int, jsonrpc_id: Any, code: int, message: str, data: Any,
-    *, headers: list[tuple[bytes, bytes]] | None = None,
+    send: Send,
+    status: int,
+    jsonrpc_id: Any,
+    code: int,
+    message: str,
+    data: Any,
+    *,
+    headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     if not isinstance(jsonrpc_id, (str, int)) or isinstance(jsonrpc_id, bool):
         jsonrpc_id = None
-    body = orjson.dumps({"jsonrpc": "2.0", "id": jsonrpc_id, "error": {"code": code, "message": message,
-                                                                       "data": data}})
-    await send({
-        "type": "http.response.start", "status": status,
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                    *(headers or [])],
-    })
+    body = orjson.dumps(
+        {"jsonrpc": "2.0", "id": jsonrpc_id, "error": {"code": code, "message": message, "data": data}}
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

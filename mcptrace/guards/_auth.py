@@ -12,6 +12,7 @@ authorization server, and a JSON-RPC error body that MCP clients surface.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -29,13 +30,17 @@ from mcptrace.middleware._requests import send_jsonrpc_error
 from mcptrace.telemetry._log import EventLogger
 
 RESOURCE_METADATA_PATH = "/.well-known/oauth-protected-resource"
+_SAFE_HOST = re.compile(r"^[A-Za-z0-9.\-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
 
 
 class Authenticator:
     """Opaque tokens go to the token store, JWTs to the issuer's keys; shared revocations apply to both."""
 
     def __init__(
-        self, *, store: TokenStore | None = None, jwt: JwtVerifier | None = None,
+        self,
+        *,
+        store: TokenStore | None = None,
+        jwt: JwtVerifier | None = None,
         revocations: LimitBackend | None = None,
     ) -> None:
         self.store = store
@@ -75,7 +80,7 @@ def header(scope: Scope, name: bytes) -> str | None:
 def resource_url(scope: Scope, path: str) -> str:
     """An absolute URL on this server as the client addressed it (Host header, else the socket)."""
     host = header(scope, b"host")
-    if not host:
+    if not host or not _SAFE_HOST.match(host):  # it is echoed in a quoted header: nothing odd gets through
         server = scope.get("server") or ("127.0.0.1", 80)
         host = f"{server[0]}:{server[1]}"
     return f"{scope.get('scheme', 'http')}://{host}{path}"
@@ -83,7 +88,12 @@ def resource_url(scope: Scope, path: str) -> str:
 
 class AuthMiddleware:
     def __init__(
-        self, app: ASGIApp, *, authenticator: Authenticator, logger: EventLogger, stats: GuardStats,
+        self,
+        app: ASGIApp,
+        *,
+        authenticator: Authenticator,
+        logger: EventLogger,
+        stats: GuardStats,
         protected_path: str = "/mcp",
     ) -> None:
         self.app = app
@@ -105,8 +115,11 @@ class AuthMiddleware:
             await self._refuse(scope, send, exc, missing=token is None)
             return
         self.stats.auth_ok += 1
-        state = {**scope.get("state", {}), IDENTITY_STATE_KEY: (identity.caller_id, identity.tenant),
-                 IDENTITY_DETAIL_KEY: identity}
+        state = {
+            **scope.get("state", {}),
+            IDENTITY_STATE_KEY: (identity.caller_id, identity.tenant),
+            IDENTITY_DETAIL_KEY: identity,
+        }
         await self.app({**scope, "state": state}, receive, send)
 
     async def _refuse(self, scope: Scope, send: Send, exc: AuthError, *, missing: bool) -> None:
@@ -115,18 +128,31 @@ class AuthMiddleware:
         challenge = f'Bearer realm="mcptrace", resource_metadata="{metadata}"'
         if not missing:
             challenge += f', error="invalid_token", error_description="{exc.reason}"'
-        self.logger.emit(f.EV_AUTH_FAILED, "warning", **{
-            f.REQUEST_ID: header(scope, f.REQUEST_ID_HEADER.encode()), f.HTTP_STATUS: 401, f.ERROR: exc.reason,
-            f.SESSION_ID: header(scope, b"mcp-session-id"), f.TRANSPORT: "http",
-            f.MESSAGE: f"{scope['method']} {scope['path']}",
-        })
+        self.logger.emit(
+            f.EV_AUTH_FAILED,
+            "warning",
+            **{
+                f.REQUEST_ID: header(scope, f.REQUEST_ID_HEADER.encode()),
+                f.HTTP_STATUS: 401,
+                f.ERROR: exc.reason,
+                f.SESSION_ID: header(scope, b"mcp-session-id"),
+                f.TRANSPORT: "http",
+                f.MESSAGE: f"{scope['method']} {scope['path']}",
+            },
+        )
         await send_jsonrpc_error(
-            send, 401, exc.code, exc.message, headers=[(b"www-authenticate", challenge.encode())],
+            send,
+            401,
+            exc.code,
+            exc.message,
+            headers=[(b"www-authenticate", challenge.encode())],
         )
 
 
 def resource_metadata(
-    *, authorization_servers: list[str], scopes: list[str] | None = None,
+    *,
+    authorization_servers: list[str],
+    scopes: list[str] | None = None,
 ) -> Callable[[Scope], dict[str, Any]]:
     """The body of `/.well-known/oauth-protected-resource` for a request (RFC 9728)."""
 
@@ -140,5 +166,3 @@ def resource_metadata(
         }
 
     return document
-
-

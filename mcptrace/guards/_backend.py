@@ -79,7 +79,9 @@ class MemoryBackend:
         if count >= policy.suspend_after:
             self._violations.pop(caller, None)
             self._suspended_until[caller] = now + policy.suspend_seconds
-            return Decision(False, SCOPE_SUSPENDED, math.ceil(policy.suspend_seconds * 1000), suspended_now=True)
+            return Decision(
+                False, SCOPE_SUSPENDED, math.ceil(policy.suspend_seconds * 1000), suspended_now=True
+            )
         self._violations[caller] = (count, started)
         scope = max(waits, key=lambda s: waits[s])
         return Decision(False, scope, math.ceil(waits[scope] * 1000))
@@ -90,8 +92,10 @@ class MemoryBackend:
 
     def _prune(self, now: float, policy: LimitPolicy) -> None:
         """Forget buckets that have refilled completely: they hold nothing a fresh bucket would not."""
-        full_after = max(policy.caller.burst / policy.caller.rate,
-                         *(lim.burst / lim.rate for lim in (*policy.tools.values(), policy.default_tool)))
+        full_after = max(
+            policy.caller.burst / policy.caller.rate,
+            *(lim.burst / lim.rate for lim in (*policy.tools.values(), policy.default_tool)),
+        )
         self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < full_after}
 
     async def revoke(self, keys: Iterable[str]) -> None:
@@ -160,7 +164,9 @@ class RedisBackend:
         try:
             import redis.asyncio as aioredis
         except ImportError:
-            raise ConfigError("the Redis backend needs the redis package: pip install 'mcptrace[redis]'") from None
+            raise ConfigError(
+                "the Redis backend needs the redis package: pip install 'mcptrace[redis]'"
+            ) from None
         self.url = url
         self.prefix = prefix
         self._client: Any = aioredis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
@@ -174,8 +180,15 @@ class RedisBackend:
         tool_limit = policy.for_tool(tool) if tool is not None else policy.default_tool
         if tool is not None:
             keys.append(self._key(caller, f"tool:{tool}"))
-        args = [policy.caller.rate, policy.caller.burst, tool_limit.rate, tool_limit.burst,
-                policy.suspend_after, policy.suspend_window, policy.suspend_seconds]
+        args = [
+            policy.caller.rate,
+            policy.caller.burst,
+            tool_limit.rate,
+            tool_limit.burst,
+            policy.suspend_after,
+            policy.suspend_window,
+            policy.suspend_seconds,
+        ]
         allowed, scope, retry_ms, suspended_now = await self._decide(keys=keys, args=args)
         if allowed:
             return ALLOWED

@@ -43,7 +43,11 @@ class BreakerOpenError(DownstreamError):
 
 class CircuitBreaker:
     def __init__(
-        self, service: str, policy: BreakerPolicy | None = None, *, clock: Callable[[], float] = time.monotonic,
+        self,
+        service: str,
+        policy: BreakerPolicy | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
         on_transition: TransitionHook | None = None,
     ) -> None:
         self.service = service
@@ -93,7 +97,10 @@ class CircuitBreaker:
         while self._outcomes and now - self._outcomes[0][0] > self.policy.window:
             self._outcomes.popleft()
         failures = sum(1 for _, good in self._outcomes if not good)
-        if len(self._outcomes) >= self.policy.min_calls and failures / len(self._outcomes) >= self.policy.failure_rate:
+        if (
+            len(self._outcomes) >= self.policy.min_calls
+            and failures / len(self._outcomes) >= self.policy.failure_rate
+        ):
             self._open(now)
 
     def _open(self, now: float) -> None:
@@ -104,18 +111,20 @@ class CircuitBreaker:
     def _move(self, new: str) -> None:
         old, self._state = self._state, new
         if old != new and self._on_transition is not None:
-            try:
+            with contextlib.suppress(Exception):  # a logging hook must not break the breaker
                 self._on_transition(self.service, old, new)
-            except Exception:
-                pass
 
 
 class Breakers:
     """The breakers of one server, created on first use of each service."""
 
     def __init__(
-        self, policy: BreakerPolicy | None = None, *, clock: Callable[[], float] = time.monotonic,
-        on_transition: TransitionHook | None = None, on_reject: Callable[[str], None] | None = None,
+        self,
+        policy: BreakerPolicy | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_transition: TransitionHook | None = None,
+        on_reject: Callable[[str], None] | None = None,
     ) -> None:
         self.policy = policy or BreakerPolicy()
         self._clock = clock
@@ -126,7 +135,9 @@ class Breakers:
     def get(self, service: str) -> CircuitBreaker:
         breaker = self._breakers.get(service)
         if breaker is None:
-            breaker = CircuitBreaker(service, self.policy, clock=self._clock, on_transition=self._on_transition)
+            breaker = CircuitBreaker(
+                service, self.policy, clock=self._clock, on_transition=self._on_transition
+            )
             self._breakers[service] = breaker
         return breaker
 

@@ -39,9 +39,17 @@ def looks_like_jwt(token: str) -> bool:
 
 class JwtVerifier:
     def __init__(
-        self, jwks: str, *, issuer: str | None, audience: str | None, caller_claim: str = "sub",
-        tenant_claim: str = "tenant", leeway: float = 0.0, cache_seconds: float = 300.0,
-        refetch_interval: float = 30.0, clock: Callable[[], float] = time.monotonic,
+        self,
+        jwks: str,
+        *,
+        issuer: str | None,
+        audience: str | None,
+        caller_claim: str = "sub",
+        tenant_claim: str = "tenant",
+        leeway: float = 0.0,
+        cache_seconds: float = 300.0,
+        refetch_interval: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not issuer or not audience:
             raise ConfigError("JWT auth needs both an issuer (--issuer) and an audience (--audience)")
@@ -71,8 +79,13 @@ class JwtVerifier:
             raise AuthError("unknown signing key")
         try:
             claims: dict[str, Any] = jwt.decode(
-                token, key=key.key, algorithms=[key.algorithm_name], audience=self.audience, issuer=self.issuer,
-                leeway=self.leeway, options={"require": ["exp", "iss", "aud"]},
+                token,
+                key=key.key,
+                algorithms=[key.algorithm_name],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": ["exp", "iss", "aud"]},
             )
         except jwt.PyJWTError as exc:
             reason = next((text for kind, text in _FAILURES if isinstance(exc, kind)), "invalid token")

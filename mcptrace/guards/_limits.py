@@ -48,7 +48,13 @@ class LimitPolicy:
 
     @classmethod
     def parse(
-        cls, *, caller: str, tools: str, suspend_after: int, suspend_window: float, suspend_seconds: float,
+        cls,
+        *,
+        caller: str,
+        tools: str,
+        suspend_after: int,
+        suspend_window: float,
+        suspend_seconds: float,
     ) -> LimitPolicy:
         """From `RATE/BURST` and `TOOL=RATE/BURST,...` strings (`*` names the default tool limit)."""
         per_tool: dict[str, Limit] = {}

@@ -16,7 +16,11 @@ from mcptrace.telemetry._log import EventLogger, null_logger
 
 class RateLimiter:
     def __init__(
-        self, policy: LimitPolicy, *, backend: LimitBackend | None = None, stats: GuardStats | None = None,
+        self,
+        policy: LimitPolicy,
+        *,
+        backend: LimitBackend | None = None,
+        stats: GuardStats | None = None,
         logger: EventLogger | None = None,
     ) -> None:
         self.policy = policy
@@ -38,8 +42,11 @@ class RateLimiter:
         if decision.suspended_now:
             self.stats.suspensions += 1
         fields = {
-            f.CALLER_ID: caller, f.LIMIT_SCOPE: decision.scope, f.RETRY_AFTER_MS: decision.retry_after_ms,
-            f.STATUS: f.FAILURE, f.MESSAGE: "caller suspended" if decision.suspended_now else "rate limit exceeded",
+            f.CALLER_ID: caller,
+            f.LIMIT_SCOPE: decision.scope,
+            f.RETRY_AFTER_MS: decision.retry_after_ms,
+            f.STATUS: f.FAILURE,
+            f.MESSAGE: "caller suspended" if decision.suspended_now else "rate limit exceeded",
         }
         if tool is not None:
             fields[f.TOOL_NAME] = tool

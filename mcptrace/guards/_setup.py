@@ -36,26 +36,40 @@ class Guards:
         await self.backend.aclose()
 
 
-def build_guards(config: Config, logger: EventLogger, *, clock: Callable[[], float] = time.monotonic) -> Guards:
+def build_guards(
+    config: Config, logger: EventLogger, *, clock: Callable[[], float] = time.monotonic
+) -> Guards:
     stats = GuardStats()
     policy = LimitPolicy.parse(
-        caller=config.rate_limit_caller, tools=config.rate_limit_tools, suspend_after=config.suspend_after,
-        suspend_window=config.suspend_window, suspend_seconds=config.suspend_seconds,
+        caller=config.rate_limit_caller,
+        tools=config.rate_limit_tools,
+        suspend_after=config.suspend_after,
+        suspend_window=config.suspend_window,
+        suspend_seconds=config.suspend_seconds,
     )
     backend: LimitBackend = RedisBackend(config.redis_url) if config.redis_url else MemoryBackend(clock=clock)
 
     def on_transition(service: str, old: str, new: str) -> None:
         stats.breaker_transitions[(service, new)] += 1
-        logger.emit(f.EV_BREAKER_STATE, "info" if new == "closed" else "warning", **{
-            f.SERVICE: service, f.BREAKER_STATE: new, f.MESSAGE: f"{service} breaker {old} -> {new}"})
+        logger.emit(
+            f.EV_BREAKER_STATE,
+            "info" if new == "closed" else "warning",
+            **{f.SERVICE: service, f.BREAKER_STATE: new, f.MESSAGE: f"{service} breaker {old} -> {new}"},
+        )
 
     def on_reject(service: str) -> None:
         stats.breaker_rejections[service] += 1
 
     breakers = Breakers(
-        BreakerPolicy(failure_rate=config.breaker_failure_rate, min_calls=config.breaker_min_calls,
-                      window=config.breaker_window, cooldown=config.breaker_cooldown),
-        clock=clock, on_transition=on_transition, on_reject=on_reject,
+        BreakerPolicy(
+            failure_rate=config.breaker_failure_rate,
+            min_calls=config.breaker_min_calls,
+            window=config.breaker_window,
+            cooldown=config.breaker_cooldown,
+        ),
+        clock=clock,
+        on_transition=on_transition,
+        on_reject=on_reject,
     )
     authenticator = None
     if config.auth_enabled:
@@ -64,17 +78,25 @@ def build_guards(config: Config, logger: EventLogger, *, clock: Callable[[], flo
             if not config.tokens_file.exists():
                 raise ConfigError(
                     f"token store {config.tokens_file} does not exist; create it with "
-                    "`mcptrace token add CALLER --tenant T --store FILE`")
+                    "`mcptrace token add CALLER --tenant T --store FILE`"
+                )
             store = TokenStore(config.tokens_file, reload_interval=config.token_reload_interval)
         verifier = None
         if config.jwks is not None:
             verifier = JwtVerifier(
-                config.jwks, issuer=config.jwt_issuer, audience=config.jwt_audience,
-                caller_claim=config.jwt_caller_claim, tenant_claim=config.jwt_tenant_claim,
+                config.jwks,
+                issuer=config.jwt_issuer,
+                audience=config.jwt_audience,
+                caller_claim=config.jwt_caller_claim,
+                tenant_claim=config.jwt_tenant_claim,
             )
-        authenticator = Authenticator(store=store, jwt=verifier, revocations=backend if config.redis_url else None)
+        authenticator = Authenticator(
+            store=store, jwt=verifier, revocations=backend if config.redis_url else None
+        )
     limiter = RateLimiter(policy, backend=backend, stats=stats, logger=logger)
-    return Guards(stats=stats, limiter=limiter, breakers=breakers, backend=backend, authenticator=authenticator)
+    return Guards(
+        stats=stats, limiter=limiter, breakers=breakers, backend=backend, authenticator=authenticator
+    )
 
 
 def wrap_http(app: ASGIApp, guards: Guards, logger: EventLogger) -> ASGIApp:
@@ -96,9 +118,12 @@ def auth_policy(config: Config) -> str | None:
     if not is_loopback(config.host):
         raise ConfigError(
             f"refusing to serve {config.host} without authentication: pass --tokens FILE or --jwks "
-            "(with --issuer and --audience); --allow-non-loopback does not waive this")
-    return (f"no authentication on {config.host}: any local process can call the tools; "
-            "pass --tokens FILE to require bearer tokens")
+            "(with --issuer and --audience); --allow-non-loopback does not waive this"
+        )
+    return (
+        f"no authentication on {config.host}: any local process can call the tools; "
+        "pass --tokens FILE to require bearer tokens"
+    )
 
 
 class GuardMetricsView:

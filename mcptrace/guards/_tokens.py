@@ -56,7 +56,9 @@ class TokenEntry:
     def from_json(cls, raw: dict[str, Any]) -> TokenEntry:
         tools = raw.get("tools")
         return cls(
-            caller_id=str(raw["caller_id"]), tenant=str(raw["tenant"]), sha256=str(raw["sha256"]),
+            caller_id=str(raw["caller_id"]),
+            tenant=str(raw["tenant"]),
+            sha256=str(raw["sha256"]),
             tools=tuple(str(t) for t in tools) if tools is not None else None,
             expires_at=float(raw["expires_at"]) if raw.get("expires_at") is not None else None,
             created_at=float(raw.get("created_at") or 0.0),
@@ -71,7 +73,11 @@ class TokenStore:
     """Looks tokens up by hash; reloads the file when its size, mtime or inode change."""
 
     def __init__(
-        self, path: Path, *, reload_interval: float = 0.25, clock: Callable[[], float] = time.monotonic,
+        self,
+        path: Path,
+        *,
+        reload_interval: float = 0.25,
+        clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = Path(path)
@@ -124,7 +130,12 @@ class TokenStore:
         return _read(self.path)
 
     def add(
-        self, caller_id: str, *, tenant: str, tools: Sequence[str] | None = None, ttl_seconds: float | None = None,
+        self,
+        caller_id: str,
+        *,
+        tenant: str,
+        tools: Sequence[str] | None = None,
+        ttl_seconds: float | None = None,
     ) -> str:
         """Mint a token for `caller_id`, store its hash, and return the token (shown once, never stored)."""
         if not caller_id.strip() or not tenant.strip():
@@ -132,9 +143,12 @@ class TokenStore:
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         now = self._wall()
         entry = TokenEntry(
-            caller_id=caller_id, tenant=tenant, sha256=token_hash(token),
+            caller_id=caller_id,
+            tenant=tenant,
+            sha256=token_hash(token),
             tools=tuple(tools) if tools is not None else None,
-            expires_at=now + ttl_seconds if ttl_seconds is not None else None, created_at=now,
+            expires_at=now + ttl_seconds if ttl_seconds is not None else None,
+            created_at=now,
         )
         with self._locked():
             _write(self.path, [*_read(self.path), entry])

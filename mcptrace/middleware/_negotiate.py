@@ -5,7 +5,10 @@ The SDK streams a POST's answer as SSE and insists on clients that accept both
 common (curl scripts, proxies, older SDKs). Per request, this layer:
 
 - accepts both (or sent no `Accept`): passes through untouched;
-- accepts only `text/event-stream`: lets the SDK stream as usual;
+- accepts only `text/event-stream`: lets the SDK stream as usual; where the
+  SDK answers a quick request with a JSON body instead (its 2026-07-28 path
+  does), re-frames that one successful JSON-RPC message as a single SSE event,
+  encoded by `sse_starlette`, so the client gets the type it asked for;
 - accepts only `application/json`: lets the SDK stream, reads the stream with
   `httpx2.EventSource`, and answers with the one JSON-RPC response it carries
   as a single `application/json` body. Progress and log notifications have no
@@ -21,6 +24,7 @@ from typing import Any
 
 import httpx2
 import orjson
+from sse_starlette.event import ServerSentEvent
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcptrace._errors import INTERNAL_ERROR
@@ -28,6 +32,10 @@ from mcptrace.middleware._requests import send_jsonrpc_error
 
 _BOTH = b"application/json, text/event-stream"
 _SYNTHETIC_REQUEST = httpx2.Request("POST", "http://mcptrace.invalid/mcp")
+_SSE_START_HEADERS = [
+    (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"connection", b"keep-alive"),
+    (b"x-accel-buffering", b"no"),
+]
 _DROP_FROM_SSE = {b"content-type", b"content-length", b"cache-control", b"connection", b"transfer-encoding",
                   b"x-accel-buffering"}
 
@@ -67,8 +75,10 @@ class NegotiationMiddleware:
             await self.app(scope, receive, send)  # the SDK's 406 is the honest answer here
             return
         scope = _with_accept(scope, _BOTH)
-        if sse_ok:
+        if sse_ok and json_ok:
             await self.app(scope, receive, _mark_sse(send))
+        elif sse_ok:
+            await self.app(scope, receive, _json_as_sse(_mark_sse(send)))
         else:
             await _as_single_json(self.app, scope, receive, send)
 
@@ -87,6 +97,34 @@ def _mark_sse(send: Send) -> Send:
             is_sse = any(k == b"content-type" and v.startswith(b"text/event-stream") for k, v in headers)
             if is_sse and b"x-accel-buffering" not in names:
                 message = {**message, "headers": [*headers, (b"x-accel-buffering", b"no")]}
+        await send(message)
+
+    return wrapped
+
+
+def _json_as_sse(send: Send) -> Send:
+    """Re-frame a 2xx `application/json` answer as one SSE event; errors (4xx/5xx) pass as they are."""
+    start: Message | None = None
+    chunks: list[bytes] = []
+
+    async def wrapped(message: Message) -> None:
+        nonlocal start
+        if message["type"] == "http.response.start":
+            headers = message.get("headers", [])
+            is_json = any(k == b"content-type" and v.startswith(b"application/json") for k, v in headers)
+            if is_json and 200 <= message["status"] < 300:
+                start = message
+                return
+        elif message["type"] == "http.response.body" and start is not None:
+            chunks.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            kept = [(k, v) for k, v in start.get("headers", []) if k.lower() not in _DROP_FROM_SSE]
+            event = ServerSentEvent(data=b"".join(chunks).decode("utf-8"), event="message").encode()
+            await send({"type": "http.response.start", "status": start["status"],
+                        "headers": [*kept, *_SSE_START_HEADERS]})
+            await send({"type": "http.response.body", "body": event})
+            return
         await send(message)
 
     return wrapped

@@ -127,6 +127,8 @@ class RequestLogMiddleware:
                 self._finish(call, params, start, None, f"{type(exc).__name__}: {exc}"[:500], INTERNAL_ERROR)
                 raise
             self._finish(call, params, start, result, None, None)
+            if ctx.method == "ping":  # the spec's answer to ping is an empty result; the id rides in X-Request-ID
+                return result
             return _with_request_id(result, request_id)
         finally:
             reset_call(call_token)
@@ -151,8 +153,9 @@ class RequestLogMiddleware:
     ) -> None:
         duration_s = time.perf_counter() - start
         duration_ms = round(duration_s * 1000, 3)
-        if error is None and call.tool_name is not None:
-            error = _tool_error(result)
+        data = _dump(result) if call.tool_name is not None and result is not None else None  # dumped once
+        if error is None and data is not None:
+            error = _tool_error(data)
         status = f.FAILURE if error is not None else f.SUCCESS
         level = "info" if status == f.SUCCESS else "warning"
         if call.tool_name is not None:
@@ -160,7 +163,7 @@ class RequestLogMiddleware:
             self.logger.emit(
                 f.EV_TOOL_CALL, level, **{
                     f.ARGUMENTS_HASH: json_hash(arguments),
-                    f.RESULT_HASH: _result_hash(result) if result is not None else None,
+                    f.RESULT_HASH: _result_hash(data) if data is not None else None,
                     f.INPUT_TOKEN_COUNT: estimate_tokens(arguments),
                     f.DURATION_MS: duration_ms, f.STATUS: status, f.ERROR: error, f.ERROR_CODE: code,
                     f.DOWNSTREAM_CALLS: call.downstream_calls,
@@ -201,15 +204,13 @@ def _dump(result: HandlerResult) -> Any:
     return result
 
 
-def _result_hash(result: HandlerResult) -> str:
-    data = _dump(result)
+def _result_hash(data: Any) -> str:
     if isinstance(data, dict):
         data = {k: v for k, v in data.items() if k != "_meta"}
     return json_hash(data)
 
 
-def _tool_error(result: HandlerResult) -> str | None:
-    data = _dump(result)
+def _tool_error(data: Any) -> str | None:
     if not isinstance(data, dict) or data.get("isError") is not True:
         return None
     texts = [c.get("text", "") for c in data.get("content", []) if isinstance(c, dict)]

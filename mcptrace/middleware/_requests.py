@@ -117,10 +117,13 @@ class RequestIdMiddleware:
     def _log_rejection(self, scope: Scope, request_id: str, status: int, start: float, body: bytes) -> None:
         session = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"mcp-session-id"), None)
         code, error = _error_of(body)
+        version = next(
+            (v[:64].decode("latin-1") for k, v in scope["headers"] if k == b"mcp-protocol-version"), None
+        )
         self.logger.emit(
             f.EV_REQUEST_REJECTED, "warning", **{
                 f.REQUEST_ID: request_id, f.SESSION_ID: session[:_LOGGED_TEXT] if session else None,
-                f.HTTP_STATUS: status, f.ERROR_CODE: code, f.ERROR: error,
+                f.HTTP_STATUS: status, f.ERROR_CODE: code, f.ERROR: error, f.PROTOCOL_VERSION: version,
                 f.TRANSPORT: "http", f.MESSAGE: _request_line(scope),
                 f.DURATION_MS: round((time.perf_counter() - start) * 1000, 3),
             },

@@ -11,6 +11,7 @@ says what to install when they are missing.
 
 from mcptrace.notebook._explorer import Explorer
 from mcptrace.notebook._frames import (
+    caller_rates,
     error_rates,
     load_logs,
     loop_episodes,
@@ -19,6 +20,7 @@ from mcptrace.notebook._frames import (
     runs,
     tool_calls,
 )
+from mcptrace.notebook._frames import latency_percentiles as latency_table
 from mcptrace.notebook._plots import (
     caller_rate,
     error_heatmap,
@@ -32,9 +34,11 @@ from mcptrace.notebook._plots import (
 __all__ = [
     "Explorer",
     "caller_rate",
+    "caller_rates",
     "error_heatmap",
     "error_rates",
     "latency_percentiles",
+    "latency_table",
     "load_logs",
     "loop_episodes",
     "loop_timeline",

@@ -7,7 +7,9 @@ here imports plotly, so these are cheap to test and to reuse in reports.
 
 from __future__ import annotations
 
+import io
 import os
+import warnings
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -40,16 +42,48 @@ def _log_files(path: Path) -> list[Path]:
 
 
 def load_logs(*paths: str | os.PathLike[str]) -> pl.DataFrame:
-    """Every record of the given log files or directories, typed by the contract and sorted by time."""
+    """Every record of the given log files or directories, typed by the contract and sorted by time.
+
+    Lines that are not JSON objects (a torn last line, a stray print) are skipped
+    with a warning that says how many and where; the good lines are all kept.
+    """
     if not paths:
         raise LogReadError("no log paths given")
     files = [file for p in paths for file in _log_files(Path(p))]
+    frames = [_read_file(file) for file in files]
+    return pl.concat(frames).filter(pl.col(f.TIMESTAMP).is_not_null()).sort(f.TIMESTAMP)
+
+
+def _read_file(path: Path) -> pl.DataFrame:
     schema = polars_schema()
     try:
-        frames = [pl.read_ndjson(file, schema=schema, ignore_errors=True) for file in files]
-    except (OSError, pl.exceptions.ComputeError) as exc:
-        raise LogReadError(f"cannot read logs: {exc}") from None
-    return pl.concat(frames).filter(pl.col(f.TIMESTAMP).is_not_null()).sort(f.TIMESTAMP)
+        return pl.read_ndjson(path, schema=schema, ignore_errors=True)
+    except OSError as exc:
+        raise LogReadError(f"{path}: {exc.strerror or exc}") from None
+    except pl.exceptions.PolarsError:
+        pass
+    import orjson
+
+    good: list[bytes] = []
+    bad: list[int] = []
+    with open(path, "rb") as fh:
+        for number, line in enumerate(fh, 1):
+            try:
+                ok = isinstance(orjson.loads(line), dict)
+            except orjson.JSONDecodeError:
+                ok = not line.strip()
+            if ok:
+                good.append(line)
+            else:
+                bad.append(number)
+    if bad:
+        shown = ", ".join(str(n) for n in bad[:5]) + (" ..." if len(bad) > 5 else "")
+        message = f"{path}: skipped {len(bad)} line(s) that are not JSON objects (line {shown})"
+        warnings.warn(message, stacklevel=3)
+    data = b"".join(line if line.endswith(b"\n") else line + b"\n" for line in good if line.strip())
+    if not data:
+        return pl.DataFrame(schema=schema)
+    return pl.read_ndjson(io.BytesIO(data), schema=schema, ignore_errors=True)
 
 
 def tool_calls(logs: Frame) -> pl.DataFrame:
@@ -146,6 +180,11 @@ def _duration_kwargs(every: str) -> dict[str, int]:
         if every.endswith(suffix) and every[: -len(suffix)].isdigit():
             return {units[suffix]: int(every[: -len(suffix)])}
     raise ValueError(f"bucket size {every!r}: use a whole number of ms, s, m, h or d (e.g. '5s')")
+
+
+def bucket_seconds(every: str) -> float:
+    """The length of a bucket such as '5s' or '1m' in seconds; ValueError for anything else."""
+    return timedelta(**{k: float(v) for k, v in _duration_kwargs(every).items()}).total_seconds()
 
 
 def sessions_over_time(logs: Frame, *, every: str = "5s") -> pl.DataFrame:

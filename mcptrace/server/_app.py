@@ -9,8 +9,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +24,7 @@ from mcptrace._config import Config
 from mcptrace._version import __version__
 from mcptrace.guards._auth import RESOURCE_METADATA_PATH, resource_metadata
 from mcptrace.guards._backend import RedisBackend
-from mcptrace.guards._sdk import RateLimitMiddleware
+from mcptrace.guards._sdk import RateLimitMiddleware, ToolFilterMiddleware
 from mcptrace.guards._setup import GuardMetricsView, Guards, build_guards, wrap_http
 from mcptrace.middleware._clientmeta import TraceMetaGuard
 from mcptrace.middleware._envelope import EnvelopeMiddleware
@@ -35,6 +33,7 @@ from mcptrace.middleware._requestlog import RequestLogMiddleware, default_identi
 from mcptrace.middleware._requests import RequestIdMiddleware
 from mcptrace.server._db import Database
 from mcptrace.server._health import HealthChecker
+from mcptrace.server._remote import LoadReport, load_pinned_resources
 from mcptrace.server._tools import DEFAULT_TENANT, Dependencies, register_tools
 from mcptrace.telemetry import _context
 from mcptrace.telemetry._log import EventLogger, LogSink
@@ -83,6 +82,7 @@ class Service:
     telemetry: ServerTelemetry | None = None
     started: float = field(default_factory=time.monotonic)
     health: HealthChecker | None = None
+    pinned: LoadReport | None = None
 
     async def aclose(self) -> None:
         if self.deps.http is not None:
@@ -99,14 +99,21 @@ def build_service(config: Config, *, logger: EventLogger | None = None, transpor
     mcp: MCPServer[Any] = MCPServer(SERVER_NAME, version=__version__, log_level="WARNING")
     register_tools(mcp, deps)
     mcp.middleware.insert(0, TraceMetaGuard())
+    pinned = None
+    if config.resources_manifest is not None:
+        pinned = load_pinned_resources(
+            mcp, manifest=config.resources_manifest, cache_dir=config.resources_cache_dir, logger=logger,
+        )
     mcp.middleware.append(RequestLogMiddleware(logger, identify=_identify, transport=transport))
     mcp.middleware.append(RateLimitMiddleware(guards.limiter))
+    mcp.middleware.append(ToolFilterMiddleware())
     hook = log_downstream_calls(logger)
     if hook not in _context.downstream_hooks:
         _context.downstream_hooks.append(hook)
     telemetry = setup_telemetry(mcp, logger, transport=transport)
     register_guard_metrics(telemetry.instrumentation.metrics.meter, GuardMetricsView(guards))
-    return Service(config=config, logger=logger, mcp=mcp, deps=deps, guards=guards, telemetry=telemetry)
+    return Service(config=config, logger=logger, mcp=mcp, deps=deps, guards=guards, telemetry=telemetry,
+                   pinned=pinned)
 
 
 def build_app(service: Service) -> ASGIApp:
@@ -142,6 +149,8 @@ def build_app(service: Service) -> ASGIApp:
         body, status = await checker.report()
         if service.telemetry is not None:
             body["telemetry"] = service.telemetry.health()
+        if service.pinned is not None:
+            body = _with_pinned_check(body, service.pinned)
         return JSONResponse(body, status_code=status, headers={"cache-control": "no-store"})
 
     if service.guards.authenticator is not None:
@@ -164,22 +173,50 @@ def build_app(service: Service) -> ASGIApp:
     return _with_lifespan(app, service)
 
 
-def _with_lifespan(app: ASGIApp, service: Service) -> ASGIApp:
-    """Open the service's HTTP client at start-up and close it at shutdown, around the app's own lifespan."""
+def _with_pinned_check(body: dict[str, Any], pinned: LoadReport) -> dict[str, Any]:
+    """Resources served from the verified cache (the origin changed or failed) make the service degraded."""
+    stale = pinned.from_cache
+    check = (
+        {"status": "degraded", "error": f"served from the verified cache: {', '.join(stale)}"}
+        if stale else {"status": "healthy", "count": len(pinned.loaded)}
+    )
+    body = {**body, "checks": {**body.get("checks", {}), "pinned_resources": check}}
+    if stale and body.get("status") == "healthy":
+        body["status"] = "degraded"
+    return body
 
-    @asynccontextmanager
-    async def resources() -> AsyncIterator[None]:
-        service.deps.http = httpx.AsyncClient(limits=httpx.Limits(max_connections=100))
-        try:
-            yield
-        finally:
-            await service.aclose()
+
+def _with_lifespan(app: ASGIApp, service: Service) -> ASGIApp:
+    """Open the service's HTTP client at start-up; close everything and flush the log at shutdown.
+
+    The clean-up runs before `lifespan.shutdown.complete` is passed on: uvicorn re-raises
+    SIGTERM/SIGINT as soon as it sees that message, which ends the process at once.
+    """
 
     async def wrapped(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "lifespan":
             await app(scope, receive, send)
             return
-        async with resources():
-            await app(scope, receive, send)
+        closed = False
+
+        async def close() -> None:
+            nonlocal closed
+            if closed:
+                return
+            closed = True
+            await service.aclose()
+            service.logger.emit(f.EV_SERVER_STOPPED, **{f.MESSAGE: "shutdown complete", f.TRANSPORT: "http"})
+            service.logger.sink.flush()
+
+        async def send_after_close(message: Any) -> None:
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                await close()
+            await send(message)
+
+        service.deps.http = httpx.AsyncClient(limits=httpx.Limits(max_connections=100))
+        try:
+            await app(scope, receive, send_after_close)
+        finally:
+            await close()
 
     return wrapped

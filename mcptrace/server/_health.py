@@ -31,8 +31,15 @@ Check = Callable[[], Awaitable[dict[str, Any]]]
 
 class HealthChecker:
     def __init__(
-        self, *, db: Database, sink: LogSink, breakers: Breakers, upstream_url: str | None,
-        http: Callable[[], httpx.AsyncClient | None], timeout: float = 1.0, cache_seconds: float = 1.0,
+        self,
+        *,
+        db: Database,
+        sink: LogSink,
+        breakers: Breakers,
+        upstream_url: str | None,
+        http: Callable[[], httpx.AsyncClient | None],
+        timeout: float = 1.0,
+        cache_seconds: float = 1.0,
         started: float | None = None,
     ) -> None:
         self.db = db
@@ -63,8 +70,12 @@ class HealthChecker:
             overall = DEGRADED
         else:
             overall = HEALTHY
-        body = {"status": overall, "checks": checks, "version": __version__,
-                "uptime_seconds": round(time.monotonic() - self.started, 1)}
+        body = {
+            "status": overall,
+            "checks": checks,
+            "version": __version__,
+            "uptime_seconds": round(time.monotonic() - self.started, 1),
+        }
         return body, 503 if overall == UNHEALTHY else 200
 
     async def _run(self) -> dict[str, Any]:
@@ -90,8 +101,10 @@ class HealthChecker:
             for name, check in probes.items():
                 tg.start_soon(run, name, check)
         states = self.breakers.states()
-        checks["breakers"] = {"status": HEALTHY if all(s == CLOSED for s in states.values()) else DEGRADED,
-                              "states": states}
+        checks["breakers"] = {
+            "status": HEALTHY if all(s == CLOSED for s in states.values()) else DEGRADED,
+            "states": states,
+        }
         return dict(sorted(checks.items()))
 
     async def _sqlite(self) -> dict[str, Any]:

@@ -68,14 +68,13 @@ def serve_http(config: Config, *, ready_file: Path | None = None) -> None:
         server.run(sockets=[sock])
     finally:
         logging.getLogger("uvicorn.error").removeHandler(parser_rejections)
-        logger.emit(f.EV_SERVER_STOPPED, **{f.MESSAGE: "shutdown complete", f.TRANSPORT: "http"})
         logger.close()
 
 
 class _Server(uvicorn.Server):
     """uvicorn, minus one habit: after a graceful shutdown it raises the SIGTERM again with the default
-    handler, which ends the process before `serve_http` can log `server_stopped` and flush the log.
-    Here the signal only starts the shutdown, and the process then exits normally (status 0)."""
+    handler, which ends the process inside `run()`, before `serve_http` closes the log sink, with
+    status -15. Here the signal only starts the shutdown; the process then exits normally (status 0)."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:

@@ -106,7 +106,7 @@ def register_tools(server: MCPServer[Any], deps: Dependencies) -> None:
         if key is None:
             return _PUBLIC_CONFIG
         if key not in _PUBLIC_CONFIG:
-            raise ToolError(f"unknown config key {key!r}; known: {', '.join(sorted(_PUBLIC_CONFIG))}")
+            raise ToolError(f"unknown config key; known: {', '.join(sorted(_PUBLIC_CONFIG))}")
         return {key: _PUBLIC_CONFIG[key]}
 
     @server.tool(description="Build a report: several database and upstream calls, with progress (slow).")

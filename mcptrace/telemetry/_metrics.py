@@ -114,7 +114,8 @@ def register_guard_metrics(meter: Meter, guards: GuardCounters) -> None:
         return [Observation(guards.rate_limited)]
 
     def breakers(options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(state, {f.L_SERVICE: service}) for service, state in guards.breaker_states.items()]
+        states = guards.breaker_states
+        return [Observation(state, {f.L_SERVICE: service}) for service, state in states.items()]
 
     meter.create_observable_counter(f.M_AUTH_FAILURES, [auth], unit="{request}",
                                     description="requests refused for missing or bad credentials")

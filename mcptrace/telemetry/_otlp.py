@@ -9,7 +9,8 @@ What turns each signal on (the OpenTelemetry SDK's own variables, nothing new):
 - logs over OTLP: opt-in, `OTEL_LOGS_EXPORTER=otlp`.
 - `OTEL_EXPORTER_OTLP_PROTOCOL` (or the per-signal `..._PROTOCOL`): `http/protobuf` (default)
   or `grpc`. `OTEL_SERVICE_NAME` / `OTEL_RESOURCE_ATTRIBUTES` name the resource;
-  `OTEL_BSP_*` size the span queue; `OTEL_SDK_DISABLED=true` turns everything off.
+  `OTEL_BSP_*` size the span queue; `OTEL_SDK_DISABLED=true` turns everything off (the
+  SDK's meter provider then hands out no-op meters, so `/metrics` is empty too).
 
 Exporters run on background threads behind bounded queues: a receiver that is
 down or slow costs dropped items, counted in `DropCounter`, never a request.
@@ -17,6 +18,7 @@ down or slow costs dropped items, counted in `DropCounter`, never a request.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections import Counter
@@ -24,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
@@ -108,7 +111,8 @@ def _protocol(env: Mapping[str, str], signal: str) -> str:
 
 
 def _endpoint_set(env: Mapping[str, str], signal: str) -> bool:
-    return bool(_env(env, "OTEL_EXPORTER_OTLP_ENDPOINT") or _env(env, f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT"))
+    generic = _env(env, "OTEL_EXPORTER_OTLP_ENDPOINT")
+    return bool(generic or _env(env, f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT"))
 
 
 def traces_enabled(env: Mapping[str, str]) -> bool:
@@ -177,14 +181,13 @@ def _log_processor(env: Mapping[str, str], drops: DropCounter) -> Any:
     return BatchLogRecordProcessor(_CountingLogExporter(exporter, drops))
 
 
-class _CountingLogExporter:
+class _CountingLogExporter(LogRecordExporter):
     def __init__(self, inner: Any, drops: DropCounter) -> None:
         self.inner = inner
         self.drops = drops
 
-    def export(self, batch: Sequence[Any]) -> Any:
-        from opentelemetry.sdk._logs.export import LogRecordExportResult
-
+    def export(self, batch: Sequence[Any]) -> LogRecordExportResult:
+        result: LogRecordExportResult
         try:
             result = self.inner.export(batch)
         except Exception:
@@ -211,14 +214,13 @@ class Providers:
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Flush and stop every exporter, giving up after `timeout` seconds (a receiver may be down)."""
-        providers = [p for p in (self.tracer_provider, self.logger_provider, self.meter_provider) if p is not None]
+        every = (self.tracer_provider, self.logger_provider, self.meter_provider)
+        providers = [p for p in every if p is not None]
 
         def run() -> None:
             for provider in providers:
-                try:
+                with contextlib.suppress(Exception):
                     provider.shutdown()
-                except Exception:
-                    pass
 
         worker = threading.Thread(target=run, name="mcptrace-otel-shutdown", daemon=True)
         worker.start()

@@ -1,0 +1,240 @@
+"""Benchmark the forensics layer against `rg -F` and DuckDB on a generated log. One command:
+
+    python bench/forensics.py                # 1 GB (a few minutes)
+    python bench/forensics.py --size-gb 4    # the large case
+
+Everything is measured in this run on this machine: whole-process wall time and
+peak RSS (`/usr/bin/time`), warm page cache (best of a few runs), and cold for
+the single-pass commands (the log's and the index's pages evicted with
+posix_fadvise, so other processes' caches are left alone). Ratios compare each
+mcptrace command with the tool doing the same job: `rg -F` for a request
+lookup, DuckDB's `read_json` + `quantile_cont` for per-tool percentiles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT))
+
+from loggen import generate  # noqa: E402
+
+DUCKDB_SCRIPT = """
+import sys, duckdb
+q = '''select tool_name, count(*) calls, count(*) filter (where status = 'error') errors,
+  quantile_cont(duration_ms, 0.5), quantile_cont(duration_ms, 0.95), quantile_cont(duration_ms, 0.99)
+  from read_json(?, format = 'newline_delimited',
+                 columns = {event: 'VARCHAR', tool_name: 'VARCHAR', duration_ms: 'DOUBLE', status: 'VARCHAR'})
+  where event = 'tool_call' group by 1 order by 1'''
+rows = duckdb.execute(q, [sys.argv[1]]).fetchall()
+print(len(rows))
+"""
+
+IN_PROCESS_SCRIPT = """
+import json, sys, time, statistics
+path, rid = sys.argv[1], sys.argv[2]
+from mcptrace.analysis._lookup import lookup
+from mcptrace.analysis import load, tool_stats
+def best(fn, n):
+    times = []
+    for _ in range(n):
+        t = time.perf_counter(); fn(); times.append(time.perf_counter() - t)
+    return min(times)
+out = {}
+out["chain_indexed"] = best(lambda: lookup([path], value=rid), 20)
+out["chain_unindexed"] = best(lambda: lookup([path], value=rid, use_index=False), 3)
+cols = ["tool_name", "status", "duration_ms"]
+import polars as pl
+where = pl.col("event") == "tool_call"
+out["stats_indexed"] = best(lambda: tool_stats(load([path], columns=cols, where=where).frame).collect(), 5)
+out["stats_unindexed"] = best(
+    lambda: tool_stats(load([path], columns=cols, where=where, use_index=False).frame).collect(), 2)
+print(json.dumps(out))
+"""
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    # Measure what users run: with bytecode caches (written on the first run, reused after).
+    e.pop("PYTHONDONTWRITEBYTECODE", None)
+    e["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), e.get("PYTHONPATH")) if p)
+    return e
+
+
+def timed(cmd: list[str]) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS in MB, stdout) of one whole process."""
+    gnu_time = shutil.which("time") or "/usr/bin/time"
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
+        full = [gnu_time, "-f", "%e %M", "-o", tf.name, *cmd] if Path(gnu_time).exists() else cmd
+        start = time.perf_counter()
+        proc = subprocess.run(full, capture_output=True, text=True, env=env(), timeout=3600)
+        wall = time.perf_counter() - start
+        if proc.returncode not in (0, 1):  # rg exits 1 when nothing matches
+            raise RuntimeError(f"{cmd} failed: {proc.stderr[-2000:]}")
+        peak = float("nan")
+        text = Path(tf.name).read_text().split()
+        if len(text) >= 2:
+            peak = int(text[-1]) / 1024
+    return wall, peak, proc.stdout
+
+
+def evict(paths: list[Path]) -> None:
+    """Drop these files' pages from the page cache (only theirs)."""
+    for root in paths:
+        files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()]
+        for p in files:
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
+def warm(path: Path) -> None:
+    with open(path, "rb") as fh:
+        while fh.read(16 * 1024 * 1024):
+            pass
+
+
+def measure(cmd: list[str], *, repeat: int, cold: list[Path] | None = None) -> dict[str, float]:
+    runs = [timed(cmd) for _ in range(repeat)]
+    result = {"warm": min(r[0] for r in runs), "peak_mb": max(r[1] for r in runs)}
+    if cold is not None:
+        evict(cold)
+        result["cold"] = timed(cmd)[0]
+        for p in cold:
+            if p.is_file():
+                warm(p)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--size-gb", type=float, default=1.0, help="log size (default 1 GB; 4 for the large case)"
+    )
+    parser.add_argument("--workdir", type=Path, default=None, help="where to keep the generated log (reused)")
+    parser.add_argument("--repeat", type=int, default=3, help="warm runs of each fast command (best is kept)")
+    args = parser.parse_args()
+
+    workdir = args.workdir or Path(tempfile.gettempdir()) / "mcptrace-bench"
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = workdir / f"bench-{args.size_gb:g}gb.log"
+    facts_file = log.with_suffix(".facts.json")
+    if not (log.exists() and facts_file.exists()):
+        t = time.perf_counter()
+        facts = generate(log, size_bytes=int(args.size_gb * 1e9))
+        facts_file.write_text(json.dumps(facts))
+        print(
+            f"generated {log.stat().st_size / 1e9:.2f} GB, {facts['requests']} requests "
+            f"in {time.perf_counter() - t:.0f}s",
+            file=sys.stderr,
+        )
+    facts = json.loads(facts_file.read_text())
+    index_root = log.parent / ".mcptrace-index"
+    shutil.rmtree(index_root, ignore_errors=True)
+    rid = facts["failed_ids"][len(facts["failed_ids"]) // 2]
+    py = sys.executable
+    warm(log)
+    rows: list[tuple[str, dict[str, float], str | None]] = []
+
+    def step(
+        name: str, cmd: list[str], *, repeat: int, cold: list[Path] | None, baseline: str | None
+    ) -> None:
+        print(f"  {name} ...", file=sys.stderr, flush=True)
+        rows.append((name, measure(cmd, repeat=repeat, cold=cold), baseline))
+
+    rg = shutil.which("rg")
+    if rg:
+        step("rg -F ID", [rg, "-F", rid, str(log)], repeat=args.repeat, cold=[log], baseline=None)
+    step(
+        "mcptrace chain (unindexed)",
+        [py, "-m", "mcptrace", "chain", rid, str(log), "--no-index", "--format", "json"],
+        repeat=args.repeat,
+        cold=[log],
+        baseline="rg -F ID",
+    )
+    step(
+        "duckdb per-tool percentiles",
+        [py, "-c", DUCKDB_SCRIPT, str(log)],
+        repeat=2,
+        cold=[log],
+        baseline=None,
+    )
+    step(
+        "mcptrace stats (unindexed)",
+        [py, "-m", "mcptrace", "stats", str(log), "--no-index", "--format", "json"],
+        repeat=2,
+        cold=[log],
+        baseline="duckdb per-tool percentiles",
+    )
+    t = time.perf_counter()
+    build = timed([py, "-m", "mcptrace", "index", str(log)])
+    index_seconds = time.perf_counter() - t
+    index_bytes = sum(p.stat().st_size for p in index_root.rglob("*") if p.is_file())
+    parquet_bytes = sum(p.stat().st_size for p in index_root.rglob("*.parquet"))
+    step(
+        "mcptrace chain (indexed)",
+        [py, "-m", "mcptrace", "chain", rid, str(log), "--format", "json"],
+        repeat=args.repeat * 2,
+        cold=[index_root],
+        baseline="rg -F ID",
+    )
+    step(
+        "mcptrace stats (indexed)",
+        [py, "-m", "mcptrace", "stats", str(log), "--format", "json"],
+        repeat=args.repeat,
+        cold=[index_root],
+        baseline="duckdb per-tool percentiles",
+    )
+    inproc = json.loads(timed([py, "-c", IN_PROCESS_SCRIPT, str(log), rid])[2])
+
+    by_name = {name: m for name, m, _ in rows}
+    print()
+    print(
+        f"Log: {log.stat().st_size / 1e9:.2f} GB, {facts['requests']:,} requests; "
+        f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}"
+    )
+    print()
+    print("| command | warm (s) | cold (s) | peak RSS (MB) | warm vs baseline |")
+    print("|---|---:|---:|---:|---|")
+    for name, m, base in rows:
+        ratio = ""
+        if base and base in by_name:
+            ratio = f"{m['warm'] / by_name[base]['warm']:.2f}x {base}"
+        cold = f"{m['cold']:.2f}" if "cold" in m else ""
+        print(f"| {name} | {m['warm']:.2f} | {cold} | {m['peak_mb']:.0f} | {ratio} |")
+    print()
+    print(
+        f"Index: built in {index_seconds:.1f}s (peak {build[1]:.0f} MB); {index_bytes / 1e6:.1f} MB on disk "
+        f"({log.stat().st_size / max(index_bytes, 1):.1f}x smaller than the log; Parquet alone "
+        f"{parquet_bytes / 1e6:.1f} MB)"
+    )
+    duck = by_name["duckdb per-tool percentiles"]["warm"]
+    print()
+    print("In-process (imports excluded, best of several):")
+    indexed_ms, unindexed_s = inproc["chain_indexed"] * 1000, inproc["chain_unindexed"]
+    print(f"- chain, indexed: {indexed_ms:.1f} ms; unindexed: {unindexed_s:.2f} s")
+    print(
+        f"- per-tool percentiles, unindexed: {inproc['stats_unindexed']:.2f} s "
+        f"({inproc['stats_unindexed'] / duck:.2f}x DuckDB's whole process); indexed: "
+        f"{inproc['stats_indexed'] * 1000:.0f} ms ({inproc['stats_indexed'] / duck:.3f}x)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,263 @@
+"""What full instrumentation costs: the bare SDK server against the same server under mcptrace.
+
+    python bench/instrumentation.py [--seconds 8] [--sessions 4] [--rounds 2]
+
+Both servers define the same tool and run under uvicorn on 127.0.0.1, each in
+its own process. The instrumented one adds mcptrace's telemetry as `mcptrace serve`
+sets it up: `instrument()`, JSON log lines to a file, every span and the
+metrics exported over OTLP/HTTP to a live oteltap receiver (its own process),
+`/metrics`, and a `downstream()` block in the tool (one CLIENT span per call).
+A third configuration samples 10% of traces (`OTEL_TRACES_SAMPLER`);
+`--otlp-logs` adds the opt-in OTLP log bridge. The load is the same for both: `--sessions`
+concurrent Streamable HTTP sessions (JSON responses; a light httpx client, so the
+load generator is not what saturates first) calling `tools/call` back to back
+for `--seconds` after a warm-up. Rounds alternate bare/instrumented so background load hits both;
+the best round of each is reported, and their ratio. Everything stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+TABLE = {f"k{i}": f"value {i}" for i in range(100)}
+
+
+# -- the two servers (run in a child process) ----------------------------------
+
+def build_server(instrumented: bool) -> Any:
+    from mcp.server import MCPServer
+
+    import mcptrace
+
+    server: Any = MCPServer("bench")
+    if instrumented:
+        @server.tool()
+        async def lookup(key: str) -> dict[str, Any]:
+            async with mcptrace.downstream("table", f"GET {key}"):
+                value = TABLE.get(key)
+            return {"key": key, "value": value}
+    else:
+        @server.tool()
+        async def lookup(key: str) -> dict[str, Any]:
+            value = TABLE.get(key)
+            return {"key": key, "value": value}
+
+    return server
+
+
+def serve(mode: str, ready: Path, workdir: Path) -> None:
+    import uvicorn
+
+    server = build_server(mode == "instrumented")
+    telemetry = None
+    if mode == "instrumented":
+        from mcptrace.telemetry._log import EventLogger, LogSink
+        from mcptrace.telemetry._setup import setup_telemetry
+
+        logger = EventLogger(LogSink(workdir / "bench.log"))
+        telemetry = setup_telemetry(server, logger)  # exporters from the OTEL_* variables
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    # JSON responses (not SSE streams) for both servers: one body per call, cheap for the load generator.
+    app = server.streamable_http_app(json_response=True)
+    uv = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    original = uv.startup
+
+    async def startup(sockets: Any = None) -> None:
+        await original(sockets=sockets)
+        tmp = ready.with_suffix(".tmp")
+        tmp.write_text(f"http://127.0.0.1:{sock.getsockname()[1]}/mcp")
+        tmp.replace(ready)
+
+    uv.startup = startup  # type: ignore[method-assign]
+    try:
+        uv.run(sockets=[sock])
+    finally:
+        if telemetry is not None:
+            telemetry.shutdown()
+
+
+# -- the driver ------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start(args: list[str], ready: Path, env: dict[str, str], timeout: float = 60) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"{args} did not start")
+        time.sleep(0.05)
+    return proc
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+PROTOCOL = "2025-11-25"
+HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+
+
+async def _session(http: Any, url: str) -> dict[str, str]:
+    """Open a session with the initialize handshake; returns the headers later requests carry."""
+    init = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": PROTOCOL, "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}}
+    response = await http.post(url, json=init, headers=HEADERS)
+    response.raise_for_status()
+    headers = {**HEADERS, "mcp-protocol-version": PROTOCOL}
+    if "mcp-session-id" in response.headers:
+        headers["mcp-session-id"] = response.headers["mcp-session-id"]
+    await http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers)
+    return headers
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (Linux), to compare servers on a machine shared with other load."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+async def _load(url: str, *, pid: int, sessions: int, seconds: float, warmup: float) -> dict[str, float]:
+    """`sessions` clients calling tools/call back to back (a light client: the servers are measured)."""
+    import anyio
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+    start = time.perf_counter()
+    measure_from, stop_at = start + warmup, start + warmup + seconds
+
+    async def session(http: httpx.AsyncClient, n: int) -> None:
+        nonlocal errors
+        headers = await _session(http, url)
+        i = 0
+        while (now := time.perf_counter()) < stop_at:
+            i += 1
+            call = {"jsonrpc": "2.0", "id": i, "method": "tools/call",
+                    "params": {"name": "lookup", "arguments": {"key": f"k{(n * 31 + i) % 100}"}}}
+            response = await http.post(url, json=call, headers=headers)
+            done = time.perf_counter()
+            if now >= measure_from:
+                latencies.append(done - now)
+                body = response.json() if response.status_code == 200 else {}
+                errors += "result" not in body or bool(body["result"].get("isError"))
+
+    cpu: list[float | None] = []
+
+    async def sample_cpu() -> None:
+        await anyio.sleep(max(0.0, measure_from - time.perf_counter()))
+        cpu.append(_cpu_seconds(pid))
+        await anyio.sleep(max(0.0, stop_at - time.perf_counter()))
+        cpu.append(_cpu_seconds(pid))
+
+    with anyio.fail_after(warmup + seconds + 60):
+        limits = httpx.Limits(max_connections=sessions)
+        async with httpx.AsyncClient(timeout=30, limits=limits) as http, anyio.create_task_group() as tg:
+            tg.start_soon(sample_cpu)
+            for n in range(sessions):
+                tg.start_soon(session, http, n)
+    q = statistics.quantiles(latencies, n=100)
+    cpu_ms = (cpu[1] - cpu[0]) * 1000 / len(latencies) if None not in cpu and len(cpu) == 2 else float("nan")
+    return {"calls": len(latencies), "errors": errors, "rps": len(latencies) / seconds,
+            "p50_ms": q[49] * 1000, "p99_ms": q[98] * 1000, "cpu_ms_per_call": cpu_ms}
+
+
+def run_one(mode: str, workdir: Path, env: dict[str, str], args: argparse.Namespace) -> dict[str, float]:
+    import anyio
+
+    ready = workdir / f"ready-{mode}-{time.monotonic_ns()}"
+    command = [sys.executable, __file__, "--serve", mode, "--ready", str(ready), "--workdir", str(workdir)]
+    proc = _start(command, ready, env)
+    try:
+        url = ready.read_text()
+        return anyio.run(lambda: _load(url, pid=proc.pid, sessions=args.sessions, seconds=args.seconds,
+                                       warmup=args.warmup))
+    finally:
+        _stop(proc)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per server and round")
+    parser.add_argument("--warmup", type=float, default=1.5)
+    parser.add_argument("--sessions", type=int, default=4, help="concurrent client sessions")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--otlp-logs", action="store_true", help="also measure the opt-in OTLP log bridge")
+    parser.add_argument("--serve", choices=["bare", "instrumented"], help=argparse.SUPPRESS)
+    parser.add_argument("--ready", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.ready, args.workdir)
+        return 0
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    port = _free_port()
+    env.update({
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}", "OTEL_SERVICE_NAME": "mcptrace-bench",
+        "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+    })
+    with tempfile.TemporaryDirectory(prefix="mcptrace-bench-") as tmp:
+        workdir = Path(tmp)
+        tap = subprocess.Popen([sys.executable, "-m", "oteltap", "--port", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            configs = {
+                "bare": ("bare", {}),
+                "instrumented": ("instrumented", {}),
+                "sampled 10%": ("instrumented", {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                                                 "OTEL_TRACES_SAMPLER_ARG": "0.1"}),
+            }
+            if args.otlp_logs:
+                configs["+ OTLP logs"] = ("instrumented", {"OTEL_LOGS_EXPORTER": "otlp"})
+            results: dict[str, list[dict[str, float]]] = {name: [] for name in configs}
+            for r in range(args.rounds):
+                for name, (mode, extra) in configs.items():
+                    res = run_one(mode, workdir, {**env, **extra}, args)
+                    results[name].append(res)
+                    print(f"round {r + 1} {name:>12}: {res['rps']:7.1f} req/s  p50 {res['p50_ms']:6.2f} ms  "
+                          f"p99 {res['p99_ms']:6.2f} ms  server CPU {res['cpu_ms_per_call']:5.2f} ms/call  "
+                          f"({int(res['calls'])} calls, {int(res['errors'])} errors)",
+                          flush=True)
+        finally:
+            _stop(tap)
+    best = {name: max(rs, key=lambda x: x["rps"]) for name, rs in results.items()}
+    b = best["bare"]
+    print(f"\nbest of {args.rounds}, {args.sessions} sessions, {args.seconds:g} s each "
+          "(ratios against bare: req/s, and server CPU per call bare/config):")
+    for name, r in best.items():
+        print(f"  {name:>12}  {r['rps']:7.1f} req/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms  "
+              f"server CPU {r['cpu_ms_per_call']:5.2f} ms/call  ratio {r['rps'] / b['rps']:.3f}  "
+              f"CPU ratio {b['cpu_ms_per_call'] / r['cpu_ms_per_call']:.3f}")
+    print("  goal: instrumented >= 0.9x bare")
+    print(f"  load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""The reference tables of `docs/log-schema.md`, rendered from the schema itself so the two cannot drift.
+
+    python -m mcptrace._schemadoc          # rewrite the generated part of docs/log-schema.md
+    python -m mcptrace._schemadoc --check  # exit 1 when the document is stale (what the test does)
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from mcptrace import _fields as f
+from mcptrace._schema import (
+    ADDED_IN_V2,
+    DOWNSTREAM_FIELDS,
+    LOG_FIELDS,
+    LOG_SCHEMA_VERSION,
+    MAP_ENTRY_FIELDS,
+    REQUIRED_FIELDS,
+    SUPPORTED_SCHEMA_VERSIONS,
+    polars_schema,
+)
+
+BEGIN = "<!-- BEGIN GENERATED: python -m mcptrace._schemadoc -->"
+END = "<!-- END GENERATED -->"
+DOC = Path(__file__).resolve().parent.parent / "docs" / "log-schema.md"
+
+DESCRIPTIONS: dict[str, str] = {
+    f.TIMESTAMP: "when the line was written: UTC ISO-8601 with milliseconds and `Z`",
+    f.LEVEL: "`debug`, `info`, `warning` or `error`",
+    f.EVENT: "what happened (see Events)",
+    f.SCHEMA_VERSION: "the contract version the writer followed",
+    f.REQUEST_ID: "id of one JSON-RPC request (minted, or a proxy's `X-Request-ID`); on every line it causes",
+    f.SESSION_ID: "`Mcp-Session-Id` in the handshake era; null on the 2026-07-28 wire and in stateless mode",
+    f.JSONRPC_ID: "the client's JSON-RPC id, as text (restarts per session: not a key)",
+    f.METHOD: "JSON-RPC method, e.g. `tools/call`, `server/discover`",
+    f.TOOL_NAME: "tool called (tools/call only)",
+    f.CALLER_ID: "authenticated caller, else the client's declared name",
+    f.TENANT: "tenant the call's data access is scoped to",
+    f.INPUT_TOKEN_COUNT: "estimated tokens in the arguments (canonical JSON bytes / 4)",
+    f.ARGUMENTS_HASH: "hash of the canonical (key-order-insensitive) arguments",
+    f.RESULT_HASH: "hash of the canonical result (same arguments, changing results: polling, not a loop)",
+    f.DURATION_MS: "milliseconds the request (or downstream call) took",
+    f.STATUS: "`success` or `error`",
+    f.ERROR: "error message, when status is `error`",
+    f.ERROR_CODE: "JSON-RPC error code, when the request failed with one",
+    f.SERVICE: "downstream service name (downstream_call lines)",
+    f.QUERY_HASH: "hash of the downstream query text (the text itself is never logged)",
+    f.DOWNSTREAM_CALLS: "every downstream call the tool made, in order",
+    f.TRACE_ID: "the server span's trace id when tracing is on, else the client's `_meta.traceparent` one",
+    f.SPAN_ID: "the server span's id, when tracing is on",
+    f.PARENT_SPAN_ID: "the client's span id from `_meta.traceparent`",
+    f.PROTOCOL_VERSION: "MCP protocol version of the request (`2025-11-25`, `2026-07-28`, ...)",
+    f.CLIENT_NAME: "client name the client declared (`clientInfo.name`)",
+    f.CLIENT_VERSION: "client version the client declared (`clientInfo.version`)",
+    f.BAGGAGE: "W3C baggage the client sent in `_meta.baggage`, as `{key, value}` entries",
+    f.TRANSPORT: "`http` or `stdio`",
+    f.HTTP_STATUS: "HTTP status of a rejected request",
+    f.MESSAGE: "free text for lifecycle lines",
+}
+
+EVENTS: dict[str, str] = {
+    f.EV_REQUEST_RECEIVED: "a JSON-RPC request arrived (first line of every request)",
+    f.EV_TOOL_CALL: "a tools/call finished: arguments/result hashes, duration, status, downstream calls",
+    f.EV_DOWNSTREAM_CALL: "one call to a dependency (database, upstream API) finished",
+    f.EV_RESPONSE_SENT: "the answer left (last line of every request)",
+    f.EV_REQUEST_REJECTED: "an HTTP request was refused before or by the protocol layer (4xx/5xx)",
+    f.EV_SERVER_STARTED: "the server accepts requests",
+    f.EV_SERVER_STOPPED: "the server finished shutting down, logs flushed",
+    f.EV_AUTH_FAILED: "a request failed authentication",
+    f.EV_RATE_LIMITED: "a call was refused by a rate limit",
+    f.EV_BREAKER_STATE: "a downstream circuit breaker changed state",
+}
+
+
+def _dtype(name: str) -> str:
+    return str(polars_schema()[name])
+
+
+def render() -> str:
+    """The generated part of the document."""
+    lines = [
+        BEGIN,
+        "",
+        f"Current version: **{LOG_SCHEMA_VERSION}**. Readers accept versions "
+        f"{', '.join(str(v) for v in SUPPORTED_SCHEMA_VERSIONS)}. "
+        f"Required on every line: {', '.join(f'`{n}`' for n in REQUIRED_FIELDS)}.",
+        "",
+        "### Fields",
+        "",
+        "| field | JSON type | polars dtype | since | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for name, kind in LOG_FIELDS.items():
+        since = 2 if name in ADDED_IN_V2 else 1
+        lines.append(f"| `{name}` | {kind} | `{_dtype(name)}` | {since} | {DESCRIPTIONS.get(name, '—')} |")
+    lines += ["", "`list[downstream]` entries:", "", "| field | JSON type |", "|---|---|"]
+    lines += [f"| `{name}` | {kind} |" for name, kind in DOWNSTREAM_FIELDS.items()]
+    lines += ["", "`map[str]` entries (Arrow's map layout, so polars reads any keys):", "",
+              "| field | JSON type |", "|---|---|"]
+    lines += [f"| `{name}` | {kind} |" for name, kind in MAP_ENTRY_FIELDS.items()]
+    events = {getattr(f, n) for n in dir(f) if n.startswith("EV_")}
+    lines += ["", "### Events", "", "| event | written when |", "|---|---|"]
+    lines += [f"| `{event}` | {EVENTS.get(event, '—')} |" for event in sorted(events)]
+    lines += ["", END]
+    return "\n".join(lines)
+
+
+def updated(text: str) -> str:
+    """`text` with its generated part replaced by a fresh rendering."""
+    start, end = text.index(BEGIN), text.index(END) + len(END)
+    return text[:start] + render() + text[end:]
+
+
+def main(argv: list[str]) -> int:
+    text = DOC.read_text()
+    fresh = updated(text)
+    if "--check" in argv:
+        if fresh != text:
+            print(f"{DOC.name} is stale: run python -m mcptrace._schemadoc", file=sys.stderr)
+            return 1
+        return 0
+    DOC.write_text(fresh)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,304 @@
+"""Log lines into a typed LazyFrame, with every unreadable line accounted for.
+
+Lines are parsed block by block with the pinned schema (no inference). A block
+that parses cleanly costs one call into polars; a block with a bad line is
+narrowed down (bisection) until each bad line is isolated, so the good lines
+around it are kept and the bad one is reported with its file and line number.
+Only the requested columns and the rows matching `where` are kept, so memory
+follows the size of the answer, not of the logs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import orjson
+import polars as pl
+
+from mcptrace import _fields as f
+from mcptrace._errors import LogReadError
+from mcptrace._schema import polars_schema
+from mcptrace.analysis._sources import Paths, Source, iter_blocks, resolve_sources
+
+#: Corrupt lines kept verbatim in a report (all of them are counted).
+MAX_EXAMPLES = 1000
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class CorruptLine:
+    """A line that could not be used, and why."""
+
+    file: str
+    line: int
+    reason: str
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.reason}"
+
+
+@dataclass
+class LoadReport:
+    """What a load read: files, lines, and the lines it could not use."""
+
+    files: list[str] = field(default_factory=list)
+    lines: int = 0
+    bytes_read: int = 0
+    corrupt_count: int = 0
+    corrupt: list[CorruptLine] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+
+    def add_corrupt(self, source: Source, line: int, reason: str, text: bytes) -> None:
+        self.corrupt_count += 1
+        if len(self.corrupt) < MAX_EXAMPLES:
+            self.corrupt.append(CorruptLine(source.name, line, reason, text[:200].decode("utf-8", "replace")))
+
+    def summary(self) -> str:
+        """One line for stderr: nothing when everything was readable."""
+        if not self.corrupt_count and not self.unreadable:
+            return ""
+        parts = []
+        if self.corrupt_count:
+            shown = "; ".join(str(c) for c in self.corrupt[:3])
+            more = f" (+{self.corrupt_count - 3} more)" if self.corrupt_count > 3 else ""
+            parts.append(f"{self.corrupt_count} corrupt line(s) skipped: {shown}{more}")
+        parts.extend(self.unreadable)
+        return "; ".join(parts)
+
+
+@dataclass
+class Loaded:
+    frame: pl.LazyFrame
+    report: LoadReport
+
+
+def read_schema(columns: Sequence[str] | None = None) -> pl.Schema:
+    """The pinned schema, narrowed to `columns` (unknown names are an error)."""
+    full = polars_schema()
+    if columns is None:
+        return full
+    missing = [c for c in columns if c not in full]
+    if missing:
+        raise ValueError(f"not log fields: {', '.join(missing)}")
+    wanted = dict.fromkeys([f.TIMESTAMP, f.EVENT, *columns])
+    return pl.Schema({name: full[name] for name in wanted})
+
+
+def load(
+    paths: Paths = None,
+    *,
+    columns: Sequence[str] | None = None,
+    where: pl.Expr | None = None,
+    progress: Progress | None = None,
+    use_index: bool = True,
+) -> Loaded:
+    """Read log files into a LazyFrame typed by the pinned schema.
+
+    `columns` narrows what is parsed (timestamp and event are always kept);
+    `where` filters rows block by block. Lines without a timestamp or an event,
+    bad JSON and wrongly typed values are counted in the report, never raised.
+    When `mcptrace index` has indexed exactly these files as they are now, the
+    Parquet index is read instead (`use_index=False` forces the JSON).
+    """
+    if columns is not None and where is not None:
+        columns = [*columns, *(c for c in where.meta.root_names() if c not in columns)]
+    schema = read_schema(columns)
+    sources = resolve_sources(paths)
+    if use_index:
+        from mcptrace.analysis._index import indexed_frame
+
+        indexed = indexed_frame(sources)
+        if indexed is not None:
+            lazy, report = indexed
+            lazy = lazy.select(list(schema))
+            return Loaded(lazy if where is None else lazy.filter(where), report)
+    report = LoadReport(files=[s.name for s in sources])
+    total = sum(_size(s) for s in sources)
+    frames: list[pl.DataFrame] = []
+    for source in sources:
+        fast = _scan_whole(source, schema, where) if source.compression is None else None
+        if fast is not None:
+            frame, n_lines = fast
+            report.lines += n_lines
+            report.bytes_read += _size(source)
+            if frame.height:
+                frames.append(frame)
+            if progress is not None:
+                progress(report.bytes_read, total)
+            continue
+        try:
+            for first_line, block in iter_blocks(source):
+                frame = parse_block(block, first_line=first_line, source=source, schema=schema, report=report)
+                report.bytes_read += len(block)
+                if where is not None and frame.height:
+                    frame = frame.filter(where)
+                if frame.height:
+                    frames.append(frame)
+                if progress is not None:
+                    progress(report.bytes_read, total)
+        except LogReadError as exc:
+            report.unreadable.append(str(exc))
+    data = pl.concat(frames, how="vertical", rechunk=False) if frames else pl.DataFrame(schema=schema)
+    return Loaded(data.lazy(), report)
+
+
+def _scan_whole(source: Source, schema: pl.Schema, where: pl.Expr | None) -> tuple[pl.DataFrame, int] | None:
+    """The common case, at polars' native speed: a plain file whose every line is good.
+
+    None when the file has anything to report (a line that does not parse, a
+    missing timestamp or event): the caller then reads it block by block,
+    which finds each bad line and its number.
+    """
+    stamp = pl.col(f.TIMESTAMP).str.to_datetime(_TS_FORMAT, time_unit="us", time_zone="UTC", strict=False)
+    bad = pl.col(f.TIMESTAMP).is_null() | pl.col(f.EVENT).is_null()
+    keep = pl.lit(True) if where is None else where.fill_null(False)
+    last = pl.col("_row") == pl.col("_row").max()  # kept so that the lines can be counted in the same pass
+    try:
+        frame = (
+            pl.scan_ndjson(source.path, schema=_as_text_timestamp(schema))
+            .with_columns(stamp)
+            .with_row_index("_row")
+            .with_columns(keep.alias("_keep"), bad.alias("_bad"))
+            .filter(pl.col("_keep") | pl.col("_bad") | last)
+            .collect(engine="streaming")
+        )
+    except Exception:
+        return None
+    if frame.get_column("_bad").any():
+        return None
+    last_row = frame.get_column("_row").max()
+    n_lines = int(cast(int, last_row)) + 1 if frame.height else 0
+    return frame.filter(pl.col("_keep")).drop("_row", "_keep", "_bad"), n_lines
+
+
+def _size(source: Source) -> int:
+    try:
+        return source.path.stat().st_size
+    except OSError:
+        return 0
+
+
+def parse_block(
+    block: bytes, *, first_line: int, source: Source, schema: pl.Schema, report: LoadReport
+) -> pl.DataFrame:
+    """Parse whole lines; bad ones go to `report` with their line numbers."""
+    n_lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+    report.lines += n_lines
+    text_schema = _as_text_timestamp(schema)
+    try:
+        frame = pl.read_ndjson(block, schema=text_schema)
+    except Exception:
+        frame = None
+    if frame is not None and frame.height == n_lines:
+        return _require(frame, list(range(first_line, first_line + n_lines)), source, report, block=block)
+    lines = block.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    good: list[bytes] = []
+    numbers: list[int] = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            value = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            reason = "truncated line" if i == len(lines) - 1 and not block.endswith(b"\n") else "bad JSON"
+            report.add_corrupt(source, first_line + i, f"{reason} ({exc})", line)
+            continue
+        if not isinstance(value, dict):
+            report.add_corrupt(source, first_line + i, f"not a JSON object ({type(value).__name__})", line)
+            continue
+        good.append(line)
+        numbers.append(first_line + i)
+    frames = list(_bisect(good, numbers, source, text_schema, report))
+    if not frames:
+        return pl.DataFrame(schema=schema)
+    frame = pl.concat([fr for fr, _ in frames], how="vertical")
+    kept = [n for _, ns in frames for n in ns]
+    return _require(frame, kept, source, report, lines=dict(zip(numbers, good, strict=True)))
+
+
+def _bisect(
+    lines: list[bytes], numbers: list[int], source: Source, schema: pl.Schema, report: LoadReport
+) -> Any:
+    """Yield (frame, line numbers) for the parseable runs of `lines`; report the rest."""
+    if not lines:
+        return
+    try:
+        frame = pl.read_ndjson(b"\n".join(lines), schema=schema)
+        if frame.height == len(lines):
+            yield frame, numbers
+            return
+    except Exception as exc:
+        if len(lines) == 1:
+            report.add_corrupt(source, numbers[0], f"wrong type ({_short(exc)})", lines[0])
+            return
+    if len(lines) == 1:
+        report.add_corrupt(source, numbers[0], "unparseable line", lines[0])
+        return
+    mid = len(lines) // 2
+    yield from _bisect(lines[:mid], numbers[:mid], source, schema, report)
+    yield from _bisect(lines[mid:], numbers[mid:], source, schema, report)
+
+
+def _short(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+
+
+def _as_text_timestamp(schema: pl.Schema) -> pl.Schema:
+    """Timestamps are read as text and converted afterwards: much faster than the JSON reader's parsing."""
+    return pl.Schema({n: (pl.String() if n == f.TIMESTAMP else t) for n, t in schema.items()})
+
+
+#: The writer's format, tried first; anything else ISO 8601-like is inferred (offsets become UTC).
+_TS_FORMAT = "%Y-%m-%dT%H:%M:%S%.fZ"
+
+
+def _to_utc(text: pl.Series) -> pl.Series:
+    fast = text.str.to_datetime(_TS_FORMAT, time_unit="us", time_zone="UTC", strict=False)
+    missed = fast.is_null() & text.is_not_null()
+    if not missed.any():
+        return fast
+    try:
+        other = text.str.to_datetime(time_unit="us", time_zone="UTC", strict=False)
+    except Exception:  # no format could be inferred for the whole column
+        return fast
+    return fast.fill_null(other)
+
+
+def _require(
+    frame: pl.DataFrame,
+    numbers: list[int],
+    source: Source,
+    report: LoadReport,
+    *,
+    block: bytes | None = None,
+    lines: dict[int, bytes] | None = None,
+) -> pl.DataFrame:
+    """Convert timestamps; drop (and report) rows without a usable timestamp or an event."""
+    text = frame.get_column(f.TIMESTAMP)
+    stamps = _to_utc(text)
+    frame = frame.with_columns(stamps)
+    bad_mask = stamps.is_null() | frame.get_column(f.EVENT).is_null()
+    if not bad_mask.any():
+        return frame
+    raw = lines if lines is not None else _split_numbered(block or b"", numbers[0] if numbers else 1)
+    for idx in bad_mask.arg_true().to_list():
+        number = numbers[idx]
+        problems = []
+        if text[idx] is None:
+            problems.append("missing timestamp")
+        elif stamps[idx] is None:
+            problems.append(f"unreadable timestamp {text[idx]!r}")
+        if frame[idx, f.EVENT] is None:
+            problems.append("missing event")
+        report.add_corrupt(source, number, " and ".join(problems), raw.get(number, b""))
+    return frame.filter(~bad_mask)
+
+
+def _split_numbered(block: bytes, first_line: int) -> dict[int, bytes]:
+    return {first_line + i: line for i, line in enumerate(block.split(b"\n"))}

@@ -1,0 +1,55 @@
+"""Look up one request's records: from a fresh index when there is one, else by byte search.
+
+Returns plain dicts (no polars), so the `chain` command stays light.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from mcptrace import _fields as f
+from mcptrace.analysis._search import close_ids, count_lines, search_field
+from mcptrace.analysis._sources import Paths, Source, resolve_sources
+
+
+@dataclass
+class LookupResult:
+    records: list[dict[str, Any]]
+    sources: list[Source]
+    key: str
+    bytes_searched: int = 0
+    corrupt: list[str] = field(default_factory=list)
+    from_index: bool = False
+
+    def not_found_message(self, value: str) -> str:
+        """Say what was searched and suggest ids that are close (a second pass, only on failure)."""
+        lines = count_lines(self.sources)
+        where = f"{len(self.sources)} file(s), {lines} line(s), {self.bytes_searched / 1e6:.1f} MB"
+        msg = f"no lines with {self.key}={value!r} in {where}: {', '.join(s.name for s in self.sources[:5])}"
+        if len(self.sources) > 5:
+            msg += f" (+{len(self.sources) - 5} more)"
+        if self.key == f.REQUEST_ID:
+            close = close_ids(self.sources, value)
+            if close:
+                msg += f"; close ids: {', '.join(close)}"
+        return msg
+
+
+def lookup(
+    paths: Paths = None,
+    *,
+    key: str = f.REQUEST_ID,
+    value: str,
+    use_index: bool = True,
+) -> LookupResult:
+    """Every record whose `key` is `value`, in time order."""
+    sources = resolve_sources(paths)
+    if use_index and key == f.REQUEST_ID:
+        from mcptrace.analysis._chainstore import lookup_in_store
+
+        records = lookup_in_store(sources, value)
+        if records is not None:
+            return LookupResult(records, sources, key, from_index=True)
+    found = search_field(sources, key, value)
+    return LookupResult(found.records, sources, key, found.bytes_searched, found.corrupt)

@@ -1,0 +1,218 @@
+"""Agent loops found after the fact, across every agent that called the server.
+
+Four kinds of episode, each per actor (by default a caller in a session; a
+caller alone when the traffic has no sessions):
+
+- `repeat`: the same tool with the same arguments and the same result, N times
+  in a row (agent frameworks stop at 3 to 5; the default threshold is 5).
+- `cycle`: a sequence of calls that repeats with a period of 2 to 6
+  (A→B→A→B…), at least `cycle_repeats` times.
+- `near_duplicate`: the same tool and the same result with arguments that
+  differ (only the hash is logged, so "cosmetically" means: same result, the
+  same estimated size within a token or two), N times in a row.
+- `rate_spike`: a window in which an actor calls far more than it usually does.
+
+The result is part of every key: the same arguments with a changing result is
+polling or pagination, and is not flagged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+
+import polars as pl
+
+from mcptrace import _fields as f
+
+KIND = "kind"
+EPISODE_COLUMNS = [
+    KIND,
+    f.CALLER_ID,
+    f.SESSION_ID,
+    f.TOOL_NAME,
+    "tools",
+    "start",
+    "end",
+    "count",
+    "rate",
+    "severity",
+    "request_ids",
+]
+_ACTOR = "_actor"
+_KEY = "_key"
+_POS = "_pos"
+
+
+def _calls(frame: pl.LazyFrame, by: Sequence[str]) -> pl.LazyFrame:
+    """Tool calls in time order with an actor key and a call key (tool, arguments, result)."""
+    return (
+        frame.filter(pl.col(f.EVENT) == f.EV_TOOL_CALL)
+        .with_columns(
+            pl.concat_str([pl.col(c).cast(pl.String).fill_null("") for c in by], separator="\x1f").alias(
+                _ACTOR
+            ),
+            pl.concat_str(
+                [pl.col(c).fill_null("") for c in (f.TOOL_NAME, f.ARGUMENTS_HASH, f.RESULT_HASH)],
+                separator="\x1f",
+            ).alias(_KEY),
+        )
+        .with_row_index("_seq")
+        .sort(_ACTOR, f.TIMESTAMP, "_seq")
+        .drop("_seq")
+        .with_columns(pl.int_range(pl.len()).over(_ACTOR).alias(_POS))
+    )
+
+
+def _severity(count: pl.Expr, threshold: int) -> pl.Expr:
+    return (
+        pl.when(count >= 4 * threshold)
+        .then(pl.lit("high"))
+        .when(count >= 2 * threshold)
+        .then(pl.lit("medium"))
+        .otherwise(pl.lit("low"))
+    )
+
+
+def _episode(kind: str, group: pl.LazyFrame, threshold: int) -> pl.LazyFrame:
+    """Aggregate rows tagged with `_ep` into episodes of at least `threshold` calls."""
+    seconds = (pl.col("end") - pl.col("start")).dt.total_milliseconds().cast(pl.Float64) / 1000.0
+    return (
+        group.group_by(_ACTOR, "_ep")
+        .agg(
+            pl.col(f.CALLER_ID).first(),
+            pl.col(f.SESSION_ID).first(),
+            pl.col(f.TOOL_NAME).sort_by(_POS).unique(maintain_order=True).alias("tools"),
+            pl.col(f.TIMESTAMP).min().alias("start"),
+            pl.col(f.TIMESTAMP).max().alias("end"),
+            pl.len().cast(pl.Int64).alias("count"),
+            pl.col(f.REQUEST_ID).sort_by(_POS).alias("request_ids"),
+        )
+        .filter(pl.col("count") >= threshold)
+        .with_columns(
+            pl.lit(kind).alias(KIND),
+            pl.col("tools").list.join("→").alias(f.TOOL_NAME),
+            (pl.col("count").cast(pl.Float64) * 60.0 / pl.max_horizontal(seconds, pl.lit(1.0))).alias("rate"),
+            _severity(pl.col("count"), threshold).alias("severity"),
+        )
+    )
+
+
+def _runs_of(cond_break: pl.Expr) -> pl.Expr:
+    """An id that changes every time `cond_break` is true, per actor."""
+    return cond_break.fill_null(True).cast(pl.Int64).cum_sum().over(_ACTOR)
+
+
+def repeats(calls: pl.LazyFrame, *, threshold: int, window: timedelta) -> pl.LazyFrame:
+    gap = pl.col(f.TIMESTAMP).diff().over(_ACTOR)
+    brk = (pl.col(_KEY) != pl.col(_KEY).shift(1).over(_ACTOR)) | (gap > window)
+    return _episode("repeat", calls.with_columns(_runs_of(brk).alias("_ep")), threshold)
+
+
+def near_duplicates(
+    calls: pl.LazyFrame, *, threshold: int, window: timedelta, token_slack: int = 2
+) -> pl.LazyFrame:
+    prev = pl.col(f.RESULT_HASH).shift(1).over(_ACTOR)
+    same_result = (pl.col(f.TOOL_NAME) == pl.col(f.TOOL_NAME).shift(1).over(_ACTOR)) & (
+        pl.col(f.RESULT_HASH) == prev
+    )
+    tokens = pl.col(f.INPUT_TOKEN_COUNT).fill_null(0)
+    close = (tokens - tokens.shift(1).over(_ACTOR)).abs() <= token_slack
+    differs = pl.col(f.ARGUMENTS_HASH) != pl.col(f.ARGUMENTS_HASH).shift(1).over(_ACTOR)
+    gap = pl.col(f.TIMESTAMP).diff().over(_ACTOR)
+    # A run continues while each call has the previous one's result and a look-alike argument.
+    brk = ~(same_result & close & differs) | (gap > window)
+    tagged = calls.with_columns(_runs_of(brk).alias("_ep"))
+    # Only runs whose arguments actually vary (identical ones are `repeat`s).
+    varied = tagged.with_columns(pl.col(f.ARGUMENTS_HASH).n_unique().over(_ACTOR, "_ep").alias("_n"))
+    return _episode("near_duplicate", varied.filter(pl.col("_n") > 1), threshold)
+
+
+def cycles(
+    calls: pl.LazyFrame, *, periods: Sequence[int], min_repeats: int, window: timedelta
+) -> pl.LazyFrame:
+    """Periodic stretches with at least two distinct calls per period; the smallest period wins."""
+    found = []
+    for p in periods:
+        gap = pl.col(f.TIMESTAMP).diff().over(_ACTOR)
+        match = (pl.col(_KEY) == pl.col(_KEY).shift(p).over(_ACTOR)) & ~(gap > window).fill_null(False)
+        tagged = calls.with_columns(match.fill_null(False).alias("_m"))
+        tagged = tagged.with_columns(_runs_of(~pl.col("_m")).alias("_r"))
+        # A run of k matches starting at position s covers positions s-p .. s+k-1.
+        spans = (
+            tagged.filter(pl.col("_m"))
+            .group_by(_ACTOR, "_r")
+            .agg(pl.col(_POS).min().alias("_first"), pl.len().alias("_k"))
+            .filter(pl.col("_k") + p >= p * min_repeats)
+            .with_columns(
+                (pl.col("_first") - p).alias("_lo"), (pl.col("_first") + pl.col("_k") - 1).alias("_hi")
+            )
+        )
+        members = (
+            calls.join(spans.select(_ACTOR, "_lo", "_hi", "_r"), on=_ACTOR, how="inner")
+            .filter((pl.col(_POS) >= pl.col("_lo")) & (pl.col(_POS) <= pl.col("_hi")))
+            .with_columns(pl.col(_KEY).n_unique().over(_ACTOR, "_r").alias("_n"))
+            .filter(pl.col("_n") >= 2)
+            .with_columns(pl.format("{}:{}", pl.lit(p), pl.col("_r")).alias("_ep"))
+        )
+        found.append(
+            _episode("cycle", members, p * min_repeats).with_columns(
+                pl.lit(p).alias("period"), pl.col("request_ids").list.first().alias("_a")
+            )
+        )
+    episodes = pl.concat(found, how="vertical").collect()
+    keep = []
+    taken: dict[str, list[tuple[object, object]]] = {}
+    for row in episodes.sort("period", "start").iter_rows(named=True):
+        spans_taken = taken.setdefault(row[_ACTOR], [])
+        if any(not (row["end"] < s or row["start"] > e) for s, e in spans_taken):
+            continue
+        spans_taken.append((row["start"], row["end"]))
+        keep.append(row)
+    schema = episodes.schema
+    return pl.DataFrame(keep, schema=schema).lazy().drop("_a")
+
+
+def rate_spikes(calls: pl.LazyFrame, *, every: str, factor: float, min_calls: int) -> pl.LazyFrame:
+    """Windows where an actor made at least `min_calls` calls and `factor` times its median window."""
+    windows = (
+        calls.with_columns(pl.col(f.TIMESTAMP).dt.truncate(every).alias("_w"))
+        .group_by(_ACTOR, "_w")
+        .agg(pl.len().alias("_c"))
+        .with_columns(pl.col("_c").median().over(_ACTOR).alias("_median"))
+        .filter((pl.col("_c") >= min_calls) & (pl.col("_c") >= factor * pl.col("_median")))
+    )
+    tagged = calls.with_columns(pl.col(f.TIMESTAMP).dt.truncate(every).alias("_w")).join(
+        windows.select(_ACTOR, "_w"), on=[_ACTOR, "_w"], how="semi"
+    )
+    return _episode("rate_spike", tagged.with_columns(pl.col("_w").alias("_ep")), min_calls)
+
+
+def loops(
+    frame: pl.LazyFrame,
+    *,
+    by: Sequence[str] = (f.CALLER_ID, f.SESSION_ID),
+    threshold: int = 5,
+    window: timedelta = timedelta(minutes=10),
+    cycle_periods: Sequence[int] = (2, 3, 4, 5, 6),
+    cycle_repeats: int = 3,
+    near_duplicate_threshold: int | None = None,
+    spike_every: str = "1m",
+    spike_factor: float = 5.0,
+    spike_min_calls: int = 60,
+) -> pl.LazyFrame:
+    """Loop episodes, one row each: the columns of `EPISODE_COLUMNS`.
+
+    `by` is the actor whose calls are compared (`("run_id",)` with `runs`' output);
+    consecutive calls further apart than `window` never belong to one episode.
+    `rate` is calls per minute over the episode.
+    """
+    calls = _calls(frame, by).cache()
+    parts = [
+        repeats(calls, threshold=threshold, window=window),
+        near_duplicates(calls, threshold=near_duplicate_threshold or threshold, window=window),
+        cycles(calls, periods=cycle_periods, min_repeats=cycle_repeats, window=window).drop("period"),
+        rate_spikes(calls, every=spike_every, factor=spike_factor, min_calls=spike_min_calls),
+    ]
+    cols = [pl.col(c) for c in EPISODE_COLUMNS]
+    return pl.concat([p.select(cols) for p in parts], how="vertical").sort("start", KIND)

@@ -1,0 +1,143 @@
+"""Sessions and the incident timeline: what happened to the service, minute by minute."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from mcptrace import _fields as f
+
+SESSION_COLUMNS = [f.SESSION_ID, f.CALLER_ID, "start", "end", "requests", "calls", "errors", "tools"]
+TIMELINE_COLUMNS = ["time", "kind", "count", "detail"]
+
+
+def sessions(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """One row per session id: caller, start, end, requests, tool calls, failed requests, tools used."""
+    done = pl.col(f.EVENT) == f.EV_RESPONSE_SENT
+    tool = pl.col(f.EVENT) == f.EV_TOOL_CALL
+    return (
+        frame.filter(pl.col(f.SESSION_ID).is_not_null())
+        .group_by(f.SESSION_ID)
+        .agg(
+            pl.col(f.CALLER_ID).drop_nulls().first(),
+            pl.col(f.TIMESTAMP).min().alias("start"),
+            pl.col(f.TIMESTAMP).max().alias("end"),
+            pl.col(f.REQUEST_ID).filter(done).n_unique().cast(pl.Int64).alias("requests"),
+            tool.sum().cast(pl.Int64).alias("calls"),
+            (done & (pl.col(f.STATUS) == f.FAILURE)).fill_null(False).sum().cast(pl.Int64).alias("errors"),
+            pl.col(f.TOOL_NAME).filter(tool).drop_nulls().unique(maintain_order=True).alias("tools"),
+        )
+        .select(SESSION_COLUMNS)
+        .sort("start")
+    )
+
+
+def active_sessions(frame: pl.LazyFrame, *, every: str = "1m") -> pl.LazyFrame:
+    """Per window: sessions with at least one line in it (`active`), and the change from the window before."""
+    return (
+        frame.filter(pl.col(f.SESSION_ID).is_not_null())
+        .with_columns(pl.col(f.TIMESTAMP).dt.truncate(every).alias("window"))
+        .group_by("window")
+        .agg(pl.col(f.SESSION_ID).n_unique().cast(pl.Int64).alias("active"))
+        .sort("window")
+        .with_columns((pl.col("active") - pl.col("active").shift(1)).alias("change"))
+    )
+
+
+def timeline(
+    frame: pl.LazyFrame,
+    *,
+    every: str = "1m",
+    error_burst: int = 5,
+    error_rate: float = 0.2,
+    storm: int = 10,
+    session_drop: float = 0.5,
+) -> pl.LazyFrame:
+    """Incidents in time order: time, kind, count, detail.
+
+    Kinds: `restart` (server started or stopped), `error_burst` (a window with at
+    least `error_burst` failed tool calls and an error rate of `error_rate`),
+    `breaker` (a circuit breaker changed state), `rate_limit_storm` and
+    `auth_failures` (at least `storm` such lines in a window), and
+    `session_drop` (active sessions fell by `session_drop` or more: often a restart).
+    """
+    win = pl.col(f.TIMESTAMP).dt.truncate(every).alias("time")
+    columns = [
+        pl.col("time"),
+        pl.col("kind"),
+        pl.col("count").cast(pl.Int64),
+        pl.col("detail").cast(pl.String),
+    ]
+
+    restarts = frame.filter(pl.col(f.EVENT).is_in([f.EV_SERVER_STARTED, f.EV_SERVER_STOPPED])).select(
+        pl.col(f.TIMESTAMP).alias("time"),
+        pl.lit("restart").alias("kind"),
+        pl.lit(1).alias("count"),
+        pl.concat_str([pl.col(f.EVENT), pl.col(f.MESSAGE).fill_null("")], separator=" ")
+        .str.strip_chars()
+        .alias("detail"),
+    )
+    failed = (pl.col(f.STATUS) == f.FAILURE).fill_null(False)
+    bursts = (
+        frame.filter(pl.col(f.EVENT) == f.EV_TOOL_CALL)
+        .group_by(win)
+        .agg(
+            failed.sum().alias("count"),
+            failed.mean().alias("_rate"),
+            pl.col(f.TOOL_NAME).filter(failed).drop_nulls().unique().sort().str.join(", ").alias("detail"),
+        )
+        .filter((pl.col("count") >= error_burst) & (pl.col("_rate") >= error_rate))
+        .with_columns(
+            pl.lit("error_burst").alias("kind"),
+            pl.format(
+                "{}% of tool calls failed: {}", (pl.col("_rate") * 100).round(0), pl.col("detail")
+            ).alias("detail"),
+        )
+    )
+    breakers = frame.filter(pl.col(f.EVENT) == f.EV_BREAKER_STATE).select(
+        pl.col(f.TIMESTAMP).alias("time"),
+        pl.lit("breaker").alias("kind"),
+        pl.lit(1).alias("count"),
+        pl.concat_str(
+            [
+                pl.col(f.SERVICE).fill_null("?"),
+                pl.col(f.STATUS).fill_null(""),
+                pl.col(f.MESSAGE).fill_null(""),
+            ],
+            separator=" ",
+        )
+        .str.strip_chars()
+        .alias("detail"),
+    )
+
+    def storms(event: str, kind: str) -> pl.LazyFrame:
+        return (
+            frame.filter(pl.col(f.EVENT) == event)
+            .group_by(win)
+            .agg(
+                pl.len().alias("count"),
+                pl.col(f.CALLER_ID).drop_nulls().unique().sort().head(5).str.join(", ").alias("detail"),
+            )
+            .filter(pl.col("count") >= storm)
+            .with_columns(pl.lit(kind).alias("kind"))
+        )
+
+    drops = (
+        active_sessions(frame, every=every)
+        .filter(pl.col("change") <= -(pl.col("active") - pl.col("change")) * session_drop)
+        .filter(pl.col("change") < -1)
+        .select(
+            pl.col("window").alias("time"),
+            pl.lit("session_drop").alias("kind"),
+            (-pl.col("change")).alias("count"),
+            pl.format("active sessions fell to {}", pl.col("active")).alias("detail"),
+        )
+    )
+    parts = [
+        restarts,
+        bursts,
+        breakers,
+        storms(f.EV_RATE_LIMITED, "rate_limit_storm"),
+        storms(f.EV_AUTH_FAILED, "auth_failures"),
+        drops,
+    ]
+    return pl.concat([p.select(columns) for p in parts], how="vertical").sort("time", "kind")

@@ -1,0 +1,228 @@
+"""`mcptrace stats|errors|loops|sessions|runs|index`: questions over the logs, answered with polars."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from mcptrace.cli._options import Progress, add_common, load_frame, parse_duration, report_problems
+from mcptrace.cli._render import emit
+
+ERROR_COLUMNS = ["tool_name", "status", "error", "mcp_request_id", "downstream_calls"]
+LOOP_COLUMNS = [
+    "caller_id",
+    "session_id",
+    "tool_name",
+    "arguments_hash",
+    "result_hash",
+    "input_token_count",
+    "mcp_request_id",
+    "status",
+]
+RUN_INPUT_COLUMNS = ["client_name", "client_version", "trace_id", "parent_span_id", "baggage"]
+SESSION_INPUT_COLUMNS = [
+    "session_id",
+    "caller_id",
+    "mcp_request_id",
+    "status",
+    "tool_name",
+    "message",
+    "service",
+]
+STATS_COLUMNS = ["tool_name", "calls", "errors", "error_rate", "p50_ms", "p95_ms", "p99_ms"]
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("stats", help="calls, errors, error rate and p50/p95/p99 latency per tool")
+    add_common(p)
+    p.add_argument(
+        "--by",
+        choices=("tool", "method", "caller", "service"),
+        default="tool",
+        help="group by tool (default), JSON-RPC method, caller or downstream service",
+    )
+    p.add_argument("--every", metavar="WINDOW", help="one row per time window and group (1m, 5m, 1h)")
+    p.set_defaults(func=run_stats)
+
+    p = sub.add_parser("errors", help="the most frequent errors, and own versus downstream errors per tool")
+    add_common(p)
+    p.add_argument("--limit", type=int, default=20, help="rows of most frequent errors (default 20)")
+    p.set_defaults(func=run_errors)
+
+    p = sub.add_parser(
+        "loops", help="agent loops: repeats, cycles, near-duplicate retries and call-rate spikes"
+    )
+    add_common(p)
+    p.add_argument(
+        "--threshold", type=int, default=5, help="identical calls in a row that make a loop (default 5)"
+    )
+    p.add_argument(
+        "--window",
+        type=parse_duration,
+        default="10m",
+        help="calls further apart than this never belong to one loop (default 10m)",
+    )
+    p.add_argument(
+        "--per",
+        choices=("session", "caller", "run"),
+        default="session",
+        help="whose calls are compared: a caller in a session (default), a caller, or a run",
+    )
+    p.add_argument(
+        "--gap", type=parse_duration, default="5m", help="with --per run: inactivity that ends a run"
+    )
+    p.set_defaults(func=run_loops)
+
+    p = sub.add_parser("sessions", help="sessions (start, end, calls, errors) and the incident timeline")
+    add_common(p)
+    p.add_argument("--timeline", action="store_true", help="print the incident timeline instead")
+    p.add_argument("--every", default="1m", help="timeline window (default 1m)")
+    p.set_defaults(func=run_sessions)
+
+    p = sub.add_parser(
+        "runs", help="agent runs, with or without sessions (session, baggage, trace or idle gap)"
+    )
+    add_common(p)
+    p.add_argument(
+        "--gap", type=parse_duration, default="5m", help="inactivity that ends a sessionless run (default 5m)"
+    )
+    p.add_argument(
+        "--loops", action="store_true", help="print the loops found per run and per caller instead"
+    )
+    p.set_defaults(func=run_runs)
+
+    p = sub.add_parser("index", help="write a Parquet index beside the logs so later queries skip the JSON")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="log files, globs or directories")
+    p.set_defaults(func=run_index)
+
+
+def _rows(frame: Any) -> list[dict[str, Any]]:
+    return frame.collect().to_dicts()  # type: ignore[no-any-return]
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    from mcptrace import _fields as f
+    from mcptrace.analysis import method_stats, service_stats, tool_stats, top_callers
+
+    by_columns = {
+        "tool": [f.TOOL_NAME, f.STATUS, f.DURATION_MS],
+        "method": [f.METHOD, f.STATUS, f.DURATION_MS],
+        "caller": [f.CALLER_ID, f.TOOL_NAME, f.STATUS],
+        "service": [f.DOWNSTREAM_CALLS, f.TOOL_NAME, f.REQUEST_ID, f.CALLER_ID, f.SESSION_ID],
+    }
+    event = f.EV_RESPONSE_SENT if args.by == "method" else f.EV_TOOL_CALL
+    loaded = load_frame(args, columns=by_columns[args.by], events=[event])
+    every = args.every
+    if every is not None:
+        parse_duration(every)
+    if args.by == "tool":
+        rows = _rows(tool_stats(loaded.frame, every=every))
+        columns = STATS_COLUMNS
+    elif args.by == "method":
+        rows = _rows(method_stats(loaded.frame, every=every))
+        columns = [f.METHOD, *STATS_COLUMNS[1:]]
+    elif args.by == "caller":
+        rows = _rows(top_callers(loaded.frame, limit=1_000_000))
+        columns = [f.CALLER_ID, "calls", "errors", "error_rate", "tools"]
+        every = None
+    else:
+        rows = _rows(service_stats(loaded.frame))
+        columns = [f.SERVICE, *STATS_COLUMNS[1:]]
+        every = None
+    if every is not None:
+        columns = ["window", *columns]
+    emit(rows, columns, args.format)
+    return 0
+
+
+def run_errors(args: argparse.Namespace) -> int:
+    from mcptrace import _fields as f
+    from mcptrace.analysis import error_messages, error_sources
+
+    loaded = load_frame(args, columns=ERROR_COLUMNS, events=[f.EV_TOOL_CALL])
+    messages = _rows(error_messages(loaded.frame, limit=args.limit))
+    sources = _rows(error_sources(loaded.frame))
+    if args.format == "json":
+        emit([{"by_tool": sources, "top_errors": messages}], [], "json")
+        return 0
+    msg_cols = [f.TOOL_NAME, "count", "first", "last", "example_request_id", f.ERROR]
+    src_cols = [f.TOOL_NAME, "calls", "errors", "downstream_errors", "own_errors"]
+    if args.format == "csv":
+        emit(messages, msg_cols, "csv")
+        return 0
+    print("Errors per tool (own versus downstream):")
+    emit(sources, src_cols, "table")
+    print("\nMost frequent errors:")
+    emit(messages, msg_cols, "table")
+    return 0
+
+
+def run_index(args: argparse.Namespace) -> int:
+    from mcptrace.analysis import build_index
+
+    progress = Progress("indexing")
+    try:
+        report = build_index(args.paths or None, progress=progress)
+    finally:
+        progress.done()
+    print(
+        f"index {report.directory}: {report.rows} rows; indexed {len(report.indexed)} file(s), "
+        f"reused {len(report.reused)}",
+        file=sys.stderr,
+    )
+    report_problems(report)
+    return 0
+
+
+def run_loops(args: argparse.Namespace) -> int:
+    from mcptrace import _fields as f
+    from mcptrace.analysis import assign_runs, loops
+    from mcptrace.analysis._loops import EPISODE_COLUMNS
+
+    loaded = load_frame(args, columns=LOOP_COLUMNS + RUN_INPUT_COLUMNS, events=[f.EV_TOOL_CALL])
+    frame = loaded.frame
+    by: tuple[str, ...]
+    if args.per == "run":
+        frame, by = assign_runs(frame, gap=args.gap), ("run_id",)
+    elif args.per == "caller":
+        by = (f.CALLER_ID,)
+    else:
+        by = (f.CALLER_ID, f.SESSION_ID)
+    rows = _rows(loops(frame, by=by, threshold=args.threshold, window=args.window))
+    columns = [c for c in EPISODE_COLUMNS if c != "tools"]
+    emit(rows, columns, args.format)
+    return 0
+
+
+def run_sessions(args: argparse.Namespace) -> int:
+    from mcptrace.analysis import sessions, timeline
+    from mcptrace.analysis._sessions import SESSION_COLUMNS, TIMELINE_COLUMNS
+
+    loaded = load_frame(args, columns=SESSION_INPUT_COLUMNS)
+    if args.timeline:
+        emit(_rows(timeline(loaded.frame, every=args.every)), TIMELINE_COLUMNS, args.format)
+    else:
+        emit(_rows(sessions(loaded.frame)), SESSION_COLUMNS, args.format)
+    return 0
+
+
+def run_runs(args: argparse.Namespace) -> int:
+    from mcptrace import _fields as f
+    from mcptrace.analysis import assign_runs, loops, runs
+    from mcptrace.analysis._loops import EPISODE_COLUMNS
+    from mcptrace.analysis._runs import RUN_COLUMNS
+
+    loaded = load_frame(args, columns=LOOP_COLUMNS + RUN_INPUT_COLUMNS, events=[f.EV_TOOL_CALL])
+    if not args.loops:
+        emit(_rows(runs(loaded.frame, gap=args.gap)), RUN_COLUMNS, args.format)
+        return 0
+    import polars as pl
+
+    per_run = loops(assign_runs(loaded.frame, gap=args.gap), by=("run_id",)).with_columns(
+        pl.lit("run").alias("per")
+    )
+    per_caller = loops(loaded.frame, by=(f.CALLER_ID,)).with_columns(pl.lit("caller").alias("per"))
+    rows = _rows(pl.concat([per_run, per_caller], how="vertical"))
+    emit(rows, ["per", *(c for c in EPISODE_COLUMNS if c != "tools")], args.format)
+    return 0

@@ -1,0 +1,148 @@
+"""Options shared by the analysis commands: paths, time range, tool, caller, output format."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from mcptrace._errors import MCPTraceError
+from mcptrace.cli._render import FORMATS
+
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """`90s`, `5m`, `1.5h`, `2d`."""
+    m = _RELATIVE.match(text.strip())
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 30s, 5m, 2h, 1d)")
+    return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 time (UTC when it has no offset) or a duration ago (`15m` = 15 minutes ago)."""
+    if _RELATIVE.match(text.strip()):
+        return datetime.now(UTC) - parse_duration(text)
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a time: {text!r} (use ISO 8601 like 2026-11-25T14:30:00Z, or 15m for 15 minutes ago)"
+        ) from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def add_common(parser: argparse.ArgumentParser, *, paths: bool = True) -> None:
+    if paths:
+        parser.add_argument(
+            "paths",
+            nargs="*",
+            metavar="PATH",
+            help="log files, globs, directories, .gz/.zst or - for stdin "
+            "(default: where `mcptrace serve` writes)",
+        )
+    parser.add_argument(
+        "--since", type=parse_time, help="only lines at or after this time (ISO 8601, or 15m ago)"
+    )
+    parser.add_argument("--until", type=parse_time, help="only lines before this time")
+    parser.add_argument("--tool", action="append", help="only this tool (repeatable)")
+    parser.add_argument("--caller", action="append", help="only this caller id (repeatable)")
+    parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
+    parser.add_argument(
+        "--no-index", action="store_true", help="read the raw logs even when an index is fresh"
+    )
+
+
+def row_filter(args: argparse.Namespace, events: list[str] | None = None) -> Any:
+    """The polars predicate for --since/--until/--tool/--caller (and the events wanted), or None."""
+    import polars as pl
+
+    from mcptrace import _fields as f
+
+    conds = []
+    if events:
+        conds.append(pl.col(f.EVENT).is_in(events))
+    if args.since is not None:
+        conds.append(pl.col(f.TIMESTAMP) >= args.since)
+    if args.until is not None:
+        conds.append(pl.col(f.TIMESTAMP) < args.until)
+    if args.tool:
+        conds.append(pl.col(f.TOOL_NAME).is_in(args.tool))
+    if args.caller:
+        conds.append(pl.col(f.CALLER_ID).is_in(args.caller))
+    if not conds:
+        return None
+    out = conds[0]
+    for c in conds[1:]:
+        out = out & c
+    return out
+
+
+class Progress:
+    """`scanning 42% (1.1 of 2.6 GB)` on stderr, only when stderr is a terminal."""
+
+    def __init__(self, label: str = "scanning") -> None:
+        self.label = label
+        self.enabled = sys.stderr.isatty()
+        self.shown = False
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled or total < 64 * 1024 * 1024:
+            return
+        pct = 100 * done // max(total, 1)
+        sys.stderr.write(f"\r{self.label} {pct:3d}% ({done / 1e9:.1f} of {total / 1e9:.1f} GB)")
+        sys.stderr.flush()
+        self.shown = True
+
+    def done(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+def report_problems(report: Any) -> None:
+    """Corrupt or unreadable input goes to stderr: counted, located, never silent."""
+    summary = report.summary()
+    if summary:
+        print(f"mcptrace: warning: {summary}", file=sys.stderr)
+
+
+def load_frame(
+    args: argparse.Namespace, *, columns: list[str] | None = None, events: list[str] | None = None
+) -> Any:
+    """Load the paths named on the command line with the common filters applied.
+
+    Naming the `columns` and `events` a command needs matters: parsing only
+    those fields is several times faster than parsing whole lines.
+    """
+    from mcptrace.analysis import load
+    from mcptrace.analysis._index import auto_index
+
+    progress = Progress()
+    if not args.no_index:
+        try:
+            built = auto_index(args.paths or None, progress=Progress("indexing (second query of these logs)"))
+        except (OSError, ValueError):
+            built = None
+        if built is not None:
+            print(f"mcptrace: indexed these logs for faster queries ({built.directory})", file=sys.stderr)
+    try:
+        loaded = load(
+            args.paths or None,
+            columns=columns,
+            where=row_filter(args, events),
+            progress=progress,
+            use_index=not args.no_index,
+        )
+    finally:
+        progress.done()
+    report_problems(loaded.report)
+    return loaded
+
+
+class NotFound(MCPTraceError):
+    """What was asked for is not in the logs."""

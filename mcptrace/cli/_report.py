@@ -1,0 +1,44 @@
+"""`mcptrace report`: a standalone HTML report of a log set, optionally with PNG figures."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    report = sub.add_parser(
+        "report",
+        help="write a standalone HTML report (and PNGs) of a log set",
+        description="Write the notebook's incident figures to one self-contained HTML page.",
+    )
+    report.add_argument(
+        "paths",
+        nargs="*",
+        type=Path,
+        metavar="PATH",
+        help="log files or directories (default: the server's log file)",
+    )
+    report.add_argument("-o", "--output", type=Path, default=Path("report.html"), help="HTML file to write")
+    report.add_argument("--png", type=Path, metavar="DIR", help="also write every figure as DIR/NAME.png")
+    report.add_argument("--every", default="5s", help="time bucket of the time series (default 5s)")
+    report.add_argument("--title", help="page title")
+    report.set_defaults(func=_report)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from mcptrace.notebook._report import build_report
+
+    paths = args.paths
+    if not paths:
+        from mcptrace._config import Config
+
+        paths = [Config.from_env().resolved_log_file]
+    report = build_report(paths, every=args.every, title=args.title)
+    out = report.write_html(args.output)
+    print(f"wrote {out} ({len(report.figures)} figures)", file=sys.stderr)
+    if args.png:
+        pngs = report.write_pngs(args.png)
+        print(f"wrote {len(pngs)} PNG files to {args.png}", file=sys.stderr)
+    return 0

@@ -1,0 +1,151 @@
+"""Loading logs: every kind of source, the pinned schema, and corrupt lines accounted for."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import polars as pl
+import pytest
+import zstandard
+
+from mcptrace import LogReadError
+from mcptrace.analysis import load, resolve_sources
+from mcptrace.testing import subprocess_env
+
+
+def record(i: int, **extra: object) -> dict[str, object]:
+    return {
+        "timestamp": f"2026-11-25T14:{i // 60:02d}:{i % 60:02d}.000Z",
+        "level": "info",
+        "event": "tool_call",
+        "mcp_request_id": f"req-{i:04d}",
+        "tool_name": "search_database",
+        "caller_id": "agent-a",
+        "duration_ms": float(i),
+        "status": "success",
+        "schema_version": 1,
+        "downstream_calls": [
+            {"service": "sqlite", "query_hash": "ab", "duration_ms": 1.5, "status": "success", "error": None}
+        ],
+        **extra,
+    }
+
+
+def write_lines(path: Path, lines: list[bytes | dict[str, object]]) -> Path:
+    raw = [line if isinstance(line, bytes) else orjson.dumps(line) for line in lines]
+    path.write_bytes(b"\n".join(raw) + b"\n")
+    return path
+
+
+def request_ids(paths: list[str | Path]) -> list[str]:
+    return load(paths).frame.collect().get_column("mcp_request_id").to_list()
+
+
+def test_a_rotated_set_is_read_oldest_file_first(tmp_path: Path) -> None:
+    write_lines(tmp_path / "mcptrace.log.2", [record(0), record(1)])
+    write_lines(tmp_path / "mcptrace.log.1", [record(2)])
+    write_lines(tmp_path / "mcptrace.log", [record(3)])
+    assert request_ids([tmp_path / "mcptrace.log"]) == ["req-0000", "req-0001", "req-0002", "req-0003"]
+    assert [s.path.name for s in resolve_sources([tmp_path])] == [
+        "mcptrace.log.2",
+        "mcptrace.log.1",
+        "mcptrace.log",
+    ]
+
+
+def test_compressed_files_globs_and_directories_read_the_same_lines(tmp_path: Path) -> None:
+    plain = write_lines(tmp_path / "a.log", [record(0), record(1)])
+    (tmp_path / "b.log.gz").write_bytes(gzip.compress(plain.read_bytes().replace(b"req-000", b"req-100")))
+    (tmp_path / "c.log.zst").write_bytes(
+        zstandard.ZstdCompressor().compress(plain.read_bytes().replace(b"req-000", b"req-200"))
+    )
+    expected = ["req-0000", "req-0001", "req-1000", "req-1001", "req-2000", "req-2001"]
+    assert request_ids([tmp_path]) == expected
+    assert request_ids([str(tmp_path / "*.log*")]) == expected
+    assert request_ids([tmp_path / "b.log.gz"]) == ["req-1000", "req-1001"]
+
+
+def test_the_schema_is_pinned_unknown_fields_ignored_missing_fields_null(tmp_path: Path) -> None:
+    minimal = {"timestamp": "2026-11-25T14:00:00Z", "event": "tool_call", "mcp_request_id": "req-x"}
+    newer = record(
+        5, schema_version=2, protocol_version="2026-07-28", client_name="c", shiny_new_field={"a": 1}
+    )
+    frame = load([write_lines(tmp_path / "x.log", [minimal, newer])]).frame.collect()
+    assert frame.schema["timestamp"] == pl.Datetime("us", "UTC")
+    assert frame.schema["duration_ms"] == pl.Float64
+    assert "shiny_new_field" not in frame.columns
+    assert frame.get_column("duration_ms").to_list() == [None, 5.0]
+    assert frame.get_column("caller_id").to_list() == [None, "agent-a"]
+
+
+def test_corrupt_lines_are_counted_with_file_and_line_and_the_rest_is_kept(tmp_path: Path) -> None:
+    lines: list[bytes | dict[str, object]] = [
+        record(0),
+        b"{not json",
+        record(1),
+        b"[1, 2]",
+        record(2, duration_ms="slow"),
+        {"event": "tool_call", "mcp_request_id": "req-no-time"},
+        b"",
+        record(3),
+    ]
+    path = write_lines(tmp_path / "bad.log", lines)
+    path.write_bytes(path.read_bytes() + orjson.dumps(record(4))[:40])  # a truncated last line
+    loaded = load([path])
+    assert loaded.frame.collect().get_column("mcp_request_id").to_list() == [
+        "req-0000",
+        "req-0001",
+        "req-0003",
+    ]
+    report = loaded.report
+    assert report.corrupt_count == 5
+    assert [(c.file, c.line) for c in report.corrupt] == [(str(path), n) for n in (2, 4, 5, 6, 9)]
+    reasons = [c.reason for c in report.corrupt]
+    assert reasons[0].startswith("bad JSON") and reasons[1].startswith("not a JSON object")
+    assert reasons[2].startswith("wrong type") and reasons[3] == "missing timestamp"
+    assert reasons[4].startswith("truncated line")
+    assert f"{path}:2" in report.summary()
+
+
+def test_a_damaged_compressed_file_is_reported_and_the_others_still_load(tmp_path: Path) -> None:
+    write_lines(tmp_path / "good.log", [record(0)])
+    (tmp_path / "broken.log.gz").write_bytes(gzip.compress(b'{"a":1}\n' * 100)[:30])
+    loaded = load([tmp_path])
+    assert loaded.frame.collect().height == 1
+    assert any("broken.log.gz" in u for u in loaded.report.unreadable)
+
+
+def test_a_missing_path_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(LogReadError, match="not found"):
+        load([tmp_path / "nope.log"])
+    with pytest.raises(LogReadError, match="no log files"):
+        load([str(tmp_path / "*.log")])
+
+
+def test_stdin_is_read_by_the_cli(tmp_path: Path) -> None:
+    data = b"\n".join(orjson.dumps(record(i)) for i in range(3)) + b"\n"
+    out = subprocess.run(
+        [sys.executable, "-m", "mcptrace", "stats", "-", "--format", "json"],
+        input=data,
+        capture_output=True,
+        env=subprocess_env(),
+        timeout=60,
+        cwd=tmp_path,
+        check=True,
+    )
+    rows = json.loads(out.stdout)
+    assert rows[0]["tool_name"] == "search_database" and rows[0]["calls"] == 3
+
+
+def test_a_directory_is_searched_below_hidden_data_dirs_but_never_into_the_index(tmp_path: Path) -> None:
+    (tmp_path / ".mcptrace" / "logs").mkdir(parents=True)
+    write_lines(tmp_path / ".mcptrace" / "logs" / "mcptrace.log", [record(0)])
+    (tmp_path / ".mcptrace-index").mkdir()
+    write_lines(tmp_path / ".mcptrace-index" / "stray.log", [record(9)])
+    (tmp_path / "facts.json").write_text('{"not": "a log"}')
+    assert request_ids([tmp_path]) == ["req-0000"]

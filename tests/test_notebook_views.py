@@ -1,0 +1,178 @@
+"""The notebook views on the sample logs: each figure shows the incident it is meant to show."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+import mcptrace.notebook as nb
+from mcptrace._errors import LogReadError
+from mcptrace.testing import subprocess_env
+from tests.notebook_helpers import SAMPLE_LOGS, planted
+
+TRUTH = planted()
+
+
+@pytest.fixture(scope="module")
+def logs() -> pl.DataFrame:
+    return nb.load_logs(SAMPLE_LOGS)
+
+
+def _outage_request(logs: pl.DataFrame) -> str:
+    calls = nb.tool_calls(logs)
+    failed = calls.filter(pl.col("failed") & pl.col("error").str.contains("HTTP 503"))
+    return str(failed["mcp_request_id"][0])
+
+
+def test_waterfall_nests_the_downstream_call_and_marks_the_error(logs: pl.DataFrame) -> None:
+    fig = nb.waterfall(nb.request_records(logs, _outage_request(logs)))
+    bars = fig.data[0]
+    assert list(bars.y) == ["tools/call", "└ tool fetch_upstream", "\u2003\u2003└ upstream #1"]
+    assert all(color == "#d62728" for color in bars.marker.color)
+    assert any("HTTP 503" in a.text for a in fig.layout.annotations)
+    # the downstream call sits inside the tool call on the time axis
+    tool_start, down_start = bars.base[1], bars.base[2]
+    assert down_start >= tool_start - 1 and down_start + bars.x[2] <= tool_start + bars.x[1] + 1
+
+
+def test_waterfall_of_an_unknown_request_says_so(logs: pl.DataFrame) -> None:
+    fig = nb.waterfall(nb.request_records(logs, "req-does-not-exist"))
+    assert not fig.data
+    assert "no log lines" in fig.layout.annotations[0].text
+
+
+def test_latency_percentiles_show_the_slow_window(logs: pl.DataFrame) -> None:
+    window = TRUTH["slow_tool"]
+    table = nb.latency_table(logs, tools=["fetch_upstream"], every="2s")
+    margin = timedelta(seconds=2)
+    inside = table.filter(pl.col("bucket").is_between(window["start"] + margin, window["end"] - margin))
+    before = table.filter(pl.col("bucket") < window["start"] - margin)
+    assert inside.height and before.height
+    assert inside["p50"].min() > 1000
+    assert before["p95"].max() < 500
+    fig = nb.latency_percentiles(logs, tools=["fetch_upstream"])
+    assert [t.name for t in fig.data] == ["fetch_upstream p50", "fetch_upstream p95", "fetch_upstream p99"]
+
+
+def test_error_heatmap_shows_the_outage_as_a_red_column(logs: pl.DataFrame) -> None:
+    fig = nb.error_heatmap(logs, every="4s")
+    heat = fig.data[0]
+    row = list(heat.y).index("fetch_upstream")
+    window = TRUTH["upstream_outage"]
+    rates = pl.Series(list(heat.z[row]), dtype=pl.Float64)
+    cells = pl.DataFrame({"bucket": pl.Series(heat.x), "rate": rates})
+    red = cells.filter(pl.col("rate") >= 0.99)["bucket"]
+    assert red.len() >= 2
+    earliest = (window["start"] - timedelta(seconds=4)).replace(tzinfo=None)
+    assert red.min() >= earliest and red.max() <= window["end"].replace(tzinfo=None)
+    assert {"get_config", "ping", "search_database"} <= set(heat.y)
+
+
+def test_one_loop_episode_is_found_and_it_is_the_planted_one(logs: pl.DataFrame) -> None:
+    episodes = nb.loop_episodes(logs)
+    truth = TRUTH["agent_loop"]
+    assert episodes.height == 1, episodes.drop("request_ids")
+    loop = episodes.row(0, named=True)
+    assert (loop["caller_id"], loop["tool_name"]) == (truth["caller_id"], truth["tool_name"])
+    assert loop["calls"] >= 30 and loop["distinct_results"] == 1
+    assert truth["start"] - timedelta(seconds=1) <= loop["start"]
+    assert loop["end"] <= truth["end"] + timedelta(seconds=2)
+
+
+def test_a_steady_probe_is_not_a_loop(logs: pl.DataFrame) -> None:
+    assert "ci-probe" not in nb.loop_episodes(logs)["caller_id"].to_list()
+
+
+def test_loop_timeline_bands_the_episode_and_opens_it(logs: pl.DataFrame) -> None:
+    fig = nb.loop_timeline(logs, episode=1)
+    assert len(fig.layout.shapes) == 1
+    assert fig.layout.title.text == "Loop episode #1"
+    low, high = fig.layout.xaxis.range
+    assert low <= fig.layout.shapes[0].x0 and fig.layout.shapes[0].x1 <= high
+    looping = next(t for t in fig.data if t.name == "calls in a loop")
+    assert set(looping.y) == {TRUTH["agent_loop"]["caller_id"]}
+
+
+def test_caller_rate_shows_the_looping_agent_as_the_loudest(logs: pl.DataFrame) -> None:
+    peaks = nb.caller_rates(logs).group_by("caller_id").agg(pl.col("per_second").max()).sort("per_second")
+    assert peaks["caller_id"][-1] == TRUTH["agent_loop"]["caller_id"]
+    assert {t.name for t in nb.caller_rate(logs).data} == set(peaks["caller_id"])
+
+
+def test_sessions_over_time_counts_sessions_and_sessionless_traffic(logs: pl.DataFrame) -> None:
+    fig = nb.sessions_over_time(logs)
+    active, new, sessionless = fig.data
+    assert max(active.y) >= 2 and sum(new.y) >= 4
+    assert sum(sessionless.y) > 100
+
+
+def test_runs_group_by_session_or_by_caller_and_gap(logs: pl.DataFrame) -> None:
+    runs = nb.run_summary(nb.runs(logs))
+    rules = dict(runs.group_by("rule").len().iter_rows())
+    assert rules["session"] >= 4 and rules["caller+gap"] >= 3
+    looping = runs.filter(pl.col("caller_id") == TRUTH["agent_loop"]["caller_id"])
+    assert looping.height == 1 and looping["rule"][0] == "caller+gap"
+    fig = nb.runs_timeline(logs)
+    assert next(t for t in fig.data if t.name == "call in a loop").x is not None
+
+
+def test_explorer_redraws_when_its_controls_change(logs: pl.DataFrame) -> None:
+    explorer = nb.Explorer(SAMPLE_LOGS)
+    assert "1 loop episode" in explorer.status.value
+    assert explorer.figures["loop"].layout.title.text == "Loop episode #1"
+    request_id = _outage_request(logs)
+    explorer.request_box.value = request_id
+    assert explorer.figures["waterfall"].layout.title.text == f"Call chain {request_id}"
+    explorer.tool_picker.value = ("ping",)
+    assert {t.legendgroup for t in explorer.figures["latency"].data} == {"ping"}
+    full = len(explorer.figures["latency"].data[0].x)
+    explorer.time_slider.index = (2, 5)
+    assert len(explorer.figures["latency"].data[0].x) < full
+
+
+def test_explorer_reports_logs_it_cannot_read(tmp_path: Path) -> None:
+    explorer = nb.Explorer(tmp_path / "missing")
+    assert "cannot load logs" in explorer.status.value
+    assert explorer.figures == {}
+
+
+def test_unreadable_lines_are_skipped_with_a_warning_and_the_rest_kept(tmp_path: Path) -> None:
+    lines = (SAMPLE_LOGS / "mcptrace.log").read_text().splitlines()[:20]
+    path = tmp_path / "torn.log"
+    path.write_text("\n".join([*lines[:10], "not json", '{"timestamp": "2026-', *lines[10:]]) + "\n")
+    with pytest.warns(UserWarning, match=r"skipped 2 line\(s\).*line 11, 12"):
+        assert nb.load_logs(path).height == 20
+
+
+def test_a_missing_path_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(LogReadError, match="no such file"):
+        nb.load_logs(tmp_path / "nope.log")
+
+
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(), timeout=60
+    )
+
+
+def test_importing_the_views_loads_no_plotting_library() -> None:
+    result = _python(
+        "import sys, mcptrace.notebook\n"
+        "print(sorted(m for m in ('plotly', 'ipywidgets', 'kaleido') if m in sys.modules))"
+    )
+    assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_without_plotly_a_view_says_what_to_install() -> None:
+    result = _python(
+        "import sys; sys.modules['plotly'] = None\n"
+        "import mcptrace.notebook as nb\n"
+        f"logs = nb.load_logs({str(SAMPLE_LOGS)!r})\n"
+        "try:\n    nb.error_heatmap(logs)\nexcept ImportError as exc:\n    print(exc)\n"
+    )
+    assert "pip install 'mcptrace[notebook]'" in result.stdout, result.stderr

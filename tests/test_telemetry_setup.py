@@ -1,0 +1,136 @@
+"""How telemetry is configured: `OTEL_*` variables, the guard registration point, the public API."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from prometheus_client.parser import text_string_to_metric_families
+
+import mcptrace
+from mcptrace import ConfigError
+from mcptrace.telemetry._metrics import TOOL_DURATION_BUCKETS, ServerMetrics, register_guard_metrics
+from mcptrace.telemetry._otlp import (
+    logs_export_enabled,
+    make_resource,
+    metrics_export_enabled,
+    providers_from_env,
+    traces_enabled,
+)
+from mcptrace.telemetry._prometheus import PrometheusEndpoint
+from mcptrace.testing import subprocess_env
+
+ENDPOINT = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}
+
+
+def test_traces_follow_the_standard_variables() -> None:
+    assert not traces_enabled({})
+    assert traces_enabled(ENDPOINT)
+    assert traces_enabled({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces"})
+    assert traces_enabled({"OTEL_TRACES_EXPORTER": "otlp"})
+    assert not traces_enabled({**ENDPOINT, "OTEL_TRACES_EXPORTER": "none"})
+    assert not traces_enabled({**ENDPOINT, "OTEL_SDK_DISABLED": "true"})
+
+
+def test_metrics_export_needs_an_endpoint_and_logs_export_is_opt_in() -> None:
+    assert not metrics_export_enabled({})
+    assert metrics_export_enabled(ENDPOINT)
+    assert not metrics_export_enabled({**ENDPOINT, "OTEL_METRICS_EXPORTER": "none"})
+    assert not logs_export_enabled(ENDPOINT)
+    assert logs_export_enabled({**ENDPOINT, "OTEL_LOGS_EXPORTER": "otlp"})
+
+
+def test_an_unsupported_protocol_is_a_clear_config_error() -> None:
+    with pytest.raises(ConfigError, match="http/json"):
+        providers_from_env({**ENDPOINT, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"})
+
+
+def test_serve_refuses_an_unsupported_protocol_without_a_traceback(tmp_path: Path) -> None:
+    env = subprocess_env({**ENDPOINT, "OTEL_EXPORTER_OTLP_PROTOCOL": "carrier-pigeon"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "mcptrace", "serve", "--port", "0", "--data-dir", str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "carrier-pigeon" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_resource_is_named_by_otel_service_name_or_mcptrace(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+    monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES", raising=False)
+    assert make_resource().attributes["service.name"] == "mcptrace"
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "orders-mcp")
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=staging")
+    attributes = make_resource().attributes
+    assert attributes["service.name"] == "orders-mcp"
+    assert attributes["deployment.environment"] == "staging"
+
+
+def test_duration_buckets_resolve_milliseconds_to_minutes() -> None:
+    assert list(TOOL_DURATION_BUCKETS) == sorted(TOOL_DURATION_BUCKETS)
+    assert TOOL_DURATION_BUCKETS[0] <= 0.001 and TOOL_DURATION_BUCKETS[-1] >= 300
+    # no gap wider than 2.5x between neighbours: a quantile lands in a bucket of its own magnitude
+    assert all(b / a <= 2.5 for a, b in zip(TOOL_DURATION_BUCKETS, TOOL_DURATION_BUCKETS[1:], strict=False))
+
+
+@dataclass
+class Guards:
+    auth_failures: int = 0
+    rate_limited: int = 0
+    breaker_states: dict[str, int] = field(default_factory=dict)
+
+
+def _samples(endpoint: PrometheusEndpoint) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(endpoint.render().decode()):
+        for s in family.samples:
+            labels = tuple(sorted((k, v) for k, v in s.labels.items() if not k.startswith("otel_scope")))
+            out[(s.name, labels)] = s.value
+    return out
+
+
+def test_guard_counters_are_published_when_metrics_are_collected() -> None:
+    endpoint = PrometheusEndpoint()
+    provider = MeterProvider(metric_readers=[endpoint.reader])
+    guards = Guards()
+    assert isinstance(guards, mcptrace.GuardCounters)
+    register_guard_metrics(provider.get_meter("test"), guards)
+    guards.auth_failures, guards.rate_limited = 3, 7
+    guards.breaker_states["upstream"] = 2
+    samples = _samples(endpoint)
+    assert samples[("mcp_auth_failures_total", ())] == 3
+    assert samples[("mcp_rate_limit_rejections_total", ())] == 7
+    assert samples[("mcp_breaker_state", (("service", "upstream"),))] == 2
+    provider.shutdown()
+
+
+def test_tool_metrics_use_the_checklist_names_and_labels() -> None:
+    endpoint = PrometheusEndpoint()
+    provider = MeterProvider(metric_readers=[endpoint.reader])
+    metrics = ServerMetrics(provider.get_meter("test"))
+    for duration in (0.002, 0.004, 0.3):
+        metrics.record_tool_call("search", "success", duration)
+    metrics.record_tool_call("search", "error", 1.5)
+    metrics.record_downstream_error("postgres")
+    samples = _samples(endpoint)
+    assert samples[("mcp_tool_calls_total", (("status", "success"), ("tool", "search")))] == 3
+    assert samples[("mcp_tool_calls_total", (("status", "error"), ("tool", "search")))] == 1
+    assert samples[("mcp_tool_duration_seconds_bucket", (("le", "0.005"), ("status", "success"),
+                                                         ("tool", "search")))] == 2
+    assert samples[("mcp_downstream_errors_total", (("service", "postgres"),))] == 1
+    provider.shutdown()
+
+
+def test_instrument_is_public_and_importing_mcptrace_stays_light() -> None:
+    public = {"instrument", "Instrumentation", "register_guard_metrics", "GuardCounters"}
+    assert public <= set(mcptrace.__all__)
+    assert callable(mcptrace.instrument)
+    code = ("import sys, mcptrace; heavy = [m for m in ('mcp', 'starlette', 'uvicorn', 'opentelemetry') "
+            "if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], env=subprocess_env(), capture_output=True, text=True,
+                         timeout=60)
+    assert out.stdout.strip() == "[]", out.stderr
