@@ -105,13 +105,12 @@ def rss_mb(pid: int) -> float:
 # -- one MCP session over one connection -------------------------------------------------------------
 
 class Session:
-    def __init__(self, url: str, *, token: str | None = None, name: str = "bench") -> None:
+    def __init__(self, url: str, *, token: str | None = None, name: str = "bench",
+                 http: httpx.AsyncClient | None = None) -> None:
         self.url = url
         self.name = name
-        headers = {"accept": ACCEPT, "content-type": "application/json"}
-        if token:
-            headers["authorization"] = f"Bearer {token}"
-        self.http = httpx.AsyncClient(headers=headers, timeout=60, limits=httpx.Limits(max_connections=1))
+        self.shared = http is not None
+        self.http = http or client(token, connections=1)
         self.session: dict[str, str] = {}
         self.next_id = 2
 
@@ -137,16 +136,25 @@ class Session:
         return r.status_code == 200 and b'"result"' in r.content and b'"isError":true' not in r.content
 
     async def aclose(self) -> None:
-        await self.http.aclose()
+        if not self.shared:
+            await self.http.aclose()
 
 
-async def sessions(url: str, n: int, **kw: Any) -> list[Session]:
+def client(token: str | None = None, *, connections: int) -> httpx.AsyncClient:
+    headers = {"accept": ACCEPT, "content-type": "application/json"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    return httpx.AsyncClient(headers=headers, timeout=60, limits=httpx.Limits(max_connections=connections))
+
+
+async def sessions(url: str, n: int, *, http: httpx.AsyncClient | None = None, **kw: Any) -> list[Session]:
+    """`n` sessions opened at once: one connection each, or all over the shared client `http`."""
     opened: list[Session] = []
     async with anyio.create_task_group() as tg:
         for i in range(n):
             async def open_one(i: int = i) -> None:
-                opened.append(await Session(url, name=f"{kw.get('name', 'bench')}-{i}",
-                                            token=kw.get("token")).open())
+                opened.append(await Session(url, name=f"{kw.get('name', 'bench')}-{i}", token=kw.get("token"),
+                                            http=http).open())
             tg.start_soon(open_one)
     return opened
 
@@ -231,12 +239,9 @@ async def throughput(target: Target, seconds: float) -> dict[str, Any]:
 
 async def session_memory(target: Target, n: int) -> dict[str, Any]:
     before = rss_mb(target.pid)
-    opened: list[Session] = []
-    for start in range(0, n, 250):
-        batch = await sessions(target.url, min(250, n - start))
-        for s in batch:
-            await s.aclose()  # the connection closes; the session is abandoned, never deleted
-        opened.extend(batch)
+    async with client(connections=16) as http:
+        for start in range(0, n, 100):
+            await sessions(target.url, min(100, n - start), http=http)  # opened, then abandoned: never deleted
     after = rss_mb(target.pid)
     figures = {"sessions": n, "rss_before_mb": round(before, 1), "rss_after_mb": round(after, 1),
                "kb_per_session": round((after - before) * 1024 / n, 1)}
@@ -262,23 +267,25 @@ async def noisy_neighbour(target: Target, seconds: float, *, flood_token: str | 
         return latencies
 
     alone = await victim()
-    flooders = await sessions(target.url, flood_connections, token=flood_token, name="flood")
-    flooded: list[float] = []
-    counts = {"ok": 0, "refused": 0}
-    stop = anyio.Event()
-
-    async def flood(s: Session) -> None:
-        while not stop.is_set():
-            counts["ok" if await s.call("ping") else "refused"] += 1
-
-    async with anyio.create_task_group() as tg:
-        for s in flooders:
-            tg.start_soon(flood, s)
+    # The flood runs in its own process, so that it competes with the victim for the server, not for
+    # this process's event loop.
+    args = [sys.executable, __file__, "flood", target.url, "--connections", str(flood_connections),
+            "--seconds", str(seconds * 3 + 10)]
+    if flood_token:
+        args += ["--token", flood_token]
+    flooder = await anyio.open_process(args)
+    try:
+        assert flooder.stdout is not None
+        ready = await flooder.stdout.receive()  # the flood is running: its sessions are open
+        assert ready.startswith(b"flooding"), ready
         await anyio.sleep(0.5)  # let the flood reach its steady state first
         flooded = await victim()
-        stop.set()
-    for s in flooders:
-        await s.aclose()
+    finally:
+        flooder.send_signal(signal.SIGINT)
+        with anyio.fail_after(30):
+            out = b"".join([chunk async for chunk in flooder.stdout]) if flooder.stdout else b""
+            await flooder.wait()
+    counts = json.loads(out.decode().strip().splitlines()[-1])
     a, f = percentiles(alone), percentiles(flooded)
     ratio = round(f["p99_ms"] / a["p99_ms"], 2) if a["p99_ms"] else float("nan")
     figures = {"alone": a, "flooded": f, "p99_ratio": ratio, "flood_calls_ok": counts["ok"],
@@ -308,11 +315,48 @@ async def idle_and_cap(target: Target) -> dict[str, Any]:
     return {"cap": cap, "idle": idle}
 
 
+async def flood_main(url: str, *, token: str | None, connections: int, seconds: float) -> dict[str, int]:
+    """The noisy caller: `connections` sessions calling `ping` back to back until SIGINT or `seconds`."""
+    flooders = await sessions(url, connections, token=token, name="flood")
+    counts = {"ok": 0, "refused": 0}
+    print("flooding", flush=True)
+    deadline = time.monotonic() + seconds
+
+    async def flood(s: Session) -> None:
+        while time.monotonic() < deadline:
+            counts["ok" if await s.call("ping") else "refused"] += 1
+
+    with anyio.open_signal_receiver(signal.SIGINT) as signals:
+        async with anyio.create_task_group() as tg:
+            for s in flooders:
+                tg.start_soon(flood, s)
+
+            async def stop_on_signal() -> None:
+                async for _ in signals:
+                    tg.cancel_scope.cancel()
+                    return
+
+            tg.start_soon(stop_on_signal)
+            await anyio.sleep(seconds)
+            tg.cancel_scope.cancel()
+    return counts
+
+
 def ratio(a: float, b: float) -> float:
     return round(a / b, 2) if b else float("nan")
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["flood"]:
+        flood = argparse.ArgumentParser(prog="load.py flood")
+        flood.add_argument("url")
+        flood.add_argument("--token")
+        flood.add_argument("--connections", type=int, default=6)
+        flood.add_argument("--seconds", type=float, default=30)
+        a = flood.parse_args(sys.argv[2:])
+        counts = anyio.run(lambda: flood_main(a.url, token=a.token, connections=a.connections, seconds=a.seconds))
+        print(json.dumps(counts), flush=True)
+        return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="shorter phases and 1,000 sessions")
     parser.add_argument("--seconds", type=float, help="seconds per measured phase (default 5, quick 2)")
