@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client.parser import text_string_to_metric_families
 
 import mcptrace
@@ -47,6 +49,29 @@ def test_metrics_export_needs_an_endpoint_and_logs_export_is_opt_in() -> None:
 def test_an_unsupported_protocol_is_a_clear_config_error() -> None:
     with pytest.raises(ConfigError, match="http/json"):
         providers_from_env({**ENDPOINT, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"})
+
+
+def _exemplars_recorded(env: dict[str, str]) -> int:
+    """Exemplars a histogram keeps for one measurement made inside a sampled span."""
+    reader = InMemoryMetricReader()
+    providers = providers_from_env(env, extra_readers=[reader])
+    histogram = providers.meter_provider.get_meter("test").create_histogram("work")
+    with TracerProvider().get_tracer("test").start_as_current_span("request"):
+        histogram.record(0.01)
+    data = reader.get_metrics_data()
+    providers.shutdown()
+    assert data is not None
+    points = [p for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+              for p in m.data.data_points]
+    assert len(points) == 1
+    return len(points[0].exemplars)
+
+
+def test_exemplars_are_off_unless_the_standard_variable_asks_for_them() -> None:
+    assert _exemplars_recorded({}) == 0
+    assert _exemplars_recorded({"OTEL_METRICS_EXEMPLAR_FILTER": "trace_based"}) == 1
+    with pytest.raises(ConfigError, match="sometimes"):
+        providers_from_env({"OTEL_METRICS_EXEMPLAR_FILTER": "sometimes"})
 
 
 def test_serve_refuses_an_unsupported_protocol_without_a_traceback(tmp_path: Path) -> None:
