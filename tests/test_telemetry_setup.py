@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import mcptrace
 from mcptrace import ConfigError
+from mcptrace.telemetry import _metrics
 from mcptrace.telemetry._metrics import TOOL_DURATION_BUCKETS, ServerMetrics, register_guard_metrics
 from mcptrace.telemetry._otlp import (
     logs_export_enabled,
@@ -147,6 +148,23 @@ def test_tool_metrics_use_the_checklist_names_and_labels() -> None:
     assert samples[("mcp_tool_duration_seconds_bucket", (("le", "0.005"), ("status", "success"),
                                                          ("tool", "search")))] == 2
     assert samples[("mcp_downstream_errors_total", (("service", "postgres"),))] == 1
+    provider.shutdown()
+
+
+def test_tool_names_past_the_series_limit_are_counted_under_overflow(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_metrics, "MAX_TOOL_SERIES", 2)
+    endpoint = PrometheusEndpoint()
+    provider = MeterProvider(metric_readers=[endpoint.reader])
+    metrics = ServerMetrics(provider.get_meter("test"))
+    for tool in ("search", "fetch", "made-up-1", "made-up-2", "search"):
+        metrics.record_tool_call(tool, "success", 0.01)
+    # Prometheus renders a label some series lack as "": keep the labels each series has.
+    samples = {(name, tuple(kv for kv in labels if kv[1])): value
+               for (name, labels), value in _samples(endpoint).items()}
+    assert samples[("mcp_tool_calls_total", (("status", "success"), ("tool", "search")))] == 2
+    assert samples[("mcp_tool_calls_total", (("status", "success"), ("tool", "fetch")))] == 1
+    assert samples[("mcp_tool_calls_total", (("otel_metric_overflow", "true"),))] == 2
+    assert samples[("mcp_tool_duration_seconds_count", (("otel_metric_overflow", "true"),))] == 2
     provider.shutdown()
 
 
