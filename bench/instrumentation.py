@@ -1,6 +1,6 @@
 """What full instrumentation costs: the bare SDK server against the same server under mcptrace.
 
-    python bench/instrumentation.py [--seconds 8] [--sessions 4] [--rounds 2]
+    python bench/instrumentation.py [--seconds 8] [--sessions 4] [--rounds 3]
 
 Both servers define the same tool and run under uvicorn on 127.0.0.1, each in
 its own process. The instrumented one adds mcptrace's telemetry as `mcptrace serve`
