@@ -247,7 +247,8 @@ def main() -> int:
                           flush=True)
         finally:
             _stop(tap)
-    medians = {name: {key: statistics.median(r[key] for r in rs) for key in rs[0]} for name, rs in results.items()}
+    medians = {name: {key: statistics.median(r[key] for r in rs) for key in rs[0]}
+               for name, rs in results.items()}
     b = medians["bare"]
     print(f"\nmedians of {args.rounds} rounds, {args.sessions} sessions, {args.seconds:g} s each "
           "(ratios against bare: req/s, and server CPU per call bare/config):")

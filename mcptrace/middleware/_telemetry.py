@@ -22,7 +22,6 @@ from mcptrace._errors import INVALID_PARAMS
 from mcptrace.telemetry._context import current_call
 from mcptrace.telemetry._metrics import ServerMetrics
 
-
 _MAX_CACHED_ATTRIBUTE_SETS = 1024
 
 

@@ -2,9 +2,9 @@
 
 Instruments are created once from a `Meter` (any provider: ours from the
 `OTEL_*` variables, a user's, or the no-op default), so recording a tool call is
-a dict increment (the call counter is read at collection) and a histogram record. Gauges that describe state (sessions,
-guards, dropped telemetry) are observable: read at collection time, never on
-the request path.
+a dict increment (the call counter is read at collection) and a histogram
+record. Gauges that describe state (sessions, guards, dropped telemetry) are
+observable: read at collection time, never on the request path.
 """
 
 from __future__ import annotations

@@ -159,7 +159,8 @@ def exemplar_filter(env: Mapping[str, str]) -> ExemplarFilter:
     name = _env(env, "OTEL_METRICS_EXEMPLAR_FILTER").lower() or "always_off"
     if name not in EXEMPLAR_FILTERS:
         raise ConfigError(
-            f"OTEL_METRICS_EXEMPLAR_FILTER={name!r} is not supported; use one of {', '.join(EXEMPLAR_FILTERS)}")
+            f"OTEL_METRICS_EXEMPLAR_FILTER={name!r} is not supported; "
+            f"use one of {', '.join(EXEMPLAR_FILTERS)}")
     return EXEMPLAR_FILTERS[name]()
 
 
@@ -261,7 +262,8 @@ def providers_from_env(
     readers = list(extra_readers)
     if metrics_export_enabled(env):
         readers.append(metric_reader(env))
-    meter_provider = MeterProvider(resource=resource, metric_readers=readers, exemplar_filter=exemplar_filter(env))
+    meter_provider = MeterProvider(
+        resource=resource, metric_readers=readers, exemplar_filter=exemplar_filter(env))
     tracer_provider = None
     if traces_enabled(env):
         tracer_provider = TracerProvider(resource=resource)
