@@ -155,7 +155,7 @@ def test_plotly_figures_render_in_the_page(page: dict[str, object]) -> None:
         "Error rate by tool",
         "Tool latency percentiles",
         "Call chain",
-        "Loop episodes",
+        "Loop episode",
         "Agent runs",
     ):
         assert title in titles, titles

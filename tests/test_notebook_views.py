@@ -73,35 +73,42 @@ def test_error_heatmap_shows_the_outage_as_a_red_column(logs: pl.DataFrame) -> N
     assert {"get_config", "ping", "search_database"} <= set(heat.y)
 
 
-def test_one_loop_episode_is_found_and_it_is_the_planted_one(logs: pl.DataFrame) -> None:
+def test_the_most_severe_loop_episode_is_the_planted_one(logs: pl.DataFrame) -> None:
     episodes = nb.loop_episodes(logs)
     truth = TRUTH["agent_loop"]
-    assert episodes.height == 1, episodes.drop("request_ids")
     loop = episodes.row(0, named=True)
+    assert loop["episode"] == 1 and loop["severity"] == "high" and loop["kind"] == "repeat"
     assert (loop["caller_id"], loop["tool_name"]) == (truth["caller_id"], truth["tool_name"])
-    assert loop["calls"] >= 30 and loop["distinct_results"] == 1
+    assert loop["count"] >= 30
     assert truth["start"] - timedelta(seconds=1) <= loop["start"]
     assert loop["end"] <= truth["end"] + timedelta(seconds=2)
 
 
-def test_a_steady_probe_is_not_a_loop(logs: pl.DataFrame) -> None:
-    assert "ci-probe" not in nb.loop_episodes(logs)["caller_id"].to_list()
+def test_a_steady_probe_ranks_below_the_loop(logs: pl.DataFrame) -> None:
+    episodes = nb.loop_episodes(logs)
+    probe = episodes.filter(pl.col("caller_id") == "ci-probe")
+    assert probe.height and set(probe["severity"]) <= {"low", "medium"}
+    assert probe["rate"].max() < episodes["rate"][0] / 3
 
 
-def test_loop_timeline_bands_the_episode_and_opens_it(logs: pl.DataFrame) -> None:
-    fig = nb.loop_timeline(logs, episode=1)
-    assert len(fig.layout.shapes) == 1
+def test_loop_timeline_bands_the_episodes_and_opens_one(logs: pl.DataFrame) -> None:
+    episodes = nb.loop_episodes(logs)
+    fig = nb.loop_timeline(logs, episodes=episodes, episode=1)
+    assert len(fig.layout.shapes) == episodes.height
     assert fig.layout.title.text == "Loop episode #1"
     low, high = fig.layout.xaxis.range
-    assert low <= fig.layout.shapes[0].x0 and fig.layout.shapes[0].x1 <= high
-    looping = next(t for t in fig.data if t.name == "calls in a loop")
-    assert set(looping.y) == {TRUTH["agent_loop"]["caller_id"]}
+    assert low <= episodes["start"][0] and episodes["end"][0] <= high
+    worst = next(t for t in fig.data if t.name == "high-severity loop")
+    assert TRUTH["agent_loop"]["caller_id"] in set(worst.y)
+    assert any(a.text.startswith("#1 repeat") for a in fig.layout.annotations)
 
 
-def test_caller_rate_shows_the_looping_agent_as_the_loudest(logs: pl.DataFrame) -> None:
-    peaks = nb.caller_rates(logs).group_by("caller_id").agg(pl.col("per_second").max()).sort("per_second")
-    assert peaks["caller_id"][-1] == TRUTH["agent_loop"]["caller_id"]
-    assert {t.name for t in nb.caller_rate(logs).data} == set(peaks["caller_id"])
+def test_caller_rate_puts_the_loop_and_the_storm_above_every_regular_agent(logs: pl.DataFrame) -> None:
+    peaks = dict(nb.caller_rates(logs).group_by("caller_id").agg(pl.col("per_second").max()).iter_rows())
+    loud = {TRUTH["agent_loop"]["caller_id"], TRUTH["rate_limit_storm"]["caller_id"]}
+    regular = max(rate for caller, rate in peaks.items() if caller not in loud)
+    assert all(peaks[caller] > regular for caller in loud), peaks
+    assert {t.name for t in nb.caller_rate(logs).data} == set(peaks)
 
 
 def test_sessions_over_time_counts_sessions_and_sessionless_traffic(logs: pl.DataFrame) -> None:
@@ -112,18 +119,20 @@ def test_sessions_over_time_counts_sessions_and_sessionless_traffic(logs: pl.Dat
 
 
 def test_runs_group_by_session_or_by_caller_and_gap(logs: pl.DataFrame) -> None:
-    runs = nb.run_summary(nb.runs(logs))
+    runs = nb.run_summary(logs)
     rules = dict(runs.group_by("rule").len().iter_rows())
-    assert rules["session"] >= 4 and rules["caller+gap"] >= 3
+    assert rules["session"] >= 4 and rules["gap"] >= 3
     looping = runs.filter(pl.col("caller_id") == TRUTH["agent_loop"]["caller_id"])
-    assert looping.height == 1 and looping["rule"][0] == "caller+gap"
+    assert looping.height == 1 and looping["rule"][0] == "gap"
     fig = nb.runs_timeline(logs)
-    assert next(t for t in fig.data if t.name == "call in a loop").x is not None
+    marked = next(t for t in fig.data if t.name == "call in a high-severity loop")
+    assert any(TRUTH["agent_loop"]["caller_id"] in label for label in marked.y)
+    assert len(fig.data[0].y) == runs.height
 
 
 def test_explorer_redraws_when_its_controls_change(logs: pl.DataFrame) -> None:
     explorer = nb.Explorer(SAMPLE_LOGS)
-    assert "1 loop episode" in explorer.status.value
+    assert "loop episode(s)" in explorer.status.value
     assert explorer.figures["loop"].layout.title.text == "Loop episode #1"
     request_id = _outage_request(logs)
     explorer.request_box.value = request_id
@@ -145,12 +154,12 @@ def test_unreadable_lines_are_skipped_with_a_warning_and_the_rest_kept(tmp_path:
     lines = (SAMPLE_LOGS / "mcptrace.log").read_text().splitlines()[:20]
     path = tmp_path / "torn.log"
     path.write_text("\n".join([*lines[:10], "not json", '{"timestamp": "2026-', *lines[10:]]) + "\n")
-    with pytest.warns(UserWarning, match=r"skipped 2 line\(s\).*line 11, 12"):
+    with pytest.warns(UserWarning, match=r"2 corrupt line\(s\) skipped: .*torn.log:11.*torn.log:12"):
         assert nb.load_logs(path).height == 20
 
 
 def test_a_missing_path_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(LogReadError, match="no such file"):
+    with pytest.raises(LogReadError, match="log file not found"):
         nb.load_logs(tmp_path / "nope.log")
 
 
@@ -176,3 +185,25 @@ def test_without_plotly_a_view_says_what_to_install() -> None:
         "try:\n    nb.error_heatmap(logs)\nexcept ImportError as exc:\n    print(exc)\n"
     )
     assert "pip install 'mcptrace[notebook]'" in result.stdout, result.stderr
+
+
+def test_explorer_loads_other_logs_from_its_paths_box(tmp_path: Path) -> None:
+    explorer = nb.Explorer(SAMPLE_LOGS)
+    before = explorer.status.value
+    other = tmp_path / "other.log"
+    lines = (SAMPLE_LOGS / "mcptrace.log").read_text().splitlines()
+    other.write_text("\n".join(lines[:400]) + "\n")
+    explorer.paths_box.value = str(other)
+    explorer.load_button.click()
+    assert explorer.status.value != before and explorer.logs.height == 400
+    assert set(explorer.request_box.options) <= set(explorer.logs["mcp_request_id"].drop_nulls())
+
+
+def test_the_public_api_is_pinned() -> None:
+    assert sorted(nb.__all__) == [
+        "Explorer", "caller_rate", "caller_rates", "error_heatmap", "error_rates", "join_logs",
+        "latency_percentiles", "latency_table", "load_logs", "load_spans", "loop_episodes", "loop_timeline",
+        "request_records", "run_summary", "runs", "runs_timeline", "sessions_over_time",
+        "spans_with_requests", "tool_calls", "waterfall",
+    ]
+    assert all(callable(getattr(nb, name)) for name in nb.__all__)

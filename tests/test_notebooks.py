@@ -47,7 +47,7 @@ def investigation(tmp_path_factory: pytest.TempPathFactory) -> Any:
         return execute("incident-investigation.ipynb", monkeypatch)
 
 
-def test_investigation_finds_the_three_planted_root_causes(investigation: Any) -> None:
+def test_investigation_finds_the_five_planted_root_causes(investigation: Any) -> None:
     findings = json.loads(tagged_output(investigation, "findings"))
     truth = planted()
     slack = timedelta(seconds=5)
@@ -62,10 +62,19 @@ def test_investigation_finds_the_three_planted_root_causes(investigation: Any) -
     assert slow["slowest_ms"] >= truth["slow_tool"]["upstream_latency_ms"]
     assert truth["slow_tool"]["start"] - slack <= _time(slow["start"]) <= truth["slow_tool"]["end"]
 
+    auth = findings["auth_failures"]
+    assert auth["caller_id"] == truth["auth_failures"]["caller_id"] and auth["http_status"] == 401
+    assert truth["auth_failures"]["start"] <= _time(auth["start"]) <= truth["auth_failures"]["end"]
+
     loop = findings["agent_loop"]
     assert loop["caller_id"] == truth["agent_loop"]["caller_id"]
     assert loop["tool_name"] == truth["agent_loop"]["tool_name"]
-    assert loop["distinct_results"] == 1 and loop["calls"] >= 30
+    assert loop["kind"] == "repeat" and loop["calls"] >= 30
+
+    storm = findings["rate_limit_storm"]
+    assert storm["caller_id"] == truth["rate_limit_storm"]["caller_id"]
+    assert storm["refused"] > storm["served"]
+    assert truth["rate_limit_storm"]["start"] <= _time(storm["start"]) <= truth["rate_limit_storm"]["end"]
 
 
 def test_investigation_draws_every_figure_without_errors(investigation: Any) -> None:
@@ -74,4 +83,17 @@ def test_investigation_draws_every_figure_without_errors(investigation: Any) -> 
     figures = [o for o in outputs if PLOTLY_MIME in o.get("data", {})]
     assert len(figures) >= 8
     titles = {json.dumps(o["data"][PLOTLY_MIME]["layout"].get("title", {}).get("text")) for o in figures}
-    assert any("Call chain" in t for t in titles) and any("Loop episodes" in t for t in titles)
+    assert any("Call chain" in t for t in titles) and any("Loop episode" in t for t in titles)
+
+
+def test_traces_and_logs_join_on_trace_id_and_request_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    notebook = execute("traces-and-logs.ipynb", monkeypatch)
+    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    findings = json.loads(tagged_output(notebook, "findings"))
+    assert findings["lines_in_requests"] > 1000
+    assert findings["lines_joined_to_a_span"] == findings["lines_in_requests"]
+    assert findings["request_ids_agree"] is True
+    assert set(findings["refusals_only_in_logs"]) >= {"auth_failed", "rate_limited"}
+    assert findings["outage_request"]["span_error_type"] == "HTTP 503"
+    assert len(findings["outage_request"]["trace_id"]) == 32

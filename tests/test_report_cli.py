@@ -57,7 +57,7 @@ def test_png_export_writes_every_figure(report: Report) -> None:
 def test_missing_logs_are_a_clear_error(tmp_path: Path) -> None:
     result = mcptrace("report", "no-such-dir", "-o", "r.html", cwd=tmp_path)
     assert result.returncode == 2
-    assert "no-such-dir: no such file or directory" in result.stderr
+    assert "log file not found: no-such-dir" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "r.html").exists()
 
 

@@ -10,6 +10,8 @@ from sample_logs._readme import find_incidents, load, render_readme
 from tests.helpers import assert_contract
 from tests.notebook_helpers import ROOT, SAMPLE_LOGS, planted
 
+SPANS = ROOT / "sample_logs" / "spans" / "spans.jsonl"
+
 
 def test_every_line_keeps_to_the_log_contract() -> None:
     files = sorted(SAMPLE_LOGS.glob("*.log*"))
@@ -21,7 +23,18 @@ def test_every_line_keeps_to_the_log_contract() -> None:
 
 
 def test_the_set_stays_small() -> None:
-    assert sum(p.stat().st_size for p in SAMPLE_LOGS.iterdir()) < 3 * 1024 * 1024
+    files = [*SAMPLE_LOGS.iterdir(), SPANS]
+    assert sum(p.stat().st_size for p in files) < 3 * 1024 * 1024
+
+
+def test_spans_were_exported_by_the_same_run() -> None:
+    rows = [json.loads(line) for line in SPANS.read_text().splitlines()]
+    kinds = {r["kind"] for r in rows}
+    assert {"server", "client"} <= kinds
+    span_ids = {(r["trace_id"], r["span_id"]) for r in rows}
+    lines = [json.loads(line) for line in (SAMPLE_LOGS / "mcptrace.log").read_text().splitlines()]
+    inside = [r for r in lines if r.get("span_id")]
+    assert inside and all((r["trace_id"], r["span_id"]) in span_ids for r in inside)
 
 
 def test_both_protocol_eras_are_present() -> None:

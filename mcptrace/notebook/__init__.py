@@ -30,6 +30,7 @@ from mcptrace.notebook._plots import (
     sessions_over_time,
     waterfall,
 )
+from mcptrace.notebook._spans import join_logs, load_spans, spans_with_requests
 
 __all__ = [
     "Explorer",
@@ -37,9 +38,11 @@ __all__ = [
     "caller_rates",
     "error_heatmap",
     "error_rates",
+    "join_logs",
     "latency_percentiles",
     "latency_table",
     "load_logs",
+    "load_spans",
     "loop_episodes",
     "loop_timeline",
     "request_records",
@@ -47,6 +50,7 @@ __all__ = [
     "runs",
     "runs_timeline",
     "sessions_over_time",
+    "spans_with_requests",
     "tool_calls",
     "waterfall",
 ]

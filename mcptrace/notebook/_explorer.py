@@ -97,9 +97,7 @@ class Explorer:
         self.load()
 
     def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
+        _show(self.widget)
 
     # -- the logs ----------------------------------------------------------
     def load(self) -> None:
@@ -142,8 +140,8 @@ class Explorer:
         self.time_slider.index = (0, len(stamps) - 1)
         self.episode_list.options = [
             (
-                f"#{r['episode']}  {r['caller_id']} → {r['tool_name']} ×{r['calls']}  "
-                f"{r['start']:%H:%M:%S}–{r['end']:%H:%M:%S}",
+                f"#{r['episode']}  {r['severity']:<6} {r['kind']:<14} {r['caller_id']} → {r['tool_name']} "
+                f"×{r['count']}  {r['start']:%H:%M:%S}–{r['end']:%H:%M:%S}",
                 r["episode"],
             )
             for r in self.episodes.iter_rows(named=True)
@@ -154,8 +152,6 @@ class Explorer:
     # -- one request -------------------------------------------------------
     def show_request(self, request_id: str) -> None:
         """Draw the waterfall of `request_id` and list its log lines."""
-        from IPython.display import display
-
         request_id = (request_id or "").strip()
         if not request_id:
             return
@@ -167,14 +163,12 @@ class Explorer:
                 self.figures.pop("waterfall", None)
                 return
             self.figures["waterfall"] = fig = _plots.waterfall(records)
-            display(fig)
-            display(records.select(c for c in RECORD_COLUMNS if c in records.columns))
+            _show(fig)
+            _show(records.select(c for c in RECORD_COLUMNS if c in records.columns))
 
     # -- latency -----------------------------------------------------------
     def update_latency(self) -> None:
         """Redraw the percentile plot for the picked tools and time range."""
-        from IPython.display import display
-
         if self._loading or self.logs.is_empty():
             return
         low, high = self.time_slider.value
@@ -188,13 +182,11 @@ class Explorer:
         self.figures["latency"] = fig
         with self.latency_out:
             self.latency_out.clear_output(wait=True)
-            display(fig)
+            _show(fig)
 
     # -- loops -------------------------------------------------------------
     def open_episode(self, episode: int | None) -> None:
         """Zoom the loop timeline on one episode and list its calls."""
-        from IPython.display import display
-
         if self._loading or episode is None:
             return
         chosen = self.episodes.filter(pl.col("episode") == episode)
@@ -202,11 +194,18 @@ class Explorer:
         self.figures["loop"] = fig
         with self.episode_out:
             self.episode_out.clear_output(wait=True)
-            display(fig)
-            display(chosen.drop("request_ids"))
+            _show(fig)
+            _show(chosen.drop("request_ids"))
             if chosen.height:
                 ids = chosen["request_ids"][0].to_list()
                 print(f"{len(ids)} calls; first request ids: {', '.join(ids[:5])}")
+
+
+def _show(obj: object) -> None:
+    """Display `obj` in the current output (a notebook cell, or the Output widget being written to)."""
+    from IPython.display import display
+
+    display(obj)  # type: ignore[no-untyped-call]
 
 
 def _escape(text: str) -> str:

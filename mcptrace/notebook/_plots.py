@@ -7,7 +7,7 @@ VS Code and in the standalone HTML report alike, and export to PNG with kaleido.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     import plotly.graph_objects as go
 
 ERROR_COLOR = "#d62728"
+#: Loop episode severity (from `analysis.loops`) -> colour; "" is a call in no episode.
+SEVERITY_COLORS = {"": "#1f77b4", "low": "#bcbd22", "medium": "#ff7f0e", "high": "#9467bd"}
+_SEVERITY_RANK = {"high": 0, "medium": 1, "low": 2}
 OK_COLOR = "#1f77b4"
 DOWNSTREAM_COLOR = "#7f7f7f"
 _WATERFALL_HOVER = "%{y}<br>%{customdata[0]:.1f} ms, %{customdata[1]}<br>%{customdata[2]}<extra></extra>"
@@ -65,8 +68,8 @@ def waterfall(chain: Frame) -> go.Figure:
         end = sent[f.TIMESTAMP][0]
         duration = sent[f.DURATION_MS][0] or 0.0
         start = received[f.TIMESTAMP][0] if received.height else end - _ms(duration)
-        label = records[f.METHOD].drop_nulls().first() or "request"
-        rows.append(_row(f"{label}", start, end, sent.row(0, named=True), depth=0))
+        label = str(records[f.METHOD].drop_nulls().first() or "request")
+        rows.append(_row(label, start, end, sent.row(0, named=True), depth=0))
     for call in records.filter(pl.col(f.EVENT) == f.EV_TOOL_CALL).iter_rows(named=True):
         end = call[f.TIMESTAMP]
         rows.append(
@@ -108,12 +111,10 @@ def waterfall(chain: Frame) -> go.Figure:
 
 
 def _indent(row: dict[str, Any]) -> str:
-    return ("\u2003" * 2 * (row["depth"] - 1) + "└ " if row["depth"] else "") + row["label"]
+    return ("\u2003" * 2 * (row["depth"] - 1) + "└ " if row["depth"] else "") + str(row["label"])
 
 
-def _ms(value: float) -> Any:
-    from datetime import timedelta
-
+def _ms(value: float) -> timedelta:
     return timedelta(milliseconds=value)
 
 
@@ -192,10 +193,26 @@ def error_heatmap(logs: Frame, *, every: str = "5s") -> go.Figure:
     return _layout(fig, title, height=max(250, 80 + 45 * len(tools)))
 
 
+def _severity_of_calls(calls: pl.DataFrame, episodes: pl.DataFrame) -> pl.Series:
+    """For each call, the severity of the worst loop episode it belongs to ("" when none)."""
+    if episodes.is_empty():
+        return pl.Series("severity", [""] * calls.height)
+    members = (
+        episodes.select("severity", pl.col("request_ids").alias(f.REQUEST_ID))
+        .explode(f.REQUEST_ID)
+        .with_columns(pl.col("severity").replace_strict(_SEVERITY_RANK, default=9).alias("_rank"))
+        .sort("_rank")
+        .unique(f.REQUEST_ID, keep="first")
+        .drop("_rank")
+    )
+    joined = calls.select(f.REQUEST_ID).join(members, on=f.REQUEST_ID, how="left", maintain_order="left")
+    return joined["severity"].fill_null("")
+
+
 def loop_timeline(
     logs: Frame, *, episodes: pl.DataFrame | None = None, episode: int | None = None
 ) -> go.Figure:
-    """Every call as a point (caller by time), loop episodes as shaded bands; `episode` zooms on one."""
+    """Every call as a point (caller by time), loop episodes as bands by severity; `episode` zooms on one."""
     calls = _frames.tool_calls(logs)
     if episodes is None:
         episodes = _frames.loop_episodes(logs)
@@ -204,12 +221,10 @@ def loop_timeline(
         return _empty(title, "no tool calls")
     go = _go()
     fig = go.Figure()
-    looping = set(episodes["request_ids"].explode().to_list()) if episodes.height else set()
-    flagged = calls[f.REQUEST_ID].is_in(list(looping)) if looping else pl.Series([False] * calls.height)
-    for name, part, color in (
-        ("calls", calls.filter(~flagged), OK_COLOR),
-        ("calls in a loop", calls.filter(flagged), ERROR_COLOR),
-    ):
+    calls = calls.with_columns(_severity_of_calls(calls, episodes).alias("severity"))
+    for severity in ("", "low", "medium", "high"):
+        name = f"{severity}-severity loop" if severity else "calls"
+        part = calls.filter(pl.col("severity") == severity)
         if part.is_empty():
             continue
         fig.add_trace(
@@ -218,21 +233,21 @@ def loop_timeline(
                 y=part[f.CALLER_ID].fill_null("(unknown)"),
                 mode="markers",
                 name=name,
-                marker={"color": color, "size": 6, "opacity": 0.7},
+                marker={"color": SEVERITY_COLORS[severity], "size": 6, "opacity": 0.75},
                 customdata=part.select(f.TOOL_NAME, f.REQUEST_ID).rows(),
                 hovertemplate="%{y}: %{customdata[0]}<br>%{customdata[1]}<br>%{x}<extra></extra>",
             )
         )
     for row in episodes.iter_rows(named=True):
-        fig.add_vrect(
-            x0=row["start"],
-            x1=row["end"],
-            fillcolor=ERROR_COLOR,
-            opacity=0.12,
-            line_width=0,
-            annotation_text=f"#{row['episode']} {row['caller_id']}: {row['tool_name']} ×{row['calls']}",
-            annotation_position="top left",
-        )
+        loud = row["severity"] == "high" or row["episode"] == episode
+        color = SEVERITY_COLORS.get(row["severity"], ERROR_COLOR)
+        opacity = 0.15 if loud else 0.06
+        fig.add_vrect(x0=row["start"], x1=row["end"], fillcolor=color, opacity=opacity, line_width=0)
+        if loud:
+            fig.add_annotation(
+                x=row["start"], y=row[f.CALLER_ID] or "(unknown)", yshift=14, xanchor="left", showarrow=False,
+                text=f"#{row['episode']} {row['kind']} ×{row['count']}", font={"color": color},
+            )
     if episode is not None:
         chosen = episodes.filter(pl.col("episode") == episode)
         if chosen.height:
@@ -293,22 +308,21 @@ def sessions_over_time(logs: Frame, *, every: str = "5s") -> go.Figure:
     )
 
 
-def runs_timeline(logs: Frame, *, gap: str = "5m", episodes: pl.DataFrame | None = None) -> go.Figure:
-    """One row per agent run (session, or caller split by inactivity), calls as marks, loop calls red."""
+def runs_timeline(
+    logs: Frame, *, gap: timedelta = timedelta(minutes=5), episodes: pl.DataFrame | None = None
+) -> go.Figure:
+    """One row per agent run (`analysis.runs`: session, baggage, trace or caller+gap), calls as marks,
+    failed calls red, calls in a high-severity loop marked."""
     calls = _frames.runs(logs, gap=gap)
     title = "Agent runs"
     if calls.is_empty():
         return _empty(title, "no tool calls")
     if episodes is None:
         episodes = _frames.loop_episodes(logs)
-    looping = set(episodes["request_ids"].explode().to_list()) if episodes.height else set()
-    summary = _frames.run_summary(calls)
+    summary = _frames.run_summary(logs, gap=gap)
     go = _go()
     fig = go.Figure()
-    labels = {
-        r["run_id"]: r["run_id"] if r["rule"] != "session" else f"{r[f.CALLER_ID]} {r['run_id']}"
-        for r in summary.iter_rows(named=True)
-    }
+    labels = {r["run_id"]: _run_label(r) for r in summary.iter_rows(named=True)}
     fig.add_trace(
         go.Bar(
             orientation="h",
@@ -320,12 +334,14 @@ def runs_timeline(logs: Frame, *, gap: str = "5m", episodes: pl.DataFrame | None
             hoverinfo="skip",
         )
     )
-    calls = calls.with_columns(pl.col(f.REQUEST_ID).is_in(list(looping)).alias("looping"))
-    for flag, name, color, symbol in (
-        (False, "call", OK_COLOR, "line-ns-open"),
-        (True, "call in a loop", ERROR_COLOR, "line-ns-open"),
+    calls = calls.filter(pl.col("run_id").is_in(list(labels))).with_columns(
+        _severity_of_calls(calls, episodes).alias("severity")
+    )
+    for name, part, color in (
+        ("call", calls.filter((pl.col("severity") != "high") & ~pl.col("failed")), OK_COLOR),
+        ("failed call", calls.filter((pl.col("severity") != "high") & pl.col("failed")), ERROR_COLOR),
+        ("call in a high-severity loop", calls.filter(pl.col("severity") == "high"), SEVERITY_COLORS["high"]),
     ):
-        part = calls.filter(pl.col("looping") == flag)
         if part.is_empty():
             continue
         fig.add_trace(
@@ -334,12 +350,7 @@ def runs_timeline(logs: Frame, *, gap: str = "5m", episodes: pl.DataFrame | None
                 y=[labels[r] for r in part["run_id"]],
                 mode="markers",
                 name=name,
-                marker={
-                    "color": [ERROR_COLOR if x else color for x in part["failed"]] if not flag else color,
-                    "symbol": symbol,
-                    "size": 10,
-                    "line": {"width": 2},
-                },
+                marker={"color": color, "symbol": "line-ns-open", "size": 10, "line": {"width": 2}},
                 customdata=part.select(f.TOOL_NAME, f.REQUEST_ID, f.STATUS).rows(),
                 hovertemplate="%{customdata[0]} %{customdata[2]}<br>%{customdata[1]}<br>%{x}<extra></extra>",
             )
@@ -347,6 +358,13 @@ def runs_timeline(logs: Frame, *, gap: str = "5m", episodes: pl.DataFrame | None
     fig.update_xaxes(type="date")
     fig.update_yaxes(autorange="reversed")
     return _layout(fig, title, height=max(300, 80 + 28 * summary.height))
+
+
+def _run_label(run: dict[str, Any]) -> str:
+    """Caller, rule and a run id short enough for an axis label (session ids and gap keys are long)."""
+    run_id: str = run["run_id"].removeprefix(f"{run['rule']}:")
+    short = run_id if len(run_id) <= 18 else run_id[:15] + "…"
+    return f"{run[f.CALLER_ID]} · {run['rule']} {short}"
 
 
 def _palette() -> list[str]:
