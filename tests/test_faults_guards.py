@@ -189,3 +189,34 @@ def test_redis_killed_mid_run_fails_open_and_limits_return_with_it(tmp_path: Pat
 
         eventually(limits_back)
         assert "Traceback" not in srv.stderr()
+
+
+def test_each_refusal_by_the_guards_is_logged_once(tmp_path: Path) -> None:
+    """401 and 429 are logged by the guard that refused (auth_failed, rate_limited), not again."""
+    import json
+
+    store = tmp_path / "tokens.json"
+    token = add_token(store, "counted", "acme")
+    args = ("--tokens", str(store), "--rate-limit-caller", "2/2", "--suspend-after", "1000")
+    with running_server(tmp_path / "server", *args) as srv:
+        unauthorised = httpx.post(srv.url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"}, timeout=10)
+        assert unauthorised.status_code == 401
+
+        async def burst() -> list[httpx.Response]:
+            async with httpx.AsyncClient(timeout=15) as http:
+                s = await RawSession(http, srv.url, token).open()
+                return [await s.call("ping") for _ in range(6)]
+
+        limited = [r for r in anyio.run(burst) if r.status_code == 429]
+        assert limited
+        refused = [unauthorised.headers["x-request-id"], *(r.headers["x-request-id"] for r in limited)]
+
+        def logged_once() -> None:
+            httpx.get(f"{srv.base_url}/health", timeout=10)
+            records = [json.loads(line) for line in srv.log_file.read_text().splitlines()]
+            for request_id in refused:
+                lines = [r["event"] for r in records if r.get("mcp_request_id") == request_id
+                         and r["event"] in ("request_rejected", "auth_failed", "rate_limited")]
+                assert len(lines) == 1 and lines[0] != "request_rejected", (request_id, lines)
+
+        eventually(logged_once)

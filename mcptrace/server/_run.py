@@ -108,7 +108,7 @@ class _Server(uvicorn.Server):
     def __init__(self, calls: _CallsInFlight, config: uvicorn.Config) -> None:
         super().__init__(config)
         self.calls = calls
-        AppStatus.disable_automatic_graceful_drain()
+        AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:
