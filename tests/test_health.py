@@ -34,12 +34,19 @@ def health(server: RunningProcess) -> httpx.Response:
     return httpx.get(f"{server.base_url}/health", timeout=10)
 
 
-def health_until(server: RunningProcess, status: str, timeout: float = 5.0) -> httpx.Response:
-    """Poll /health (bounded) until it reports `status`; its cache makes changes visible after a moment."""
+def health_until(
+    server: RunningProcess, status: str, timeout: float = 5.0, *, breaker: str | None = None,
+) -> httpx.Response:
+    """Poll /health (bounded) until it reports `status` (and, if named, lists `breaker`'s state).
+
+    Its answers are cached for a second, so a change shows after a moment.
+    """
     deadline = time.monotonic() + timeout
     while True:
         r = health(server)
-        if r.json()["status"] == status or time.monotonic() > deadline:
+        body = r.json()
+        listed = breaker is None or breaker in body["checks"].get("breakers", {}).get("states", {})
+        if (body["status"] == status and listed) or time.monotonic() > deadline:
             return r
         time.sleep(0.1)
 
@@ -84,7 +91,7 @@ def test_an_upstream_outage_opens_the_breaker_degrades_health_and_both_recover(
         errors = anyio.run(during_outage)
         assert all("HTTP 503" in e for e in errors[:3])
         assert "circuit open" in errors[3]  # refused at once: the upstream is spared
-        states = health_until(served, "degraded").json()["checks"]["breakers"]
+        states = health_until(served, "degraded", breaker="upstream").json()["checks"]["breakers"]
         assert states["states"]["upstream"] in ("open", "half_open")
     finally:
         set_faults(upstream, down=False)
