@@ -23,4 +23,6 @@ bash scripts/install-conformance.sh
 if command -v npm >/dev/null 2>&1 && [ ! -d tests/browser/node_modules/playwright-core ]; then
   npm install --prefix tests/browser --no-audit --no-fund --silent >/dev/null
 fi
+python -m ruff check mcptrace tests bench
+python -m mypy mcptrace
 python -m pytest "$@"

@@ -23,14 +23,14 @@ from mcp.types import Implementation
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from mcptrace.testing import subprocess_env
-
 from tests.otel_receivers import OtelTap, attrs, oteltap, points, wait_for_log_line
 
 
 def weather_server() -> MCPServer[Any]:
     """A user's server: one tool with one dependency, knowing nothing about telemetry."""
-    import mcptrace
     from mcp.server.mcpserver.exceptions import ToolError
+
+    import mcptrace
 
     server: MCPServer[Any] = MCPServer("weather")
 

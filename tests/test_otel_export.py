@@ -13,7 +13,6 @@ from mcp import Client
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from mcptrace.testing import running_server
-
 from tests.otel_receivers import attrs, free_port, grpc_trace_receiver
 
 

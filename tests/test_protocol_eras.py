@@ -22,7 +22,6 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.types import Implementation
 
 from mcptrace.testing import RunningProcess, running_server
-
 from tests.helpers import assert_contract, read_log
 
 MODERN = "2026-07-28"

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +17,7 @@ import anyio
 import httpx
 from mcp.server import MCPServer
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp
 
 from mcptrace import _fields as f
@@ -116,13 +117,19 @@ def build_service(config: Config, *, logger: EventLogger | None = None, transpor
                    pinned=pinned)
 
 
+def route(service: Service, path: str, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
+    """A GET route beside `/mcp` (the SDK's `custom_route`, without its untyped decorator)."""
+    service.mcp.custom_route(path, methods=["GET"])(endpoint)
+
+
 def build_app(service: Service) -> ASGIApp:
     """The ASGI app of `mcptrace serve` for an already-built service."""
     config = service.config
 
-    @service.mcp.custom_route("/livez", methods=["GET"])
     async def livez(request: Request) -> JSONResponse:
         return JSONResponse({"status": "alive"})
+
+    route(service, "/livez", livez)
 
     checker = HealthChecker(
         db=service.deps.db, sink=service.logger.sink, breakers=service.guards.breakers,
@@ -144,7 +151,6 @@ def build_app(service: Service) -> ASGIApp:
 
         checker.extra["redis"] = (redis_check, False)
 
-    @service.mcp.custom_route("/health", methods=["GET"])
     async def health(request: Request) -> JSONResponse:
         body, status = await checker.report()
         if service.telemetry is not None:
@@ -153,16 +159,19 @@ def build_app(service: Service) -> ASGIApp:
             body = _with_pinned_check(body, service.pinned)
         return JSONResponse(body, status_code=status, headers={"cache-control": "no-store"})
 
+    route(service, "/health", health)
+
     if service.guards.authenticator is not None:
         issuer = [config.jwt_issuer] if config.jwks and config.jwt_issuer else []
         metadata = resource_metadata(authorization_servers=issuer)
 
-        @service.mcp.custom_route(RESOURCE_METADATA_PATH, methods=["GET"])
         async def protected_resource(request: Request) -> JSONResponse:
             return JSONResponse(metadata(request.scope))
 
+        route(service, RESOURCE_METADATA_PATH, protected_resource)
+
     if config.metrics and service.telemetry is not None:
-        service.mcp.custom_route("/metrics", methods=["GET"])(service.telemetry.prometheus.endpoint)
+        route(service, "/metrics", service.telemetry.prometheus.endpoint)
 
     inner = service.mcp.streamable_http_app(
         stateless_http=config.stateless, max_request_body_size=config.max_body_bytes, host=config.host,

@@ -32,7 +32,9 @@ from mcptrace._schema import LOG_SCHEMA_VERSION
 Processor = Callable[[MutableMapping[str, Any]], None]
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
-_bound: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("mcptrace_log_fields", default={})
+_bound: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar(
+    "mcptrace_log_fields", default={}  # noqa: B039 - never mutated: bind() sets a new dict
+)
 
 
 def bind(**fields: Any) -> contextvars.Token[dict[str, Any]]:

@@ -115,8 +115,11 @@ class GuardCounters(Protocol):
     `breaker_states` maps a dependency to 0 (closed), 1 (half-open) or 2 (open).
     """
 
-    auth_failures: int
-    rate_limited: int
+    @property
+    def auth_failures(self) -> int: ...
+
+    @property
+    def rate_limited(self) -> int: ...
 
     @property
     def breaker_states(self) -> Mapping[str, int]: ...
