@@ -1,6 +1,6 @@
 """What full instrumentation costs: the bare SDK server against the same server under mcptrace.
 
-    python bench/instrumentation.py [--seconds 8] [--sessions 4] [--rounds 2]
+    python bench/instrumentation.py [--seconds 8] [--sessions 4] [--rounds 3]
 
 Both servers define the same tool and run under uvicorn on 127.0.0.1, each in
 its own process. The instrumented one adds mcptrace's telemetry as `mcptrace serve`
@@ -12,7 +12,8 @@ A third configuration samples 10% of traces (`OTEL_TRACES_SAMPLER`);
 concurrent Streamable HTTP sessions (JSON responses; a light httpx client, so the
 load generator is not what saturates first) calling `tools/call` back to back
 for `--seconds` after a warm-up. Rounds alternate bare/instrumented so background load hits both;
-the best round of each is reported, and their ratio. Everything stops by itself.
+the median of the rounds is reported for each figure, and the ratios of those medians.
+Everything stops by itself.
 """
 
 from __future__ import annotations
@@ -205,7 +206,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per server and round")
     parser.add_argument("--warmup", type=float, default=1.5)
     parser.add_argument("--sessions", type=int, default=4, help="concurrent client sessions")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--otlp-logs", action="store_true", help="also measure the opt-in OTLP log bridge")
     parser.add_argument("--serve", choices=["bare", "instrumented"], help=argparse.SUPPRESS)
     parser.add_argument("--ready", type=Path, help=argparse.SUPPRESS)
@@ -246,11 +247,12 @@ def main() -> int:
                           flush=True)
         finally:
             _stop(tap)
-    best = {name: max(rs, key=lambda x: x["rps"]) for name, rs in results.items()}
-    b = best["bare"]
-    print(f"\nbest of {args.rounds}, {args.sessions} sessions, {args.seconds:g} s each "
+    medians = {name: {key: statistics.median(r[key] for r in rs) for key in rs[0]}
+               for name, rs in results.items()}
+    b = medians["bare"]
+    print(f"\nmedians of {args.rounds} rounds, {args.sessions} sessions, {args.seconds:g} s each "
           "(ratios against bare: req/s, and server CPU per call bare/config):")
-    for name, r in best.items():
+    for name, r in medians.items():
         print(f"  {name:>12}  {r['rps']:7.1f} req/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms  "
               f"server CPU {r['cpu_ms_per_call']:5.2f} ms/call  ratio {r['rps'] / b['rps']:.3f}  "
               f"CPU ratio {b['cpu_ms_per_call'] / r['cpu_ms_per_call']:.3f}")

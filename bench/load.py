@@ -65,9 +65,12 @@ class Target:
 
 # -- servers ---------------------------------------------------------------------------------------
 
+
 @contextmanager
 def mcptrace_server(workdir: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Target]:
-    with running(["serve", "--port", "0", "--data-dir", str(workdir), *args], workdir, env=env, timeout=60) as p:
+    with running(
+        ["serve", "--port", "0", "--data-dir", str(workdir), *args], workdir, env=env, timeout=60
+    ) as p:
         yield Target("mcptrace", p.url, p.process.pid)
 
 
@@ -76,8 +79,17 @@ def bare_server(workdir: Path) -> Iterator[Target]:
     workdir.mkdir(parents=True, exist_ok=True)
     ready = workdir / "ready"
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "bare_server.py"), "--data-dir", str(workdir), "--ready-file",
-         str(ready)], env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            str(ROOT / "bench" / "bare_server.py"),
+            "--data-dir",
+            str(workdir),
+            "--ready-file",
+            str(ready),
+        ],
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 60
@@ -104,32 +116,51 @@ def rss_mb(pid: int) -> float:
 
 # -- one MCP session over one connection -------------------------------------------------------------
 
+
 class Session:
-    def __init__(self, url: str, *, token: str | None = None, name: str = "bench") -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        name: str = "bench",
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
         self.url = url
         self.name = name
-        headers = {"accept": ACCEPT, "content-type": "application/json"}
-        if token:
-            headers["authorization"] = f"Bearer {token}"
-        self.http = httpx.AsyncClient(headers=headers, timeout=60, limits=httpx.Limits(max_connections=1))
+        self.shared = http is not None
+        self.http = http or client(token, connections=1)
         self.session: dict[str, str] = {}
         self.next_id = 2
 
     async def open(self) -> Session:
-        init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": self.name, "version": "1"}}}
+        init = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": self.name, "version": "1"},
+            },
+        }
         r = await self.http.post(self.url, json=init)
         r.raise_for_status()
         self.session = {"mcp-session-id": r.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
-        await self.http.post(self.url, json={"jsonrpc": "2.0", "method": "notifications/initialized"},
-                             headers=self.session)
+        await self.http.post(
+            self.url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=self.session
+        )
         return self
 
     async def call(self, tool: str) -> bool:
         """One tools/call; True when it succeeded."""
         self.next_id += 1
-        body = {"jsonrpc": "2.0", "id": self.next_id, "method": "tools/call",
-                "params": {"name": tool, "arguments": ARGUMENTS[tool]}}
+        body = {
+            "jsonrpc": "2.0",
+            "id": self.next_id,
+            "method": "tools/call",
+            "params": {"name": tool, "arguments": ARGUMENTS[tool]},
+        }
         try:
             r = await self.http.post(self.url, json=body, headers=self.session)
         except httpx.HTTPError:
@@ -137,16 +168,30 @@ class Session:
         return r.status_code == 200 and b'"result"' in r.content and b'"isError":true' not in r.content
 
     async def aclose(self) -> None:
-        await self.http.aclose()
+        if not self.shared:
+            await self.http.aclose()
 
 
-async def sessions(url: str, n: int, **kw: Any) -> list[Session]:
+def client(token: str | None = None, *, connections: int) -> httpx.AsyncClient:
+    headers = {"accept": ACCEPT, "content-type": "application/json"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    return httpx.AsyncClient(headers=headers, timeout=60, limits=httpx.Limits(max_connections=connections))
+
+
+async def sessions(url: str, n: int, *, http: httpx.AsyncClient | None = None, **kw: Any) -> list[Session]:
+    """`n` sessions opened at once: one connection each, or all over the shared client `http`."""
     opened: list[Session] = []
     async with anyio.create_task_group() as tg:
         for i in range(n):
+
             async def open_one(i: int = i) -> None:
-                opened.append(await Session(url, name=f"{kw.get('name', 'bench')}-{i}",
-                                            token=kw.get("token")).open())
+                opened.append(
+                    await Session(
+                        url, name=f"{kw.get('name', 'bench')}-{i}", token=kw.get("token"), http=http
+                    ).open()
+                )
+
             tg.start_soon(open_one)
     return opened
 
@@ -155,10 +200,14 @@ def percentiles(latencies: list[float]) -> dict[str, float]:
     if not latencies:
         return {"p50_ms": float("nan"), "p99_ms": float("nan")}
     s = pl.Series(latencies) * 1000
-    return {"p50_ms": round(float(s.quantile(0.5, "linear")), 2), "p99_ms": round(float(s.quantile(0.99, "linear")), 2)}
+    return {
+        "p50_ms": round(float(s.quantile(0.5, "linear")), 2),
+        "p99_ms": round(float(s.quantile(0.99, "linear")), 2),
+    }
 
 
 # -- measurements ----------------------------------------------------------------------------------
+
 
 async def capacity(target: Target, tool: str, seconds: float, connections: int = 16) -> float:
     pool = await sessions(target.url, connections)
@@ -181,7 +230,9 @@ async def capacity(target: Target, tool: str, seconds: float, connections: int =
     return done / elapsed
 
 
-async def paced(target: Target, tool: str, rate: float, seconds: float, connections: int = 32) -> dict[str, Any]:
+async def paced(
+    target: Target, tool: str, rate: float, seconds: float, connections: int = 32
+) -> dict[str, Any]:
     """Open loop: calls start on a fixed schedule whether or not earlier ones finished."""
     pool = await sessions(target.url, connections)
     send, receive = anyio.create_memory_object_stream[Session](connections)
@@ -220,33 +271,50 @@ async def throughput(target: Target, seconds: float) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     for tool in ("ping", "search_database"):
         cap = await capacity(target, tool, seconds)
-        figures[tool] = {"calls_per_s": round(cap, 1),
-                         "at_50": await paced(target, tool, cap * 0.5, seconds),
-                         "at_90": await paced(target, tool, cap * 0.9, seconds)}
-        print(f"  {target.name:9} {tool:16} {cap:7.1f} calls/s   "
-              f"p50/p99 at 50%: {figures[tool]['at_50']['p50_ms']}/{figures[tool]['at_50']['p99_ms']} ms   "
-              f"at 90%: {figures[tool]['at_90']['p50_ms']}/{figures[tool]['at_90']['p99_ms']} ms", flush=True)
+        figures[tool] = {
+            "calls_per_s": round(cap, 1),
+            "at_50": await paced(target, tool, cap * 0.5, seconds),
+            "at_90": await paced(target, tool, cap * 0.9, seconds),
+        }
+        print(
+            f"  {target.name:9} {tool:16} {cap:7.1f} calls/s   "
+            f"p50/p99 at 50%: {figures[tool]['at_50']['p50_ms']}/{figures[tool]['at_50']['p99_ms']} ms   "
+            f"at 90%: {figures[tool]['at_90']['p50_ms']}/{figures[tool]['at_90']['p99_ms']} ms",
+            flush=True,
+        )
     return figures
 
 
 async def session_memory(target: Target, n: int) -> dict[str, Any]:
     before = rss_mb(target.pid)
-    opened: list[Session] = []
-    for start in range(0, n, 250):
-        batch = await sessions(target.url, min(250, n - start))
-        for s in batch:
-            await s.aclose()  # the connection closes; the session is abandoned, never deleted
-        opened.extend(batch)
+    async with client(connections=16) as http:
+        for start in range(0, n, 100):
+            await sessions(
+                target.url, min(100, n - start), http=http
+            )  # opened, then abandoned: never deleted
     after = rss_mb(target.pid)
-    figures = {"sessions": n, "rss_before_mb": round(before, 1), "rss_after_mb": round(after, 1),
-               "kb_per_session": round((after - before) * 1024 / n, 1)}
-    print(f"  {target.name:9} {n} abandoned sessions: RSS {before:.0f} -> {after:.0f} MB "
-          f"({figures['kb_per_session']} KB each)", flush=True)
+    figures = {
+        "sessions": n,
+        "rss_before_mb": round(before, 1),
+        "rss_after_mb": round(after, 1),
+        "kb_per_session": round((after - before) * 1024 / n, 1),
+    }
+    print(
+        f"  {target.name:9} {n} abandoned sessions: RSS {before:.0f} -> {after:.0f} MB "
+        f"({figures['kb_per_session']} KB each)",
+        flush=True,
+    )
     return figures
 
 
-async def noisy_neighbour(target: Target, seconds: float, *, flood_token: str | None = None,
-                          victim_token: str | None = None, flood_connections: int = 6) -> dict[str, Any]:
+async def noisy_neighbour(
+    target: Target,
+    seconds: float,
+    *,
+    flood_token: str | None = None,
+    victim_token: str | None = None,
+    flood_connections: int = 6,
+) -> dict[str, Any]:
     async def victim() -> list[float]:
         s = await Session(target.url, token=victim_token, name="victim").open()
         latencies: list[float] = []
@@ -262,50 +330,110 @@ async def noisy_neighbour(target: Target, seconds: float, *, flood_token: str | 
         return latencies
 
     alone = await victim()
-    flooders = await sessions(target.url, flood_connections, token=flood_token, name="flood")
-    flooded: list[float] = []
-    counts = {"ok": 0, "refused": 0}
-    stop = anyio.Event()
-
-    async def flood(s: Session) -> None:
-        while not stop.is_set():
-            counts["ok" if await s.call("ping") else "refused"] += 1
-
-    async with anyio.create_task_group() as tg:
-        for s in flooders:
-            tg.start_soon(flood, s)
+    # The flood runs in its own process, so that it competes with the victim for the server, not for
+    # this process's event loop.
+    args = [
+        sys.executable,
+        __file__,
+        "flood",
+        target.url,
+        "--connections",
+        str(flood_connections),
+        "--seconds",
+        str(seconds * 3 + 10),
+    ]
+    if flood_token:
+        args += ["--token", flood_token]
+    flooder = await anyio.open_process(args)
+    try:
+        assert flooder.stdout is not None
+        ready = await flooder.stdout.receive()  # the flood is running: its sessions are open
+        assert ready.startswith(b"flooding"), ready
         await anyio.sleep(0.5)  # let the flood reach its steady state first
         flooded = await victim()
-        stop.set()
-    for s in flooders:
-        await s.aclose()
+    finally:
+        flooder.send_signal(signal.SIGINT)
+        with anyio.fail_after(30):
+            out = b"".join([chunk async for chunk in flooder.stdout]) if flooder.stdout else b""
+            await flooder.wait()
+    counts = json.loads(out.decode().strip().splitlines()[-1])
     a, f = percentiles(alone), percentiles(flooded)
     ratio = round(f["p99_ms"] / a["p99_ms"], 2) if a["p99_ms"] else float("nan")
-    figures = {"alone": a, "flooded": f, "p99_ratio": ratio, "flood_calls_ok": counts["ok"],
-               "flood_calls_refused": counts["refused"], "victim_calls": len(flooded)}
-    print(f"  {target.name:9} victim p99 alone {a['p99_ms']} ms, flooded {f['p99_ms']} ms -> {ratio}x "
-          f"(flood: {counts['ok']} served, {counts['refused']} refused)", flush=True)
+    figures = {
+        "alone": a,
+        "flooded": f,
+        "p99_ratio": ratio,
+        "flood_calls_ok": counts["ok"],
+        "flood_calls_refused": counts["refused"],
+        "victim_calls": len(flooded),
+    }
+    print(
+        f"  {target.name:9} victim p99 alone {a['p99_ms']} ms, flooded {f['p99_ms']} ms -> {ratio}x "
+        f"(flood: {counts['ok']} served, {counts['refused']} refused)",
+        flush=True,
+    )
     return figures
 
 
 async def idle_and_cap(target: Target) -> dict[str, Any]:
     held = await sessions(target.url, 20)
     extra = Session(target.url)
-    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "one-too-many", "version": "1"}}}
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "one-too-many", "version": "1"},
+        },
+    }
     r = await extra.http.post(target.url, json=init)
     cap = {"status": r.status_code, "error": r.json().get("error")}
     await anyio.sleep(2.5)  # the point of this phase: let the sessions sit idle past their timeout
-    r = await held[0].http.post(target.url, headers=held[0].session, json={
-        "jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "ping", "arguments": {}}})
+    r = await held[0].http.post(
+        target.url,
+        headers=held[0].session,
+        json={"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "ping", "arguments": {}}},
+    )
     idle = {"status": r.status_code, "error": r.json().get("error")}
     reopened = await Session(target.url).open()
     for s in [*held, extra, reopened]:
         await s.aclose()
     print(f"  session cap (20): 21st session gets HTTP {cap['status']} {cap['error']}", flush=True)
-    print(f"  idle expiry (1 s): an idle session's next call gets HTTP {idle['status']} {idle['error']}; "
-          "a new session opens fine", flush=True)
+    print(
+        f"  idle expiry (1 s): an idle session's next call gets HTTP {idle['status']} {idle['error']}; "
+        "a new session opens fine",
+        flush=True,
+    )
     return {"cap": cap, "idle": idle}
+
+
+async def flood_main(url: str, *, token: str | None, connections: int, seconds: float) -> dict[str, int]:
+    """The noisy caller: `connections` sessions calling `ping` back to back until SIGINT or `seconds`."""
+    flooders = await sessions(url, connections, token=token, name="flood")
+    counts = {"ok": 0, "refused": 0}
+    print("flooding", flush=True)
+    deadline = time.monotonic() + seconds
+
+    async def flood(s: Session) -> None:
+        while time.monotonic() < deadline:
+            counts["ok" if await s.call("ping") else "refused"] += 1
+
+    with anyio.open_signal_receiver(signal.SIGINT) as signals:
+        async with anyio.create_task_group() as tg:
+            for s in flooders:
+                tg.start_soon(flood, s)
+
+            async def stop_on_signal() -> None:
+                async for _ in signals:
+                    tg.cancel_scope.cancel()
+                    return
+
+            tg.start_soon(stop_on_signal)
+            await anyio.sleep(seconds)
+            tg.cancel_scope.cancel()
+    return counts
 
 
 def ratio(a: float, b: float) -> float:
@@ -313,7 +441,21 @@ def ratio(a: float, b: float) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if sys.argv[1:2] == ["flood"]:
+        flood = argparse.ArgumentParser(prog="load.py flood")
+        flood.add_argument("url")
+        flood.add_argument("--token")
+        flood.add_argument("--connections", type=int, default=6)
+        flood.add_argument("--seconds", type=float, default=30)
+        a = flood.parse_args(sys.argv[2:])
+        counts = anyio.run(
+            lambda: flood_main(a.url, token=a.token, connections=a.connections, seconds=a.seconds)
+        )
+        print(json.dumps(counts), flush=True)
+        return 0
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="shorter phases and 1,000 sessions")
     parser.add_argument("--seconds", type=float, help="seconds per measured phase (default 5, quick 2)")
     parser.add_argument("--sessions", type=int, help="abandoned sessions to open (default 5000, quick 1000)")
@@ -321,8 +463,11 @@ def main() -> int:
     args = parser.parse_args()
     seconds = args.seconds or (2.0 if args.quick else 5.0)
     n_sessions = args.sessions or (1000 if args.quick else 5000)
-    results: dict[str, Any] = {"seconds_per_phase": seconds, "cpus": os.cpu_count(),
-                               "load_average_at_start": os.getloadavg()[0]}
+    results: dict[str, Any] = {
+        "seconds_per_phase": seconds,
+        "cpus": os.cpu_count(),
+        "load_average_at_start": os.getloadavg()[0],
+    }
 
     with tempfile.TemporaryDirectory(prefix="mcptrace-bench-") as tmp:
         work = Path(tmp)
@@ -341,7 +486,10 @@ def main() -> int:
         print("noisy neighbour", flush=True)
         with mcptrace_server(work / "m2", "--tokens", str(store), *NOISY_LIMITS) as target:
             results["mcptrace"]["noisy"] = anyio.run(
-                lambda: noisy_neighbour(target, seconds * 2, flood_token=flood_token, victim_token=victim_token))
+                lambda: noisy_neighbour(
+                    target, seconds * 2, flood_token=flood_token, victim_token=victim_token
+                )
+            )
         with bare_server(work / "b2") as target:
             results["bare"]["noisy"] = anyio.run(noisy_neighbour, target, seconds * 2)
 
@@ -352,17 +500,25 @@ def main() -> int:
 
     m, b = results["mcptrace"], results["bare"]
     results["ratios"] = {
-        tool: {"calls_per_s": ratio(m["throughput"][tool]["calls_per_s"], b["throughput"][tool]["calls_per_s"]),
-               "p99_at_90": ratio(m["throughput"][tool]["at_90"]["p99_ms"], b["throughput"][tool]["at_90"]["p99_ms"])}
+        tool: {
+            "calls_per_s": ratio(m["throughput"][tool]["calls_per_s"], b["throughput"][tool]["calls_per_s"]),
+            "p99_at_90": ratio(
+                m["throughput"][tool]["at_90"]["p99_ms"], b["throughput"][tool]["at_90"]["p99_ms"]
+            ),
+        }
         for tool in ("ping", "search_database")
     }
-    print(f"\nmcptrace / bare SDK, same run (load average {results['load_average_at_start']:.1f} "
-          f"on {results['cpus']} CPUs at the start):")
+    print(
+        f"\nmcptrace / bare SDK, same run (load average {results['load_average_at_start']:.1f} "
+        f"on {results['cpus']} CPUs at the start):"
+    )
     for tool, r in results["ratios"].items():
         print(f"  {tool:16} throughput {r['calls_per_s']}x   p99 at 90% load {r['p99_at_90']}x")
     goal = m["noisy"]["p99_ratio"]
-    print(f"  noisy neighbour: victim p99 flooded/alone {goal}x with mcptrace (goal <= 1.5x), "
-          f"{b['noisy']['p99_ratio']}x with the bare SDK")
+    print(
+        f"  noisy neighbour: victim p99 flooded/alone {goal}x with mcptrace (goal <= 1.5x), "
+        f"{b['noisy']['p99_ratio']}x with the bare SDK"
+    )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

@@ -134,9 +134,13 @@ class Session:
         self.http.close()
 
 
+FLUSH_INTERVAL = 0.2
+
+
 def flushed_log(server: RunningProcess) -> list[dict[str, Any]]:
-    """The log as written so far; `/health` flushes the sink before it answers."""
+    """The log as written so far: the sink flushes every 0.2 s (and `/health` flushes it unless cached)."""
     assert httpx.get(f"{server.base_url}/health", timeout=10).status_code in (200, 503)
+    time.sleep(FLUSH_INTERVAL + 0.1)
     text = server.log_file.read_text()
     assert "Traceback" not in text
     return read_log(server.log_file)

@@ -15,7 +15,7 @@ def read_log(path: Path) -> list[dict[str, object]]:
     """Every complete line of a log the server may still be writing (a last line without its newline waits)."""
     text = path.read_text()
     complete = text[: text.rfind("\n") + 1]
-    return [json.loads(line) for line in complete.splitlines() if line.strip()]
+    return [json.loads(line) for line in complete.split("\n") if line.strip()]
 
 
 def assert_contract(records: list[dict[str, object]]) -> None:

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mcptrace.testing import RunningProcess
+from mcptrace.testing import RunningProcess, running_server
 from tests.abuse import (
     Session,
     assert_logged_once,
@@ -30,6 +30,15 @@ INIT = (
     b'{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25",'
     b'"capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}'
 )
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, upstream: RunningProcess) -> Iterator[RunningProcess]:
+    """The real server with its rate limits out of the way: these cases are about input, not volume."""
+    args = ("--upstream-url", upstream.base_url, "--rate-limit-caller", "100000/100000",
+            "--rate-limit-tools", "*=100000/100000")
+    with running_server(tmp_path_factory.mktemp("abused"), *args) as proc:
+        yield proc
 
 
 @pytest.fixture(scope="module")

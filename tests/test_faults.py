@@ -22,6 +22,7 @@ import httpx
 import pytest
 from mcp import Client
 
+from mcptrace.analysis import load
 from mcptrace.testing import RunningProcess, running_server
 
 T = TypeVar("T")
@@ -175,40 +176,37 @@ def test_a_full_log_sink_drops_and_counts_lines_but_every_request_is_answered(tm
         records, torn = log_lines(srv.log_file)
         assert len(records) == sink["lines_written"], "every line counted as written is in the file, whole"
         assert len(torn) == sink["lines_torn"] <= 1, torn
-        if torn:  # the cut line is reported by file and line and spoils nothing after it
-            name, number = torn[0]
-            assert name == "mcptrace.log" and number < len(records) + 1
+        report = load([srv.log_file]).report  # the forensics reader names the cut line by file and line
+        assert [(Path(c.file).name, c.line) for c in report.corrupt] == torn
         assert records[-1]["event"] == "response_sent", "lines after the repair are whole"
         assert "Traceback" not in srv.stderr()
 
 
 def test_sigterm_lets_calls_in_flight_finish_and_flushes_the_log(tmp_path: Path) -> None:
     with running_server(tmp_path) as srv:
-        outcome: dict[str, Any] = {}
-
-        async def main() -> None:
-            started = anyio.Event()
-
-            async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-                started.set()
-
-            async with Client(srv.url, mode="legacy") as client:
-                async with anyio.create_task_group() as tg:
-
-                    async def report() -> None:
-                        outcome["result"] = await client.call_tool(
-                            "run_report", {}, progress_callback=on_progress
-                        )
-
-                    tg.start_soon(report)
-                    with anyio.fail_after(20):
-                        await started.wait()
-                    srv.process.send_signal(signal.SIGTERM)
-                    outcome["signalled"] = time.monotonic()
-
-        anyio.run(main)
-        result = outcome["result"]
-        assert not result.is_error and len(result.structured_content["sections"]) >= 2
+        headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+        with httpx.Client(timeout=30, headers=headers) as http:
+            info = {"name": "t", "version": "1"}
+            init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": info}}
+            r = http.post(srv.url, json=init)
+            session = {"mcp-session-id": r.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
+            note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+            http.post(srv.url, json=note, headers=session)
+            call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+                "name": "run_report", "arguments": {}, "_meta": {"progressToken": "p"}}}
+            events: list[str] = []
+            with http.stream("POST", srv.url, json=call, headers=session) as stream:
+                for line in stream.iter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    events.append(line)
+                    if len(events) == 1:  # the report is under way: stop the server now
+                        srv.process.send_signal(signal.SIGTERM)
+        assert any("notifications/progress" in e for e in events)
+        final = json.loads(events[-1].removeprefix("data:"))
+        assert final["id"] == 2 and not final["result"]["isError"], final
+        assert len(final["result"]["structuredContent"]["sections"]) >= 2
         assert srv.process.wait(30) == 0
         records, torn = log_lines(srv.log_file)
         assert not torn
@@ -223,7 +221,7 @@ def test_kill_9_mid_burst_leaves_only_whole_lines(tmp_path: Path) -> None:
         async def burst() -> None:
             with anyio.fail_after(60):
                 async with Client(srv.url, mode="legacy") as client:
-                    for i in range(150):
+                    for _ in range(150):
                         await client.call_tool("search_database", {"query": "anvil", "limit": 5})
                     os.kill(srv.process.pid, signal.SIGKILL)
 
@@ -232,6 +230,7 @@ def test_kill_9_mid_burst_leaves_only_whole_lines(tmp_path: Path) -> None:
         records, torn = log_lines(srv.log_file)
         # Lines reach the file whole or not at all: a SIGKILL loses at most the last flush interval.
         assert not torn, torn
+        assert load([srv.log_file]).report.corrupt == []
         assert any(r["event"] == "tool_call" for r in records)
 
 

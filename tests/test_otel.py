@@ -135,6 +135,24 @@ def test_a_traceparent_in_meta_makes_the_server_span_its_child(server: RunningPr
     assert hex_id(span.parent_span_id) == parent_id
 
 
+@pytest.mark.parametrize("mode", ["auto", "2026-07-28"])
+def test_sessionless_spans_carry_the_same_attributes_without_a_session_and_continue_the_client_trace(
+    server: RunningProcess, tap: OtelTap, mode: str,
+) -> None:
+    trace_id, parent_id = secrets.token_hex(16), secrets.token_hex(8)
+    result = call(server.url, "search_database", {"query": "anvil", "limit": 2}, mode=mode,
+                  meta={"traceparent": f"00-{trace_id}-{parent_id}-01"})
+    span = server_span(tap, request_id(result))
+    a = attrs(span)
+    assert a["mcp.protocol.version"] == "2026-07-28"
+    assert a["gen_ai.tool.name"] == "search_database"
+    assert a["mcptrace.caller_id"] == "otel-test"
+    assert a["mcptrace.tenant"]
+    assert "mcp.session.id" not in a
+    assert hex_id(span.trace_id) == trace_id
+    assert hex_id(span.parent_span_id) == parent_id
+
+
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
 def test_a_traceparent_http_header_makes_the_server_span_its_child(
     server: RunningProcess, tap: OtelTap, mode: str,

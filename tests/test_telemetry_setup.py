@@ -9,10 +9,13 @@ from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client.parser import text_string_to_metric_families
 
 import mcptrace
 from mcptrace import ConfigError
+from mcptrace.telemetry import _metrics
 from mcptrace.telemetry._metrics import TOOL_DURATION_BUCKETS, ServerMetrics, register_guard_metrics
 from mcptrace.telemetry._otlp import (
     logs_export_enabled,
@@ -47,6 +50,29 @@ def test_metrics_export_needs_an_endpoint_and_logs_export_is_opt_in() -> None:
 def test_an_unsupported_protocol_is_a_clear_config_error() -> None:
     with pytest.raises(ConfigError, match="http/json"):
         providers_from_env({**ENDPOINT, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"})
+
+
+def _exemplars_recorded(env: dict[str, str]) -> int:
+    """Exemplars a histogram keeps for one measurement made inside a sampled span."""
+    reader = InMemoryMetricReader()
+    providers = providers_from_env(env, extra_readers=[reader])
+    histogram = providers.meter_provider.get_meter("test").create_histogram("work")
+    with TracerProvider().get_tracer("test").start_as_current_span("request"):
+        histogram.record(0.01)
+    data = reader.get_metrics_data()
+    providers.shutdown()
+    assert data is not None
+    points = [p for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+              for p in m.data.data_points]
+    assert len(points) == 1
+    return len(points[0].exemplars)
+
+
+def test_exemplars_are_off_unless_the_standard_variable_asks_for_them() -> None:
+    assert _exemplars_recorded({}) == 0
+    assert _exemplars_recorded({"OTEL_METRICS_EXEMPLAR_FILTER": "trace_based"}) == 1
+    with pytest.raises(ConfigError, match="sometimes"):
+        providers_from_env({"OTEL_METRICS_EXEMPLAR_FILTER": "sometimes"})
 
 
 def test_serve_refuses_an_unsupported_protocol_without_a_traceback(tmp_path: Path) -> None:
@@ -122,6 +148,23 @@ def test_tool_metrics_use_the_checklist_names_and_labels() -> None:
     assert samples[("mcp_tool_duration_seconds_bucket", (("le", "0.005"), ("status", "success"),
                                                          ("tool", "search")))] == 2
     assert samples[("mcp_downstream_errors_total", (("service", "postgres"),))] == 1
+    provider.shutdown()
+
+
+def test_tool_names_past_the_series_limit_are_counted_under_overflow(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_metrics, "MAX_TOOL_SERIES", 2)
+    endpoint = PrometheusEndpoint()
+    provider = MeterProvider(metric_readers=[endpoint.reader])
+    metrics = ServerMetrics(provider.get_meter("test"))
+    for tool in ("search", "fetch", "made-up-1", "made-up-2", "search"):
+        metrics.record_tool_call(tool, "success", 0.01)
+    # Prometheus renders a label some series lack as "": keep the labels each series has.
+    samples = {(name, tuple(kv for kv in labels if kv[1])): value
+               for (name, labels), value in _samples(endpoint).items()}
+    assert samples[("mcp_tool_calls_total", (("status", "success"), ("tool", "search")))] == 2
+    assert samples[("mcp_tool_calls_total", (("status", "success"), ("tool", "fetch")))] == 1
+    assert samples[("mcp_tool_calls_total", (("otel_metric_overflow", "true"),))] == 2
+    assert samples[("mcp_tool_duration_seconds_count", (("otel_metric_overflow", "true"),))] == 2
     provider.shutdown()
 
 

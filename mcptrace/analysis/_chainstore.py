@@ -14,9 +14,10 @@ indexed in parts (each sorted on its own), so a lookup bisects every part.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
-from collections.abc import Iterable, Sequence
+import heapq
+import mmap
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ import orjson
 STORE_SUFFIX = ".bin"
 TABLE_SUFFIX = ".idx"
 BLOCK_BYTES = 256 * 1024
+#: The part number a merged store is written under.
+MERGED_PART = 9999
 
 
 def write_store(directory: Path, rows: Iterable[tuple[str, bytes]], *, part: int = 0) -> int:
@@ -70,6 +73,36 @@ def write_store(directory: Path, rows: Iterable[tuple[str, bytes]], *, part: int
     return blocks
 
 
+def iter_part(table: Path) -> Iterator[tuple[str, bytes]]:
+    """(request id, raw line) pairs of one part, in its (sorted) order."""
+    import zstandard
+
+    decompressor = zstandard.ZstdDecompressor()
+    _, spans = read_table(table)
+    with open(table.with_suffix(STORE_SUFFIX), "rb") as fh:
+        for offset, length in spans:
+            fh.seek(offset)
+            for row in decompressor.decompress(fh.read(length)).splitlines():
+                rid, _, line = row.partition(b"\t")
+                yield rid.decode(), line
+
+
+def merge_parts(directory: Path) -> None:
+    """Merge the sorted parts of a store into one, so a lookup reads a single block.
+
+    A streaming k-way merge: memory stays bounded by one block per part. Equal
+    ids keep the order of the parts (which is the order of the log).
+    """
+    tables = sorted(directory.glob("chains-*" + TABLE_SUFFIX))
+    if len(tables) < 2:
+        return
+    merged = heapq.merge(*(iter_part(t) for t in tables), key=lambda row: row[0])
+    write_store(directory, merged, part=MERGED_PART)
+    for t in tables:
+        t.unlink()
+        t.with_suffix(STORE_SUFFIX).unlink()
+
+
 def read_table(table_path: Path) -> tuple[list[str], list[tuple[int, int]]]:
     ids: list[str] = []
     spans: list[tuple[int, int]] = []
@@ -92,15 +125,11 @@ def lookup_lines(directory: Path, request_id: str) -> list[dict[str, Any]]:
 def _lookup_part(table: Path, request_id: str) -> list[dict[str, Any]]:
     import zstandard
 
-    ids, spans = read_table(table)
-    # The block before the first one that starts with this id may hold its first lines.
-    i = max(bisect.bisect_left(ids, request_id) - 1, 0)
     key = request_id.encode() + b"\t"
     out: list[dict[str, Any]] = []
     decompressor = zstandard.ZstdDecompressor()
     with open(table.with_suffix(STORE_SUFFIX), "rb") as fh:
-        while i < len(ids) and (ids[i] <= request_id):
-            offset, length = spans[i]
+        for offset, length in _candidate_blocks(table, request_id):
             fh.seek(offset)
             block = decompressor.decompress(fh.read(length))
             pos = 0 if block.startswith(key) else block.find(b"\n" + key) + 1
@@ -113,8 +142,44 @@ def _lookup_part(table: Path, request_id: str) -> list[dict[str, Any]]:
                 if not block.startswith(key, end + 1):
                     break
                 pos = end + 1
-            i += 1
     return out
+
+
+def _candidate_blocks(table: Path, request_id: str) -> list[tuple[int, int]]:
+    """(offset, length) of the blocks that may hold `request_id`: a binary search over the table file.
+
+    The table is searched in place (memory-mapped), so a lookup costs a few
+    reads whatever the size of the log: the block before the first block
+    starting at or after the id, and every block that starts with the id.
+    """
+    want = request_id.encode()
+    with open(table, "rb") as fh:
+        try:
+            mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        except ValueError:  # empty table
+            return []
+        with mm:
+            lo, hi = 0, len(mm)
+            while lo < hi:
+                start = mm.rfind(b"\n", 0, (lo + hi) // 2) + 1
+                start = max(start, lo)
+                end = mm.find(b"\n", start)
+                end = len(mm) if end < 0 else end
+                if mm[start : mm.find(b"\t", start)] < want:
+                    lo = end + 1
+                else:
+                    hi = start
+            pos = mm.rfind(b"\n", 0, lo - 1) + 1 if lo > 0 else 0
+            found: list[tuple[int, int]] = []
+            while pos < len(mm):
+                end = mm.find(b"\n", pos)
+                end = len(mm) if end < 0 else end
+                first, offset, length = mm[pos:end].split(b"\t")
+                if first > want:
+                    break
+                found.append((int(offset), int(length)))
+                pos = end + 1
+            return found
 
 
 def lookup_in_store(sources: Sequence[Any], request_id: str) -> list[dict[str, Any]] | None:

@@ -23,7 +23,7 @@ from typing import Any
 import polars as pl
 
 from mcptrace import _fields as f
-from mcptrace.analysis._chainstore import write_store
+from mcptrace.analysis._chainstore import merge_parts, write_store
 from mcptrace.analysis._load import CorruptLine, LoadReport, Progress, parse_block, read_schema
 from mcptrace.analysis._manifest import (
     fresh_segments,
@@ -115,6 +115,7 @@ def _index_source(source: Source, directory: Path, key: str) -> dict[str, Any]:
             zip(raw.get_column("id").to_list(), raw.get_column("line").to_list(), strict=True),
             part=part,
         )
+    merge_parts(store)
     return {
         "source": source.name,
         "rows": rows,

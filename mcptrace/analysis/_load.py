@@ -10,9 +10,10 @@ follows the size of the answer, not of the logs.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import orjson
 import polars as pl
@@ -156,23 +157,34 @@ def _scan_whole(source: Source, schema: pl.Schema, where: pl.Expr | None) -> tup
     stamp = pl.col(f.TIMESTAMP).str.to_datetime(_TS_FORMAT, time_unit="us", time_zone="UTC", strict=False)
     bad = pl.col(f.TIMESTAMP).is_null() | pl.col(f.EVENT).is_null()
     keep = pl.lit(True) if where is None else where.fill_null(False)
-    last = pl.col("_row") == pl.col("_row").max()  # kept so that the lines can be counted in the same pass
     try:
+        # Row-wise expressions only: the streaming engine then holds one batch at a time.
         frame = (
             pl.scan_ndjson(source.path, schema=_as_text_timestamp(schema))
             .with_columns(stamp)
-            .with_row_index("_row")
             .with_columns(keep.alias("_keep"), bad.alias("_bad"))
-            .filter(pl.col("_keep") | pl.col("_bad") | last)
+            .filter(pl.col("_keep") | pl.col("_bad"))
             .collect(engine="streaming")
         )
     except Exception:
         return None
     if frame.get_column("_bad").any():
         return None
-    last_row = frame.get_column("_row").max()
-    n_lines = int(cast(int, last_row)) + 1 if frame.height else 0
-    return frame.filter(pl.col("_keep")).drop("_row", "_keep", "_bad"), n_lines
+    return frame.drop("_keep", "_bad"), count_lines(source.path)
+
+
+def count_lines(path: os.PathLike[str] | str) -> int:
+    """Newline-terminated lines plus a last line without one (a byte count, no parsing)."""
+    lines = 0
+    last = b"\n"
+    with open(path, "rb", buffering=0) as fh:
+        buf = bytearray(16 * 1024 * 1024)
+        view = memoryview(buf)
+        while n := fh.readinto(buf):
+            chunk = view[:n]
+            lines += buf.count(b"\n", 0, n)
+            last = bytes(chunk[-1:])
+    return lines + (0 if last == b"\n" else 1)
 
 
 def _size(source: Source) -> int:

@@ -21,7 +21,7 @@ from mcptrace._errors import ForbiddenError, RateLimitedError
 from mcptrace.guards._auth import header
 from mcptrace.guards._identity import IDENTITY_DETAIL_KEY, Identity
 from mcptrace.guards._ratelimit import RateLimiter
-from mcptrace.middleware._requests import read_body, replay_body
+from mcptrace.middleware._requests import mark_response_logged, read_body, replay_body
 from mcptrace.telemetry._log import EventLogger
 
 #: scope["state"] flag: this request was already admitted here, the SDK middleware need not check again.
@@ -76,11 +76,13 @@ class AdmissionMiddleware:
         request_id = header(scope, f.REQUEST_ID_HEADER.encode())
         for tool in calls:
             if tool is not None and not identity.allows(tool):
+                mark_response_logged(scope)  # logged as auth_failed, not again as request_rejected
                 await self._forbid(send, identity, tool, jsonrpc_id, request_id)
                 return
         for tool in calls or [None]:
             decision = await self.limiter.check(identity.caller_id, tool, request_id=request_id)
             if not decision.allowed:
+                mark_response_logged(scope)  # logged as rate_limited, not again as request_rejected
                 error = RateLimitedError(decision.retry_after_ms, scope=decision.scope or "caller")
                 await _send_error(
                     send,

@@ -26,7 +26,7 @@ from mcptrace.guards._jwt import JwtVerifier, looks_like_jwt
 from mcptrace.guards._stats import GuardStats
 from mcptrace.guards._tokens import TokenStore
 from mcptrace.middleware._requestlog import IDENTITY_STATE_KEY
-from mcptrace.middleware._requests import send_jsonrpc_error
+from mcptrace.middleware._requests import mark_response_logged, send_jsonrpc_error
 from mcptrace.telemetry._log import EventLogger
 
 RESOURCE_METADATA_PATH = "/.well-known/oauth-protected-resource"
@@ -124,6 +124,7 @@ class AuthMiddleware:
 
     async def _refuse(self, scope: Scope, send: Send, exc: AuthError, *, missing: bool) -> None:
         self.stats.auth_failures[exc.reason] += 1
+        mark_response_logged(scope)  # logged here as auth_failed, not again as request_rejected
         metadata = resource_url(scope, RESOURCE_METADATA_PATH)
         challenge = f'Bearer realm="mcptrace", resource_metadata="{metadata}"'
         if not missing:

@@ -203,5 +203,9 @@ class RedisBackend:
     async def is_revoked(self, key: str) -> bool:
         return bool(await self._client.sismember(f"{self.prefix}:revoked", key))
 
+    async def ping(self) -> None:
+        """A round trip to Redis, for /health."""
+        await self._client.ping()
+
     async def aclose(self) -> None:
         await self._client.aclose()

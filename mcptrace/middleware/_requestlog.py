@@ -22,7 +22,7 @@ from mcptrace._errors import INTERNAL_ERROR, INVALID_PARAMS
 from mcptrace._hashing import canonical_json, json_hash
 from mcptrace.middleware._clientmeta import client_info, read_client_meta
 from mcptrace.middleware._ids import accept_request_id, new_request_id
-from mcptrace.middleware._requests import RESPONSE_LOGGED_STATE_KEY
+from mcptrace.middleware._requests import mark_response_logged
 from mcptrace.telemetry._context import CallContext, reset_call, set_call
 from mcptrace.telemetry._log import EventLogger, bind, unbind
 
@@ -58,9 +58,8 @@ def default_identify(ctx: ServerRequestContext[Any, Any]) -> tuple[str | None, s
 def _mark_logged(ctx: ServerRequestContext[Any, Any]) -> None:
     """Tell the HTTP layer this request's answer is logged here: an HTTP error status is not logged twice."""
     scope = getattr(ctx.request, "scope", None)
-    state = scope.get("state") if isinstance(scope, dict) else None
-    if isinstance(state, dict):
-        state[RESPONSE_LOGGED_STATE_KEY] = True
+    if isinstance(scope, dict):
+        mark_response_logged(scope)
 
 
 def estimate_tokens(arguments: Any) -> int:

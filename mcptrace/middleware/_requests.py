@@ -25,8 +25,24 @@ _HEADER = f.REQUEST_ID_HEADER.encode()
 _ERROR_BODY_KEPT = 2048
 _LOGGED_TEXT = 200
 
-#: scope["state"] key the SDK request-log middleware sets once it has logged the request's answer.
+#: scope["state"] key of a `LoggedFlag`: set by whichever layer logs the request's answer itself.
 RESPONSE_LOGGED_STATE_KEY = "mcptrace.response_logged"
+
+
+class LoggedFlag:
+    """Shared by reference, so it survives the copies of scope["state"] that inner layers make."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = False
+
+
+def mark_response_logged(scope: Scope) -> None:
+    """Tell the request-id layer this request's refusal or answer is logged already (once is enough)."""
+    flag = scope.get("state", {}).get(RESPONSE_LOGGED_STATE_KEY)
+    if isinstance(flag, LoggedFlag):
+        flag.done = True
 
 
 def jsonrpc_error_body(code: int, message: str, data: Any = None, *, msg_id: Any = None) -> bytes:
@@ -64,8 +80,9 @@ class RequestIdMiddleware:
         incoming = next((v for k, v in scope["headers"] if k == _HEADER), None)
         request_id = accept_request_id(incoming.decode("latin-1") if incoming else None) or new_request_id()
         headers.append((_HEADER, request_id.encode()))
-        state = scope.setdefault("state", {})
-        scope = {**scope, "headers": headers}
+        logged = LoggedFlag()
+        state = {**scope.get("state", {}), RESPONSE_LOGGED_STATE_KEY: logged}
+        scope = {**scope, "headers": headers, "state": state}
         id_header = (_HEADER, request_id.encode())
         status_seen: list[int] = []
         error_body = bytearray()
@@ -100,7 +117,7 @@ class RequestIdMiddleware:
 
         await self.app(scope, receive, send_with_id)
         # A JSON-RPC error the SDK middleware already logged as `response_sent` is not logged twice.
-        if status_seen and status_seen[0] >= 400 and not state.get(RESPONSE_LOGGED_STATE_KEY):
+        if status_seen and status_seen[0] >= 400 and not logged.done:
             self._log_rejection(scope, request_id, status_seen[0], start, bytes(error_body))
 
     async def _too_large(self, send: Send, scope: Scope, request_id: str) -> None:

@@ -22,6 +22,8 @@ from mcptrace._errors import INVALID_PARAMS
 from mcptrace.telemetry._context import current_call
 from mcptrace.telemetry._metrics import ServerMetrics
 
+_MAX_CACHED_ATTRIBUTE_SETS = 1024
+
 
 class TelemetryMiddleware:
     """Context-tier SDK middleware; place it after `RequestLogMiddleware`."""
@@ -29,6 +31,8 @@ class TelemetryMiddleware:
     def __init__(self, metrics: ServerMetrics | None, *, transport: str = "tcp") -> None:
         self.metrics = metrics
         self.transport = transport
+        #: One attribute dict per (method, protocol, tool, error type), reused for every request.
+        self._attributes: dict[tuple[str, str | None, str | None, str | None], dict[str, str]] = {}
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         if ctx.request_id is None:
@@ -59,19 +63,31 @@ class TelemetryMiddleware:
 
     def _record(self, ctx: ServerRequestContext[Any, Any], duration_s: float, error_type: str | None) -> None:
         try:
-            attributes = {f.ATTR_METHOD: ctx.method, f.ATTR_NETWORK_TRANSPORT: self.transport}
-            if ctx.protocol_version:
-                attributes[f.ATTR_PROTOCOL_VERSION] = ctx.protocol_version
             call = current_call()
-            if call is not None and call.tool_name is not None:
-                attributes[f.ATTR_TOOL_NAME] = call.tool_name
-                attributes[f.ATTR_GEN_AI_OPERATION] = "execute_tool"
-            if error_type is not None:
-                attributes[f.ATTR_ERROR_TYPE] = error_type
+            tool = call.tool_name if call is not None else None
+            key = (ctx.method, ctx.protocol_version, tool, error_type)
+            attributes = self._attributes.get(key)
+            if attributes is None:
+                attributes = self._operation_attributes(*key)
+                if len(self._attributes) < _MAX_CACHED_ATTRIBUTE_SETS:  # client-chosen names stay bounded
+                    self._attributes[key] = attributes
             assert self.metrics is not None
             self.metrics.record_operation(attributes, duration_s)
         except Exception:
             pass
+
+    def _operation_attributes(
+        self, method: str, protocol_version: str | None, tool: str | None, error_type: str | None,
+    ) -> dict[str, str]:
+        attributes = {f.ATTR_METHOD: method, f.ATTR_NETWORK_TRANSPORT: self.transport}
+        if protocol_version:
+            attributes[f.ATTR_PROTOCOL_VERSION] = protocol_version
+        if tool is not None:
+            attributes[f.ATTR_TOOL_NAME] = tool
+            attributes[f.ATTR_GEN_AI_OPERATION] = "execute_tool"
+        if error_type is not None:
+            attributes[f.ATTR_ERROR_TYPE] = error_type
+        return attributes
 
 
 def _enrich(span: trace.Span) -> None:

@@ -22,15 +22,16 @@ from starlette.types import ASGIApp
 from mcptrace import _fields as f
 from mcptrace._config import Config
 from mcptrace._version import __version__
+from mcptrace.guards._auth import RESOURCE_METADATA_PATH, resource_metadata
+from mcptrace.guards._backend import RedisBackend
+from mcptrace.guards._sdk import RateLimitMiddleware, ToolFilterMiddleware
+from mcptrace.guards._setup import GuardMetricsView, Guards, build_guards, wrap_http
 from mcptrace.middleware._clientmeta import TraceMetaGuard
 from mcptrace.middleware._envelope import EnvelopeMiddleware
 from mcptrace.middleware._negotiate import NegotiationMiddleware
 from mcptrace.middleware._requestlog import RequestLogMiddleware, default_identify
 from mcptrace.middleware._requests import RequestIdMiddleware
 from mcptrace.server._db import Database
-from mcptrace.guards._auth import RESOURCE_METADATA_PATH, resource_metadata
-from mcptrace.guards._sdk import RateLimitMiddleware, ToolFilterMiddleware
-from mcptrace.guards._setup import GuardMetricsView, Guards, build_guards, wrap_http
 from mcptrace.server._health import HealthChecker
 from mcptrace.server._remote import LoadReport, load_pinned_resources
 from mcptrace.server._tools import DEFAULT_TENANT, Dependencies, register_tools
@@ -130,6 +131,18 @@ def build_app(service: Service) -> ASGIApp:
         started=service.started,
     )
     service.health = checker
+    backend = service.guards.backend
+    if isinstance(backend, RedisBackend):
+
+        async def redis_check() -> dict[str, Any]:
+            # Not critical: without Redis, limits fail open and revocations fall back to the local store.
+            try:
+                await backend.ping()
+            except Exception as exc:
+                return {"status": "degraded", "error": f"{type(exc).__name__}: rate limits fail open"[:300]}
+            return {"status": "healthy"}
+
+        checker.extra["redis"] = (redis_check, False)
 
     @service.mcp.custom_route("/health", methods=["GET"])
     async def health(request: Request) -> JSONResponse:

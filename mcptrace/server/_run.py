@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import socket
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import uvicorn
+from sse_starlette.sse import AppStatus
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mcptrace import _fields as f
 from mcptrace._config import Config
@@ -54,8 +60,9 @@ def serve_http(config: Config, *, ready_file: Path | None = None) -> None:
     logger.emit(f.EV_SERVER_STARTED, **{f.MESSAGE: f"mcptrace {__version__} serving {url}",
                                         f.TRANSPORT: "http"})
     print(f"mcptrace: serving {url} (logs: {config.resolved_log_file})", file=sys.stderr, flush=True)
-    server = uvicorn.Server(uvicorn.Config(
-        app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=30,
+    calls = _CallsInFlight(app)
+    server = _Server(calls, uvicorn.Config(
+        calls, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=30,
         timeout_keep_alive=30,
     ))
     if ready_file is not None:
@@ -67,6 +74,58 @@ def serve_http(config: Config, *, ready_file: Path | None = None) -> None:
     finally:
         logging.getLogger("uvicorn.error").removeHandler(parser_rejections)
         logger.close()
+
+
+class _CallsInFlight:
+    """Counts the POSTs (JSON-RPC calls) the app is still answering, for a shutdown that lets them finish."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.posts = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        self.posts += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.posts -= 1
+
+
+class _Server(uvicorn.Server):
+    """uvicorn with a shutdown that lets calls in flight finish.
+
+    On SIGTERM sse-starlette (under the SDK) would end every SSE stream at once, cutting tool calls
+    that answer over SSE. Here the server stops accepting, waits (up to the graceful timeout) for the
+    POSTs in flight, and only then ends the streams that never finish on their own (GET streams).
+    And uvicorn, after a graceful shutdown, raises the SIGTERM again with the default handler, which
+    ends the process inside `run()` with status -15 before `serve_http` closes the log; here the
+    signal only starts the shutdown and the process exits normally (status 0).
+    """
+
+    def __init__(self, calls: _CallsInFlight, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.calls = calls
+        AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()
+        deadline = time.monotonic() + (self.config.timeout_graceful_shutdown or 30)
+        while self.calls.posts and not self.force_exit and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        AppStatus.should_exit = True
+        await super().shutdown(sockets)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                self._captured_signals.clear()
 
 
 class _ParserRejections(logging.Handler):

@@ -60,7 +60,7 @@ class DownstreamCall:
 #: Called as hook(service, query_hash, duration_ms, error) after every downstream call.
 DownstreamHook = Callable[[str, str | None, float, str | None], None]
 downstream_hooks: list[DownstreamHook] = []
-#: Context managers entered around each downstream call (spans): factory(service, operation).
+#: Context managers entered around each downstream call (spans): factory(service, query_hash).
 downstream_wrappers: list[Callable[[str, str | None], Any]] = []
 
 
@@ -72,7 +72,7 @@ async def downstream(service: str, query: str | None = None) -> AsyncIterator[Do
     own `downstream_call` line. The query text itself is never logged.
     """
     call = DownstreamCall(service, text_hash(query) if query is not None else None)
-    wrappers = [w(service, query) for w in downstream_wrappers]
+    wrappers = [w(service, call.query_hash) for w in downstream_wrappers]
     for w in wrappers:
         w.__enter__()
     start = time.perf_counter()

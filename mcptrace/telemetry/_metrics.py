@@ -1,14 +1,15 @@
 """The server's metrics: per-tool calls and durations, sessions, downstream errors, MCP semconv.
 
 Instruments are created once from a `Meter` (any provider: ours from the
-`OTEL_*` variables, a user's, or the no-op default), so recording a call is a
-counter add and a histogram record. Gauges that describe state (sessions,
-guards, dropped telemetry) are observable: read at collection time, never on
-the request path.
+`OTEL_*` variables, a user's, or the no-op default), so recording a tool call is
+a dict increment (the call counter is read at collection) and a histogram
+record. Gauges that describe state (sessions, guards, dropped telemetry) are
+observable: read at collection time, never on the request path.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol, runtime_checkable
 
@@ -29,14 +30,25 @@ SEMCONV_DURATION_BUCKETS: tuple[float, ...] = (
 
 METER_NAME = "mcptrace"
 
+#: (tool, status) series kept apart; beyond this, calls are counted under the SDK's overflow
+#: attribute, as its own cardinality limit does for the histogram.
+MAX_TOOL_SERIES = 2000
+_OVERFLOW = ("", "")
+_OVERFLOW_ATTRS: dict[str, bool] = {"otel.metric.overflow": True}
+
 
 class ServerMetrics:
     """Every instrument mcptrace records into; one per instrumented server."""
 
     def __init__(self, meter: Meter) -> None:
         self.meter = meter
-        self.tool_calls = meter.create_counter(
-            f.M_TOOL_CALLS, unit="{call}", description="tools/call requests by tool and outcome")
+        # Counted here and reported at collection time: a dict increment per call instead of one
+        # more trip through every reader's aggregation (the histogram below already takes one).
+        self._tool_counts: dict[tuple[str, str], int] = {}
+        self._tool_counts_lock = threading.Lock()
+        meter.create_observable_counter(
+            f.M_TOOL_CALLS, [self._observe_tool_calls], unit="{call}",
+            description="tools/call requests by tool and outcome")
         self.tool_duration = meter.create_histogram(
             f.M_TOOL_DURATION, unit="s", description="tools/call duration by tool and outcome",
             explicit_bucket_boundaries_advisory=list(TOOL_DURATION_BUCKETS))
@@ -46,15 +58,25 @@ class ServerMetrics:
             f.M_OPERATION_DURATION, unit="s",
             description="MCP request duration as observed on the server (semantic conventions)",
             explicit_bucket_boundaries_advisory=list(SEMCONV_DURATION_BUCKETS))
-        self._tool_attrs: dict[tuple[str, str], dict[str, str]] = {}
+        self._tool_attrs: dict[tuple[str, str], Mapping[str, str | bool]] = {}
 
     def record_tool_call(self, tool: str, status: str, duration_s: float) -> None:
         key = (tool, status)
         attrs = self._tool_attrs.get(key)
         if attrs is None:  # one dict per (tool, status): no allocation on the hot path
-            attrs = self._tool_attrs.setdefault(key, {f.L_TOOL: tool, f.L_STATUS: status})
-        self.tool_calls.add(1, attrs)
+            if len(self._tool_attrs) >= MAX_TOOL_SERIES:  # unknown tool names a client made up
+                key = _OVERFLOW
+                attrs = _OVERFLOW_ATTRS
+            else:
+                attrs = self._tool_attrs.setdefault(key, {f.L_TOOL: tool, f.L_STATUS: status})
+        with self._tool_counts_lock:
+            self._tool_counts[key] = self._tool_counts.get(key, 0) + 1
         self.tool_duration.record(duration_s, attrs)
+
+    def _observe_tool_calls(self, options: CallbackOptions) -> Iterable[Observation]:
+        with self._tool_counts_lock:
+            counts = list(self._tool_counts.items())
+        return [Observation(n, self._tool_attrs.get(key, _OVERFLOW_ATTRS)) for key, n in counts]
 
     def record_operation(self, attributes: Mapping[str, str], duration_s: float) -> None:
         self.operation_duration.record(duration_s, attributes)

@@ -11,6 +11,10 @@ What turns each signal on (the OpenTelemetry SDK's own variables, nothing new):
   or `grpc`. `OTEL_SERVICE_NAME` / `OTEL_RESOURCE_ATTRIBUTES` name the resource;
   `OTEL_BSP_*` size the span queue; `OTEL_SDK_DISABLED=true` turns everything off (the
   SDK's meter provider then hands out no-op meters, so `/metrics` is empty too).
+- `OTEL_METRICS_EXEMPLAR_FILTER`: exemplars are off unless this asks for them
+  (`trace_based`, `always_on`). With them on, every measurement inside a sampled
+  span is offered to an exemplar reservoir of every reader, which roughly doubles
+  what a metric costs on the request path.
 
 Exporters run on background threads behind bounded queues: a receiver that is
 down or slow costs dropped items, counted in `DropCounter`, never a request.
@@ -27,7 +31,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import (
+    AlwaysOffExemplarFilter,
+    AlwaysOnExemplarFilter,
+    ExemplarFilter,
+    MeterProvider,
+    TraceBasedExemplarFilter,
+)
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -38,6 +48,11 @@ from mcptrace._version import __version__
 
 DEFAULT_SERVICE_NAME = "mcptrace"
 PROTOCOLS = ("http/protobuf", "grpc")
+EXEMPLAR_FILTERS: dict[str, type[ExemplarFilter]] = {
+    "always_off": AlwaysOffExemplarFilter,
+    "always_on": AlwaysOnExemplarFilter,
+    "trace_based": TraceBasedExemplarFilter,
+}
 
 
 class DropCounter:
@@ -139,6 +154,16 @@ def logs_export_enabled(env: Mapping[str, str]) -> bool:
     return _env(env, "OTEL_LOGS_EXPORTER").lower() == "otlp"
 
 
+def exemplar_filter(env: Mapping[str, str]) -> ExemplarFilter:
+    """`OTEL_METRICS_EXEMPLAR_FILTER` when set; off otherwise, to keep metrics cheap per request."""
+    name = _env(env, "OTEL_METRICS_EXEMPLAR_FILTER").lower() or "always_off"
+    if name not in EXEMPLAR_FILTERS:
+        raise ConfigError(
+            f"OTEL_METRICS_EXEMPLAR_FILTER={name!r} is not supported; "
+            f"use one of {', '.join(EXEMPLAR_FILTERS)}")
+    return EXEMPLAR_FILTERS[name]()
+
+
 def make_resource() -> Resource:
     """`OTEL_RESOURCE_ATTRIBUTES` and `OTEL_SERVICE_NAME` as given, `service.name=mcptrace` otherwise."""
     resource = Resource.create({"service.version": __version__})
@@ -237,7 +262,8 @@ def providers_from_env(
     readers = list(extra_readers)
     if metrics_export_enabled(env):
         readers.append(metric_reader(env))
-    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    meter_provider = MeterProvider(
+        resource=resource, metric_readers=readers, exemplar_filter=exemplar_filter(env))
     tracer_provider = None
     if traces_enabled(env):
         tracer_provider = TracerProvider(resource=resource)

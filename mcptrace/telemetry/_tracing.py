@@ -16,18 +16,26 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from mcptrace import _fields as f
-from mcptrace._hashing import text_hash
 from mcptrace.telemetry._metrics import ServerMetrics
 
 TRACER_NAME = "mcptrace"
 
 
+#: The last span's ids and their hex forms: a request writes several lines under one span.
+_last_ids: tuple[int, int, str, str] = (0, 0, "", "")
+
+
 def add_trace_ids(record: MutableMapping[str, Any]) -> None:
     """Log processor: `trace_id` and `span_id` (W3C hex) of the active span, when there is one."""
+    global _last_ids
     context = trace.get_current_span().get_span_context()
     if context.is_valid:
-        record[f.TRACE_ID] = format(context.trace_id, "032x")
-        record[f.SPAN_ID] = format(context.span_id, "016x")
+        last = _last_ids
+        if last[0] != context.trace_id or last[1] != context.span_id:
+            last = _last_ids = (context.trace_id, context.span_id,
+                                format(context.trace_id, "032x"), format(context.span_id, "016x"))
+        record[f.TRACE_ID] = last[2]
+        record[f.SPAN_ID] = last[3]
 
 
 class DownstreamSpans:
@@ -36,10 +44,10 @@ class DownstreamSpans:
     def __init__(self, tracer: Tracer) -> None:
         self.tracer = tracer
 
-    def __call__(self, service: str, query: str | None) -> AbstractContextManager[Any]:
+    def __call__(self, service: str, query_hash: str | None) -> AbstractContextManager[Any]:
         attributes: dict[str, str] = {f.ATTR_PEER_SERVICE: service}
-        if query is not None:
-            attributes[f.ATTR_QUERY_HASH] = text_hash(query)
+        if query_hash is not None:
+            attributes[f.ATTR_QUERY_HASH] = query_hash
         return self.tracer.start_as_current_span(service, kind=SpanKind.CLIENT, attributes=attributes)
 
 

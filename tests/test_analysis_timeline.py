@@ -1,0 +1,77 @@
+"""Sessions and the incident timeline from known traffic."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import polars as pl
+
+from mcptrace.analysis import active_sessions, sessions, timeline
+from mcptrace.analysis._load import read_schema
+
+T0 = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)
+
+
+def frame_of(rows: list[dict[str, Any]]) -> pl.LazyFrame:
+    schema = read_schema()
+    return pl.DataFrame([{n: r.get(n) for n in schema} for r in rows], schema=schema).lazy()
+
+
+def call(t: timedelta, session: str | None, *, failed: bool = False, rid: str = "r") -> list[dict[str, Any]]:
+    base = {
+        "timestamp": T0 + t,
+        "mcp_request_id": rid,
+        "session_id": session,
+        "caller_id": "agent",
+        "tool_name": "search",
+        "status": "error" if failed else "success",
+        "duration_ms": 1.0,
+    }
+    return [{**base, "event": "tool_call"}, {**base, "event": "response_sent"}]
+
+
+def test_sessions_count_requests_calls_and_errors() -> None:
+    rows = call(timedelta(seconds=1), "s1", rid="a") + call(timedelta(seconds=2), "s1", failed=True, rid="b")
+    rows += call(timedelta(seconds=3), "s2", rid="c") + call(timedelta(seconds=4), None, rid="d")
+    got = {r["session_id"]: r for r in sessions(frame_of(rows)).collect().iter_rows(named=True)}
+    assert set(got) == {"s1", "s2"}
+    assert (got["s1"]["requests"], got["s1"]["calls"], got["s1"]["errors"]) == (2, 2, 1)
+    assert got["s1"]["tools"] == ["search"] and got["s1"]["start"] < got["s1"]["end"]
+
+
+def test_the_timeline_shows_a_restart_an_error_burst_a_storm_and_a_drop_in_sessions() -> None:
+    rows: list[dict[str, Any]] = []
+    for minute in range(3):  # ten sessions active for three minutes
+        for s in range(10):
+            rows += call(timedelta(minutes=minute, seconds=s), f"s{s}", rid=f"{minute}-{s}")
+    rows.append({"timestamp": T0 + timedelta(minutes=3), "event": "server_started", "message": "restarted"})
+    for s in range(2):  # after the restart only two sessions come back
+        rows += call(timedelta(minutes=3, seconds=10 + s), f"n{s}", rid=f"n{s}")
+    for k in range(6):  # a burst of failures
+        rows += call(timedelta(minutes=4, seconds=k), "n0", failed=True, rid=f"f{k}")
+    for k in range(12):  # a rate-limit storm
+        rows.append(
+            {
+                "timestamp": T0 + timedelta(minutes=5, seconds=k),
+                "event": "rate_limited",
+                "caller_id": "greedy",
+            }
+        )
+    rows.append(
+        {
+            "timestamp": T0 + timedelta(minutes=6),
+            "event": "breaker_state_changed",
+            "service": "upstream",
+            "status": "open",
+        }
+    )
+    events = timeline(frame_of(rows)).collect()
+    kinds = events.get_column("kind").to_list()
+    assert kinds == ["restart", "session_drop", "error_burst", "rate_limit_storm", "breaker"]
+    drop = events.row(1, named=True)
+    assert drop["count"] == 8 and "2" in drop["detail"]
+    assert events.filter(pl.col("kind") == "error_burst")["count"].to_list() == [6]
+    assert "greedy" in events.filter(pl.col("kind") == "rate_limit_storm")["detail"][0]
+    active = active_sessions(frame_of(rows)).collect()
+    assert active.get_column("active").to_list()[:4] == [10, 10, 10, 2]
