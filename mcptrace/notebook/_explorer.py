@@ -60,6 +60,7 @@ class Explorer:
             description="request id", placeholder="req-…", ensure_option=False, layout=w.Layout(width="50%")
         )
         self.request_out = w.Output()
+        self.request_lines = w.Output()
         self.tool_picker = w.SelectMultiple(description="tools", rows=5)
         self.time_slider = w.SelectionRangeSlider(
             description="time", options=["-"], layout=w.Layout(width="90%"), continuous_update=False
@@ -67,6 +68,7 @@ class Explorer:
         self.latency_out = w.Output()
         self.episode_list = w.Select(description="loops", rows=5, layout=w.Layout(width="70%"))
         self.episode_out = w.Output()
+        self.episode_calls = w.Output()
 
         self.load_button.on_click(lambda _: self.load())
         self.request_box.observe(lambda change: self.show_request(change["new"]), names="value")
@@ -84,6 +86,7 @@ class Explorer:
                 section("Request"),
                 self.request_box,
                 self.request_out,
+                self.request_lines,
                 section("Latency"),
                 w.HBox([self.tool_picker]),
                 self.time_slider,
@@ -91,6 +94,7 @@ class Explorer:
                 section("Loop episodes"),
                 self.episode_list,
                 self.episode_out,
+                self.episode_calls,
             ]
         )
         self.widget.add_class("mcptrace-explorer")
@@ -156,15 +160,17 @@ class Explorer:
         if not request_id:
             return
         records = _frames.request_records(self.logs, request_id)
+        self.request_lines.clear_output()
         with self.request_out:
-            self.request_out.clear_output(wait=True)
+            self.request_out.clear_output()
             if records.is_empty():
                 print(f"no log lines with mcp_request_id {request_id!r}")
                 self.figures.pop("waterfall", None)
                 return
             self.figures["waterfall"] = fig = _plots.waterfall(records)
             _show(fig)
-            _show(records.select(c for c in RECORD_COLUMNS if c in records.columns))
+        with self.request_lines:
+            _show(_table(records.select(c for c in RECORD_COLUMNS if c in records.columns)))
 
     # -- latency -----------------------------------------------------------
     def update_latency(self) -> None:
@@ -181,7 +187,7 @@ class Explorer:
         )
         self.figures["latency"] = fig
         with self.latency_out:
-            self.latency_out.clear_output(wait=True)
+            self.latency_out.clear_output()
             _show(fig)
 
     # -- loops -------------------------------------------------------------
@@ -193,12 +199,23 @@ class Explorer:
         fig = _plots.loop_timeline(self.logs, episodes=self.episodes, episode=episode)
         self.figures["loop"] = fig
         with self.episode_out:
-            self.episode_out.clear_output(wait=True)
+            self.episode_out.clear_output()
             _show(fig)
-            _show(chosen.drop("request_ids"))
+        with self.episode_calls:
+            self.episode_calls.clear_output()
+            _show(_table(chosen.drop("request_ids")))
             if chosen.height:
                 ids = chosen["request_ids"][0].to_list()
                 print(f"{len(ids)} calls; first request ids: {', '.join(ids[:5])}")
+
+
+def _table(frame: pl.DataFrame) -> Any:
+    """A table as an HTML widget, shown the same in every frontend.
+
+    Figures and tables go to separate Output widgets: nbclient waits out its whole
+    cell timeout when anything is displayed after a plotly figure in one Output.
+    """
+    return require("ipywidgets").HTML(frame._repr_html_())
 
 
 def _show(obj: object) -> None:
