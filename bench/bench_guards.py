@@ -91,18 +91,9 @@ def end_to_end(n: int, rounds: int = 8) -> None:
     """
     import httpx
 
-    from mcptrace.testing import running_server
+    from mcptrace.testing import initialize_message, running_server
 
-    init = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-11-25",
-            "capabilities": {},
-            "clientInfo": {"name": "bench", "version": "1"},
-        },
-    }
+    init = initialize_message("bench")
     call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "ping", "arguments": {}}}
     limits = ["--rate-limit-caller", "1e6/1e6", "--rate-limit-tools", "*=1e6/1e6"]
     per_round = max(1, n // rounds)

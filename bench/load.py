@@ -48,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from mcptrace._process import running, subprocess_env  # noqa: E402
 from mcptrace.guards._tokens import TokenStore  # noqa: E402
+from mcptrace.testing import initialize_message  # noqa: E402
 
 ACCEPT = "application/json, text/event-stream"
 UNLIMITED = ("--rate-limit-caller", "1000000/1000000", "--rate-limit-tools", "*=1000000/1000000")
@@ -134,16 +135,7 @@ class Session:
         self.next_id = 2
 
     async def open(self) -> Session:
-        init = {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-11-25",
-                "capabilities": {},
-                "clientInfo": {"name": self.name, "version": "1"},
-            },
-        }
+        init = initialize_message(self.name)
         r = await self.http.post(self.url, json=init)
         r.raise_for_status()
         self.session = {"mcp-session-id": r.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
@@ -378,16 +370,7 @@ async def noisy_neighbour(
 async def idle_and_cap(target: Target) -> dict[str, Any]:
     held = await sessions(target.url, 20)
     extra = Session(target.url)
-    init = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-11-25",
-            "capabilities": {},
-            "clientInfo": {"name": "one-too-many", "version": "1"},
-        },
-    }
+    init = initialize_message("one-too-many")
     r = await extra.http.post(target.url, json=init)
     cap = {"status": r.status_code, "error": r.json().get("error")}
     await anyio.sleep(2.5)  # the point of this phase: let the sessions sit idle past their timeout

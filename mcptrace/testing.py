@@ -9,10 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from mcptrace._process import RunningProcess, running, subprocess_env
 
-__all__ = ["RunningProcess", "running", "running_server", "running_upstream", "subprocess_env"]
+__all__ = [
+    "RunningProcess", "initialize_message", "running", "running_server", "running_upstream", "subprocess_env",
+]
 
 
 @contextmanager
@@ -27,3 +30,17 @@ def running_upstream(workdir: Path, *extra_args: str) -> Iterator[RunningProcess
     """The demo upstream API on 127.0.0.1 and a free port."""
     with running(["upstream", "--port", "0", *extra_args], workdir) as proc:
         yield proc
+
+
+def initialize_message(client_name: str, *, protocol_version: str = "2025-11-25", msg_id: int = 1) -> dict[str, Any]:
+    """A raw JSON-RPC `initialize` request, for tests and probes that speak HTTP without the SDK client."""
+    return {
+        "jsonrpc": "2.0",
+        "id": msg_id,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": protocol_version,
+            "capabilities": {},
+            "clientInfo": {"name": client_name, "version": "1"},
+        },
+    }

@@ -22,19 +22,10 @@ from typing import Any
 import httpx
 
 import mcptrace
-from mcptrace.testing import RunningProcess
+from mcptrace.testing import RunningProcess, initialize_message
 from tests.helpers import read_log
 
-INIT = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "abuse", "version": "1"},
-    },
-}
+INIT = initialize_message("abuse")
 JSON = "application/json"
 CLOSING_EVENTS = ("request_rejected", "response_sent")
 JSONRPC_CODES = {-32700, -32600, -32601, -32602}

@@ -16,7 +16,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import Implementation
 
-from mcptrace.testing import subprocess_env
+from mcptrace.testing import initialize_message, subprocess_env
 
 
 def add_token(store: Path, caller: str, tenant: str, *tools: str) -> str:
@@ -60,16 +60,7 @@ async def client(
             yield c
 
 
-INIT = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "raw", "version": "1"},
-    },
-}
+INIT = initialize_message("raw")
 
 
 class RawSession:

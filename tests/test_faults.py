@@ -23,7 +23,7 @@ import pytest
 from mcp import Client
 
 from mcptrace.analysis import load
-from mcptrace.testing import RunningProcess, running_server
+from mcptrace.testing import RunningProcess, initialize_message, running_server
 
 T = TypeVar("T")
 #: Guards off the path: these tests are about the log, not rate limits.
@@ -52,16 +52,7 @@ def call(server: RunningProcess, tool: str, arguments: dict[str, Any]) -> dict[s
     """One tool call on a fresh stateless exchange, answered as JSON."""
     headers = {"accept": "application/json", "content-type": "application/json"}
     with httpx.Client(timeout=15, headers=headers) as http:
-        init = {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-11-25",
-                "capabilities": {},
-                "clientInfo": {"name": "faults", "version": "1"},
-            },
-        }
+        init = initialize_message("faults")
         r = http.post(server.url, json=init)
         session = {"mcp-session-id": r.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
         http.post(server.url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=session)
@@ -243,16 +234,7 @@ def test_rotation_under_a_concurrent_burst_loses_and_tears_nothing(tmp_path: Pat
         async def one_session(n: int) -> None:
             headers = {"accept": "application/json", "content-type": "application/json"}
             async with httpx.AsyncClient(timeout=30, headers=headers) as http:
-                init = {
-                    "jsonrpc": "2.0",
-                    "id": 1,
-                    "method": "initialize",
-                    "params": {
-                        "protocolVersion": "2025-11-25",
-                        "capabilities": {},
-                        "clientInfo": {"name": f"burst-{n}", "version": "1"},
-                    },
-                }
+                init = initialize_message(f"burst-{n}")
                 r = await http.post(srv.url, json=init)
                 request_ids.append(r.headers["x-request-id"])
                 session = {

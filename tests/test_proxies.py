@@ -13,7 +13,7 @@ import pytest
 
 from mcptrace import _fields as f
 from mcptrace.gate import GateOptions, run_gate
-from mcptrace.testing import RunningProcess
+from mcptrace.testing import RunningProcess, initialize_message
 from tests.helpers import read_log
 from tests.proxies import DEPLOY, Certificate, Proxy, make_certificate, running_caddy, running_nginx
 
@@ -48,16 +48,7 @@ def caddy(
 
 def report_arrivals(url: str, tls: ssl.SSLContext) -> tuple[list[float], float, str]:
     """Call run_report over SSE through `url`; (progress arrival times, end time, request id)."""
-    init = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-11-25",
-            "capabilities": {},
-            "clientInfo": {"name": "proxy-test", "version": "1"},
-        },
-    }
+    init = initialize_message("proxy-test")
     with httpx.Client(verify=tls, timeout=30, headers={"accept": f"application/json, {SSE}"}) as client:
         r = client.post(url, json=init)
         assert r.status_code == 200, r.text
