@@ -6,7 +6,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mcptrace._schema import validate_record
 
@@ -37,8 +37,6 @@ def wait_for_log(
 
 def read_flushed_log(path: Path, *, timeout: float = 5.0) -> list[dict[str, object]]:
     """The log once every request it holds has its `response_sent` line (the sink flushes every 0.2 s)."""
-    import time
-
     deadline = time.monotonic() + timeout
     while True:
         records = read_log(path)
@@ -47,3 +45,21 @@ def read_flushed_log(path: Path, *, timeout: float = 5.0) -> list[dict[str, obje
         if received <= answered or time.monotonic() > deadline:
             return records
         time.sleep(0.05)
+
+
+#: Server flags that take the rate limits out of the way, for tests about input or faults, not volume.
+UNLIMITED = ("--rate-limit-caller", "100000/100000", "--rate-limit-tools", "*=100000/100000")
+
+T = TypeVar("T")
+
+
+def eventually(check: Callable[[], T], *, timeout: float = 20.0) -> T:
+    """Retry `check` (which asserts) until it passes: the server's state changes outside this process."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check()
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)

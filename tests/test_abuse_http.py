@@ -24,6 +24,7 @@ from tests.abuse import (
     http_request,
     raw_exchange,
 )
+from tests.helpers import UNLIMITED
 
 PING = b'{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"ping","arguments":{}}}'
 INIT = (
@@ -35,8 +36,7 @@ INIT = (
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, upstream: RunningProcess) -> Iterator[RunningProcess]:
     """The real server with its rate limits out of the way: these cases are about input, not volume."""
-    args = ("--upstream-url", upstream.base_url, "--rate-limit-caller", "100000/100000",
-            "--rate-limit-tools", "*=100000/100000")
+    args = ("--upstream-url", upstream.base_url, *UNLIMITED)
     with running_server(tmp_path_factory.mktemp("abused"), *args) as proc:
         yield proc
 

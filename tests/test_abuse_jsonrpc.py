@@ -20,6 +20,7 @@ from hypothesis_jsonschema import from_schema
 
 from mcptrace.testing import RunningProcess, running_server
 from tests.abuse import INIT, JSONRPC_CODES, Session, assert_logged_once
+from tests.helpers import UNLIMITED
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SECRET = "secret-" + secrets.token_hex(8)
@@ -28,8 +29,7 @@ SECRET = "secret-" + secrets.token_hex(8)
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, upstream: RunningProcess) -> Iterator[RunningProcess]:
     """The real server with its rate limits out of the way: these cases are about input, not volume."""
-    args = ("--upstream-url", upstream.base_url, "--rate-limit-caller", "100000/100000",
-            "--rate-limit-tools", "*=100000/100000")
+    args = ("--upstream-url", upstream.base_url, *UNLIMITED)
     with running_server(tmp_path_factory.mktemp("abused"), *args) as proc:
         yield proc
 

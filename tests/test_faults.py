@@ -12,8 +12,7 @@ import os
 import resource
 import signal
 import sqlite3
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,23 +23,12 @@ from mcp import Client
 
 from mcptrace.analysis import load
 from mcptrace.testing import RunningProcess, initialize_message, running_server
+from tests.helpers import UNLIMITED, eventually
 
 T = TypeVar("T")
 #: Guards off the path: these tests are about the log, not rate limits.
-UNLIMITED = ("--rate-limit-caller", "100000/100000", "--rate-limit-tools", "*=100000/100000")
 NO_CACHE = {"MCPTRACE_HEALTH_CACHE_SECONDS": "0", "MCPTRACE_BREAKER_COOLDOWN": "0.5"}
 
-
-def eventually(check: Callable[[], T], *, timeout: float = 15.0) -> T:
-    """Retry `check` (which asserts) until it passes; the server's state changes outside this process."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(0.1)
 
 
 def health(server: RunningProcess) -> tuple[int, dict[str, Any]]:

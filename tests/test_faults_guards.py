@@ -13,7 +13,7 @@ revocations fall back to the local token store; `/health` says degraded.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,6 +23,7 @@ import pytest
 
 from mcptrace.testing import RunningProcess, running_server, running_upstream
 from tests.guard_clients import RawSession, add_token
+from tests.helpers import UNLIMITED, eventually
 from tests.redis_server import Redis
 
 T = TypeVar("T")
@@ -30,18 +31,7 @@ FAST_BREAKER = {
     "MCPTRACE_HEALTH_CACHE_SECONDS": "0", "MCPTRACE_BREAKER_COOLDOWN": "2", "MCPTRACE_BREAKER_MIN_CALLS": "3",
     "MCPTRACE_BREAKER_WINDOW": "10", "MCPTRACE_UPSTREAM_TIMEOUT": "1.5",
 }
-UNLIMITED = ("--rate-limit-caller", "100000/100000", "--rate-limit-tools", "*=100000/100000")
 
-
-def eventually(check: Callable[[], T], *, timeout: float = 20.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(0.1)
 
 
 def health(server: RunningProcess) -> dict[str, Any]:
