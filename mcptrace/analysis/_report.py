@@ -11,7 +11,7 @@ from mcptrace.analysis._sources import Paths
 
 
 def report_text(paths: Paths = None, *, top: int = 10) -> str:
-    """Loops found, p99 and error rate per tool, and the chain of the latest failed request."""
+    """Loops found, p99 and error rate per tool, and the chain of one failed request (a downstream failure first)."""
     import polars as pl
 
     from mcptrace.analysis._load import load
@@ -40,15 +40,24 @@ def report_text(paths: Paths = None, *, top: int = 10) -> str:
             f"  {row['kind']:<14} {row[f.CALLER_ID] or '-'} {row[f.TOOL_NAME]} x{row['count']} "
             f"({row['rate']:.0f}/min, {row['severity']}) from {row['start']:%H:%M:%S}"
         )
+    # The most telling failure: the latest whose dependency failed under it, else the latest one.
     failed = (
         frame.filter((pl.col(f.EVENT) == f.EV_TOOL_CALL) & (pl.col(f.STATUS) == f.FAILURE))
-        .sort(f.TIMESTAMP)
-        .select(f.REQUEST_ID)
+        .with_columns(
+            pl.col(f.DOWNSTREAM_CALLS)
+            .list.eval(pl.element().struct.field(f.STATUS) == f.FAILURE)
+            .list.any()
+            .fill_null(False)
+            .alias("_downstream_failed")
+        )
+        .sort("_downstream_failed", f.TIMESTAMP)
+        .select(f.REQUEST_ID, "_downstream_failed")
         .collect()
     )
     if failed.height:
         rid = failed.get_column(f.REQUEST_ID).to_list()[-1]
-        lines += ["", f"Chain of the latest failed request ({failed.height} failed in all):"]
+        why = "a dependency failed under it" if failed.get_column("_downstream_failed")[-1] else "the latest"
+        lines += ["", f"Chain of a failed request ({why}; {failed.height} failed in all):"]
         lines.append(format_chain(lookup(paths, value=rid).records).rstrip())
         lines.append(f"  (mcptrace chain {rid} for the whole story)")
     else:
