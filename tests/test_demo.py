@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -169,3 +170,14 @@ def test_a_workload_past_its_time_limit_stops_cleanly_and_says_so(server, upstre
     assert progress.cut_short
     assert all(a.done and a.crashed is None for a in progress.agents.values())
     assert progress.outage is None
+
+
+def test_the_demo_ends_with_the_forensics_report(demo, records) -> None:  # type: ignore[no-untyped-def]
+    done, _ = demo
+    report = done.stdout.split("Forensics report", 1)[1]
+    assert "looping-agent search_database" in report  # the planted loop is found
+    assert "p99" in report and "run_report" in report
+    shown = re.search(r"\(mcptrace chain (req-[0-9a-f]+) for the whole story\)", report)
+    assert shown is not None
+    failed = {r["mcp_request_id"] for r in records if r["event"] == "tool_call" and r["status"] == "error"}
+    assert shown.group(1) in failed
