@@ -300,13 +300,7 @@ def test_out_of_the_box_forty_rapid_run_report_calls_trip_the_limit() -> None:
     from mcptrace._config import Config
 
     config = Config()
-    policy = LimitPolicy.parse(
-        caller=config.rate_limit_caller,
-        tools=config.rate_limit_tools,
-        suspend_after=config.suspend_after,
-        suspend_window=config.suspend_window,
-        suspend_seconds=config.suspend_seconds,
-    )
+    policy = LimitPolicy.from_config(config)
     lim = RateLimiter(policy, backend=MemoryBackend(clock=Clock()))
     decisions = [run(lim.check, "agent", "run_report") for _ in range(40)]
     assert sum(d.allowed for d in decisions) == 5

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from mcptrace._errors import ConfigError
+
+if TYPE_CHECKING:
+    from mcptrace._config import Config
 
 #: Decision scopes, also the `limit_scope` of `rate_limited` log lines.
 SCOPE_CALLER = "caller"
@@ -70,6 +74,17 @@ class LimitPolicy:
         if suspend_after < 1 or suspend_window <= 0 or suspend_seconds <= 0:
             raise ConfigError("suspension needs suspend_after >= 1 and positive window and duration")
         return cls(Limit.parse(caller), per_tool, default, suspend_after, suspend_window, suspend_seconds)
+
+    @classmethod
+    def from_config(cls, config: Config) -> LimitPolicy:
+        """The policy the `rate_limit_*` and `suspend_*` settings describe."""
+        return cls.parse(
+            caller=config.rate_limit_caller,
+            tools=config.rate_limit_tools,
+            suspend_after=config.suspend_after,
+            suspend_window=config.suspend_window,
+            suspend_seconds=config.suspend_seconds,
+        )
 
 
 @dataclass(frozen=True)

@@ -40,13 +40,7 @@ def build_guards(
     config: Config, logger: EventLogger, *, clock: Callable[[], float] = time.monotonic
 ) -> Guards:
     stats = GuardStats()
-    policy = LimitPolicy.parse(
-        caller=config.rate_limit_caller,
-        tools=config.rate_limit_tools,
-        suspend_after=config.suspend_after,
-        suspend_window=config.suspend_window,
-        suspend_seconds=config.suspend_seconds,
-    )
+    policy = LimitPolicy.from_config(config)
     backend: LimitBackend = RedisBackend(config.redis_url) if config.redis_url else MemoryBackend(clock=clock)
 
     def on_transition(service: str, old: str, new: str) -> None:
