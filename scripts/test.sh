@@ -23,6 +23,12 @@ bash scripts/install-conformance.sh
 if command -v npm >/dev/null 2>&1 && [ ! -d tests/browser/node_modules/playwright-core ]; then
   npm install --prefix tests/browser --no-audit --no-fund --silent >/dev/null
 fi
+# arize-phoenix, a third-party OTLP receiver (traces over gRPC and HTTP), in a virtual environment
+# of its own so that its many dependencies never meet the package's (project-local, gitignored)
+if [ ! -x .ci/phoenix/bin/phoenix ]; then
+  python -m venv .ci/phoenix
+  .ci/phoenix/bin/python -m pip install -q --disable-pip-version-check arize-phoenix
+fi
 python -m ruff check mcptrace tests bench
 python -m mypy mcptrace
 python -m pytest "$@"
