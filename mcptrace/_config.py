@@ -60,6 +60,7 @@ class Config:
     health_cache_seconds: float = 1.0
     session_idle_seconds: float = 1800.0
     max_sessions: int = 10_000
+    header_timeout: float = 10.0
 
     @property
     def auth_enabled(self) -> bool:
@@ -150,6 +151,7 @@ ENVIRONMENT: Final[dict[str, str]] = {
     "MCPTRACE_BREAKER_COOLDOWN": "seconds an open breaker waits before a half-open trial call (default 5)",
     "MCPTRACE_SESSION_IDLE_SECONDS": "close a session after this long with no request in flight (default 1800)",
     "MCPTRACE_MAX_SESSIONS": "open sessions at most; one more gets 503 'Too many open sessions' (default 10000)",
+    "MCPTRACE_HEADER_TIMEOUT": "seconds a client has to send a complete request head; then 408 and close (default 10)",
     "MCPTRACE_HEALTH_CACHE_SECONDS": "how long a /health answer is reused (default 1)",
     "MCPTRACE_METRICS": "0 to turn off the Prometheus endpoint /metrics (default on); OTLP export is set by OTEL_*",
     "MCPTRACE_RESOURCES_MANIFEST": "manifest of hash-pinned remote tools and prompts to load at start-up",

@@ -23,6 +23,7 @@ from mcptrace.guards._setup import auth_policy
 from mcptrace.middleware._ids import new_request_id
 from mcptrace.server._app import build_app, build_service, make_logger
 from mcptrace.server._bind import check_bind
+from mcptrace.server._headtimeout import HEAD_TIMEOUT_MESSAGE, head_deadline_protocol
 from mcptrace.telemetry._log import EventLogger
 
 
@@ -63,7 +64,7 @@ def serve_http(config: Config, *, ready_file: Path | None = None) -> None:
     calls = _CallsInFlight(app)
     server = _Server(calls, uvicorn.Config(
         calls, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=30,
-        timeout_keep_alive=30,
+        timeout_keep_alive=30, http=head_deadline_protocol(config.header_timeout),
     ))
     if ready_file is not None:
         _announce_when_started(server, ready_file, url)
@@ -129,18 +130,23 @@ class _Server(uvicorn.Server):
 
 
 class _ParserRejections(logging.Handler):
-    """uvicorn refuses requests its HTTP parser cannot read before any app sees them; log those too."""
+    """uvicorn refuses requests before any app sees them (unparseable, or a head that never ends); log those too."""
 
     def __init__(self, logger: EventLogger) -> None:
         super().__init__(logging.WARNING)
         self.logger = logger
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.getMessage() == "Invalid HTTP request received.":
-            self.logger.emit(f.EV_REQUEST_REJECTED, "warning", **{
-                f.REQUEST_ID: new_request_id(), f.HTTP_STATUS: 400, f.TRANSPORT: "http",
-                f.ERROR: "the HTTP request could not be parsed",
-            })
+        message = record.getMessage()
+        if message == "Invalid HTTP request received.":
+            status, error = 400, "the HTTP request could not be parsed"
+        elif message == HEAD_TIMEOUT_MESSAGE:
+            status, error = 408, "the request headers did not arrive in time"
+        else:
+            return
+        self.logger.emit(f.EV_REQUEST_REJECTED, "warning", **{
+            f.REQUEST_ID: new_request_id(), f.HTTP_STATUS: status, f.TRANSPORT: "http", f.ERROR: error,
+        })
 
 
 def _announce_when_started(server: uvicorn.Server, ready_file: Path, url: str) -> None:
