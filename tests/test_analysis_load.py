@@ -149,3 +149,18 @@ def test_a_directory_is_searched_below_hidden_data_dirs_but_never_into_the_index
     write_lines(tmp_path / ".mcptrace-index" / "stray.log", [record(9)])
     (tmp_path / "facts.json").write_text('{"not": "a log"}')
     assert request_ids([tmp_path]) == ["req-0000"]
+
+
+def test_a_directory_scan_leaves_out_files_of_exported_spans(tmp_path: Path) -> None:
+    write_lines(tmp_path / "mcptrace.log", [record(0), record(1)])
+    spans = tmp_path / "spans"
+    spans.mkdir()
+    write_lines(spans / "spans.jsonl", [{"trace_id": "ab", "span_id": "cd", "name": "tools/call"}])
+    write_lines(spans / "otlp.jsonl", [{"resourceSpans": []}])
+    write_lines(tmp_path / "broken.log", [b"{not json", record(2)])
+    assert sorted(s.path.name for s in resolve_sources([tmp_path])) == ["broken.log", "mcptrace.log"]
+    loaded = load([tmp_path])
+    assert loaded.report.corrupt_count == 1  # the broken log is read, and its bad line reported
+    assert sorted(loaded.frame.collect()["mcp_request_id"]) == ["req-0000", "req-0001", "req-0002"]
+    # Named on the command line, the same file is read, and its lines are reported as not log records.
+    assert load([spans / "spans.jsonl"]).report.corrupt_count == 1

@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+import orjson
+
+from mcptrace import _fields as f
 from mcptrace._errors import LogReadError
 
 #: Bytes handed to the parser at a time (aligned to whole lines).
@@ -28,6 +31,12 @@ BLOCK_SIZE = 32 * 1024 * 1024
 #: Names a directory may hold that we read as logs.
 _LOG_NAME = re.compile(r".*\.(log|jsonl|ndjson)(\.\d+)?(\.gz|\.zst)?$")
 _ROTATED = re.compile(r"^(?P<base>.+?)\.(?P<n>\d+)(?P<ext>\.gz|\.zst)?$")
+
+#: Keys of which a log record has at least one.
+_LOG_KEYS = (f.TIMESTAMP, f.EVENT, f.REQUEST_ID)
+#: Top-level keys of OTLP's JSON encoding (a file exporter's output).
+_OTLP_JSON_KEYS = ("resourceSpans", "resourceMetrics", "resourceLogs")
+_SNIFF_BYTES = 1024 * 1024
 
 #: Where indexes live (never read as logs); the same name as in `_manifest`.
 INDEX_DIRNAME = ".mcptrace-index"
@@ -75,7 +84,8 @@ def resolve_sources(paths: Paths = None) -> list[Source]:
     """Expand paths into an ordered, de-duplicated list of files, oldest data first.
 
     A plain log file brings its rotated siblings (`x.log.3`, `x.log.2`, `x.log.1`,
-    `x.log`); a directory brings every log file below it; `-` is stdin, spooled
+    `x.log`); a directory brings every log file below it (but not files of other
+    JSON records, such as exported spans); `-` is stdin, spooled
     to a temporary file so it can be read more than once.
     """
     if isinstance(paths, str | os.PathLike):
@@ -108,7 +118,10 @@ def resolve_sources(paths: Paths = None) -> list[Source]:
             files = sorted(
                 p
                 for p in path.rglob("*")
-                if p.is_file() and _LOG_NAME.match(p.name) and INDEX_DIRNAME not in p.relative_to(path).parts
+                if p.is_file()
+                and _LOG_NAME.match(p.name)
+                and INDEX_DIRNAME not in p.relative_to(path).parts
+                and not _holds_other_records(p)
             )
             if not files:
                 raise LogReadError(f"no log files in directory {text!r}")
@@ -123,6 +136,23 @@ def resolve_sources(paths: Paths = None) -> list[Source]:
         if path.exists():
             add(path)
     return out
+
+
+def _holds_other_records(path: Path) -> bool:
+    """The file holds exported telemetry (spans, or OTLP JSON), not log lines: its first line says so.
+
+    Only a directory scan asks: a file named on the command line is always read,
+    and anything else in a log directory is read as a log, bad lines reported.
+    """
+    try:
+        with open_binary(Source(path, str(path))) as fh:
+            first = fh.readline(_SNIFF_BYTES)
+        record = orjson.loads(first)
+    except Exception:  # unreadable, damaged or not JSON: reading it as a log reports why
+        return False
+    if not isinstance(record, dict) or any(key in record for key in _LOG_KEYS):
+        return False
+    return f.SPAN_ID in record or any(key in record for key in _OTLP_JSON_KEYS)
 
 
 def _rotation_key(path: Path) -> tuple[str, int]:
