@@ -9,7 +9,7 @@ line so a log search and a trace view land on the same request.
 from __future__ import annotations
 
 from collections.abc import MutableMapping
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -46,10 +46,18 @@ class DownstreamSpans:
         self.tracer = tracer
 
     def __call__(self, service: str, query_hash: str | None) -> AbstractContextManager[Any]:
+        parent = trace.get_current_span().get_span_context()
+        if parent.is_valid and not parent.trace_flags.sampled:
+            # The trace was sampled out: its CLIENT span would not be recorded or exported either
+            # (parent-based and trace-id-ratio samplers decide the same way for every span of a trace).
+            return _NOT_SAMPLED
         attributes: dict[str, str] = {f.ATTR_PEER_SERVICE: service}
         if query_hash is not None:
             attributes[f.ATTR_QUERY_HASH] = query_hash
         return _CurrentSpan(self.tracer, service, attributes)
+
+
+_NOT_SAMPLED = nullcontext()
 
 
 class _CurrentSpan:
