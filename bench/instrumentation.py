@@ -67,7 +67,9 @@ def serve(mode: str, ready: Path, workdir: Path) -> None:
 
         logger = EventLogger(LogSink(workdir / "bench.log"))
         telemetry = setup_telemetry(server, logger)  # exporters from the OTEL_* variables
-    sock = socket.socket()
+    # IPPROTO_TCP spelled out, as `mcptrace serve` does, so asyncio turns Nagle's algorithm off: with
+    # it on, every response on a kept-alive connection waits ~40 ms for the client's delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     # JSON responses (not SSE streams) for both servers: one body per call, cheap for the load generator.
     app = server.streamable_http_app(json_response=True)

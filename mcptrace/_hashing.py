@@ -27,7 +27,12 @@ def canonical_json(value: Any) -> bytes:
 
 def json_hash(value: Any, *, length: int = 16) -> str:
     """A short, stable SHA-256 digest of a JSON value (key-order-insensitive)."""
-    return hashlib.sha256(canonical_json(value)).hexdigest()[:length]
+    return bytes_hash(canonical_json(value), length=length)
+
+
+def bytes_hash(data: bytes, *, length: int = 16) -> str:
+    """`json_hash` of a value already encoded with `canonical_json`."""
+    return hashlib.sha256(data).hexdigest()[:length]
 
 
 def text_hash(text: str, *, length: int = 12) -> str:

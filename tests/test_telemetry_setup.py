@@ -26,6 +26,7 @@ from mcptrace.telemetry._otlp import (
 )
 from mcptrace.telemetry._prometheus import PrometheusEndpoint
 from mcptrace.testing import subprocess_env
+from tests.otel_receivers import attrs, oteltap, points
 
 ENDPOINT = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}
 
@@ -177,3 +178,27 @@ def test_instrument_is_public_and_importing_mcptrace_stays_light() -> None:
     out = subprocess.run([sys.executable, "-c", code], env=subprocess_env(), capture_output=True, text=True,
                          timeout=60)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+@pytest.mark.parametrize("preference", ["cumulative", "delta"])
+def test_otlp_metrics_share_the_prometheus_aggregation_when_the_exporter_wants_cumulative_data(
+    preference: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with oteltap() as tap:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", tap.endpoint)
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", preference)
+        monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "100")
+        endpoint = PrometheusEndpoint()
+        reader = endpoint.reader
+        providers = providers_from_env(extra_readers=[reader], export_from=(reader, reader.snapshot))
+        # one aggregation feeds both outputs; a delta exporter gets a reader of its own
+        assert (providers.metric_export is not None) == (preference == "cumulative")
+        metrics = ServerMetrics(providers.meter_provider.get_meter("test"))
+        for duration in (0.002, 0.004, 0.3):
+            metrics.record_tool_call("search", "success", duration)
+        tap.metrics.wait_for(lambda m: m.name == "mcp_tool_duration_seconds" and any(
+            attrs(p).get("tool") == "search" and p.count == 3 for p in points(m)))
+        samples = _samples(endpoint)
+        assert samples[("mcp_tool_duration_seconds_count", (("status", "success"), ("tool", "search")))] == 3
+        assert samples[("mcp_tool_calls_total", (("status", "success"), ("tool", "search")))] == 3
+        providers.shutdown()

@@ -2,16 +2,17 @@
 
 After the call the server's SDK middleware chain reads
 
-    TraceHeader ─▶ SDK OpenTelemetry (SERVER span) ─▶ RequestLog ─▶ Telemetry ─▶ handler
+    TraceHeader ─▶ SDK OpenTelemetry (SERVER span) ─▶ RequestLog (+ RequestTelemetry) ─▶ handler
 
 and every `mcptrace.downstream(...)` block inside a tool opens a CLIENT span
-and counts its errors. Providers default to the global ones, so an app that
+and counts its errors. The request log does the per-request telemetry itself
+(span attributes, metrics) rather than a middleware of its own: one link in the
+chain instead of two, on the path of every request. Providers default to the global ones, so an app that
 already configured OpenTelemetry needs no arguments.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,10 +22,9 @@ from opentelemetry.trace import Tracer, TracerProvider
 
 from mcptrace._version import __version__
 from mcptrace.middleware._requestlog import Identify, RequestLogMiddleware, default_identify
-from mcptrace.middleware._telemetry import TelemetryMiddleware
+from mcptrace.middleware._telemetry import RequestTelemetry
 from mcptrace.middleware._traceheader import TraceHeaderMiddleware
 from mcptrace.telemetry import _context
-from mcptrace.telemetry._context import CallContext
 from mcptrace.telemetry._log import EventLogger, null_logger
 from mcptrace.telemetry._metrics import METER_NAME, ServerMetrics
 from mcptrace.telemetry._tracing import TRACER_NAME, DownstreamErrors, DownstreamSpans, add_trace_ids
@@ -82,9 +82,8 @@ def instrument(
         chain.append(request_log)
     if add_trace_ids not in request_log.logger.processors:
         request_log.logger.processors.append(add_trace_ids)
-    request_log.tool_hooks.append(_tool_metrics(server_metrics))
-    chain.insert(chain.index(request_log) + 1, TelemetryMiddleware(
-        server_metrics, transport=_NETWORK_TRANSPORT.get(request_log.transport, request_log.transport)))
+    request_log.telemetry = RequestTelemetry(
+        server_metrics, transport=_NETWORK_TRANSPORT.get(request_log.transport, request_log.transport))
     if not any(isinstance(m, TraceHeaderMiddleware) for m in chain):
         sdk_span = next((i for i, m in enumerate(chain) if type(m).__name__ == "OpenTelemetryMiddleware"), 0)
         chain.insert(sdk_span, TraceHeaderMiddleware())
@@ -93,14 +92,6 @@ def instrument(
     _context.downstream_wrappers.append(wrapper)
     _context.downstream_hooks.append(hook)
     return Instrumentation(server_metrics, tracer, request_log, [hook], [wrapper])
-
-
-def _tool_metrics(server_metrics: ServerMetrics) -> Callable[[CallContext, str, float], None]:
-    def hook(call: CallContext, status: str, duration_s: float) -> None:
-        if call.tool_name is not None:
-            server_metrics.record_tool_call(call.tool_name, status, duration_s)
-
-    return hook
 
 
 def active_sessions(server: Any) -> int:

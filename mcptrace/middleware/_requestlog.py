@@ -19,10 +19,11 @@ from pydantic import BaseModel, ValidationError
 
 from mcptrace import _fields as f
 from mcptrace._errors import INTERNAL_ERROR, INVALID_PARAMS
-from mcptrace._hashing import canonical_json, json_hash
+from mcptrace._hashing import bytes_hash, canonical_json, json_hash
 from mcptrace.middleware._clientmeta import client_info, read_client_meta
 from mcptrace.middleware._ids import accept_request_id, new_request_id
 from mcptrace.middleware._requests import mark_response_logged
+from mcptrace.middleware._telemetry import TOOL_ERROR, RequestTelemetry
 from mcptrace.telemetry._context import CallContext, reset_call, set_call
 from mcptrace.telemetry._log import EventLogger, bind, unbind
 
@@ -82,6 +83,8 @@ class RequestLogMiddleware:
         self.identify = identify
         self.transport = transport
         self.tool_hooks: list[ToolCallHook] = tool_hooks if tool_hooks is not None else []
+        #: Span attributes and per-request metrics, when `instrument()` attached them.
+        self.telemetry: RequestTelemetry | None = None
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         if ctx.request_id is None:  # a notification: nothing to answer, nothing to correlate
@@ -111,21 +114,25 @@ class RequestLogMiddleware:
         fields.update(_client_fields(ctx))
         log_token = bind(**fields)
         call_token = set_call(call)
+        if self.telemetry is not None:
+            self.telemetry.start(call)
         start = time.perf_counter()
         try:
             self.logger.emit(f.EV_REQUEST_RECEIVED)
             try:
                 result = await call_next(ctx)
             except MCPError as exc:
-                self._finish(call, params, start, None, exc.error.message, exc.error.code)
+                self._finish(ctx, call, params, start, None, exc.error.message, exc.error.code, str(exc.error.code))
                 raise
             except ValidationError:
-                self._finish(call, params, start, None, "Invalid request parameters", INVALID_PARAMS)
+                self._finish(ctx, call, params, start, None, "Invalid request parameters", INVALID_PARAMS,
+                             str(INVALID_PARAMS))
                 raise
             except Exception as exc:
-                self._finish(call, params, start, None, f"{type(exc).__name__}: {exc}"[:500], INTERNAL_ERROR)
+                self._finish(ctx, call, params, start, None, f"{type(exc).__name__}: {exc}"[:500], INTERNAL_ERROR,
+                             type(exc).__qualname__)
                 raise
-            self._finish(call, params, start, result, None, None)
+            self._finish(ctx, call, params, start, result, None, None, None)
             if ctx.method == "ping":  # the spec's answer to ping is an empty result; the id rides in X-Request-ID
                 return result
             return _with_request_id(result, request_id)
@@ -134,36 +141,43 @@ class RequestLogMiddleware:
             unbind(log_token)
 
     def _finish(
-        self, call: CallContext, params: Mapping[str, Any], start: float, result: HandlerResult,
-        error: str | None, code: int | None,
+        self, ctx: ServerRequestContext[Any, Any], call: CallContext, params: Mapping[str, Any], start: float,
+        result: HandlerResult, error: str | None, code: int | None, error_type: str | None,
     ) -> None:
-        """Write the closing lines; a failure here costs detail in the log, never the request's answer."""
+        """Write the closing lines and record the metrics; a failure costs detail, never the request's answer."""
+        duration_s = time.perf_counter() - start
+        status = f.FAILURE if error else f.SUCCESS
         try:
-            self._write_closing_lines(call, params, start, result, error, code)
+            status, error_type = self._write_closing_lines(call, params, duration_s, result, error, code, error_type)
         except Exception as exc:
             self.logger.emit(f.EV_RESPONSE_SENT, "warning", **{
-                f.STATUS: f.FAILURE if error else f.SUCCESS, f.ERROR: error, f.ERROR_CODE: code,
+                f.STATUS: status, f.ERROR: error, f.ERROR_CODE: code,
                 f.MESSAGE: f"request log incomplete: {type(exc).__name__}",
             })
+        if self.telemetry is not None:
+            self.telemetry.finish(ctx, call, status=status, duration_s=duration_s, error_type=error_type)
 
     def _write_closing_lines(
-        self, call: CallContext, params: Mapping[str, Any], start: float, result: HandlerResult,
-        error: str | None, code: int | None,
-    ) -> None:
-        duration_s = time.perf_counter() - start
+        self, call: CallContext, params: Mapping[str, Any], duration_s: float, result: HandlerResult,
+        error: str | None, code: int | None, error_type: str | None,
+    ) -> tuple[str, str | None]:
+        """The `tool_call` and `response_sent` lines; returns the outcome (status, error type) they logged."""
         duration_ms = round(duration_s * 1000, 3)
         data = _dump(result) if call.tool_name is not None and result is not None else None  # dumped once
         if error is None and data is not None:
             error = _tool_error(data)
+            if error is not None:
+                error_type = TOOL_ERROR
         status = f.FAILURE if error is not None else f.SUCCESS
         level = "info" if status == f.SUCCESS else "warning"
         if call.tool_name is not None:
             arguments = params.get("arguments") or {}
+            encoded = canonical_json(arguments)  # one encoding for the hash and the token estimate
             self.logger.emit(
                 f.EV_TOOL_CALL, level, **{
-                    f.ARGUMENTS_HASH: json_hash(arguments),
+                    f.ARGUMENTS_HASH: bytes_hash(encoded),
                     f.RESULT_HASH: _result_hash(data) if data is not None else None,
-                    f.INPUT_TOKEN_COUNT: estimate_tokens(arguments),
+                    f.INPUT_TOKEN_COUNT: max(1, len(encoded) // 4) if arguments else 0,
                     f.DURATION_MS: duration_ms, f.STATUS: status, f.ERROR: error, f.ERROR_CODE: code,
                     f.DOWNSTREAM_CALLS: call.downstream_calls,
                 },
@@ -177,6 +191,7 @@ class RequestLogMiddleware:
             f.EV_RESPONSE_SENT, level, **{f.DURATION_MS: duration_ms, f.STATUS: status, f.ERROR: error,
                                           f.ERROR_CODE: code},
         )
+        return status, error_type
 
 
 def _client_fields(ctx: ServerRequestContext[Any, Any]) -> dict[str, Any]:

@@ -1,32 +1,33 @@
-"""SDK middleware: mcptrace's ids on the SDK's span, and the semantic-convention duration metric.
+"""Per-request telemetry: mcptrace's ids on the SDK's span, and the per-request metrics.
 
-Sits inside `RequestLogMiddleware` (which binds the call context) and inside
-the SDK's span middleware, so the current span is the request's SERVER span.
-It adds what only mcptrace knows (its request id, caller, tenant, session) and
-records `mcp.server.operation.duration` for every request. Nothing here can
-fail the request: telemetry errors are swallowed.
+`RequestLogMiddleware` calls it (it is not a middleware of its own: one link in
+the SDK's chain instead of two, and the request's context, timing and outcome
+are worked out once). It runs inside the SDK's span middleware, so the current
+span is the request's SERVER span. `start` adds what only mcptrace knows (its
+request id, caller, tenant, session; the SDK already names the tool);
+`finish` records `mcp.server.operation.duration` for every request and the
+checklist's tool metrics for `tools/call`. Nothing here can fail the request:
+telemetry errors are swallowed.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
-from mcp.shared.exceptions import MCPError
 from opentelemetry import trace
-from pydantic import ValidationError
 
 from mcptrace import _fields as f
-from mcptrace._errors import INVALID_PARAMS
-from mcptrace.telemetry._context import current_call
+from mcptrace.telemetry._context import CallContext
 from mcptrace.telemetry._metrics import ServerMetrics
 
 _MAX_CACHED_ATTRIBUTE_SETS = 1024
 
+#: `error.type` of a tools/call whose result says `isError` (the SDK's span uses the same value).
+TOOL_ERROR = "tool_error"
 
-class TelemetryMiddleware:
-    """Context-tier SDK middleware; place it after `RequestLogMiddleware`."""
+
+class RequestTelemetry:
+    """What `instrument()` hands the request log: span attributes at the start, metrics at the end."""
 
     def __init__(self, metrics: ServerMetrics | None, *, transport: str = "tcp") -> None:
         self.metrics = metrics
@@ -34,45 +35,41 @@ class TelemetryMiddleware:
         #: One attribute dict per (method, protocol, tool, error type), reused for every request.
         self._attributes: dict[tuple[str, str | None, str | None, str | None], dict[str, str]] = {}
 
-    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
-        if ctx.request_id is None:
-            return await call_next(ctx)
-        span = trace.get_current_span()
-        if span.is_recording():
-            _enrich(span)
-        start = time.perf_counter()
-        error_type: str | None = None
+    def start(self, call: CallContext) -> None:
+        """Put the call's ids on the current (SERVER) span when it is recorded."""
         try:
-            result = await call_next(ctx)
-        except MCPError as exc:
-            error_type = str(exc.error.code)
-            raise
-        except ValidationError:
-            error_type = str(INVALID_PARAMS)
-            raise
-        except Exception as exc:
-            error_type = type(exc).__qualname__
-            raise
-        else:
-            if ctx.method == "tools/call" and _is_tool_error(result):
-                error_type = "tool_error"
-            return result
-        finally:
-            if self.metrics is not None:
-                self._record(ctx, time.perf_counter() - start, error_type)
+            span = trace.get_current_span()
+            if not span.is_recording():
+                return
+            attributes = {f.ATTR_REQUEST_ID: call.request_id}
+            if call.caller_id is not None:
+                attributes[f.ATTR_CALLER_ID] = call.caller_id
+            if call.tenant is not None:
+                attributes[f.ATTR_TENANT] = call.tenant
+            if call.session_id is not None:
+                attributes[f.ATTR_SESSION_ID] = call.session_id
+            span.set_attributes(attributes)
+        except Exception:
+            pass
 
-    def _record(self, ctx: ServerRequestContext[Any, Any], duration_s: float, error_type: str | None) -> None:
+    def finish(
+        self, ctx: Any, call: CallContext, *, status: str, duration_s: float, error_type: str | None,
+    ) -> None:
+        """Record the request's duration (and, for a tool, its count and duration by outcome)."""
+        metrics = self.metrics
+        if metrics is None:
+            return
         try:
-            call = current_call()
-            tool = call.tool_name if call is not None else None
-            key = (ctx.method, ctx.protocol_version, tool, error_type)
+            tool = call.tool_name
+            key = (call.method or ctx.method, ctx.protocol_version, tool, error_type)
             attributes = self._attributes.get(key)
             if attributes is None:
                 attributes = self._operation_attributes(*key)
                 if len(self._attributes) < _MAX_CACHED_ATTRIBUTE_SETS:  # client-chosen names stay bounded
                     self._attributes[key] = attributes
-            assert self.metrics is not None
-            self.metrics.record_operation(attributes, duration_s)
+            metrics.record_operation(attributes, duration_s)
+            if tool is not None:
+                metrics.record_tool_call(tool, status, duration_s)
         except Exception:
             pass
 
@@ -88,28 +85,3 @@ class TelemetryMiddleware:
         if error_type is not None:
             attributes[f.ATTR_ERROR_TYPE] = error_type
         return attributes
-
-
-def _enrich(span: trace.Span) -> None:
-    call = current_call()
-    if call is None:
-        return
-    try:
-        attributes = {f.ATTR_REQUEST_ID: call.request_id}
-        if call.caller_id is not None:
-            attributes[f.ATTR_CALLER_ID] = call.caller_id
-        if call.tenant is not None:
-            attributes[f.ATTR_TENANT] = call.tenant
-        if call.session_id is not None:
-            attributes[f.ATTR_SESSION_ID] = call.session_id
-        if call.tool_name is not None:
-            attributes[f.ATTR_TOOL_NAME] = call.tool_name
-        span.set_attributes(attributes)
-    except Exception:
-        pass
-
-
-def _is_tool_error(result: Any) -> bool:
-    if isinstance(result, dict):
-        return result.get("isError") is True
-    return getattr(result, "is_error", False) is True

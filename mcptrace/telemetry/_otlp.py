@@ -5,7 +5,10 @@ What turns each signal on (the OpenTelemetry SDK's own variables, nothing new):
 - traces: `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set, or
   `OTEL_TRACES_EXPORTER=otlp`; `OTEL_TRACES_EXPORTER=none` turns them off.
 - metrics over OTLP: an endpoint is set (generic or `..._METRICS_ENDPOINT`) and
-  `OTEL_METRICS_EXPORTER` is not `none`. The Prometheus reader is separate and always on.
+  `OTEL_METRICS_EXPORTER` is not `none`, every `OTEL_METRIC_EXPORT_INTERVAL` ms (60 s default).
+  The Prometheus reader is always on; the export sends its collections rather than
+  aggregating every measurement a second time, unless the exporter asks for delta
+  temporality or another histogram aggregation (then it gets a reader of its own).
 - logs over OTLP: opt-in, `OTEL_LOGS_EXPORTER=otlp`.
 - `OTEL_EXPORTER_OTLP_PROTOCOL` (or the per-signal `..._PROTOCOL`): `http/protobuf` (default)
   or `grpc`. `OTEL_SERVICE_NAME` / `OTEL_RESOURCE_ATTRIBUTES` name the resource;
@@ -38,13 +41,14 @@ from opentelemetry.sdk.metrics import (
     MeterProvider,
     TraceBasedExemplarFilter,
 )
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from mcptrace._errors import ConfigError
 from mcptrace._version import __version__
+from mcptrace.telemetry._metricexport import PeriodicMetricExport, Snapshot, exports_what_prometheus_keeps
 
 DEFAULT_SERVICE_NAME = "mcptrace"
 PROTOCOLS = ("http/protobuf", "grpc")
@@ -169,7 +173,23 @@ def make_resource() -> Resource:
     resource = Resource.create({"service.version": __version__})
     if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
         resource = resource.merge(Resource({"service.name": DEFAULT_SERVICE_NAME}))
-    return resource
+    return _HashedOnce(resource.attributes, resource.schema_url)
+
+
+class _HashedOnce(Resource):
+    """A `Resource` that computes its hash once.
+
+    The OTLP encoders group every exported span and metric by resource, and
+    `Resource.__hash__` serialises all its attributes to JSON each time; a
+    resource never changes, so once is enough.
+    """
+
+    def __init__(self, attributes: Any, schema_url: str | None = None) -> None:
+        super().__init__(attributes, schema_url)
+        self._hash = super().__hash__()
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 def span_exporter(env: Mapping[str, str]) -> SpanExporter:
@@ -182,14 +202,14 @@ def span_exporter(env: Mapping[str, str]) -> SpanExporter:
     return Http()
 
 
-def metric_reader(env: Mapping[str, str]) -> MetricReader:
+def metric_exporter(env: Mapping[str, str]) -> MetricExporter:
     if _protocol(env, "METRICS") == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as Grpc
 
-        return PeriodicExportingMetricReader(Grpc())
+        return Grpc()
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as Http
 
-    return PeriodicExportingMetricReader(Http())
+    return Http()
 
 
 def _log_processor(env: Mapping[str, str], drops: DropCounter) -> Any:
@@ -236,10 +256,12 @@ class Providers:
     tracer_provider: TracerProvider | None = None
     logger_provider: Any = None
     drops: DropCounter = field(default_factory=DropCounter)
+    #: The OTLP metric export when it shares the `/metrics` reader's aggregation (see `_metricexport`).
+    metric_export: PeriodicMetricExport | None = None
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Flush and stop every exporter, giving up after `timeout` seconds (a receiver may be down)."""
-        every = (self.tracer_provider, self.logger_provider, self.meter_provider)
+        every = (self.tracer_provider, self.logger_provider, self.metric_export, self.meter_provider)
         providers = [p for p in every if p is not None]
 
         def run() -> None:
@@ -254,14 +276,26 @@ class Providers:
 
 def providers_from_env(
     env: Mapping[str, str] | None = None, *, extra_readers: Sequence[MetricReader] = (),
+    export_from: tuple[MetricReader, Snapshot] | None = None,
 ) -> Providers:
-    """Build the providers the `OTEL_*` variables ask for (see the module docstring)."""
+    """Build the providers the `OTEL_*` variables ask for (see the module docstring).
+
+    `export_from` is a reader (one of `extra_readers`) with a function that
+    collects it: the OTLP metric export then sends that reader's data instead
+    of adding a reader of its own, when the exporter accepts cumulative data
+    with the default aggregations.
+    """
     env = os.environ if env is None else env
     resource = make_resource()
     drops = DropCounter()
     readers = list(extra_readers)
+    metric_export = None
     if metrics_export_enabled(env):
-        readers.append(metric_reader(env))
+        exporter = metric_exporter(env)
+        if export_from is not None and export_from[0] in readers and exports_what_prometheus_keeps(exporter):
+            metric_export = export_from[1], exporter
+        else:
+            readers.append(PeriodicExportingMetricReader(exporter))
     meter_provider = MeterProvider(
         resource=resource, metric_readers=readers, exemplar_filter=exemplar_filter(env))
     tracer_provider = None
@@ -275,4 +309,5 @@ def providers_from_env(
         logger_provider = LoggerProvider(resource=resource)
         logger_provider.add_log_record_processor(_log_processor(env, drops))
     return Providers(meter_provider=meter_provider, tracer_provider=tracer_provider,
-                     logger_provider=logger_provider, drops=drops)
+                     logger_provider=logger_provider, drops=drops,
+                     metric_export=PeriodicMetricExport(*metric_export, env=env) if metric_export else None)

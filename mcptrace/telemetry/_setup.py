@@ -44,7 +44,8 @@ def setup_telemetry(
 ) -> ServerTelemetry:
     """Instrument `server` and export as the `OTEL_*` variables say; `/metrics` is always fed."""
     prometheus = PrometheusEndpoint()
-    providers = providers_from_env(env, extra_readers=[prometheus.reader])
+    reader = prometheus.reader
+    providers = providers_from_env(env, extra_readers=[reader], export_from=(reader, reader.snapshot))
     instrumentation = instrument(
         server, tracer_provider=providers.tracer_provider, meter_provider=providers.meter_provider,
         logger=logger, transport=transport,

@@ -9,9 +9,10 @@ line so a log search and a trace view land on the same request.
 from __future__ import annotations
 
 from collections.abc import MutableMapping
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
@@ -45,10 +46,49 @@ class DownstreamSpans:
         self.tracer = tracer
 
     def __call__(self, service: str, query_hash: str | None) -> AbstractContextManager[Any]:
+        parent = trace.get_current_span().get_span_context()
+        if parent.is_valid and not parent.trace_flags.sampled:
+            # The trace was sampled out: its CLIENT span would not be recorded or exported either
+            # (parent-based and trace-id-ratio samplers decide the same way for every span of a trace).
+            return _NOT_SAMPLED
         attributes: dict[str, str] = {f.ATTR_PEER_SERVICE: service}
         if query_hash is not None:
             attributes[f.ATTR_QUERY_HASH] = query_hash
-        return self.tracer.start_as_current_span(service, kind=SpanKind.CLIENT, attributes=attributes)
+        return _CurrentSpan(self.tracer, service, attributes)
+
+
+_NOT_SAMPLED = nullcontext()
+
+
+class _CurrentSpan:
+    """`tracer.start_as_current_span(name, kind=CLIENT)` as a plain class.
+
+    Same span, same context, same handling of an exception (recorded, status
+    ERROR), without the three generator-based context managers the API nests
+    for it: this runs once per dependency call.
+    """
+
+    __slots__ = ("_attributes", "_name", "_span", "_token", "_tracer")
+
+    def __init__(self, tracer: Tracer, name: str, attributes: dict[str, str]) -> None:
+        self._tracer = tracer
+        self._name = name
+        self._attributes = attributes
+
+    def __enter__(self) -> trace.Span:
+        span = self._span = self._tracer.start_span(self._name, kind=SpanKind.CLIENT, attributes=self._attributes)
+        self._token = otel_context.attach(trace.set_span_in_context(span))
+        return span
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        span = self._span
+        try:
+            otel_context.detach(self._token)
+            if isinstance(exc, Exception) and span.is_recording():
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        finally:
+            span.end()
 
 
 class DownstreamErrors:
