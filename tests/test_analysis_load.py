@@ -149,3 +149,15 @@ def test_a_directory_is_searched_below_hidden_data_dirs_but_never_into_the_index
     write_lines(tmp_path / ".mcptrace-index" / "stray.log", [record(9)])
     (tmp_path / "facts.json").write_text('{"not": "a log"}')
     assert request_ids([tmp_path]) == ["req-0000"]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"\n", b"\n\n\n", b"a\n\nb", b"a\n\nb\n", b'{"x":"a,b\\"c"}\n{"y":1}\n', b"x\r\ny\r\n", b"'q\n\"\n#c\n"],
+)
+def test_the_line_count_is_every_newline_plus_an_unterminated_last_line(tmp_path: Path, data: bytes) -> None:
+    from mcptrace.analysis._load import count_lines
+
+    path = tmp_path / "x.log"
+    path.write_bytes(data)
+    assert count_lines(path) == data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
