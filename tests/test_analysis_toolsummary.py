@@ -65,22 +65,25 @@ def assert_same_rows(got: list[dict[str, Any]], expected: list[dict[str, Any]]) 
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(older=calls, newer=calls, only=st.sampled_from([None, ["beta"], ["alpha", "gamma"]]))
+@given(
+    older=st.one_of(st.none(), calls), newer=calls, only=st.sampled_from([None, ["beta"], ["alpha", "gamma"]])
+)
 def test_the_summary_answers_exactly_what_polars_computes_from_the_json(
     tmp_path_factory: pytest.TempPathFactory,
-    older: list[tuple[Any, Any, Any, Any]],
+    older: list[tuple[Any, Any, Any, Any]] | None,
     newer: list[tuple[Any, Any, Any, Any]],
     only: list[str] | None,
 ) -> None:
     directory = tmp_path_factory.mktemp("summary")
-    write_log(directory / "mcptrace.log.1", older)
-    log = write_log(directory / "mcptrace.log", newer, first=len(older))
-    build_index([log])  # two segments: a rotated file and the live one
+    if older is not None:  # a rotated file and the live one: two segments to merge
+        write_log(directory / "mcptrace.log.1", older)
+    log = write_log(directory / "mcptrace.log", newer, first=len(older or []))
+    build_index([log])
     found = indexed_tool_stats([log], tools=only)
     assert found is not None
     rows, report = found
     assert_same_rows(rows, json_rows([log], only))
-    assert report.lines == len(older) + len(newer)
+    assert report.lines == len(older or []) + len(newer)
 
 
 def test_without_a_fresh_index_there_is_no_summary_answer(tmp_path: Path) -> None:

@@ -139,7 +139,7 @@ def count_lines(path: os.PathLike[str] | str) -> int:
     """
     try:
         rows = pl.scan_csv(
-            path, has_header=False, separator="\x1f", quote_char=None, schema={"line": pl.String}
+            os.fspath(path), has_header=False, separator="\x1f", quote_char=None, schema={"line": pl.String}
         ).select(pl.len())
         return int(rows.collect().item())
     except Exception:  # polars could not read it as text: count the bytes ourselves

@@ -4,10 +4,12 @@ Reading the Parquet index means importing polars, which alone takes longer
 than the whole answer should. So when a segment is indexed, its tool calls
 are also summed up per tool (calls, errors) and their durations written out,
 grouped by tool, as raw little-endian float64 (8 bytes per call: about 20 MB
-for a 4 GB log). Percentiles need every value, not a sketch, so all are kept;
-numpy computes them (linear interpolation, as polars does) over the durations
-of every segment together. Only the whole-log, per-tool question is answered
-here; a time range, a caller or windows read the Parquet dataset instead.
+for a 4 GB log). Each segment's rows are computed by polars when it is
+indexed, so a single log file is answered from its manifest alone. Percentiles
+do not add up across files, so for a rotated set every duration is kept and
+numpy computes them (linear interpolation, as polars does) over all segments
+together. Only the whole-log, per-tool question is answered here; a time
+range, a caller or windows read the Parquet dataset instead.
 """
 
 from __future__ import annotations
@@ -29,26 +31,28 @@ DURATIONS_FILE = "tool_durations.f8"
 #: Key of the summary in a segment's manifest entry.
 MANIFEST_KEY = "tool_calls"
 QUANTILES = {"p50_ms": 0.50, "p95_ms": 0.95, "p99_ms": 0.99}
+STATS_COLUMNS = [f.TOOL_NAME, "calls", "errors", "error_rate", *QUANTILES]
 
 
 def write_summary(calls: pl.DataFrame, directory: Path) -> dict[str, Any]:
     """Write the durations of `calls` (tool_name, failed, duration_ms) and return the manifest entry."""
     import polars as pl
 
+    from mcptrace.analysis._stats import _counts, _latency
+
     tools = []
     offset = 0
-    groups = calls.group_by(f.TOOL_NAME).agg(
-        pl.len().alias("calls"),
-        pl.col("failed").sum().alias("errors"),
-        pl.col(f.DURATION_MS).drop_nulls().alias("durations"),
+    # The same aggregations as `tool_stats`, so a single file's rows are exactly what it computes.
+    rows = (
+        calls.group_by(f.TOOL_NAME)
+        .agg(*_counts(pl.col("failed")), *_latency(), pl.col(f.DURATION_MS).drop_nulls().alias("durations"))
+        .sort(f.TOOL_NAME, nulls_last=True)
     )
     with open(directory / DURATIONS_FILE, "wb") as out:
-        for name, n_calls, errors, durations in groups.iter_rows():
-            values = pl.Series(durations, dtype=pl.Float64).to_numpy().astype("<f8", copy=False)
-            out.write(values.tobytes())
-            tools.append(
-                {"tool_name": name, "calls": n_calls, "errors": errors, "offset": offset, "count": len(values)}
-            )
+        for row in rows.iter_rows(named=True):
+            values = pl.Series(row.pop("durations") or [], dtype=pl.Float64).to_numpy()
+            out.write(values.astype("<f8", copy=False).tobytes())
+            tools.append({**row, "offset": offset, "count": len(values)})
             offset += len(values)
     return {"file": DURATIONS_FILE, "tools": tools}
 
@@ -70,6 +74,22 @@ def indexed_tool_stats(
     segments = [manifest["segments"][k] for k in keys]
     if any(MANIFEST_KEY not in s for s in segments):
         return None  # indexed before summaries were kept: the Parquet path answers
+    report = LoadReport(files=[s.name for s in sources])
+    for segment in segments:
+        report.lines += segment["lines"]
+        report.corrupt_count += segment["corrupt_count"]
+        report.corrupt.extend(CorruptLine(**c) for c in segment["corrupt"])
+    if len(segments) == 1:
+        entries = segments[0][MANIFEST_KEY]["tools"]
+        rows = [{k: e[k] for k in STATS_COLUMNS} for e in entries if tools is None or e[f.TOOL_NAME] in tools]
+        return rows, report
+    return _merged(directory, keys, segments, tools), report
+
+
+def _merged(
+    directory: Path, keys: list[str], segments: list[dict[str, Any]], tools: Sequence[str] | None
+) -> list[dict[str, Any]]:
+    """Rows over several segments: counts add up, percentiles are computed over every duration."""
     import numpy as np
 
     per_tool: dict[str | None, tuple[int, int, list[Any]]] = {}
@@ -98,9 +118,4 @@ def indexed_tool_stats(
         else:
             row.update(dict.fromkeys(QUANTILES))
         rows.append(row)
-    report = LoadReport(files=[s.name for s in sources])
-    for segment in segments:
-        report.lines += segment["lines"]
-        report.corrupt_count += segment["corrupt_count"]
-        report.corrupt.extend(CorruptLine(**c) for c in segment["corrupt"])
-    return rows, report
+    return rows
