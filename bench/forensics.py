@@ -236,8 +236,8 @@ def main() -> None:
     print(
         f"- per-tool percentiles, unindexed: {inproc['stats_unindexed']:.2f} s "
         f"({inproc['stats_unindexed'] / duck:.2f}x DuckDB's whole process); from the index's "
-        f"per-tool summary (what `mcptrace stats` reads): {inproc['stats_summary'] * 1000:.0f} ms "
-        f"({inproc['stats_summary'] / duck:.3f}x); from the Parquet index (`tool_stats(load(...))`): "
+        f"per-tool summary (what `mcptrace stats` reads): {inproc['stats_summary'] * 1000:.1f} ms "
+        f"({inproc['stats_summary'] / duck:.4f}x); from the Parquet index (`tool_stats(load(...))`): "
         f"{inproc['stats_indexed'] * 1000:.0f} ms ({inproc['stats_indexed'] / duck:.3f}x)"
     )
 

@@ -104,11 +104,13 @@ def _native_search() -> _WindowSearch | None:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
-        c_mmap, c_munmap, c_memmem = libc.mmap, libc.munmap, libc.memmem
+        # mmap64 takes a 64-bit offset on every glibc; elsewhere (macOS) off_t is 64-bit already.
+        c_mmap = getattr(libc, "mmap64", None) or libc.mmap
+        c_munmap, c_memmem = libc.munmap, libc.memmem
     except (OSError, AttributeError, TypeError):
         return None
     ptr, size_t = ctypes.c_void_p, ctypes.c_size_t
-    c_mmap.restype, c_mmap.argtypes = ptr, [ptr, size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    c_mmap.restype, c_mmap.argtypes = ptr, [ptr, size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int64]
     c_munmap.restype, c_munmap.argtypes = ctypes.c_int, [ptr, size_t]
     c_memmem.restype, c_memmem.argtypes = ptr, [ptr, size_t, ctypes.c_char_p, size_t]
     failed = ptr(-1).value
