@@ -4,7 +4,7 @@
     python bench/forensics.py --size-gb 4    # the large case
 
 Everything is measured in this run on this machine: whole-process wall time and
-peak RSS (`/usr/bin/time`), warm page cache (best of a few runs), and cold for
+peak RSS (`/usr/bin/time`), warm page cache (median of a few runs), and cold for
 the single-pass commands (the log's and the index's pages evicted with
 posix_fadvise, so other processes' caches are left alone). Ratios compare each
 mcptrace command with the tool doing the same job: `rg -F` for a request
@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,21 +46,23 @@ IN_PROCESS_SCRIPT = """
 import json, sys, time, statistics
 path, rid = sys.argv[1], sys.argv[2]
 from mcptrace.analysis._lookup import lookup
-from mcptrace.analysis import load, tool_stats
-def best(fn, n):
+from mcptrace.analysis._toolsummary import indexed_tool_stats
+def median(fn, n):
     times = []
     for _ in range(n):
         t = time.perf_counter(); fn(); times.append(time.perf_counter() - t)
-    return min(times)
+    return statistics.median(times)
 out = {}
-out["chain_indexed"] = best(lambda: lookup([path], value=rid), 20)
-out["chain_unindexed"] = best(lambda: lookup([path], value=rid, use_index=False), 3)
+out["chain_indexed"] = median(lambda: lookup([path], value=rid), 21)
+out["chain_unindexed"] = median(lambda: lookup([path], value=rid, use_index=False), 3)
+out["stats_summary"] = median(lambda: indexed_tool_stats([path]), 5)
 cols = ["tool_name", "status", "duration_ms"]
 import polars as pl
+from mcptrace.analysis import load, tool_stats
 where = pl.col("event") == "tool_call"
-out["stats_indexed"] = best(lambda: tool_stats(load([path], columns=cols, where=where).frame).collect(), 5)
-out["stats_unindexed"] = best(
-    lambda: tool_stats(load([path], columns=cols, where=where, use_index=False).frame).collect(), 2)
+out["stats_indexed"] = median(lambda: tool_stats(load([path], columns=cols, where=where).frame).collect(), 5)
+out["stats_unindexed"] = median(
+    lambda: tool_stats(load([path], columns=cols, where=where, use_index=False).frame).collect(), 3)
 print(json.dumps(out))
 """
 
@@ -110,7 +113,7 @@ def warm(path: Path) -> None:
 
 def measure(cmd: list[str], *, repeat: int, cold: list[Path] | None = None) -> dict[str, float]:
     runs = [timed(cmd) for _ in range(repeat)]
-    result = {"warm": min(r[0] for r in runs), "peak_mb": max(r[1] for r in runs)}
+    result = {"warm": statistics.median(r[0] for r in runs), "peak_mb": max(r[1] for r in runs)}
     if cold is not None:
         evict(cold)
         result["cold"] = timed(cmd)[0]
@@ -128,7 +131,7 @@ def main() -> None:
         "--size-gb", type=float, default=1.0, help="log size (default 1 GB; 4 for the large case)"
     )
     parser.add_argument("--workdir", type=Path, default=None, help="where to keep the generated log (reused)")
-    parser.add_argument("--repeat", type=int, default=3, help="warm runs of each fast command (best is kept)")
+    parser.add_argument("--repeat", type=int, default=3, help="warm runs of each command (the median is kept)")
     args = parser.parse_args()
 
     workdir = args.workdir or Path(tempfile.gettempdir()) / "mcptrace-bench"
@@ -149,6 +152,7 @@ def main() -> None:
     shutil.rmtree(index_root, ignore_errors=True)
     rid = facts["failed_ids"][len(facts["failed_ids"]) // 2]
     py = sys.executable
+    load_at_start = os.getloadavg()[0]
     warm(log)
     rows: list[tuple[str, dict[str, float], str | None]] = []
 
@@ -171,14 +175,14 @@ def main() -> None:
     step(
         "duckdb per-tool percentiles",
         [py, "-c", DUCKDB_SCRIPT, str(log)],
-        repeat=2,
+        repeat=args.repeat,
         cold=[log],
         baseline=None,
     )
     step(
         "mcptrace stats (unindexed)",
         [py, "-m", "mcptrace", "stats", str(log), "--no-index", "--format", "json"],
-        repeat=2,
+        repeat=args.repeat,
         cold=[log],
         baseline="duckdb per-tool percentiles",
     )
@@ -207,7 +211,7 @@ def main() -> None:
     print()
     print(
         f"Log: {log.stat().st_size / 1e9:.2f} GB, {facts['requests']:,} requests; "
-        f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}"
+        f"{os.cpu_count()} CPUs; load average {load_at_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
     )
     print()
     print("| command | warm (s) | cold (s) | peak RSS (MB) | warm vs baseline |")
@@ -226,12 +230,14 @@ def main() -> None:
     )
     duck = by_name["duckdb per-tool percentiles"]["warm"]
     print()
-    print("In-process (imports excluded, best of several):")
+    print("In-process (imports excluded, median of several):")
     indexed_ms, unindexed_s = inproc["chain_indexed"] * 1000, inproc["chain_unindexed"]
     print(f"- chain, indexed: {indexed_ms:.1f} ms; unindexed: {unindexed_s:.2f} s")
     print(
         f"- per-tool percentiles, unindexed: {inproc['stats_unindexed']:.2f} s "
-        f"({inproc['stats_unindexed'] / duck:.2f}x DuckDB's whole process); indexed: "
+        f"({inproc['stats_unindexed'] / duck:.2f}x DuckDB's whole process); from the index's "
+        f"per-tool summary (what `mcptrace stats` reads): {inproc['stats_summary'] * 1000:.1f} ms "
+        f"({inproc['stats_summary'] / duck:.4f}x); from the Parquet index (`tool_stats(load(...))`): "
         f"{inproc['stats_indexed'] * 1000:.0f} ms ({inproc['stats_indexed'] / duck:.3f}x)"
     )
 

@@ -16,7 +16,6 @@ from mcptrace._errors import (
 )
 from mcptrace._schema import LOG_FIELDS, LOG_SCHEMA_VERSION, polars_schema
 from mcptrace._version import __version__
-from mcptrace.guards._stats import GuardStats
 from mcptrace.telemetry._context import downstream
 from mcptrace.telemetry._log import EventLogger, LogSink
 
@@ -26,6 +25,8 @@ _LAZY = {
     "Instrumentation": "mcptrace.middleware._instrument",
     "GuardCounters": "mcptrace.telemetry._metrics",
     "register_guard_metrics": "mcptrace.telemetry._metrics",
+    # The guards package brings JWT and HTTP clients: too slow for the analysis commands' start.
+    "GuardStats": "mcptrace.guards._stats",
 }
 
 

@@ -164,3 +164,15 @@ def test_a_directory_scan_leaves_out_files_of_exported_spans(tmp_path: Path) -> 
     assert sorted(loaded.frame.collect()["mcp_request_id"]) == ["req-0000", "req-0001", "req-0002"]
     # Named on the command line, the same file is read, and its lines are reported as not log records.
     assert load([spans / "spans.jsonl"]).report.corrupt_count == 1
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"\n", b"\n\n\n", b"a\n\nb", b"a\n\nb\n", b'{"x":"a,b\\"c"}\n{"y":1}\n', b"x\r\ny\r\n", b"'q\n\"\n#c\n"],
+)
+def test_the_line_count_is_every_newline_plus_an_unterminated_last_line(tmp_path: Path, data: bytes) -> None:
+    from mcptrace.analysis._load import count_lines
+
+    path = tmp_path / "x.log"
+    path.write_bytes(data)
+    assert count_lines(path) == data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mcptrace.analysis._chain import chain, downstream, outcomes
     from mcptrace.analysis._index import IndexReport, build_index
-    from mcptrace.analysis._load import CorruptLine, Loaded, LoadReport, load
+    from mcptrace.analysis._load import Loaded, load
+    from mcptrace.analysis._loadreport import CorruptLine, LoadReport
     from mcptrace.analysis._loops import loops
     from mcptrace.analysis._report import format_chain, report_text
     from mcptrace.analysis._runs import assign_runs, runs
@@ -39,8 +40,8 @@ _EXPORTS: dict[str, str] = {
     "outcomes": "_chain",
     "IndexReport": "_index",
     "build_index": "_index",
-    "CorruptLine": "_load",
-    "LoadReport": "_load",
+    "CorruptLine": "_loadreport",
+    "LoadReport": "_loadreport",
     "Loaded": "_load",
     "load": "_load",
     "loops": "_loops",

@@ -24,7 +24,8 @@ import polars as pl
 
 from mcptrace import _fields as f
 from mcptrace.analysis._chainstore import merge_parts, write_store
-from mcptrace.analysis._load import CorruptLine, LoadReport, Progress, parse_block, read_schema
+from mcptrace.analysis._load import Progress, parse_block, read_schema
+from mcptrace.analysis._loadreport import CorruptLine, LoadReport
 from mcptrace.analysis._manifest import (
     fresh_segments,
     index_dir,
@@ -33,11 +34,13 @@ from mcptrace.analysis._manifest import (
     write_manifest,
 )
 from mcptrace.analysis._sources import Paths, Source, iter_blocks, resolve_sources
+from mcptrace.analysis._toolsummary import MANIFEST_KEY, write_summary
 
 ROW_GROUP_ROWS = 64 * 1024
 #: JSON bytes indexed at a time: each part is sorted on its own (bounded memory).
 PART_BYTES = 128 * 1024 * 1024
 _ID_IN_LINE = r'"' + f.REQUEST_ID + r'"\s*:\s*"([^"]+)"'
+_EMPTY_CALLS = pl.DataFrame(schema={f.TOOL_NAME: pl.String, "failed": pl.Boolean, f.DURATION_MS: pl.Float64})
 
 
 @dataclass
@@ -97,9 +100,15 @@ def _index_source(source: Source, directory: Path, key: str) -> dict[str, Any]:
     store = directory / "segments" / key
     store.mkdir(parents=True, exist_ok=True)
     rows = 0
+    calls: list[pl.DataFrame] = []
     for part, (first_line, block) in enumerate(iter_blocks(source, block_size=PART_BYTES)):
         data = parse_block(block, first_line=first_line, source=source, schema=schema, report=load_report)
         rows += data.height
+        calls.append(
+            data.filter(pl.col(f.EVENT) == f.EV_TOOL_CALL).select(
+                f.TOOL_NAME, (pl.col(f.STATUS) == f.FAILURE).fill_null(False).alias("failed"), f.DURATION_MS
+            )
+        )
         _write_parquet(data, directory, f"{key}-{part:04d}")
         lines = pl.Series("line", block.split(b"\n"), dtype=pl.Binary)
         del block
@@ -116,7 +125,9 @@ def _index_source(source: Source, directory: Path, key: str) -> dict[str, Any]:
             part=part,
         )
     merge_parts(store)
+    summary = write_summary(pl.concat(calls) if calls else _EMPTY_CALLS, store)
     return {
+        MANIFEST_KEY: summary,
         "source": source.name,
         "rows": rows,
         "lines": load_report.lines,

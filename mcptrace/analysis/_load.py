@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -21,54 +21,12 @@ import polars as pl
 from mcptrace import _fields as f
 from mcptrace._errors import LogReadError
 from mcptrace._schema import polars_schema
+from mcptrace.analysis._loadreport import CorruptLine, LoadReport
 from mcptrace.analysis._sources import Paths, Source, iter_blocks, resolve_sources
 
-#: Corrupt lines kept verbatim in a report (all of them are counted).
-MAX_EXAMPLES = 1000
+__all__ = ["CorruptLine", "LoadReport", "Loaded", "Progress", "load", "parse_block", "read_schema"]
 
 Progress = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class CorruptLine:
-    """A line that could not be used, and why."""
-
-    file: str
-    line: int
-    reason: str
-    text: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.reason}"
-
-
-@dataclass
-class LoadReport:
-    """What a load read: files, lines, and the lines it could not use."""
-
-    files: list[str] = field(default_factory=list)
-    lines: int = 0
-    bytes_read: int = 0
-    corrupt_count: int = 0
-    corrupt: list[CorruptLine] = field(default_factory=list)
-    unreadable: list[str] = field(default_factory=list)
-
-    def add_corrupt(self, source: Source, line: int, reason: str, text: bytes) -> None:
-        self.corrupt_count += 1
-        if len(self.corrupt) < MAX_EXAMPLES:
-            self.corrupt.append(CorruptLine(source.name, line, reason, text[:200].decode("utf-8", "replace")))
-
-    def summary(self) -> str:
-        """One line for stderr: nothing when everything was readable."""
-        if not self.corrupt_count and not self.unreadable:
-            return ""
-        parts = []
-        if self.corrupt_count:
-            shown = "; ".join(str(c) for c in self.corrupt[:3])
-            more = f" (+{self.corrupt_count - 3} more)" if self.corrupt_count > 3 else ""
-            parts.append(f"{self.corrupt_count} corrupt line(s) skipped: {shown}{more}")
-        parts.extend(self.unreadable)
-        return "; ".join(parts)
 
 
 @dataclass
@@ -174,7 +132,21 @@ def _scan_whole(source: Source, schema: pl.Schema, where: pl.Expr | None) -> tup
 
 
 def count_lines(path: os.PathLike[str] | str) -> int:
-    """Newline-terminated lines plus a last line without one (a byte count, no parsing)."""
+    """Newline-terminated lines plus a last line without one (a byte count, no parsing).
+
+    polars' CSV reader counts rows without splitting fields, on every core: with
+    no quote character and a separator JSON cannot hold, its rows are the lines.
+    """
+    try:
+        rows = pl.scan_csv(
+            os.fspath(path), has_header=False, separator="\x1f", quote_char=None, schema={"line": pl.String}
+        ).select(pl.len())
+        return int(rows.collect().item())
+    except Exception:  # polars could not read it as text: count the bytes ourselves
+        return _count_newlines(path)
+
+
+def _count_newlines(path: os.PathLike[str] | str) -> int:
     lines = 0
     last = b"\n"
     with open(path, "rb", buffering=0) as fh:

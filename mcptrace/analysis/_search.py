@@ -1,7 +1,7 @@
 """Find the lines that mention a value without parsing the rest: a byte search over the raw logs.
 
 Looking up one request in gigabytes of logs is a needle search: the bytes are
-scanned for the quoted id first (memory-mapped, no copy), and only the lines
+scanned for the quoted id first (on every CPU, see `_scan`), and only the lines
 that contain it are decoded. Memory stays bounded by the matching lines. This
 module imports neither polars nor pyarrow, so `mcptrace chain` starts fast.
 """
@@ -20,6 +20,8 @@ from typing import Any
 import orjson
 
 from mcptrace import _fields as f
+from mcptrace._errors import LogReadError
+from mcptrace.analysis._scan import find_all, lines_at
 from mcptrace.analysis._sources import Source, iter_blocks
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -66,6 +68,20 @@ def iter_matching_lines(source: Source, needle: bytes) -> Iterator[tuple[int, by
         offset += len(block)
 
 
+def find_lines(source: Source, needle: bytes) -> list[tuple[int, bytes]]:
+    """(byte offset, line) of every line of `source` that contains `needle`, all at once.
+
+    Plain files are searched in parallel chunks; compressed ones are
+    decompressed block by block.
+    """
+    if source.compression is None:
+        try:
+            return lines_at(source.path, find_all(source.path, needle))
+        except OSError as exc:
+            raise LogReadError(f"cannot read {source.name}: {exc.strerror or exc}") from None
+    return list(iter_matching_lines(source, needle))
+
+
 def line_number(source: Source, offset: int) -> int:
     """1-based line number of the line starting at `offset` (a full read: only for error reports)."""
     count = 1
@@ -85,7 +101,7 @@ def search_field(sources: Sequence[Source], key: str, value: str) -> SearchResul
     for source in sources:
         with contextlib.suppress(OSError):
             result.bytes_searched += source.path.stat().st_size
-        for offset, line in iter_matching_lines(source, needle):
+        for offset, line in find_lines(source, needle):
             try:
                 record = orjson.loads(line)
             except orjson.JSONDecodeError as exc:

@@ -102,6 +102,8 @@ def _rows(frame: Any) -> list[dict[str, Any]]:
 
 
 def run_stats(args: argparse.Namespace) -> int:
+    if _stats_from_summary(args):
+        return 0
     from mcptrace import _fields as f
     from mcptrace.analysis import method_stats, service_stats, tool_stats, top_callers
 
@@ -134,6 +136,22 @@ def run_stats(args: argparse.Namespace) -> int:
         columns = ["window", *columns]
     emit(rows, columns, args.format)
     return 0
+
+
+def _stats_from_summary(args: argparse.Namespace) -> bool:
+    """Per-tool stats over whole logs straight from a fresh index's summary (no polars); False otherwise."""
+    whole = args.every is None and args.since is None and args.until is None and not args.caller
+    if args.by != "tool" or not whole or args.no_index:
+        return False
+    from mcptrace.analysis._toolsummary import indexed_tool_stats
+
+    found = indexed_tool_stats(args.paths or None, tools=args.tool)
+    if found is None:
+        return False
+    rows, report = found
+    report_problems(report)
+    emit(rows, STATS_COLUMNS, args.format)
+    return True
 
 
 def run_errors(args: argparse.Namespace) -> int:

@@ -1,0 +1,121 @@
+"""Per-tool calls, errors and every latency, kept beside the index so `stats` needs no polars.
+
+Reading the Parquet index means importing polars, which alone takes longer
+than the whole answer should. So when a segment is indexed, its tool calls
+are also summed up per tool (calls, errors) and their durations written out,
+grouped by tool, as raw little-endian float64 (8 bytes per call: about 20 MB
+for a 4 GB log). Each segment's rows are computed by polars when it is
+indexed, so a single log file is answered from its manifest alone. Percentiles
+do not add up across files, so for a rotated set every duration is kept and
+numpy computes them (linear interpolation, as polars does) over all segments
+together. Only the whole-log, per-tool question is answered here; a time
+range, a caller or windows read the Parquet dataset instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mcptrace import _fields as f
+from mcptrace.analysis._loadreport import CorruptLine, LoadReport
+from mcptrace.analysis._manifest import fresh_segments, read_manifest
+from mcptrace.analysis._sources import Paths, resolve_sources
+
+if TYPE_CHECKING:
+    import polars as pl
+
+#: Name of the durations file in a segment's directory.
+DURATIONS_FILE = "tool_durations.f8"
+#: Key of the summary in a segment's manifest entry.
+MANIFEST_KEY = "tool_calls"
+QUANTILES = {"p50_ms": 0.50, "p95_ms": 0.95, "p99_ms": 0.99}
+STATS_COLUMNS = [f.TOOL_NAME, "calls", "errors", "error_rate", *QUANTILES]
+
+
+def write_summary(calls: pl.DataFrame, directory: Path) -> dict[str, Any]:
+    """Write the durations of `calls` (tool_name, failed, duration_ms) and return the manifest entry."""
+    import polars as pl
+
+    from mcptrace.analysis._stats import _counts, _latency
+
+    tools = []
+    offset = 0
+    # The same aggregations as `tool_stats`, so a single file's rows are exactly what it computes.
+    rows = (
+        calls.group_by(f.TOOL_NAME)
+        .agg(*_counts(pl.col("failed")), *_latency(), pl.col(f.DURATION_MS).drop_nulls().alias("durations"))
+        .sort(f.TOOL_NAME, nulls_last=True)
+    )
+    with open(directory / DURATIONS_FILE, "wb") as out:
+        for row in rows.iter_rows(named=True):
+            values = pl.Series(row.pop("durations") or [], dtype=pl.Float64).to_numpy()
+            out.write(values.astype("<f8", copy=False).tobytes())
+            tools.append({**row, "offset": offset, "count": len(values)})
+            offset += len(values)
+    return {"file": DURATIONS_FILE, "tools": tools}
+
+
+def indexed_tool_stats(
+    paths: Paths = None, *, tools: Sequence[str] | None = None
+) -> tuple[list[dict[str, Any]], LoadReport] | None:
+    """Rows of `tool_stats` for the whole of these logs from a fresh index, or None without one.
+
+    The rows have the same columns and order as `tool_stats(load(paths).frame)`;
+    `tools` keeps only those tools (as `--tool` does).
+    """
+    sources = resolve_sources(paths)
+    found = fresh_segments(sources)
+    if found is None:
+        return None
+    directory, keys = found
+    manifest = read_manifest(directory) or {}
+    segments = [manifest["segments"][k] for k in keys]
+    if any(MANIFEST_KEY not in s for s in segments):
+        return None  # indexed before summaries were kept: the Parquet path answers
+    report = LoadReport(files=[s.name for s in sources])
+    for segment in segments:
+        report.lines += segment["lines"]
+        report.corrupt_count += segment["corrupt_count"]
+        report.corrupt.extend(CorruptLine(**c) for c in segment["corrupt"])
+    if len(segments) == 1:
+        entries = segments[0][MANIFEST_KEY]["tools"]
+        rows = [{k: e[k] for k in STATS_COLUMNS} for e in entries if tools is None or e[f.TOOL_NAME] in tools]
+        return rows, report
+    return _merged(directory, keys, segments, tools), report
+
+
+def _merged(
+    directory: Path, keys: list[str], segments: list[dict[str, Any]], tools: Sequence[str] | None
+) -> list[dict[str, Any]]:
+    """Rows over several segments: counts add up, percentiles are computed over every duration."""
+    import numpy as np
+
+    per_tool: dict[str | None, tuple[int, int, list[Any]]] = {}
+    for key, segment in zip(keys, segments, strict=True):
+        path = directory / "segments" / key / segment[MANIFEST_KEY]["file"]
+        for entry in segment[MANIFEST_KEY]["tools"]:
+            name = entry["tool_name"]
+            if tools is not None and name not in tools:
+                continue
+            values = np.fromfile(path, dtype="<f8", count=entry["count"], offset=8 * entry["offset"])
+            calls, errors, arrays = per_tool.get(name, (0, 0, []))
+            per_tool[name] = (calls + entry["calls"], errors + entry["errors"], [*arrays, values])
+    rows = []
+    for name in sorted(per_tool, key=lambda n: (n is None, n or "")):
+        calls, errors, arrays = per_tool[name]
+        durations = np.concatenate(arrays) if arrays else np.empty(0)
+        row: dict[str, Any] = {
+            f.TOOL_NAME: name,
+            "calls": calls,
+            "errors": errors,
+            "error_rate": errors / calls if calls else None,
+        }
+        if len(durations):
+            values = np.quantile(durations, list(QUANTILES.values()), method="linear")
+            row.update({k: float(v) for k, v in zip(QUANTILES, values, strict=True)})
+        else:
+            row.update(dict.fromkeys(QUANTILES))
+        rows.append(row)
+    return rows
