@@ -8,10 +8,13 @@ sets it up: `instrument()`, JSON log lines to a file, every span and the
 metrics exported over OTLP/HTTP to a live oteltap receiver (its own process),
 `/metrics`, and a `downstream()` block in the tool (one CLIENT span per call).
 A third configuration samples 10% of traces (`OTEL_TRACES_SAMPLER`);
-`--otlp-logs` adds the opt-in OTLP log bridge. The load is the same for both: `--sessions`
-concurrent Streamable HTTP sessions (JSON responses; a light httpx client, so the
-load generator is not what saturates first) calling `tools/call` back to back
-for `--seconds` after a warm-up. Rounds alternate bare/instrumented so background load hits both;
+`--otlp-logs` adds the opt-in OTLP log bridge; `--breakdown` adds the instrumented
+server with no spans at all (`OTEL_TRACES_EXPORTER=none`) and with spans created but
+never sampled (`OTEL_TRACES_SAMPLER=always_off`), to show what the spans cost.
+The load is the same for every configuration: `--sessions` concurrent Streamable
+HTTP sessions (JSON responses; a light httpx client, so the load generator is not
+what saturates first) calling `tools/call` back to back for `--seconds` after a
+warm-up. Rounds alternate between the configurations so background load hits all;
 the median of the rounds is reported for each figure, and the ratios of those medians.
 Everything stops by itself.
 """
@@ -210,6 +213,8 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=4, help="concurrent client sessions")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--otlp-logs", action="store_true", help="also measure the opt-in OTLP log bridge")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also measure the instrumented server without spans and with unsampled spans")
     parser.add_argument("--serve", choices=["bare", "instrumented"], help=argparse.SUPPRESS)
     parser.add_argument("--ready", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
@@ -238,6 +243,9 @@ def main() -> int:
             }
             if args.otlp_logs:
                 configs["+ OTLP logs"] = ("instrumented", {"OTEL_LOGS_EXPORTER": "otlp"})
+            if args.breakdown:
+                configs["no spans"] = ("instrumented", {"OTEL_TRACES_EXPORTER": "none"})
+                configs["unsampled"] = ("instrumented", {"OTEL_TRACES_SAMPLER": "always_off"})
             results: dict[str, list[dict[str, float]]] = {name: [] for name in configs}
             for r in range(args.rounds):
                 for name, (mode, extra) in configs.items():

@@ -4,7 +4,9 @@ Runs inside the official SDK's middleware chain (`MCPServer.middleware`), so it
 sees every transport: Streamable HTTP in both protocol eras, and stdio. For
 each request it binds a `CallContext`, writes `request_received`, `tool_call`
 (tools only) and `response_sent`, and puts `mcp_request_id` in the result's
-`_meta`. Whatever happens in logging, the request's own outcome is untouched.
+`_meta`. After `instrument()` it also hands each request to its
+`RequestTelemetry` (span attributes at the start, metrics at the end). Whatever
+happens in logging or telemetry, the request's own outcome is untouched.
 """
 
 from __future__ import annotations
