@@ -1,6 +1,7 @@
 """mcptrace: run MCP servers in production and investigate them when they break."""
 
-from mcptrace._config import Config
+from typing import TYPE_CHECKING
+
 from mcptrace._errors import (
     AuthError,
     BindError,
@@ -14,12 +15,26 @@ from mcptrace._errors import (
     ProtocolError,
     RateLimitedError,
 )
-from mcptrace._schema import LOG_FIELDS, LOG_SCHEMA_VERSION, polars_schema
 from mcptrace._version import __version__
-from mcptrace.telemetry._context import downstream
-from mcptrace.telemetry._log import EventLogger, LogSink
+
+if TYPE_CHECKING:
+    from mcptrace._config import Config
+    from mcptrace._schema import LOG_FIELDS, LOG_SCHEMA_VERSION, polars_schema
+    from mcptrace.guards._stats import GuardStats
+    from mcptrace.middleware._instrument import Instrumentation, instrument
+    from mcptrace.telemetry._context import downstream
+    from mcptrace.telemetry._log import EventLogger, LogSink
+    from mcptrace.telemetry._metrics import GuardCounters, register_guard_metrics
 
 _LAZY = {
+    # Loaded on first use, so that the analysis commands start without the server's modules.
+    "Config": "mcptrace._config",
+    "LOG_FIELDS": "mcptrace._schema",
+    "LOG_SCHEMA_VERSION": "mcptrace._schema",
+    "polars_schema": "mcptrace._schema",
+    "downstream": "mcptrace.telemetry._context",
+    "EventLogger": "mcptrace.telemetry._log",
+    "LogSink": "mcptrace.telemetry._log",
     # Loaded on first use: they import the MCP SDK, which `mcptrace.analysis` must never pull in.
     "instrument": "mcptrace.middleware._instrument",
     "Instrumentation": "mcptrace.middleware._instrument",
@@ -36,7 +51,9 @@ def __getattr__(name: str) -> object:
         raise AttributeError(f"module 'mcptrace' has no attribute {name!r}")
     import importlib
 
-    return getattr(importlib.import_module(module), name)
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 
 __all__ = [

@@ -71,7 +71,7 @@ def iter_matching_lines(source: Source, needle: bytes) -> Iterator[tuple[int, by
 def find_lines(source: Source, needle: bytes) -> list[tuple[int, bytes]]:
     """(byte offset, line) of every line of `source` that contains `needle`, all at once.
 
-    Plain files are searched in parallel chunks; compressed ones are
+    Plain files are searched in memory-mapped windows on every CPU; compressed ones are
     decompressed block by block.
     """
     if source.compression is None:
