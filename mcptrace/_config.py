@@ -61,6 +61,7 @@ class Config:
     session_idle_seconds: float = 1800.0
     max_sessions: int = 10_000
     header_timeout: float = 10.0
+    body_timeout: float = 30.0
 
     @property
     def auth_enabled(self) -> bool:
@@ -152,6 +153,7 @@ ENVIRONMENT: Final[dict[str, str]] = {
     "MCPTRACE_SESSION_IDLE_SECONDS": "close a session after this long with no request in flight (default 1800)",
     "MCPTRACE_MAX_SESSIONS": "open sessions at most; one more gets 503 'Too many open sessions' (default 10000)",
     "MCPTRACE_HEADER_TIMEOUT": "seconds a client has to send a complete request head; then 408 and close (default 10)",
+    "MCPTRACE_BODY_TIMEOUT": "seconds a client has to send the whole request body; then 408 and close (default 30)",
     "MCPTRACE_HEALTH_CACHE_SECONDS": "how long a /health answer is reused (default 1)",
     "MCPTRACE_METRICS": "0 to turn off the Prometheus endpoint /metrics (default on); OTLP export is set by OTEL_*",
     "MCPTRACE_RESOURCES_MANIFEST": "manifest of hash-pinned remote tools and prompts to load at start-up",

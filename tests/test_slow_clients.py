@@ -1,8 +1,8 @@
-"""A client that never finishes its request head is cut off (408), without touching anyone else.
+"""A client that never finishes its request head or body is cut off (408), without touching anyone else.
 
 The server runs with `MCPTRACE_HEADER_TIMEOUT=1`: a request head must arrive whole
 within a second of the connection opening (or of its first byte, on a kept-alive
-connection). Slow bodies and long responses are not head time.
+connection). Bodies have a deadline of their own, `MCPTRACE_BODY_TIMEOUT=5`.
 """
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ from tests.abuse import http_request, raw_exchange
 from tests.helpers import UNLIMITED, eventually, read_log
 
 HEAD_TIMEOUT = 1.0
+BODY_TIMEOUT = 5.0
 PING = b'{"jsonrpc":"2.0","id":1,"method":"ping"}'
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProcess]:
-    env = {"MCPTRACE_HEADER_TIMEOUT": str(HEAD_TIMEOUT), "MCPTRACE_STATELESS": "1"}
+    env = {"MCPTRACE_HEADER_TIMEOUT": str(HEAD_TIMEOUT), "MCPTRACE_BODY_TIMEOUT": str(BODY_TIMEOUT),
+           "MCPTRACE_STATELESS": "1"}
     with running_server(tmp_path_factory.mktemp("slow-clients"), *UNLIMITED, env=env) as proc:
         yield proc
 
@@ -56,8 +58,11 @@ def read_response(sock: socket.socket) -> bytes:
     return head + b"\r\n\r\n" + body
 
 
-def rejections(server: RunningProcess) -> list[dict[str, object]]:
-    return [r for r in read_log(server.log_file) if r.get("http_status") == 408]
+HEAD_LATE = "the request headers did not arrive in time"
+
+
+def rejections(server: RunningProcess, error: str = HEAD_LATE) -> list[dict[str, object]]:
+    return [r for r in read_log(server.log_file) if r.get("http_status") == 408 and r.get("error") == error]
 
 
 def test_a_head_dribbled_past_the_deadline_gets_408_and_the_connection_closes(server: RunningProcess) -> None:
@@ -115,3 +120,22 @@ def test_each_request_on_a_kept_alive_connection_gets_its_own_deadline(server: R
             sock.sendall(keep_alive)
             assert read_response(sock).startswith(b"HTTP/1.1 200 ")
             time.sleep(HEAD_TIMEOUT * 1.5)  # idle between requests: uvicorn's keep-alive, not the head deadline
+
+
+def test_a_body_that_stalls_past_its_deadline_gets_408_and_the_connection_closes(server: RunningProcess) -> None:
+    stalled = "the request body did not arrive in time"
+    before = len(rejections(server, stalled))
+    request = http_request(server, PING, framing=[b"Content-Length: 1000"])  # 1000 promised, far fewer sent
+    with connect(server) as sock:
+        opened = time.monotonic()
+        sock.sendall(request)
+        reply = read_all(sock)
+        waited = time.monotonic() - opened
+    assert reply.startswith(b"HTTP/1.1 408 "), reply[:200]
+    assert b'"code":-32600' in reply.replace(b" ", b"") and b"connection: close" in reply.lower()
+    assert BODY_TIMEOUT * 0.8 <= waited < BODY_TIMEOUT + 5
+
+    def logged_once() -> None:
+        assert len(rejections(server, stalled)) == before + 1
+
+    eventually(logged_once, timeout=5)

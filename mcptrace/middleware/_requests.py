@@ -1,9 +1,10 @@
-"""ASGI layer: a request id for every HTTP request, a body-size limit, and a warning for every rejection.
+"""ASGI layer: a request id for every HTTP request, body size and time limits, and a warning for every rejection.
 
 The id (minted, or a proxy's `X-Request-ID` when it is well-formed) is put in
 the request headers for the SDK middleware to find, and echoed in the
 `X-Request-ID` response header. Bodies over the limit get 413 with a JSON-RPC
-error before anything parses them; a POST that declares both Content-Length and
+error before anything parses them, and a body that does not arrive whole within
+the body deadline gets 408 and a closed connection; a POST that declares both Content-Length and
 Transfer-Encoding gets 400 and a closed connection. Every answer with an HTTP
 status >= 400 is logged once as `request_rejected`, with its JSON-RPC code.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import anyio
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -67,10 +69,14 @@ async def send_jsonrpc_error(
 
 
 class RequestIdMiddleware:
-    def __init__(self, app: ASGIApp, *, logger: EventLogger, max_body_bytes: int = 1024 * 1024) -> None:
+    def __init__(
+        self, app: ASGIApp, *, logger: EventLogger, max_body_bytes: int = 1024 * 1024, body_timeout: float = 30.0,
+    ) -> None:
         self.app = app
         self.logger = logger
         self.max_body_bytes = max_body_bytes
+        #: Seconds the whole body may take: a client that stalls mid-body gets 408, not a connection held forever.
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -109,7 +115,11 @@ class RequestIdMiddleware:
             if declared is not None and declared > self.max_body_bytes:
                 await self._too_large(send_with_id, scope, request_id)
                 return
-            body = await read_body(receive, self.max_body_bytes)
+            with anyio.move_on_after(self.body_timeout) as deadline:
+                body = await read_body(receive, self.max_body_bytes)
+            if deadline.cancelled_caught:
+                await self._too_slow(send_with_id, scope, request_id)
+                return
             if body is None:
                 await self._too_large(send_with_id, scope, request_id)
                 return
@@ -127,6 +137,18 @@ class RequestIdMiddleware:
         self.logger.emit(
             f.EV_REQUEST_REJECTED, "warning", **{
                 f.REQUEST_ID: request_id, f.HTTP_STATUS: 413, f.ERROR: "request body too large",
+                f.ERROR_CODE: INVALID_REQUEST, f.TRANSPORT: "http", f.MESSAGE: _request_line(scope),
+            },
+        )
+
+    async def _too_slow(self, send: Send, scope: Scope, request_id: str) -> None:
+        await send_jsonrpc_error(
+            send, 408, INVALID_REQUEST, f"Request body not received within {self.body_timeout:g} s",
+            headers=[(b"connection", b"close")],
+        )
+        self.logger.emit(
+            f.EV_REQUEST_REJECTED, "warning", **{
+                f.REQUEST_ID: request_id, f.HTTP_STATUS: 408, f.ERROR: "the request body did not arrive in time",
                 f.ERROR_CODE: INVALID_REQUEST, f.TRANSPORT: "http", f.MESSAGE: _request_line(scope),
             },
         )

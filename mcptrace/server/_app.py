@@ -178,7 +178,8 @@ def build_app(service: Service) -> ASGIApp:
         session_idle_timeout=config.session_idle_seconds, max_sessions=config.max_sessions,
     )
     app: ASGIApp = wrap_http(EnvelopeMiddleware(NegotiationMiddleware(inner)), service.guards, service.logger)
-    app = RequestIdMiddleware(app, logger=service.logger, max_body_bytes=config.max_body_bytes)
+    app = RequestIdMiddleware(app, logger=service.logger, max_body_bytes=config.max_body_bytes,
+                              body_timeout=config.body_timeout)
     return _with_lifespan(app, service)
 
 
