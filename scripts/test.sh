@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs on a fresh Debian machine, then run it.
+# (iproute2 brings `ip`, which the phoenix test uses to bring up loopback in its own network namespace.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   missing=()
-  for pkg in nginx caddy redis-server ripgrep chromium openssl; do
+  for pkg in nginx caddy redis-server ripgrep chromium openssl iproute2; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
   done
   command -v npm >/dev/null 2>&1 || missing+=(npm)  # any npm will do: the conformance suite brings its own Node 22
