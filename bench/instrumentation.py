@@ -113,12 +113,9 @@ def _start(args: list[str], ready: Path, env: dict[str, str], timeout: float = 6
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
+    from mcptrace.testing import stop_process
+
+    stop_process(proc, timeout=20)
 
 
 PROTOCOL = "2025-11-25"

@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mcptrace
 from mcptrace._errors import ProcessStartError
@@ -86,13 +87,19 @@ def running(
             time.sleep(0.05)
         yield RunningProcess(ready.read_text().strip(), proc, workdir, stderr_path)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(stop_timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_process(proc, timeout=stop_timeout)
+
+
+def stop_process(proc: subprocess.Popen[Any], *, timeout: float = 15.0) -> None:
+    """SIGTERM, a bounded wait for a graceful exit, then SIGKILL: no child outlives its test."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
 
 
 def _tail(path: Path, lines: int = 15) -> str:

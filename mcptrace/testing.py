@@ -11,10 +11,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from mcptrace._process import RunningProcess, running, subprocess_env
+from mcptrace._process import RunningProcess, running, stop_process, subprocess_env
 
 __all__ = [
-    "RunningProcess", "initialize_message", "running", "running_server", "running_upstream", "subprocess_env",
+    "RunningProcess", "initialize_message", "running", "running_server", "running_upstream", "stop_process",
+    "subprocess_env",
 ]
 
 

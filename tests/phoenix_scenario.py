@@ -27,7 +27,7 @@ from mcp import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mcptrace.testing import running_server  # noqa: E402
+from mcptrace.testing import running_server, stop_process  # noqa: E402
 from tests.otel_receivers import free_port  # noqa: E402
 
 PROTOCOLS = {"grpc": "grpc", "http": "http/protobuf"}
@@ -99,11 +99,7 @@ def main() -> int:
                     spans = stored_spans(http_port, project, set(ids.values()))
                 result[name] = {"request_ids": ids, "spans": spans}
         finally:
-            phoenix.terminate()
-            try:
-                phoenix.wait(20)
-            except subprocess.TimeoutExpired:
-                phoenix.kill()
+            stop_process(phoenix, timeout=20)
     out.write_text(json.dumps(result, indent=1))
     return 0
 

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from mcptrace.testing import stop_process
+
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 SHIPPED_CERT = "/etc/ssl/mcptrace/fullchain.pem"
 SHIPPED_KEY = "/etc/ssl/mcptrace/privkey.pem"
@@ -120,12 +122,7 @@ def _run(cmd: list[str], port: int, workdir: Path, env: dict[str, str] | None = 
         _wait_for_port(port, proc, stderr)
         yield stderr
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc, timeout=10)
 
 
 @contextmanager

@@ -22,7 +22,7 @@ import polars as pl
 import pytest
 
 import mcptrace.notebook as nb
-from mcptrace.testing import subprocess_env
+from mcptrace.testing import stop_process, subprocess_env
 from tests.notebook_helpers import ROOT, SAMPLE_LOGS
 
 BROWSER_DIR = ROOT / "tests" / "browser"
@@ -111,12 +111,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             time.sleep(0.25)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc, timeout=15)
         log.close()
 
 

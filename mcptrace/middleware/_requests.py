@@ -131,24 +131,23 @@ class RequestIdMiddleware:
             self._log_rejection(scope, request_id, status_seen[0], start, bytes(error_body))
 
     async def _too_large(self, send: Send, scope: Scope, request_id: str) -> None:
-        await send_jsonrpc_error(
-            send, 413, INVALID_REQUEST, f"Request body exceeds {self.max_body_bytes} bytes",
-        )
-        self.logger.emit(
-            f.EV_REQUEST_REJECTED, "warning", **{
-                f.REQUEST_ID: request_id, f.HTTP_STATUS: 413, f.ERROR: "request body too large",
-                f.ERROR_CODE: INVALID_REQUEST, f.TRANSPORT: "http", f.MESSAGE: _request_line(scope),
-            },
-        )
+        await self._refuse_body(send, scope, request_id, 413, f"Request body exceeds {self.max_body_bytes} bytes",
+                                "request body too large")
 
     async def _too_slow(self, send: Send, scope: Scope, request_id: str) -> None:
-        await send_jsonrpc_error(
-            send, 408, INVALID_REQUEST, f"Request body not received within {self.body_timeout:g} s",
-            headers=[(b"connection", b"close")],
-        )
+        await self._refuse_body(send, scope, request_id, 408,
+                                f"Request body not received within {self.body_timeout:g} s",
+                                "the request body did not arrive in time", headers=[(b"connection", b"close")])
+
+    async def _refuse_body(
+        self, send: Send, scope: Scope, request_id: str, status: int, message: str, error: str, *,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        """Answer a body we will not read with a JSON-RPC error, and log the refusal once."""
+        await send_jsonrpc_error(send, status, INVALID_REQUEST, message, headers=headers)
         self.logger.emit(
             f.EV_REQUEST_REJECTED, "warning", **{
-                f.REQUEST_ID: request_id, f.HTTP_STATUS: 408, f.ERROR: "the request body did not arrive in time",
+                f.REQUEST_ID: request_id, f.HTTP_STATUS: status, f.ERROR: error,
                 f.ERROR_CODE: INVALID_REQUEST, f.TRANSPORT: "http", f.MESSAGE: _request_line(scope),
             },
         )

@@ -19,14 +19,14 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 #: What the protocol logs when it cuts a connection off (the server turns it into a log line).
 HEAD_TIMEOUT_MESSAGE = "Request head not received in time."
 
+_BODY = b"request headers did not arrive in time\r\n"
 _RESPONSE = (
     b"HTTP/1.1 408 Request Timeout\r\n"
     b"content-type: text/plain; charset=utf-8\r\n"
     b"connection: close\r\n"
-    b"content-length: 40\r\n"
-    b"\r\n"
-    b"request headers did not arrive in time\r\n"
-)
+    b"content-length: %d\r\n"
+    b"\r\n" % len(_BODY)
+) + _BODY
 
 
 def head_deadline_protocol(seconds: float) -> type[H11Protocol]:
