@@ -92,29 +92,32 @@ def _merged(
     """Rows over several segments: counts add up, percentiles are computed over every duration."""
     import numpy as np
 
-    per_tool: dict[str | None, tuple[int, int, list[Any]]] = {}
+    calls: dict[str | None, int] = {}
+    errors: dict[str | None, int] = {}
+    durations: dict[str | None, list[Any]] = {}
     for key, segment in zip(keys, segments, strict=True):
         path = directory / "segments" / key / segment[MANIFEST_KEY]["file"]
         for entry in segment[MANIFEST_KEY]["tools"]:
             name = entry["tool_name"]
             if tools is not None and name not in tools:
                 continue
-            values = np.fromfile(path, dtype="<f8", count=entry["count"], offset=8 * entry["offset"])
-            calls, errors, arrays = per_tool.get(name, (0, 0, []))
-            per_tool[name] = (calls + entry["calls"], errors + entry["errors"], [*arrays, values])
+            calls[name] = calls.get(name, 0) + entry["calls"]
+            errors[name] = errors.get(name, 0) + entry["errors"]
+            durations.setdefault(name, []).append(
+                np.fromfile(path, dtype="<f8", count=entry["count"], offset=8 * entry["offset"])
+            )
     rows = []
-    for name in sorted(per_tool, key=lambda n: (n is None, n or "")):
-        calls, errors, arrays = per_tool[name]
-        durations = np.concatenate(arrays) if arrays else np.empty(0)
+    for name in sorted(calls, key=lambda n: (n is None, n or "")):
+        values = np.concatenate(durations[name])
         row: dict[str, Any] = {
             f.TOOL_NAME: name,
-            "calls": calls,
-            "errors": errors,
-            "error_rate": errors / calls if calls else None,
+            "calls": calls[name],
+            "errors": errors[name],
+            "error_rate": errors[name] / calls[name] if calls[name] else None,
         }
-        if len(durations):
-            values = np.quantile(durations, list(QUANTILES.values()), method="linear")
-            row.update({k: float(v) for k, v in zip(QUANTILES, values, strict=True)})
+        if len(values):
+            quantiles = np.quantile(values, list(QUANTILES.values()), method="linear")
+            row.update({k: float(q) for k, q in zip(QUANTILES, quantiles, strict=True)})
         else:
             row.update(dict.fromkeys(QUANTILES))
         rows.append(row)

@@ -30,7 +30,6 @@ SESSION_INPUT_COLUMNS = [
     "message",
     "service",
 ]
-STATS_COLUMNS = ["tool_name", "calls", "errors", "error_rate", "p50_ms", "p95_ms", "p99_ms"]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -106,6 +105,7 @@ def run_stats(args: argparse.Namespace) -> int:
         return 0
     from mcptrace import _fields as f
     from mcptrace.analysis import method_stats, service_stats, tool_stats, top_callers
+    from mcptrace.analysis._toolsummary import STATS_COLUMNS
 
     by_columns = {
         "tool": [f.TOOL_NAME, f.STATUS, f.DURATION_MS],
@@ -143,7 +143,7 @@ def _stats_from_summary(args: argparse.Namespace) -> bool:
     whole = args.every is None and args.since is None and args.until is None and not args.caller
     if args.by != "tool" or not whole or args.no_index:
         return False
-    from mcptrace.analysis._toolsummary import indexed_tool_stats
+    from mcptrace.analysis._toolsummary import STATS_COLUMNS, indexed_tool_stats
 
     found = indexed_tool_stats(args.paths or None, tools=args.tool)
     if found is None:
