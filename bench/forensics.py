@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -57,12 +58,11 @@ out["chain_indexed"] = median(lambda: lookup([path], value=rid), 21)
 out["chain_unindexed"] = median(lambda: lookup([path], value=rid, use_index=False), 3)
 out["stats_summary"] = median(lambda: indexed_tool_stats([path]), 5)
 cols = ["tool_name", "status", "duration_ms"]
-import polars as pl
 from mcptrace.analysis import load, tool_stats
-where = pl.col("event") == "tool_call"
-out["stats_indexed"] = median(lambda: tool_stats(load([path], columns=cols, where=where).frame).collect(), 5)
+events = ["tool_call"]
+out["stats_indexed"] = median(lambda: tool_stats(load([path], columns=cols, events=events).frame).collect(), 5)
 out["stats_unindexed"] = median(
-    lambda: tool_stats(load([path], columns=cols, where=where, use_index=False).frame).collect(), 3)
+    lambda: tool_stats(load([path], columns=cols, events=events, use_index=False).frame).collect(), 3)
 print(json.dumps(out))
 """
 
@@ -75,21 +75,61 @@ def env() -> dict[str, str]:
     return e
 
 
-def timed(cmd: list[str]) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS in MB, stdout) of one whole process."""
+def timed(cmd: list[str]) -> tuple[float, float, str, float]:
+    """(wall seconds, peak RSS in MB, stdout, peak private memory in MB) of one whole process.
+
+    Peak RSS (from GNU time) counts the pages of files the process memory-maps,
+    which stay in the page cache and can be reclaimed at any time; the private
+    (anonymous) memory is what the process itself allocated, sampled every few
+    milliseconds from /proc.
+    """
     gnu_time = shutil.which("time") or "/usr/bin/time"
     with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
-        full = [gnu_time, "-f", "%e %M", "-o", tf.name, *cmd] if Path(gnu_time).exists() else cmd
+        wrapped = Path(gnu_time).exists()
+        full = [gnu_time, "-f", "%e %M", "-o", tf.name, *cmd] if wrapped else cmd
         start = time.perf_counter()
-        proc = subprocess.run(full, capture_output=True, text=True, env=env(), timeout=3600)
+        proc = subprocess.Popen(full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
+        anon = _PeakPrivate(proc.pid, child=wrapped)
+        anon.start()
+        out, err = proc.communicate(timeout=3600)
         wall = time.perf_counter() - start
+        anon.join()
         if proc.returncode not in (0, 1):  # rg exits 1 when nothing matches
-            raise RuntimeError(f"{cmd} failed: {proc.stderr[-2000:]}")
+            raise RuntimeError(f"{cmd} failed: {err[-2000:]}")
         peak = float("nan")
         text = Path(tf.name).read_text().split()
         if len(text) >= 2:
             peak = int(text[-1]) / 1024
-    return wall, peak, proc.stdout
+    return wall, peak, out, anon.peak_kb / 1024
+
+
+class _PeakPrivate(threading.Thread):
+    """Samples RssAnon of a process (or of its only child, under GNU time) until it exits."""
+
+    def __init__(self, pid: int, *, child: bool) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.child, self.peak_kb = pid, child, 0
+
+    def run(self) -> None:
+        target = None
+        while Path(f"/proc/{self.pid}").exists():
+            try:
+                if target is None:
+                    kids = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+                    target = int(kids[0]) if self.child and kids else (None if self.child else self.pid)
+                if target is not None:
+                    for line in Path(f"/proc/{target}/status").read_text().splitlines():
+                        if line.startswith("RssAnon:"):
+                            self.peak_kb = max(self.peak_kb, int(line.split()[1]))
+            except (OSError, ValueError):
+                pass
+            status = Path(f"/proc/{self.pid}/stat")
+            try:
+                if status.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                    return
+            except (OSError, IndexError):
+                return
+            time.sleep(0.005)
 
 
 def evict(paths: list[Path]) -> None:
@@ -113,7 +153,8 @@ def warm(path: Path) -> None:
 
 def measure(cmd: list[str], *, repeat: int, cold: list[Path] | None = None) -> dict[str, float]:
     runs = [timed(cmd) for _ in range(repeat)]
-    result = {"warm": statistics.median(r[0] for r in runs), "peak_mb": max(r[1] for r in runs)}
+    result = {"warm": statistics.median(r[0] for r in runs), "peak_mb": max(r[1] for r in runs),
+              "private_mb": max(r[3] for r in runs)}
     if cold is not None:
         evict(cold)
         result["cold"] = timed(cmd)[0]
@@ -214,14 +255,16 @@ def main() -> None:
         f"{os.cpu_count()} CPUs; load average {load_at_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
     )
     print()
-    print("| command | warm (s) | cold (s) | peak RSS (MB) | warm vs baseline |")
-    print("|---|---:|---:|---:|---|")
+    print("| command | warm (s) | cold (s) | peak RSS (MB) | peak private (MB) | warm vs baseline |")
+    print("|---|---:|---:|---:|---:|---|")
     for name, m, base in rows:
         ratio = ""
         if base and base in by_name:
-            ratio = f"{m['warm'] / by_name[base]['warm']:.2f}x {base}"
+            b = by_name[base]
+            ratio = (f"{m['warm'] / b['warm']:.2f}x {base}; RSS {m['peak_mb'] / b['peak_mb']:.2f}x, "
+                     f"private {m['private_mb'] / max(b['private_mb'], 1):.2f}x")
         cold = f"{m['cold']:.2f}" if "cold" in m else ""
-        print(f"| {name} | {m['warm']:.2f} | {cold} | {m['peak_mb']:.0f} | {ratio} |")
+        print(f"| {name} | {m['warm']:.2f} | {cold} | {m['peak_mb']:.0f} | {m['private_mb']:.0f} | {ratio} |")
     print()
     print(
         f"Index: built in {index_seconds:.1f}s (peak {build[1]:.0f} MB); {index_bytes / 1e6:.1f} MB on disk "

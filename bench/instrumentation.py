@@ -2,15 +2,18 @@
 
     python bench/instrumentation.py [--seconds 8] [--sessions 4] [--rounds 3]
 
-Both servers define the same tool and run under uvicorn on 127.0.0.1, each in
-its own process. The instrumented one adds mcptrace's telemetry as `mcptrace serve`
-sets it up: `instrument()`, JSON log lines to a file, every span and the
-metrics exported over OTLP/HTTP to a live oteltap receiver (its own process),
-`/metrics`, and a `downstream()` block in the tool (one CLIENT span per call).
+Both servers run the same tool under uvicorn on 127.0.0.1, each in its own
+process. The instrumented one adds mcptrace's telemetry as `mcptrace serve` sets
+it up: `instrument()`, JSON log lines to a file, every span (the SDK's SERVER
+span with mcptrace's attributes) and the metrics exported over OTLP/HTTP to a
+live oteltap receiver (its own process), and `/metrics`.
 A third configuration samples 10% of traces (`OTEL_TRACES_SAMPLER`);
-`--otlp-logs` adds the opt-in OTLP log bridge; `--breakdown` adds the instrumented
-server with no spans at all (`OTEL_TRACES_EXPORTER=none`) and with spans created but
-never sampled (`OTEL_TRACES_SAMPLER=always_off`), to show what the spans cost.
+`--otlp-logs` adds the opt-in OTLP log bridge; `--breakdown` adds the bare server
+with only the SDK's own spans exported (a plain `TracerProvider`, no mcptrace), and the
+instrumented server with no spans at all (`OTEL_TRACES_EXPORTER=none`) and with spans
+created but never sampled (`OTEL_TRACES_SAMPLER=always_off`), to show what the spans cost;
+`--downstream` adds the instrumented server whose tool wraps its lookup in `downstream()`
+(a CLIENT span, a log line and a metric more per call).
 The load is the same for every configuration: `--sessions` concurrent Streamable
 HTTP sessions (JSON responses; a light httpx client, so the load generator is not
 what saturates first) calling `tools/call` back to back for `--seconds` after a
@@ -38,13 +41,13 @@ TABLE = {f"k{i}": f"value {i}" for i in range(100)}
 
 # -- the two servers (run in a child process) ----------------------------------
 
-def build_server(instrumented: bool) -> Any:
+def build_server(with_downstream: bool) -> Any:
     from mcp.server import MCPServer
 
     import mcptrace
 
     server: Any = MCPServer("bench")
-    if instrumented:
+    if with_downstream:
         @server.tool()
         async def lookup(key: str) -> dict[str, Any]:
             async with mcptrace.downstream("table", f"GET {key}"):
@@ -62,9 +65,20 @@ def build_server(instrumented: bool) -> Any:
 def serve(mode: str, ready: Path, workdir: Path) -> None:
     import uvicorn
 
-    server = build_server(mode == "instrumented")
+    server = build_server(mode == "downstream")
     telemetry = None
-    if mode == "instrumented":
+    if mode == "sdk-spans":
+        # The bare server with only the SDK's own SERVER span recorded and exported: the part of the
+        # tracing cost that any OpenTelemetry setup of an SDK server pays, mcptrace or not.
+        from opentelemetry import trace
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        provider = TracerProvider()
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        trace.set_tracer_provider(provider)
+    elif mode != "bare":
         from mcptrace.telemetry._log import EventLogger, LogSink
         from mcptrace.telemetry._setup import setup_telemetry
 
@@ -210,9 +224,11 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=4, help="concurrent client sessions")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--otlp-logs", action="store_true", help="also measure the opt-in OTLP log bridge")
+    parser.add_argument("--downstream", action="store_true",
+                        help="also measure the instrumented server whose tool wraps its lookup in downstream()")
     parser.add_argument("--breakdown", action="store_true",
                         help="also measure the instrumented server without spans and with unsampled spans")
-    parser.add_argument("--serve", choices=["bare", "instrumented"], help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=["bare", "sdk-spans", "instrumented", "downstream"], help=argparse.SUPPRESS)
     parser.add_argument("--ready", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -238,9 +254,12 @@ def main() -> int:
                 "sampled 10%": ("instrumented", {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
                                                  "OTEL_TRACES_SAMPLER_ARG": "0.1"}),
             }
+            if args.downstream:
+                configs["+ downstream"] = ("downstream", {})
             if args.otlp_logs:
                 configs["+ OTLP logs"] = ("instrumented", {"OTEL_LOGS_EXPORTER": "otlp"})
             if args.breakdown:
+                configs["SDK spans only"] = ("sdk-spans", {})
                 configs["no spans"] = ("instrumented", {"OTEL_TRACES_EXPORTER": "none"})
                 configs["unsampled"] = ("instrumented", {"OTEL_TRACES_SAMPLER": "always_off"})
             results: dict[str, list[dict[str, float]]] = {name: [] for name in configs}

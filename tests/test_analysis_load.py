@@ -176,3 +176,41 @@ def test_the_line_count_is_every_newline_plus_an_unterminated_last_line(tmp_path
     path = tmp_path / "x.log"
     path.write_bytes(data)
     assert count_lines(path) == data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+
+
+def mixed_events() -> list[bytes | dict[str, object]]:
+    lines: list[bytes | dict[str, object]] = []
+    for i in range(30):
+        lines.append(record(i, event="request_received", duration_ms=None))
+        lines.append(record(i, status="error" if i % 7 == 0 else "success"))
+        lines.append(record(i, event="response_sent"))
+    # The same event name spelled with a JSON escape is still that event.
+    lines.append(orjson.dumps(record(99)).replace(b'"tool_call"', b'"tool\\u005fcall"'))
+    return lines
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
+def test_an_event_filtered_load_keeps_exactly_the_rows_a_full_load_would(tmp_path: Path, newline: bytes) -> None:
+    path = write_lines(tmp_path / "mixed.log", mixed_events())
+    path.write_bytes(path.read_bytes().replace(b"\n", newline))
+    columns = ["mcp_request_id", "tool_name", "duration_ms", "status"]
+    narrowed = load([path], columns=columns, events=["tool_call"], use_index=False)
+    everything = load([path], columns=columns, use_index=False).frame.filter(pl.col("event") == "tool_call")
+    assert narrowed.frame.collect().equals(everything.collect())
+    assert narrowed.frame.collect().height == 31
+    assert narrowed.report.lines == 91 and narrowed.report.corrupt_count == 0
+
+
+def test_an_event_filtered_load_still_reports_each_corrupt_line_that_could_be_one_of_its_events(
+    tmp_path: Path,
+) -> None:
+    lines = mixed_events()
+    lines[4] = b'{"timestamp":"2026-11-25T14:00:01.000Z","event":"tool_call","duration_ms":"slow"}'
+    lines.insert(10, b'{"timestamp":"2026-11-25T14:00:03.000Z","level":"info","event":"tool_c')
+    path = write_lines(tmp_path / "mixed.log", lines)
+    loaded = load([path], columns=["duration_ms"], events=["tool_call"], use_index=False)
+    assert loaded.frame.collect().height == 30
+    assert sorted((c.line, c.reason.split(" (")[0]) for c in loaded.report.corrupt) == [
+        (5, "wrong type"),
+        (11, "bad JSON"),
+    ]

@@ -53,6 +53,22 @@ def test_an_unsupported_protocol_is_a_clear_config_error() -> None:
         providers_from_env({**ENDPOINT, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"})
 
 
+def _spans_per_export(env: dict[str, str]) -> int:
+    providers = providers_from_env({**ENDPOINT, **env})
+    try:
+        assert providers.tracer_provider is not None
+        (processor,) = providers.tracer_provider._active_span_processor._span_processors
+        return int(processor._batch_processor._max_export_batch_size)  # type: ignore[attr-defined]
+    finally:
+        providers.shutdown()
+
+
+def test_spans_are_exported_in_small_batches_unless_the_standard_variable_says_otherwise() -> None:
+    assert _spans_per_export({}) == 64
+    assert _spans_per_export({"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "512"}) == 512
+    assert _spans_per_export({"OTEL_BSP_MAX_QUEUE_SIZE": "16"}) == 16  # never more than the queue holds
+
+
 def _exemplars_recorded(env: dict[str, str]) -> int:
     """Exemplars a histogram keeps for one measurement made inside a sampled span."""
     reader = InMemoryMetricReader()

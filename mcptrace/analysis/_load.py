@@ -11,6 +11,7 @@ follows the size of the answer, not of the logs.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,17 +53,23 @@ def load(
     *,
     columns: Sequence[str] | None = None,
     where: pl.Expr | None = None,
+    events: Sequence[str] | None = None,
     progress: Progress | None = None,
     use_index: bool = True,
 ) -> Loaded:
     """Read log files into a LazyFrame typed by the pinned schema.
 
     `columns` narrows what is parsed (timestamp and event are always kept);
-    `where` filters rows block by block. Lines without a timestamp or an event,
+    `where` filters rows block by block; `events` keeps only those events, and
+    lets a plain file skip parsing the lines that cannot be one of them (see
+    `_scan_events`). Lines without a timestamp or an event,
     bad JSON and wrongly typed values are counted in the report, never raised.
     When `mcptrace index` has indexed exactly these files as they are now, the
     Parquet index is read instead (`use_index=False` forces the JSON).
     """
+    if events is not None:
+        wanted = pl.col(f.EVENT).is_in(list(events))
+        where = wanted if where is None else wanted & where
     if columns is not None and where is not None:
         columns = [*columns, *(c for c in where.meta.root_names() if c not in columns)]
     schema = read_schema(columns)
@@ -79,7 +86,13 @@ def load(
     total = sum(_size(s) for s in sources)
     frames: list[pl.DataFrame] = []
     for source in sources:
-        fast = _scan_whole(source, schema, where) if source.compression is None else None
+        fast = None
+        if source.compression is None:
+            fast = (
+                _scan_events(source, schema, where, events)
+                if events and all(_PLAIN_NAME.fullmatch(e) for e in events)
+                else _scan_whole(source, schema, where)
+            )
         if fast is not None:
             frame, n_lines = fast
             report.lines += n_lines
@@ -131,6 +144,62 @@ def _scan_whole(source: Source, schema: pl.Schema, where: pl.Expr | None) -> tup
     return frame.drop("_keep", "_bad"), count_lines(source.path)
 
 
+def _scan_events(
+    source: Source, schema: pl.Schema, where: pl.Expr | None, events: Sequence[str]
+) -> tuple[pl.DataFrame, int] | None:
+    """`_scan_whole` for a query about a few events, parsing only the lines that can be one of them.
+
+    A line whose event is `tool_call` holds the text `tool_call` (or a `\\u`
+    escape that spells it), so the other lines are passed over by a substring
+    search, which costs a fraction of parsing them. Lines that do not look like
+    one JSON object (`{...}`), a truncated last line for one, are parsed too, so
+    that they fail and the file is read block by block, which reports them with
+    their line numbers. None in that case, as in `_scan_whole`.
+    """
+    line = pl.col("line")
+    maybe = line.str.contains("\\u", literal=True)
+    for event in events:
+        maybe = maybe | line.str.contains(event, literal=True)
+    whole = line.str.starts_with("{") & (line.str.ends_with("}") | line.str.ends_with("}\r"))
+    misshapen = ~whole & (line.str.len_bytes() > 0)
+    text_schema = _as_text_timestamp(schema)
+    stamp = pl.col(f.TIMESTAMP).str.to_datetime(_TS_FORMAT, time_unit="us", time_zone="UTC", strict=False)
+    bad = pl.col(f.TIMESTAMP).is_null() | pl.col(f.EVENT).is_null()
+    keep = pl.lit(True) if where is None else where.fill_null(False)
+    # Counted first: the count maps the whole file for a moment, and then nothing else is held.
+    n_lines = count_lines(source.path)
+    try:
+        frame = (
+            _scan_lines(source.path)
+            .filter(maybe | misshapen)
+            .select(line.str.json_decode(pl.Struct(text_schema)).struct.unnest())
+            .with_columns(stamp)
+            .with_columns(keep.alias("_keep"), bad.alias("_bad"))
+            .filter(pl.col("_keep") | pl.col("_bad"))
+            .collect(engine="streaming")
+        )
+    except Exception:
+        return None
+    if frame.get_column("_bad").any():
+        return None
+    return frame.drop("_keep", "_bad"), n_lines
+
+
+#: Event names that JSON writes only as themselves or with `\u` escapes (never `\/` or `\"`).
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.:-]+")
+
+
+def _scan_lines(path: os.PathLike[str] | str) -> pl.LazyFrame:
+    """A file's lines as one text column, split by polars' CSV reader on every core.
+
+    No quote character and a separator that JSON text cannot hold unescaped: a
+    row is a line, whatever it contains.
+    """
+    return pl.scan_csv(
+        os.fspath(path), has_header=False, separator="\x1f", quote_char=None, schema={"line": pl.String}
+    )
+
+
 def count_lines(path: os.PathLike[str] | str) -> int:
     """Newline-terminated lines plus a last line without one (a byte count, no parsing).
 
@@ -138,10 +207,7 @@ def count_lines(path: os.PathLike[str] | str) -> int:
     no quote character and a separator JSON cannot hold, its rows are the lines.
     """
     try:
-        rows = pl.scan_csv(
-            os.fspath(path), has_header=False, separator="\x1f", quote_char=None, schema={"line": pl.String}
-        ).select(pl.len())
-        return int(rows.collect().item())
+        return int(_scan_lines(path).select(pl.len()).collect().item())
     except Exception:  # polars could not read it as text: count the bytes ourselves
         return _count_newlines(path)
 

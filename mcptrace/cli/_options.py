@@ -57,15 +57,13 @@ def add_common(parser: argparse.ArgumentParser, *, paths: bool = True) -> None:
     )
 
 
-def row_filter(args: argparse.Namespace, events: list[str] | None = None) -> Any:
-    """The polars predicate for --since/--until/--tool/--caller (and the events wanted), or None."""
+def row_filter(args: argparse.Namespace) -> Any:
+    """The polars predicate for --since/--until/--tool/--caller, or None."""
     import polars as pl
 
     from mcptrace import _fields as f
 
     conds = []
-    if events:
-        conds.append(pl.col(f.EVENT).is_in(events))
     if args.since is not None:
         conds.append(pl.col(f.TIMESTAMP) >= args.since)
     if args.until is not None:
@@ -134,7 +132,8 @@ def load_frame(
         loaded = load(
             args.paths or None,
             columns=columns,
-            where=row_filter(args, events),
+            where=row_filter(args),
+            events=events,
             progress=progress,
             use_index=not args.no_index,
         )
