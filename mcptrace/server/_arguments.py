@@ -43,7 +43,7 @@ def describe_invalid_arguments(tool: str, error: ValidationError) -> str:
 def _problem(detail: Any) -> str:
     where = _location(detail.get("loc", ()))
     message = " ".join(str(detail.get("msg", "invalid value")).split())[:_MAX_MESSAGE_CHARS]
-    if detail.get("type") == "missing":  # its input is the whole argument object: nothing to point at
+    if str(detail.get("type", "")).startswith("missing"):  # its input is the whole object: nothing to point at
         return f"{where}: {message}"
     return f"{where}: {message} (got {_shown(detail.get('input'))})"
 
