@@ -104,8 +104,11 @@ def test_one_session_past_the_cap_is_refused_with_retry_after_until_a_session_cl
     assert status == 503
     assert int(headers["retry-after"]) >= 1
 
-    rejected = wait_for_log(server.log_file, lambda r: r["event"] == "request_rejected")
-    assert len(rejected) == 1
+    request_id = headers["x-request-id"]
+    rejected = wait_for_log(
+        server.log_file, lambda r: r["event"] == "request_rejected" and r["mcp_request_id"] == request_id
+    )
+    assert len(rejected) == 1, "logged once"
     line = rejected[0]
     assert line["http_status"] == 503 and line["error_code"] == SERVER_ERROR
     assert "session limit" in line["error"] and str(CAP) in line["error"]
@@ -134,6 +137,8 @@ def test_the_raw_refusal_is_json_rpc_with_the_limit_in_its_data(server: RunningP
 
 
 def test_sessionless_calls_are_served_while_the_cap_is_reached(server: RunningProcess) -> None:
+    refused_before = metric(server, "mcp_session_limit_rejections_total")
+
     async def main() -> None:
         with anyio.fail_after(30):
             async with legacy_session(server, "a"), legacy_session(server, "b"):
@@ -142,5 +147,8 @@ def test_sessionless_calls_are_served_while_the_cap_is_reached(server: RunningPr
                         assert (await modern.call_tool("ping", {})).content[0].text == "pong"  # type: ignore[union-attr]
                         found = await modern.call_tool("search_database", {"query": "anvil", "limit": 1})
                         assert not found.is_error
+                active = await anyio.to_thread.run_sync(metric, server, "mcp_active_sessions")
+                assert active == CAP, "no session was opened for them"
 
     anyio.run(main)
+    assert metric(server, "mcp_session_limit_rejections_total") == refused_before
