@@ -151,7 +151,7 @@ ENVIRONMENT: Final[dict[str, str]] = {
     "MCPTRACE_BREAKER_WINDOW": "seconds of downstream outcomes a breaker looks at (default 30)",
     "MCPTRACE_BREAKER_COOLDOWN": "seconds an open breaker waits before a half-open trial call (default 5)",
     "MCPTRACE_SESSION_IDLE_SECONDS": "close a session after this long with no request in flight (default 1800)",
-    "MCPTRACE_MAX_SESSIONS": "open sessions at most; one more gets 503 'Too many open sessions' (default 10000)",
+    "MCPTRACE_MAX_SESSIONS": "open handshake-era sessions at most; one more gets 503 with Retry-After (default 10000)",
     "MCPTRACE_HEADER_TIMEOUT": "seconds a client has to send a complete request head; then 408 and close (default 10)",
     "MCPTRACE_BODY_TIMEOUT": "seconds a client has to send the whole request body; then 408 and close (default 30)",
     "MCPTRACE_HEALTH_CACHE_SECONDS": "how long a /health answer is reused (default 1)",

@@ -85,6 +85,7 @@ M_ACTIVE_SESSIONS: Final = "mcp_active_sessions"
 M_DOWNSTREAM_ERRORS: Final = "mcp_downstream_errors_total"
 M_AUTH_FAILURES: Final = "mcp_auth_failures_total"
 M_RATE_LIMITED: Final = "mcp_rate_limit_rejections_total"
+M_SESSION_LIMITED: Final = "mcp_session_limit_rejections_total"
 M_SUSPENSIONS: Final = "mcptrace_suspensions_total"
 M_BREAKER_TRANSITIONS: Final = "mcptrace_breaker_transitions_total"
 

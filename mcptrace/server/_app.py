@@ -1,8 +1,10 @@
 """Assembling `mcptrace serve`: the SDK server, our tools, and the layers around them.
 
-    client ─▶ RequestIdMiddleware ─▶ [Auth ─▶ Admission] ─▶ EnvelopeMiddleware ─▶ NegotiationMiddleware ─▶ SDK
+    client ─▶ RequestIdMiddleware ─▶ [Auth ─▶ Admission] ─▶ EnvelopeMiddleware ─▶ NegotiationMiddleware ─▶
                 (id, size limit,       (token, tools,         (one JSON-RPC          (Accept per request)
                  rejections)            rate limits)           message or 400)
+              ─▶ SessionLimitMiddleware ─▶ SDK
+                 (a clear 503 with Retry-After at the session cap)
     SDK middleware chain: OpenTelemetry ─▶ RequestLog ─▶ RateLimit ─▶ tool
 """
 
@@ -32,6 +34,8 @@ from mcptrace.middleware._envelope import EnvelopeMiddleware
 from mcptrace.middleware._negotiate import NegotiationMiddleware
 from mcptrace.middleware._requestlog import RequestLogMiddleware, default_identify
 from mcptrace.middleware._requests import RequestIdMiddleware
+from mcptrace.middleware._sessionlimit import SessionLimitMiddleware
+from mcptrace.server._arguments import ArgumentCheckingServer
 from mcptrace.server._db import Database
 from mcptrace.server._health import HealthChecker
 from mcptrace.server._remote import LoadReport, load_pinned_resources
@@ -97,7 +101,7 @@ def build_service(config: Config, *, logger: EventLogger | None = None, transpor
     logger = logger or make_logger(config)
     guards = build_guards(config, logger)
     deps = Dependencies(config=config, db=Database(config.resolved_db_path), breakers=guards.breakers)
-    mcp: MCPServer[Any] = MCPServer(SERVER_NAME, version=__version__, log_level="WARNING")
+    mcp: MCPServer[Any] = ArgumentCheckingServer(SERVER_NAME, version=__version__, log_level="WARNING")
     register_tools(mcp, deps)
     mcp.middleware.insert(0, TraceMetaGuard())
     pinned = None
@@ -173,10 +177,15 @@ def build_app(service: Service) -> ASGIApp:
     if config.metrics and service.telemetry is not None:
         route(service, "/metrics", service.telemetry.prometheus.endpoint)
 
-    inner = service.mcp.streamable_http_app(
+    inner: ASGIApp = service.mcp.streamable_http_app(
         stateless_http=config.stateless, max_request_body_size=config.max_body_bytes, host=config.host,
         session_idle_timeout=config.session_idle_seconds, max_sessions=config.max_sessions,
     )
+    if not config.stateless:
+        capped = SessionLimitMiddleware(inner, max_sessions=config.max_sessions, logger=service.logger)
+        if service.telemetry is not None:
+            service.telemetry.instrumentation.metrics.observe_session_rejections(lambda: capped.refused)
+        inner = capped
     app: ASGIApp = wrap_http(EnvelopeMiddleware(NegotiationMiddleware(inner)), service.guards, service.logger)
     app = RequestIdMiddleware(app, logger=service.logger, max_body_bytes=config.max_body_bytes,
                               body_timeout=config.body_timeout)

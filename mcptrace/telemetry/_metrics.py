@@ -96,6 +96,16 @@ class ServerMetrics:
         self.meter.create_observable_gauge(
             f.M_ACTIVE_SESSIONS, [callback], unit="{session}", description="open MCP sessions")
 
+    def observe_session_rejections(self, count: Callable[[], int]) -> None:
+        """Report `count()` (requests refused at the session cap) as a counter at each collection."""
+
+        def callback(options: CallbackOptions) -> Iterable[Observation]:
+            return [Observation(count())]
+
+        self.meter.create_observable_counter(
+            f.M_SESSION_LIMITED, [callback], unit="{request}",
+            description="new sessions refused because the server was at its session limit")
+
     def observe_dropped(self, dropped: Callable[[], Mapping[tuple[str, str], int]]) -> None:
         """Report telemetry the exporters lost, keyed by (signal, reason)."""
 
