@@ -57,6 +57,19 @@ DESCRIPTIONS: dict[str, str] = {
     f.TRANSPORT: "`http` or `stdio`",
     f.HTTP_STATUS: "HTTP status of a rejected request",
     f.MESSAGE: "free text for lifecycle lines",
+    f.RETRY_AFTER_MS: "how long a refused client should wait before retrying (rate limit, session limit)",
+    f.LIMIT_SCOPE: "which limit refused a call: `caller`, `tool` (per caller and tool) or `suspended`",
+    f.BREAKER_STATE: "a dependency breaker's new state: `closed`, `open` or `half_open`",
+    f.PROBE_URL: "the MCP endpoint `mcptrace probe` checks",
+    f.FAILED_STEP: "the gate step that failed: `initialize`, `initialized`, `tool` or `streaming`",
+    f.CONSECUTIVE_FAILURES: "failed probe runs in a row, up to this one",
+    f.FAILING_SECONDS: "seconds since the probe's first failure in the current run of failures",
+    f.FAILING_SINCE: "when the current run of probe failures began (UTC ISO-8601)",
+    f.RESOURCE_URL: "where a hash-pinned remote tool or prompt definition is fetched from",
+    f.RESOURCE_KIND: "what a pinned resource defines: `tool` or `prompt`",
+    f.EXPECTED_SHA256: "the sha256 the configuration pins for a remote resource",
+    f.ACTUAL_SHA256: "the sha256 of what was fetched or found in the cache",
+    f.RESOURCE_SOURCE: "where a verified resource came from: `remote` or `cache`",
 }
 
 EVENTS: dict[str, str] = {
@@ -70,6 +83,11 @@ EVENTS: dict[str, str] = {
     f.EV_AUTH_FAILED: "a request failed authentication",
     f.EV_RATE_LIMITED: "a call was refused by a rate limit",
     f.EV_BREAKER_STATE: "a downstream circuit breaker changed state",
+    f.EV_AUTH_WARNING: "the server started on loopback without authentication (written once, at start)",
+    f.EV_PROBE_RESULT: "one `mcptrace probe` run finished: passed or the step that failed",
+    f.EV_PROBE_ALERT: "the probe sent (or failed to send) an alert after repeated failures",
+    f.EV_RESOURCE_LOADED: "a hash-pinned remote resource was fetched or read from cache and verified",
+    f.EV_RESOURCE_REJECTED: "a pinned resource was refused: hash mismatch, HTTP error or too large",
 }
 
 
