@@ -130,24 +130,53 @@ def record_time(record: dict[str, Any]) -> datetime:
 
 
 def count_lines(sources: Sequence[Source]) -> int:
-    """Lines in all sources (a full read: only for error reports)."""
-    return sum(block.count(b"\n") for source in sources for _, block in iter_blocks(source))
+    """Lines in all sources (a full read: only for error reports).
+
+    Plain files are counted by polars' row counter on every core (imported
+    here, on the error path only); compressed ones block by block.
+    """
+    total = 0
+    for source in sources:
+        if source.compression is None:
+            from mcptrace.analysis._load import count_lines as count_file
+
+            total += count_file(source.path)
+        else:
+            total += sum(block.count(b"\n") for _, block in iter_blocks(source))
+    return total
 
 
 def close_ids(sources: Sequence[Source], wanted: str, *, limit: int = 5) -> list[str]:
-    """Request ids in the logs that look like `wanted` (for "did you mean")."""
-    prefixes = [wanted[:n] for n in (len(wanted) - 2, 10, 8, 6) if 0 < n < len(wanted)]
-    for prefix in dict.fromkeys(prefixes):
-        pattern = re.compile(
-            b'"' + f.REQUEST_ID.encode() + b'":"(' + re.escape(prefix.encode()) + b'[^"]{0,200})"'
-        )
-        found: set[str] = set()
-        for source in sources:
-            for _, line in iter_matching_lines(source, b'"' + prefix.encode()):
-                for m in pattern.finditer(line):
-                    found.add(m.group(1).decode("utf-8", "replace"))
-                if len(found) > 10_000:
-                    break
-        if found:
-            return difflib.get_close_matches(wanted, sorted(found), n=limit, cutoff=0.0)
+    """Request ids in the logs that look like `wanted` (for "did you mean").
+
+    One more pass over the logs: the ids that share the shortest prefix tried are
+    collected, then the longest prefix that any of them shares wins.
+    """
+    prefixes = list(dict.fromkeys(wanted[:n] for n in (len(wanted) - 2, 10, 8, 6) if 0 < n < len(wanted)))
+    if not prefixes:
+        return []
+    shortest = min(prefixes, key=len)
+    pattern = re.compile(
+        b'"' + f.REQUEST_ID.encode() + b'":"(' + re.escape(shortest.encode()) + b'[^"]{0,200})"'
+    )
+    found: set[str] = set()
+    for source in sources:
+        try:
+            lines = find_lines(source, b'"' + shortest.encode())
+        except LogReadError:
+            continue
+        for _, line in lines:
+            for m in pattern.finditer(line):
+                found.add(m.group(1).decode("utf-8", "replace"))
+            if len(found) > _MAX_CANDIDATES:
+                break
+    for prefix in sorted(prefixes, key=len, reverse=True):
+        candidates = sorted(i for i in found if i.startswith(prefix))
+        if candidates:
+            return difflib.get_close_matches(wanted, candidates[:_MAX_COMPARED], n=limit, cutoff=0.0)
     return []
+
+
+#: Ids collected as candidates for a suggestion, and how many of them difflib compares at most.
+_MAX_CANDIDATES = 200_000
+_MAX_COMPARED = 10_000
