@@ -98,3 +98,19 @@ def test_a_large_log_is_searched_in_parallel_chunks_with_the_same_answer(
         (r for r in lines if r["mcp_request_id"] == "req-0042"), key=lambda r: str(r["timestamp"])
     )
     assert found == expected
+
+
+def test_an_unknown_id_is_answered_with_the_ids_sharing_its_longest_prefix(tmp_path: Path) -> None:
+    ids = ["req-abcdef0000000001", "req-abcdef0000000002", "req-abcd99ffffffffff", "req-ab77aaaaaaaaaaaa"]
+    ids += [f"req-ab{i:014x}" for i in range(200)]
+    log = tmp_path / "x.log"
+    log.write_bytes(b"".join(
+        orjson.dumps({"timestamp": "2026-11-25T14:00:00.000Z", "event": "tool_call", "mcp_request_id": i}) + b"\n"
+        for i in ids
+    ))
+    result = lookup([log], value="req-abcdef000000000X", use_index=False)
+    assert result.records == []
+    message = result.not_found_message("req-abcdef000000000X")
+    assert f"{len(ids)} line(s)" in message
+    suggested = message.split("close ids: ")[1].split(", ")
+    assert sorted(suggested) == ["req-abcdef0000000001", "req-abcdef0000000002"]
