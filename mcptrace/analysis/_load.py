@@ -125,23 +125,8 @@ def _scan_whole(source: Source, schema: pl.Schema, where: pl.Expr | None) -> tup
     missing timestamp or event): the caller then reads it block by block,
     which finds each bad line and its number.
     """
-    stamp = pl.col(f.TIMESTAMP).str.to_datetime(_TS_FORMAT, time_unit="us", time_zone="UTC", strict=False)
-    bad = pl.col(f.TIMESTAMP).is_null() | pl.col(f.EVENT).is_null()
-    keep = pl.lit(True) if where is None else where.fill_null(False)
-    try:
-        # Row-wise expressions only: the streaming engine then holds one batch at a time.
-        frame = (
-            pl.scan_ndjson(source.path, schema=_as_text_timestamp(schema))
-            .with_columns(stamp)
-            .with_columns(keep.alias("_keep"), bad.alias("_bad"))
-            .filter(pl.col("_keep") | pl.col("_bad"))
-            .collect(engine="streaming")
-        )
-    except Exception:
-        return None
-    if frame.get_column("_bad").any():
-        return None
-    return frame.drop("_keep", "_bad"), count_lines(source.path)
+    frame = _collect_checked(pl.scan_ndjson(source.path, schema=_as_text_timestamp(schema)), where)
+    return None if frame is None else (frame, count_lines(source.path))
 
 
 def _scan_events(
@@ -162,18 +147,26 @@ def _scan_events(
         maybe = maybe | line.str.contains(event, literal=True)
     whole = line.str.starts_with("{") & (line.str.ends_with("}") | line.str.ends_with("}\r"))
     misshapen = ~whole & (line.str.len_bytes() > 0)
-    text_schema = _as_text_timestamp(schema)
+    # Counted first: the count maps the whole file for a moment, and then nothing else is held.
+    n_lines = count_lines(source.path)
+    records = (
+        _scan_lines(source.path)
+        .filter(maybe | misshapen)
+        .select(line.str.json_decode(pl.Struct(_as_text_timestamp(schema))).struct.unnest())
+    )
+    frame = _collect_checked(records, where)
+    return None if frame is None else (frame, n_lines)
+
+
+def _collect_checked(records: pl.LazyFrame, where: pl.Expr | None) -> pl.DataFrame | None:
+    """The rows matching `where`, timestamps converted; None if any row lacks a timestamp or event."""
     stamp = pl.col(f.TIMESTAMP).str.to_datetime(_TS_FORMAT, time_unit="us", time_zone="UTC", strict=False)
     bad = pl.col(f.TIMESTAMP).is_null() | pl.col(f.EVENT).is_null()
     keep = pl.lit(True) if where is None else where.fill_null(False)
-    # Counted first: the count maps the whole file for a moment, and then nothing else is held.
-    n_lines = count_lines(source.path)
     try:
+        # Row-wise expressions only: the streaming engine then holds one batch at a time.
         frame = (
-            _scan_lines(source.path)
-            .filter(maybe | misshapen)
-            .select(line.str.json_decode(pl.Struct(text_schema)).struct.unnest())
-            .with_columns(stamp)
+            records.with_columns(stamp)
             .with_columns(keep.alias("_keep"), bad.alias("_bad"))
             .filter(pl.col("_keep") | pl.col("_bad"))
             .collect(engine="streaming")
@@ -182,7 +175,7 @@ def _scan_events(
         return None
     if frame.get_column("_bad").any():
         return None
-    return frame.drop("_keep", "_bad"), n_lines
+    return frame.drop("_keep", "_bad")
 
 
 #: Event names that JSON writes only as themselves or with `\u` escapes (never `\/` or `\"`).
