@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -146,8 +147,8 @@ class ProcessSpanExporter(SpanExporter):
     """A `SpanExporter` whose OTLP encoding and sending run in a child process (see the module docstring).
 
     `protocol` is `http/protobuf` or `grpc`; `env` holds extra variables for the
-    child (the rest of its environment is this process's). The child starts at
-    the first export.
+    child (the rest of its environment is this process's). The child starts
+    with the exporter, and again in a forked copy of the process at its first export.
     """
 
     def __init__(
@@ -170,6 +171,9 @@ class ProcessSpanExporter(SpanExporter):
         self._backoff = MIN_BACKOFF
         self._restart_at = 0.0
         self._closed = False
+        self._pid = os.getpid()
+        with self._lock:
+            self._running_child()  # started now, so its imports are done before the first batch
 
     @property
     def restarts(self) -> int:
@@ -178,7 +182,7 @@ class ProcessSpanExporter(SpanExporter):
 
     @property
     def child_pid(self) -> int | None:
-        """The running child's process id (None before the first export and between children)."""
+        """The running child's process id (None while none runs)."""
         child = self._child
         return child.process.pid if child is not None and child.alive else None
 
@@ -195,6 +199,14 @@ class ProcessSpanExporter(SpanExporter):
 
     def _running_child(self) -> _Child | None:
         child = self._child
+        if self._pid != os.getpid():
+            # A forked copy of the server: the child and its pipe belong to the parent; start our own.
+            if child is not None:
+                for pipe in (child.process.stdin, child.process.stdout):
+                    with contextlib.suppress(OSError, ValueError):
+                        pipe.close() if pipe is not None else None
+            self._pid, self._child, child = os.getpid(), None, None
+            self._starts, self._restart_at, self._backoff = 0, 0.0, MIN_BACKOFF
         if child is not None and child.alive:
             return child
         now = time.monotonic()
