@@ -28,7 +28,7 @@ from opentelemetry.trace import Link, SpanKind, StatusCode
 from mcptrace import ConfigError
 from mcptrace.telemetry._otlp import CountingBatchSpanProcessor, make_resource, providers_from_env
 from mcptrace.telemetry._spanprocess import ProcessSpanExporter
-from mcptrace.telemetry._spanwire import frame, read_frame, rebuild_resource, rebuild_spans, resource_message, span_rows
+from mcptrace.telemetry._spanwire import Rebuilder, frame, read_frame, span_rows
 from mcptrace.testing import RunningProcess, running_server, subprocess_env
 from tests.otel_receivers import OtelTap, attrs, free_port, oteltap
 
@@ -84,16 +84,23 @@ def finished_spans() -> list[Any]:
 # -- the wire format -------------------------------------------------------------
 
 def test_the_child_rebuilds_spans_that_encode_to_the_same_otlp_bytes() -> None:
-    spans = finished_spans()
-    stream = io.BytesIO(frame(resource_message(spans[0].resource)) + frame(span_rows(spans)))
-    resource = rebuild_resource(read_frame(stream) or ())
-    rebuilt = rebuild_spans(read_frame(stream) or (), resource)
+    spans, sent = finished_spans(), {}
+    stream = io.BytesIO(frame(span_rows(spans, sent)) + frame(span_rows(spans[::-1], sent)))
+    rebuilder = Rebuilder()
+    first, second = rebuilder.spans(read_frame(stream) or ()), rebuilder.spans(read_frame(stream) or ())
     assert read_frame(stream) is None
-    assert encode_spans(rebuilt).SerializeToString() == encode_spans(spans).SerializeToString()
+    assert encode_spans(first).SerializeToString() == encode_spans(spans).SerializeToString()
+    assert encode_spans(second).SerializeToString() == encode_spans(spans[::-1]).SerializeToString()
+
+
+def test_a_resource_goes_to_the_child_once() -> None:
+    spans, sent = finished_spans(), {}
+    assert len(span_rows(spans, sent)[1]) == 1
+    assert span_rows(spans, sent)[1] == []
 
 
 def test_a_truncated_frame_is_an_error_not_a_partial_batch() -> None:
-    data = frame(span_rows(finished_spans()))
+    data = frame(span_rows(finished_spans(), {}))
     with pytest.raises(EOFError):
         read_frame(io.BytesIO(data[:-3]))
 
@@ -144,7 +151,7 @@ def test_shutdown_delivers_every_queued_span_and_the_child_exits() -> None:
 
 
 def test_spans_a_receiver_that_is_down_refuses_are_counted_as_failed_exports() -> None:
-    exporter = ProcessSpanExporter(make_resource(), env={
+    exporter = ProcessSpanExporter(env={
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}", "OTEL_EXPORTER_OTLP_TIMEOUT": "1"})
     spans = finished_spans()
     try:
@@ -185,7 +192,7 @@ def _process_exporter(provider: TracerProvider) -> ProcessSpanExporter:
 
 def orphan_parent(endpoint: str) -> None:
     """Export one batch through a child, print the child's pid, then die without any cleanup."""
-    exporter = ProcessSpanExporter(make_resource(), env={"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint})
+    exporter = ProcessSpanExporter(env={"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint})
     exporter.export(finished_spans())
     assert exporter.force_flush(20_000)
     print(exporter.child_pid, flush=True)

@@ -230,13 +230,13 @@ def span_export_mode(env: Mapping[str, str], given: str | None = None) -> str:
     return value
 
 
-def _traces_exporter(env: Mapping[str, str], resource: Resource, drops: DropCounter, mode: str) -> SpanExporter:
+def _traces_exporter(env: Mapping[str, str], drops: DropCounter, mode: str) -> SpanExporter:
     if mode == "thread":
         return span_exporter(env)
     from mcptrace.telemetry._spanprocess import ProcessSpanExporter
 
     otel = {k: v for k, v in env.items() if k.startswith("OTEL_")}
-    return ProcessSpanExporter(resource, protocol=_protocol(env, "TRACES"), drops=drops, env=otel)
+    return ProcessSpanExporter(protocol=_protocol(env, "TRACES"), drops=drops, env=otel)
 
 
 def span_exporter(env: Mapping[str, str]) -> SpanExporter:
@@ -349,7 +349,7 @@ def providers_from_env(
         resource=resource, metric_readers=readers, exemplar_filter=exemplar_filter(env))
     tracer_provider = None
     if traces_enabled(env):
-        spans_out = _traces_exporter(env, resource, drops, mode)
+        spans_out = _traces_exporter(env, drops, mode)
         tracer_provider = TracerProvider(resource=resource)
         tracer_provider.add_span_processor(
             CountingBatchSpanProcessor(spans_out, drops, max_export_batch_size=export_batch_size(env)))

@@ -20,27 +20,24 @@ from typing import IO
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from mcptrace.telemetry._otlp import PROTOCOLS, span_exporter
-from mcptrace.telemetry._spanwire import RESOURCE, SPANS, read_frame, rebuild_resource, rebuild_spans
+from mcptrace.telemetry._spanwire import SPANS, Rebuilder, read_frame
 
 
 def run(stdin: IO[bytes], acks: IO[bytes], exporter: SpanExporter) -> None:
     """Export every batch read from `stdin`, acknowledging each on `acks`, until end of stream."""
-    from opentelemetry.sdk.resources import Resource
-
-    resource = Resource.get_empty()
+    rebuilder = Rebuilder()
     try:
         while (message := read_frame(stdin)) is not None:
-            if message[0] == RESOURCE:
-                resource = rebuild_resource(message)
-            elif message[0] == SPANS:
-                spans = rebuild_spans(message, resource)
-                try:
-                    delivered = exporter.export(spans) is SpanExportResult.SUCCESS
-                except Exception:
-                    delivered = False
-                n = len(spans)
-                acks.write(b"%d %d\n" % ((n, 0) if delivered else (0, n)))
-                acks.flush()
+            if message[0] != SPANS:
+                continue
+            spans = rebuilder.spans(message)
+            try:
+                delivered = exporter.export(spans) is SpanExportResult.SUCCESS
+            except Exception:
+                delivered = False
+            n = len(spans)
+            acks.write(b"%d %d\n" % ((n, 0) if delivered else (0, n)))
+            acks.flush()
     finally:
         exporter.shutdown()
 
@@ -58,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         run(sys.stdin.buffer, acks, exporter)
     except BrokenPipeError:
         return 0  # the server is gone: nobody to report to
-    except (EOFError, ValueError, TypeError, pickle.UnpicklingError) as exc:
+    except (EOFError, ValueError, TypeError, KeyError, IndexError, pickle.UnpicklingError) as exc:
         print(f"mcptrace span export: unreadable input from the server ({exc}); exiting", file=sys.stderr)
         return 1
     return 0

@@ -40,7 +40,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from mcptrace._process import subprocess_env
 from mcptrace.telemetry._otlp import DropCounter
-from mcptrace.telemetry._spanwire import frame, resource_message, span_rows
+from mcptrace.telemetry._spanwire import frame, span_rows
 
 CHILD_MODULE = "mcptrace.telemetry._spanchild"
 MIN_BACKOFF = 0.2
@@ -61,6 +61,8 @@ class _Child:
         self.sent = 0
         self.acked = 0
         self.lost = 0
+        #: The resources this child was sent, by `id()` (see `span_rows`).
+        self.resources: dict[int, tuple[int, Resource]] = {}
         self._write_lock = threading.Lock()
         self._progress = threading.Condition()
         self._done = threading.Event()
@@ -153,7 +155,6 @@ class ProcessSpanExporter(SpanExporter):
 
     def __init__(
         self,
-        resource: Resource,
         *,
         protocol: str = "http/protobuf",
         drops: DropCounter | None = None,
@@ -162,7 +163,6 @@ class ProcessSpanExporter(SpanExporter):
     ) -> None:
         self.drops = drops if drops is not None else DropCounter()
         self._starts = 0
-        self._resource_frame = frame(resource_message(resource))
         self._protocol = protocol
         self._env = dict(env or {})
         self._shutdown_timeout = shutdown_timeout
@@ -189,11 +189,12 @@ class ProcessSpanExporter(SpanExporter):
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._closed:
             return SpanExportResult.FAILURE
-        message = span_rows(spans)
-        data = frame(message)
         with self._lock:
             child = self._running_child()
-        if child is None or not child.send(data, len(message[2])):
+        if child is None:
+            return SpanExportResult.FAILURE
+        message = span_rows(spans, child.resources)
+        if not child.send(frame(message), len(message[3])):
             return SpanExportResult.FAILURE
         return SpanExportResult.SUCCESS
 
@@ -238,9 +239,7 @@ class ProcessSpanExporter(SpanExporter):
             start_new_session=True,  # a terminal's Ctrl-C is for the server, which then closes the pipe
         )
         self._starts += 1
-        child = _Child(process, self.drops)
-        child.send(self._resource_frame, 0)
-        return child
+        return _Child(process, self.drops)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         child = self._child

@@ -2,10 +2,11 @@
 
 The server process runs `span_rows()` under the interpreter lock, so it copies
 only what the OTLP encoder reads, as builtins that pickle in C; the child
-rebuilds `ReadableSpan` objects with `rebuild_spans()` and hands them to the
-SDK's own exporter, which does all the OTLP encoding. The pipe carries frames
-of a 4-byte big-endian length and a pickle: first one `RESOURCE` frame, then
-`SPANS` frames. Both ends are the same checkout of mcptrace.
+rebuilds `ReadableSpan` objects with `Rebuilder` and hands them to the SDK's
+own exporter, which does all the OTLP encoding. A frame is a 4-byte big-endian
+length and a pickled `SPANS` message. A resource goes to a child once, in the
+first message with a span of it; later rows name it by index. Both ends are
+the same checkout of mcptrace.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
-RESOURCE = "resource"
 SPANS = "spans"
 _LENGTH = struct.Struct(">I")
 #: A frame larger than this is refused by the reader: the writer never makes one (a batch is 64 spans).
@@ -53,10 +53,6 @@ def read_frame(stream: IO[bytes]) -> tuple[Any, ...] | None:
     return message
 
 
-def resource_message(resource: Resource) -> tuple[Any, ...]:
-    return (RESOURCE, dict(resource.attributes), resource.schema_url)
-
-
 def _attributes(mapping: Any) -> tuple[dict[str, Any] | None, int]:
     """A plain dict of an SDK attribute mapping (read without copying where it can be), and its drops."""
     if mapping is None:
@@ -67,8 +63,11 @@ def _attributes(mapping: Any) -> tuple[dict[str, Any] | None, int]:
     return dict(mapping), 0
 
 
-def span_rows(spans: Sequence[ReadableSpan]) -> tuple[Any, ...]:
-    """One `SPANS` message: a table of instrumentation scopes and a row per span.
+def span_rows(spans: Sequence[ReadableSpan], resources: dict[int, tuple[int, Resource]]) -> tuple[Any, ...]:
+    """One `SPANS` message: resources new to the child, a table of instrumentation scopes, a row per span.
+
+    `resources` holds the resources this child has been sent (by `id()`, with
+    the object, so that the id stays its own) and is updated.
 
     The rows are built from the spans' private fields: a finished span never
     changes, and the public properties copy every mapping and sequence again.
@@ -76,8 +75,14 @@ def span_rows(spans: Sequence[ReadableSpan]) -> tuple[Any, ...]:
     """
     scopes: dict[int, int] = {}
     scope_rows: list[tuple[Any, ...] | None] = []
+    new_resources = []
     rows = []
     for span in spans:
+        resource = span._resource
+        known = resources.get(id(resource))
+        if known is None:
+            known = resources[id(resource)] = (len(resources), resource)
+            new_resources.append((known[0], dict(resource.attributes), resource.schema_url))
         scope = span._instrumentation_scope
         index = scopes.get(id(scope))
         if index is None:
@@ -111,8 +116,9 @@ def span_rows(spans: Sequence[ReadableSpan]) -> tuple[Any, ...]:
             tuple(_link_row(k) for k in links) if links else None,
             getattr(links, "dropped", 0),
             index,
+            known[0],
         ))
-    return (SPANS, scope_rows, rows)
+    return (SPANS, new_resources, scope_rows, rows)
 
 
 def _event_row(event: Event) -> tuple[Any, ...]:
@@ -128,13 +134,6 @@ def _link_row(link: Link) -> tuple[Any, ...]:
 
 
 # -- the child's side ------------------------------------------------------------
-
-def rebuild_resource(message: tuple[Any, ...]) -> Resource:
-    from mcptrace.telemetry._otlp import hashed_resource
-
-    _, attributes, schema_url = message
-    return hashed_resource(attributes, schema_url)
-
 
 def _bounded(attributes: dict[str, Any] | None, dropped: int) -> Any:
     if not dropped:
@@ -156,13 +155,25 @@ def _trace_state(items: tuple[tuple[str, str], ...] | None) -> TraceState | None
     return TraceState(list(items)) if items else None
 
 
-def rebuild_spans(message: tuple[Any, ...], resource: Resource) -> list[ReadableSpan]:
-    """`ReadableSpan`s equal, for the OTLP encoder, to the ones `span_rows()` was given."""
-    _, scope_rows, rows = message
-    scopes = [None if s is None else InstrumentationScope(s[0], s[1], s[2], s[3] or None) for s in scope_rows]
-    spans = []
-    for (name, trace_id, span_id, flags, state, parent, kind, start, end, attributes, dropped, code,
-         description, events, dropped_events, links, dropped_links, scope) in rows:
+class Rebuilder:
+    """The child's side: `ReadableSpan`s equal, for the OTLP encoder, to the ones `span_rows()` was given."""
+
+    def __init__(self) -> None:
+        self.resources: dict[int, Resource] = {}
+
+    def spans(self, message: tuple[Any, ...]) -> list[ReadableSpan]:
+        from mcptrace.telemetry._otlp import hashed_resource
+
+        _, new_resources, scope_rows, rows = message
+        for index, attributes, schema_url in new_resources:
+            self.resources[index] = hashed_resource(attributes, schema_url)
+        scopes = [None if s is None else InstrumentationScope(s[0], s[1], s[2], s[3] or None)
+                  for s in scope_rows]
+        return [self._span(row, scopes) for row in rows]
+
+    def _span(self, row: tuple[Any, ...], scopes: list[InstrumentationScope | None]) -> ReadableSpan:
+        (name, trace_id, span_id, flags, state, parent, kind, start, end, attributes, dropped, code,
+         description, events, dropped_events, links, dropped_links, scope, resource) = row
         context = SpanContext(trace_id, span_id, is_remote=False, trace_flags=TraceFlags(flags),
                               trace_state=_trace_state(state))
         parent_context = None
@@ -174,11 +185,11 @@ def rebuild_spans(message: tuple[Any, ...], resource: Resource) -> list[Readable
             Link(SpanContext(k[0], k[1], is_remote=k[2], trace_flags=TraceFlags(k[3]),
                              trace_state=_trace_state(k[4])), _bounded(k[5], k[6]))
             for k in links or ()]
-        spans.append(ReadableSpan(
+        return ReadableSpan(
             name,
             context=context,
             parent=parent_context,
-            resource=resource,
+            resource=self.resources[resource],
             attributes=_bounded(attributes, dropped),
             events=_bounded_list(event_list, dropped_events),
             links=_bounded_list(link_list, dropped_links),
@@ -187,5 +198,4 @@ def rebuild_spans(message: tuple[Any, ...], resource: Resource) -> list[Readable
             start_time=start,
             end_time=end,
             instrumentation_scope=scopes[scope],
-        ))
-    return spans
+        )
