@@ -20,11 +20,13 @@ import pytest
 from mcp import Client
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanKind, StatusCode
 
+import mcptrace
 from mcptrace import ConfigError
 from mcptrace.telemetry._otlp import CountingBatchSpanProcessor, make_resource, providers_from_env
 from mcptrace.telemetry._spanprocess import ProcessSpanExporter
@@ -64,10 +66,10 @@ def is_running(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def finished_spans() -> list[Any]:
+def finished_spans(resource: Resource | None = None) -> list[Any]:
     """A request span with an event, a failing child span linked to it, and a sibling with odd values."""
     memory = InMemorySpanExporter()
-    provider = TracerProvider(resource=make_resource())
+    provider = TracerProvider(resource=resource or make_resource())
     provider.add_span_processor(SimpleSpanProcessor(memory))
     tracer = provider.get_tracer("spec", "1.2")
     with tracer.start_as_current_span("request", kind=SpanKind.SERVER,
@@ -93,10 +95,19 @@ def test_the_child_rebuilds_spans_that_encode_to_the_same_otlp_bytes() -> None:
     assert encode_spans(second).SerializeToString() == encode_spans(spans[::-1]).SerializeToString()
 
 
-def test_a_resource_goes_to_the_child_once() -> None:
+def test_a_resource_goes_to_the_child_once_and_each_span_keeps_its_own() -> None:
     spans, sent = finished_spans(), {}
     assert len(span_rows(spans, sent)[1]) == 1
     assert span_rows(spans, sent)[1] == []
+    other = finished_spans(Resource.create({"service.name": "other"}))
+    mixed = [spans[0], other[0], spans[1]]
+    message = span_rows(mixed, sent)
+    assert len(message[1]) == 1
+    rebuilder = Rebuilder()
+    rebuilder.spans(span_rows(spans, {}))  # a fresh child learns the first resource first
+    rebuilt = rebuilder.spans(message)
+    assert [s.resource.attributes["service.name"] for s in rebuilt] == ["mcptrace", "other", "mcptrace"]
+    assert encode_spans(rebuilt).SerializeToString() == encode_spans(mixed).SerializeToString()
 
 
 def test_a_truncated_frame_is_an_error_not_a_partial_batch() -> None:
@@ -130,6 +141,20 @@ def test_spans_arrive_through_the_child_with_their_parents_and_scopes(monkeypatc
     assert attrs(parent) == {"tool": "ping"}
     assert child.status.code == Status.STATUS_CODE_ERROR and child.status.message == "timeout"
     assert providers.drops.snapshot() == {}
+
+
+def test_a_users_own_tracer_provider_exports_through_the_public_exporter() -> None:
+    with oteltap() as tap:
+        provider = TracerProvider(resource=Resource.create({"service.name": "weather"}))
+        exporter = mcptrace.ProcessSpanExporter(env={"OTEL_EXPORTER_OTLP_ENDPOINT": tap.endpoint})
+        provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=50))
+        try:
+            with provider.get_tracer("weather").start_as_current_span("forecast"):
+                pass
+            tap.spans.wait_for(lambda s: s.name == "forecast")
+        finally:
+            provider.shutdown()
+    assert exporter.drops.snapshot() == {}
 
 
 def test_shutdown_delivers_every_queued_span_and_the_child_exits() -> None:
