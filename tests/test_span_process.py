@@ -194,6 +194,16 @@ def test_an_unknown_export_mode_is_a_clear_config_error() -> None:
                             "MCPTRACE_SPAN_EXPORT": "fork"})
 
 
+def test_serve_refuses_an_unknown_export_mode_without_a_traceback(tmp_path: Path) -> None:
+    env = subprocess_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "MCPTRACE_SPAN_EXPORT": "fork"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "mcptrace", "serve", "--port", "0", "--data-dir", str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert proc.returncode == 2
+    assert "MCPTRACE_SPAN_EXPORT='fork'" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_thread_mode_keeps_the_exporter_in_the_server_process() -> None:
     providers = providers_from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, span_export="thread")
     try:

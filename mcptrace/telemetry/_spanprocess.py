@@ -83,6 +83,9 @@ class _Child:
                 stdin.write(data)
                 stdin.flush()
             except (OSError, ValueError):
+                # Part of a frame may be in the pipe: end the input, so this child stops and is replaced.
+                with contextlib.suppress(OSError, ValueError):
+                    stdin.close()
                 return False
             self.sent += spans
             return True
@@ -204,8 +207,9 @@ class ProcessSpanExporter(SpanExporter):
             # A forked copy of the server: the child and its pipe belong to the parent; start our own.
             if child is not None:
                 for pipe in (child.process.stdin, child.process.stdout):
-                    with contextlib.suppress(OSError, ValueError):
-                        pipe.close() if pipe is not None else None
+                    if pipe is not None:
+                        with contextlib.suppress(OSError, ValueError):
+                            pipe.close()
             self._pid, self._child, child = os.getpid(), None, None
             self._starts, self._restart_at, self._backoff = 0, 0.0, MIN_BACKOFF
         if child is not None and child.alive:
