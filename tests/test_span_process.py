@@ -188,6 +188,21 @@ def test_spans_a_receiver_that_is_down_refuses_are_counted_as_failed_exports() -
     assert exporter.drops.snapshot() == {("traces", "export_failed"): 3 * len(spans)}
 
 
+def test_a_child_that_keeps_dying_is_restarted_at_a_bounded_rate_and_every_span_is_accounted_for() -> None:
+    exporter = ProcessSpanExporter(protocol="carrier-pigeon")  # the child refuses it and exits at once
+    spans, refused, batches = finished_spans(), 0, 0
+    try:
+        started = time.monotonic()
+        while time.monotonic() - started < 1.0:
+            batches += 1
+            refused += len(spans) * (exporter.export(spans).name == "FAILURE")
+            time.sleep(0.01)  # pacing: an export every 10 ms, as a busy batch thread would
+    finally:
+        exporter.shutdown()
+    assert exporter.restarts <= 3  # after 0.2, 0.6 and 1.4 s: the backoff doubles
+    assert refused + exporter.drops.total("traces") == batches * len(spans)
+
+
 def test_an_unknown_export_mode_is_a_clear_config_error() -> None:
     with pytest.raises(ConfigError, match="MCPTRACE_SPAN_EXPORT"):
         providers_from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
@@ -286,6 +301,31 @@ def _pipe_pending(pid: int) -> int:
 
 def _span_of(tap: OtelTap, rid: str) -> Span:
     return tap.spans.wait_for(lambda s: s.kind == Span.SPAN_KIND_SERVER and attrs(s).get(REQUEST_ID) == rid)
+
+
+def test_a_receiver_that_is_down_costs_counted_failed_exports_and_no_latency(tmp_path: Path) -> None:
+    # Batches a second apart, so a few 5-second export attempts cover every span.
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}", "OTEL_EXPORTER_OTLP_TIMEOUT": "5",
+           "OTEL_BSP_SCHEDULE_DELAY": "1000", "OTEL_METRICS_EXPORTER": "none"}
+    with running_server(tmp_path, env=env) as server:
+
+        async def main() -> list[float]:
+            took = []
+            with anyio.fail_after(60):
+                async with Client(server.url, mode="legacy") as c:
+                    await c.call_tool("ping", {})  # the client's own first-call imports are not the server's latency
+                    for _ in range(30):
+                        start = time.monotonic()
+                        assert not (await c.call_tool("ping", {})).is_error
+                        took.append(time.monotonic() - start)
+            return took
+
+        took = anyio.run(main)
+        until(lambda: _health(server)["spans_dropped"] >= 31, timeout=30, what="every span counted")
+        metrics = httpx.get(f"{server.base_url}/metrics", timeout=10).text
+    # Coarse: no call waited for the exporter, whose every attempt takes up to its 5 s timeout.
+    assert max(took) < 2.5
+    assert 'reason="export_failed"' in metrics and 'signal="traces"' in metrics
 
 
 def test_a_killed_child_costs_counted_spans_and_a_new_child_takes_over(tmp_path: Path, tap: OtelTap) -> None:
