@@ -22,6 +22,8 @@ What turns each signal on (the OpenTelemetry SDK's own variables, nothing new):
 
 Exporters run on background threads behind bounded queues: a receiver that is
 down or slow costs dropped items, counted in `DropCounter`, never a request.
+Spans are encoded and sent by a child process (`_spanprocess`) unless
+`MCPTRACE_SPAN_EXPORT=thread` keeps that on the batch thread.
 """
 
 from __future__ import annotations
