@@ -7,7 +7,11 @@ process. The instrumented one adds mcptrace's telemetry as `mcptrace serve` sets
 it up: `instrument()`, JSON log lines to a file, every span (the SDK's SERVER
 span with mcptrace's attributes) and the metrics exported over OTLP/HTTP to a
 live oteltap receiver (its own process), and `/metrics`.
-A third configuration samples 10% of traces (`OTEL_TRACES_SAMPLER`);
+Spans are exported both ways `MCPTRACE_SPAN_EXPORT` offers: encoded and sent
+on the server's batch thread (`thread export`), or by a child process (`process
+export`); "server CPU" sums the server and every process under it, so the
+child's work is counted. A further configuration samples 10% of traces
+(`OTEL_TRACES_SAMPLER`, default export path);
 `--otlp-logs` adds the opt-in OTLP log bridge; `--breakdown` adds the bare server
 with only the SDK's own spans exported (a plain `TracerProvider`, no mcptrace), and the
 instrumented server with no spans at all (`OTEL_TRACES_EXPORTER=none`) and with spans
@@ -149,13 +153,33 @@ async def _session(http: Any, url: str) -> dict[str, str]:
     return headers
 
 
-def _cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process (Linux), to compare servers on a machine shared with other load."""
+def _stat(pid: int) -> list[str] | None:
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
         return None
+
+
+def _cpu_seconds(pid: int) -> tuple[float, float] | None:
+    """User + system CPU time of a server and of every process under it (Linux): a span export child
+    works for the server, so it counts. Children already waited for are in the server's own
+    `cutime`/`cstime`. To compare servers on a machine shared with other load.
+    Returns (all of it, the part of the processes under the server)."""
+    stats = {int(p.name): st for p in Path("/proc").iterdir() if p.name.isdigit() and (st := _stat(int(p.name)))}
+    root = stats.get(pid)
+    if root is None:
+        return None
+    ticks = own = sum(int(v) for v in root[11:15])
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, st in stats.items():
+            if int(st[1]) == parent and child not in tree:
+                tree.add(child)
+                frontier.append(child)
+                ticks += int(st[11]) + int(st[12])
+    hz = os.sysconf("SC_CLK_TCK")
+    return ticks / hz, (ticks - own) / hz
 
 
 async def _load(url: str, *, pid: int, sessions: int, seconds: float, warmup: float) -> dict[str, float]:
@@ -183,7 +207,7 @@ async def _load(url: str, *, pid: int, sessions: int, seconds: float, warmup: fl
                 body = response.json() if response.status_code == 200 else {}
                 errors += "result" not in body or bool(body["result"].get("isError"))
 
-    cpu: list[float | None] = []
+    cpu: list[tuple[float, float] | None] = []
 
     async def sample_cpu() -> None:
         await anyio.sleep(max(0.0, measure_from - time.perf_counter()))
@@ -198,9 +222,13 @@ async def _load(url: str, *, pid: int, sessions: int, seconds: float, warmup: fl
             for n in range(sessions):
                 tg.start_soon(session, http, n)
     q = statistics.quantiles(latencies, n=100)
-    cpu_ms = (cpu[1] - cpu[0]) * 1000 / len(latencies) if None not in cpu and len(cpu) == 2 else float("nan")
+    cpu_ms = child_ms = float("nan")
+    if len(cpu) == 2 and cpu[0] is not None and cpu[1] is not None:
+        cpu_ms = (cpu[1][0] - cpu[0][0]) * 1000 / len(latencies)
+        child_ms = (cpu[1][1] - cpu[0][1]) * 1000 / len(latencies)
     return {"calls": len(latencies), "errors": errors, "rps": len(latencies) / seconds,
-            "p50_ms": q[49] * 1000, "p99_ms": q[98] * 1000, "cpu_ms_per_call": cpu_ms}
+            "p50_ms": q[49] * 1000, "p99_ms": q[98] * 1000, "cpu_ms_per_call": cpu_ms,
+            "child_cpu_ms_per_call": child_ms}
 
 
 def run_one(mode: str, workdir: Path, env: dict[str, str], args: argparse.Namespace) -> dict[str, float]:
@@ -228,6 +256,7 @@ def main() -> int:
                         help="also measure the instrumented server whose tool wraps its lookup in downstream()")
     parser.add_argument("--breakdown", action="store_true",
                         help="also measure the instrumented server without spans and with unsampled spans")
+    parser.add_argument("--only", help="comma-separated configurations to measure (bare is always one)")
     parser.add_argument("--serve", choices=["bare", "sdk-spans", "instrumented", "downstream"], help=argparse.SUPPRESS)
     parser.add_argument("--ready", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
@@ -250,7 +279,8 @@ def main() -> int:
         try:
             configs = {
                 "bare": ("bare", {}),
-                "instrumented": ("instrumented", {}),
+                "thread export": ("instrumented", {"MCPTRACE_SPAN_EXPORT": "thread"}),
+                "process export": ("instrumented", {"MCPTRACE_SPAN_EXPORT": "process"}),
                 "sampled 10%": ("instrumented", {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
                                                  "OTEL_TRACES_SAMPLER_ARG": "0.1"}),
             }
@@ -262,13 +292,20 @@ def main() -> int:
                 configs["SDK spans only"] = ("sdk-spans", {})
                 configs["no spans"] = ("instrumented", {"OTEL_TRACES_EXPORTER": "none"})
                 configs["unsampled"] = ("instrumented", {"OTEL_TRACES_SAMPLER": "always_off"})
+            if args.only:
+                wanted = {"bare", *(name.strip() for name in args.only.split(","))}
+                unknown = wanted - set(configs)
+                if unknown:
+                    parser.error(f"unknown configuration(s) {sorted(unknown)}; known: {sorted(configs)}")
+                configs = {name: config for name, config in configs.items() if name in wanted}
             results: dict[str, list[dict[str, float]]] = {name: [] for name in configs}
             for r in range(args.rounds):
                 for name, (mode, extra) in configs.items():
                     res = run_one(mode, workdir, {**env, **extra}, args)
                     results[name].append(res)
-                    print(f"round {r + 1} {name:>12}: {res['rps']:7.1f} req/s  p50 {res['p50_ms']:6.2f} ms  "
-                          f"p99 {res['p99_ms']:6.2f} ms  server CPU {res['cpu_ms_per_call']:5.2f} ms/call  "
+                    print(f"round {r + 1} {name:>14}: {res['rps']:7.1f} req/s  p50 {res['p50_ms']:6.2f} ms  "
+                          f"p99 {res['p99_ms']:6.2f} ms  server CPU {res['cpu_ms_per_call']:5.2f} ms/call "
+                          f"(children {res['child_cpu_ms_per_call']:4.2f})  "
                           f"({int(res['calls'])} calls, {int(res['errors'])} errors)",
                           flush=True)
         finally:
@@ -279,8 +316,9 @@ def main() -> int:
     print(f"\nmedians of {args.rounds} rounds, {args.sessions} sessions, {args.seconds:g} s each "
           "(ratios against bare: req/s, and server CPU per call bare/config):")
     for name, r in medians.items():
-        print(f"  {name:>12}  {r['rps']:7.1f} req/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms  "
-              f"server CPU {r['cpu_ms_per_call']:5.2f} ms/call  ratio {r['rps'] / b['rps']:.3f}  "
+        print(f"  {name:>14}  {r['rps']:7.1f} req/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms  "
+              f"server CPU {r['cpu_ms_per_call']:5.2f} ms/call (children {r['child_cpu_ms_per_call']:4.2f})  "
+              f"ratio {r['rps'] / b['rps']:.3f}  "
               f"CPU ratio {b['cpu_ms_per_call'] / r['cpu_ms_per_call']:.3f}")
     print("  goal: instrumented >= 0.9x bare")
     print(f"  load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")

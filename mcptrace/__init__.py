@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from mcptrace.telemetry._context import downstream
     from mcptrace.telemetry._log import EventLogger, LogSink
     from mcptrace.telemetry._metrics import GuardCounters, register_guard_metrics
+    from mcptrace.telemetry._spanprocess import ProcessSpanExporter
 
 _LAZY = {
     # Loaded on first use, so that the analysis commands start without the server's modules.
@@ -40,6 +41,7 @@ _LAZY = {
     "Instrumentation": "mcptrace.middleware._instrument",
     "GuardCounters": "mcptrace.telemetry._metrics",
     "register_guard_metrics": "mcptrace.telemetry._metrics",
+    "ProcessSpanExporter": "mcptrace.telemetry._spanprocess",
     # The guards package brings JWT and HTTP clients: too slow for the analysis commands' start.
     "GuardStats": "mcptrace.guards._stats",
 }
@@ -73,6 +75,7 @@ __all__ = [
     "LogSink",
     "MCPTraceError",
     "MissingDependencyError",
+    "ProcessSpanExporter",
     "ProcessStartError",
     "ProtocolError",
     "RateLimitedError",

@@ -67,6 +67,7 @@ class Config:
     def auth_enabled(self) -> bool:
         return self.tokens_file is not None or self.jwks is not None
     metrics: bool = True
+    span_export: str = "process"
     resources_manifest: Path | None = None
 
     @property
@@ -156,6 +157,8 @@ ENVIRONMENT: Final[dict[str, str]] = {
     "MCPTRACE_BODY_TIMEOUT": "seconds a client has to send the whole request body; then 408 and close (default 30)",
     "MCPTRACE_HEALTH_CACHE_SECONDS": "how long a /health answer is reused (default 1)",
     "MCPTRACE_METRICS": "0 to turn off the Prometheus endpoint /metrics (default on); OTLP export is set by OTEL_*",
+    "MCPTRACE_SPAN_EXPORT": "process (default) to encode and send spans in a child process, off the "
+                            "server's interpreter lock; thread to do it on the batch thread",
     "MCPTRACE_RESOURCES_MANIFEST": "manifest of hash-pinned remote tools and prompts to load at start-up",
 }
 

@@ -7,7 +7,8 @@ import mcptrace
 PUBLIC = {
     "LOG_FIELDS", "LOG_SCHEMA_VERSION", "AuthError", "BindError", "Config", "ConfigError", "DownstreamError",
     "EventLogger", "ForbiddenError", "GuardCounters", "GuardStats", "Instrumentation", "LogReadError", "LogSink",
-    "MCPTraceError", "MissingDependencyError", "ProcessStartError", "ProtocolError", "RateLimitedError",
+    "MCPTraceError", "MissingDependencyError", "ProcessSpanExporter", "ProcessStartError", "ProtocolError",
+    "RateLimitedError",
     "__version__", "downstream", "instrument", "polars_schema", "register_guard_metrics",
 }
 

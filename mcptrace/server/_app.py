@@ -115,7 +115,7 @@ def build_service(config: Config, *, logger: EventLogger | None = None, transpor
     hook = log_downstream_calls(logger)
     if hook not in _context.downstream_hooks:
         _context.downstream_hooks.append(hook)
-    telemetry = setup_telemetry(mcp, logger, transport=transport)
+    telemetry = setup_telemetry(mcp, logger, transport=transport, span_export=config.span_export)
     register_guard_metrics(telemetry.instrumentation.metrics.meter, GuardMetricsView(guards))
     return Service(config=config, logger=logger, mcp=mcp, deps=deps, guards=guards, telemetry=telemetry,
                    pinned=pinned)

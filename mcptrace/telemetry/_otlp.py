@@ -22,6 +22,8 @@ What turns each signal on (the OpenTelemetry SDK's own variables, nothing new):
 
 Exporters run on background threads behind bounded queues: a receiver that is
 down or slow costs dropped items, counted in `DropCounter`, never a request.
+Spans are encoded and sent by a child process (`_spanprocess`) unless
+`MCPTRACE_SPAN_EXPORT=thread` keeps that on the batch thread.
 """
 
 from __future__ import annotations
@@ -174,7 +176,12 @@ def make_resource() -> Resource:
     resource = Resource.create({"service.version": __version__})
     if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
         resource = resource.merge(Resource({"service.name": DEFAULT_SERVICE_NAME}))
-    return _HashedOnce(resource.attributes, resource.schema_url)
+    return hashed_resource(resource.attributes, resource.schema_url)
+
+
+def hashed_resource(attributes: Any, schema_url: str | None = None) -> Resource:
+    """A resource as given, hashed once (see `_HashedOnce`)."""
+    return _HashedOnce(attributes, schema_url)
 
 
 class _HashedOnce(Resource):
@@ -209,6 +216,29 @@ def export_batch_size(env: Mapping[str, str]) -> int | None:
     if not queue.isdigit() or int(queue) < 1:
         return None  # the SDK reports and replaces a value it cannot use
     return min(EXPORT_BATCH_SIZE, int(queue))  # a batch is never more than the queue holds
+
+
+#: Where spans are encoded and sent (`MCPTRACE_SPAN_EXPORT`): a child process, or the batch thread.
+SPAN_EXPORT_MODES = ("process", "thread")
+DEFAULT_SPAN_EXPORT = "process"
+
+
+def span_export_mode(env: Mapping[str, str], given: str | None = None) -> str:
+    """`given`, else `MCPTRACE_SPAN_EXPORT`, else the default; `ConfigError` for anything else."""
+    value = (given or _env(env, "MCPTRACE_SPAN_EXPORT") or DEFAULT_SPAN_EXPORT).strip().lower()
+    if value not in SPAN_EXPORT_MODES:
+        raise ConfigError(
+            f"MCPTRACE_SPAN_EXPORT={value!r} is not supported; use one of {', '.join(SPAN_EXPORT_MODES)}")
+    return value
+
+
+def _traces_exporter(env: Mapping[str, str], drops: DropCounter, mode: str) -> SpanExporter:
+    if mode == "thread":
+        return span_exporter(env)
+    from mcptrace.telemetry._spanprocess import ProcessSpanExporter
+
+    otel = {k: v for k, v in env.items() if k.startswith("OTEL_")}
+    return ProcessSpanExporter(protocol=_protocol(env, "TRACES"), drops=drops, env=otel)
 
 
 def span_exporter(env: Mapping[str, str]) -> SpanExporter:
@@ -295,16 +325,18 @@ class Providers:
 
 def providers_from_env(
     env: Mapping[str, str] | None = None, *, extra_readers: Sequence[MetricReader] = (),
-    export_from: tuple[MetricReader, Snapshot] | None = None,
+    export_from: tuple[MetricReader, Snapshot] | None = None, span_export: str | None = None,
 ) -> Providers:
     """Build the providers the `OTEL_*` variables ask for (see the module docstring).
 
     `export_from` is a reader (one of `extra_readers`) with a function that
     collects it: the OTLP metric export then sends that reader's data instead
     of adding a reader of its own, when the exporter accepts cumulative data
-    with the default aggregations.
+    with the default aggregations. `span_export` (`process` or `thread`) wins
+    over `MCPTRACE_SPAN_EXPORT`.
     """
     env = os.environ if env is None else env
+    mode = span_export_mode(env, span_export)
     resource = make_resource()
     drops = DropCounter()
     readers = list(extra_readers)
@@ -319,9 +351,10 @@ def providers_from_env(
         resource=resource, metric_readers=readers, exemplar_filter=exemplar_filter(env))
     tracer_provider = None
     if traces_enabled(env):
+        spans_out = _traces_exporter(env, drops, mode)
         tracer_provider = TracerProvider(resource=resource)
         tracer_provider.add_span_processor(
-            CountingBatchSpanProcessor(span_exporter(env), drops, max_export_batch_size=export_batch_size(env)))
+            CountingBatchSpanProcessor(spans_out, drops, max_export_batch_size=export_batch_size(env)))
     logger_provider = None
     if logs_export_enabled(env):
         from opentelemetry.sdk._logs import LoggerProvider

@@ -41,11 +41,16 @@ class ServerTelemetry:
 
 def setup_telemetry(
     server: Any, logger: EventLogger, *, transport: str = "http", env: Mapping[str, str] | None = None,
+    span_export: str | None = None,
 ) -> ServerTelemetry:
-    """Instrument `server` and export as the `OTEL_*` variables say; `/metrics` is always fed."""
+    """Instrument `server` and export as the `OTEL_*` variables say; `/metrics` is always fed.
+
+    `span_export` (`process` or `thread`) wins over `MCPTRACE_SPAN_EXPORT`.
+    """
     prometheus = PrometheusEndpoint()
     reader = prometheus.reader
-    providers = providers_from_env(env, extra_readers=[reader], export_from=(reader, reader.snapshot))
+    providers = providers_from_env(env, extra_readers=[reader], export_from=(reader, reader.snapshot),
+                                   span_export=span_export)
     instrumentation = instrument(
         server, tracer_provider=providers.tracer_provider, meter_provider=providers.meter_provider,
         logger=logger, transport=transport,
