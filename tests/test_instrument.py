@@ -150,6 +150,9 @@ def test_instrumented_server_gets_request_ids_spans_metrics_and_correlated_logs(
     weather.tap.metrics.wait_for(counted("mcp_tool_calls_total", {"tool": "forecast", "status": "error"}, 1))
     weather.tap.metrics.wait_for(counted("mcp_downstream_errors_total", {"service": "weather-api"}, 1))
     weather.tap.metrics.wait_for(lambda m: m.name == "mcp.server.operation.duration")
+    # The client's session ended as it left: its lifetime is a semantic-convention histogram.
+    weather.tap.metrics.wait_for(lambda m: m.name == "mcp.server.session.duration" and any(
+        attrs(p).get("network.transport") == "tcp" and p.count >= 1 and p.sum > 0 for p in points(m)))
 
     records = wait_for_log_line(weather.log, lambda r: r.get("mcp_request_id") == rid
                                 and r["event"] == "response_sent")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -274,3 +275,38 @@ def test_prometheus_endpoint_counts_match_the_calls_made(
     assert "0.001" in buckets and "600.0" in buckets
     assert during[("mcp_active_sessions", ())] >= 1  # this test's session, open while scraped
 
+
+
+def scrape_until(server: RunningProcess, done: Any, timeout: float = 5.0
+                 ) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Scrape until `done(samples)`: the server ends a session just after answering the client's DELETE."""
+    deadline = time.monotonic() + timeout
+    while not done(samples := scrape(server)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return samples
+
+
+SESSION_COUNT = ("mcp_server_session_duration_seconds_count", (("network_transport", "tcp"),))
+SESSION_SUM = ("mcp_server_session_duration_seconds_sum", (("network_transport", "tcp"),))
+
+
+def test_a_closed_session_records_how_long_it_lived(server: RunningProcess) -> None:
+    before = scrape(server)
+
+    async def session() -> None:
+        with anyio.fail_after(30):
+            async with Client(server.url, mode="legacy") as c:
+                assert not (await c.call_tool("ping", {})).is_error
+                await anyio.sleep(0.5)  # the client's DELETE ends the session on the way out
+
+    anyio.run(session)
+    after = scrape_until(server, lambda now: now.get(SESSION_COUNT, 0) > before.get(SESSION_COUNT, 0))
+    assert after[SESSION_COUNT] - before.get(SESSION_COUNT, 0) == 1
+    assert after[SESSION_SUM] - before.get(SESSION_SUM, 0) >= 0.5
+
+
+def test_sessionless_calls_record_no_session(server: RunningProcess) -> None:
+    before = scrape(server)
+    assert not call(server.url, "ping", mode="auto").is_error  # the 2026-07-28 wire: no session at all
+    after = scrape(server)
+    assert after.get(SESSION_COUNT, 0) == before.get(SESSION_COUNT, 0)

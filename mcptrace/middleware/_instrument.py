@@ -5,7 +5,8 @@ After the call the server's SDK middleware chain reads
     TraceHeader ─▶ SDK OpenTelemetry (SERVER span) ─▶ RequestLog (+ RequestTelemetry) ─▶ handler
 
 and every `mcptrace.downstream(...)` block inside a tool opens a CLIENT span
-and counts its errors. The request log does the per-request telemetry itself
+and counts its errors. Each Streamable HTTP session's lifetime is recorded as
+it ends (`_sessionclock`). The request log does the per-request telemetry itself
 (span attributes, metrics) rather than a middleware of its own: one link in the
 chain instead of two, on the path of every request. Providers default to the global ones, so an app that
 already configured OpenTelemetry needs no arguments.
@@ -20,8 +21,10 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import Tracer, TracerProvider
 
+from mcptrace import _fields as f
 from mcptrace._version import __version__
 from mcptrace.middleware._requestlog import Identify, RequestLogMiddleware, default_identify
+from mcptrace.middleware._sessionclock import time_sessions
 from mcptrace.middleware._telemetry import RequestTelemetry
 from mcptrace.middleware._traceheader import TraceHeaderMiddleware
 from mcptrace.telemetry import _context
@@ -82,8 +85,10 @@ def instrument(
         chain.append(request_log)
     if add_trace_ids not in request_log.logger.processors:
         request_log.logger.processors.append(add_trace_ids)
-    request_log.telemetry = RequestTelemetry(
-        server_metrics, transport=_NETWORK_TRANSPORT.get(request_log.transport, request_log.transport))
+    network_transport = _NETWORK_TRANSPORT.get(request_log.transport, request_log.transport)
+    request_log.telemetry = RequestTelemetry(server_metrics, transport=network_transport)
+    session_attributes = {f.ATTR_NETWORK_TRANSPORT: network_transport}
+    time_sessions(server, lambda seconds: server_metrics.record_session(seconds, session_attributes))
     if not any(isinstance(m, TraceHeaderMiddleware) for m in chain):
         sdk_span = next((i for i, m in enumerate(chain) if type(m).__name__ == "OpenTelemetryMiddleware"), 0)
         chain.insert(sdk_span, TraceHeaderMiddleware())

@@ -58,6 +58,10 @@ class ServerMetrics:
             f.M_OPERATION_DURATION, unit="s",
             description="MCP request duration as observed on the server (semantic conventions)",
             explicit_bucket_boundaries_advisory=list(SEMCONV_DURATION_BUCKETS))
+        self.session_duration = meter.create_histogram(
+            f.M_SESSION_DURATION, unit="s",
+            description="MCP session duration as observed on the server (semantic conventions)",
+            explicit_bucket_boundaries_advisory=list(SEMCONV_DURATION_BUCKETS))
         self._tool_attrs: dict[tuple[str, str], Mapping[str, str | bool]] = {}
 
     def record_tool_call(self, tool: str, status: str, duration_s: float) -> None:
@@ -80,6 +84,9 @@ class ServerMetrics:
 
     def record_operation(self, attributes: Mapping[str, str], duration_s: float) -> None:
         self.operation_duration.record(duration_s, attributes)
+
+    def record_session(self, duration_s: float, attributes: Mapping[str, str]) -> None:
+        self.session_duration.record(duration_s, attributes)
 
     def record_downstream_error(self, service: str) -> None:
         self.downstream_errors.add(1, {f.L_SERVICE: service})
