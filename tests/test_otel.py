@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import secrets
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
 import httpx2
 import pytest
-from mcp import Client
+from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import Implementation
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from prometheus_client.parser import text_string_to_metric_families
 
-from mcptrace.testing import RunningProcess, running_server, running_upstream
+from mcptrace.testing import RunningProcess, running_server, running_upstream, subprocess_env
 from tests.otel_receivers import OtelTap, attrs, hex_id, oteltap, points, wait_for_log_line
 
 REQUEST_ID = "mcptrace.mcp_request_id"
@@ -310,3 +312,22 @@ def test_sessionless_calls_record_no_session(server: RunningProcess) -> None:
     assert not call(server.url, "ping", mode="auto").is_error  # the 2026-07-28 wire: no session at all
     after = scrape(server)
     assert after.get(SESSION_COUNT, 0) == before.get(SESSION_COUNT, 0)
+
+
+def test_a_stdio_connection_is_one_session_recorded_as_the_pipe_closes(
+    tmp_path: Path, tap: OtelTap,
+) -> None:
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "mcptrace", "serve", "--stdio", "--data-dir", str(tmp_path)],
+        env={**subprocess_env(), **otel_env(tap.endpoint)},
+    )
+
+    async def session() -> None:
+        with anyio.fail_after(30):
+            async with Client(params, mode="legacy") as c:
+                assert not (await c.call_tool("ping", {})).is_error
+                await anyio.sleep(0.5)
+
+    anyio.run(session)
+    tap.metrics.wait_for(lambda m: m.name == "mcp.server.session.duration" and any(
+        attrs(p).get("network.transport") == "pipe" and p.count == 1 and p.sum >= 0.5 for p in points(m)))

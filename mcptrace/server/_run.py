@@ -172,7 +172,14 @@ def serve_stdio(config: Config) -> None:
         service.deps.http = httpx.AsyncClient()
         try:
             logger.emit(f.EV_SERVER_STARTED, **{f.MESSAGE: f"mcptrace {__version__} on stdio", f.TRANSPORT: "stdio"})
-            await service.mcp.run_stdio_async()
+            opened = time.monotonic()
+            try:
+                await service.mcp.run_stdio_async()
+            finally:
+                # One client, one session: it lasts as long as the pipe (recorded before the final export).
+                if service.telemetry is not None:
+                    service.telemetry.instrumentation.metrics.record_session(
+                        time.monotonic() - opened, {f.ATTR_NETWORK_TRANSPORT: "pipe"})
         finally:
             await service.aclose()
 
