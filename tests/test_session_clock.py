@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
-from mcptrace.middleware._sessionclock import SessionClock
+from mcptrace.middleware._sessionclock import SessionClock, time_sessions
 
 
 def clock_with(*ids: str) -> tuple[SessionClock, list[float]]:
@@ -60,3 +61,24 @@ def test_a_failing_recorder_does_not_break_the_table() -> None:
     clock = SessionClock([], broken)
     clock["a"] = object()
     assert clock.pop("a") is not None and not clock
+
+
+def test_the_clock_goes_into_a_server_whose_app_exists_already() -> None:
+    from mcp.server import MCPServer
+
+    server: MCPServer[Any] = MCPServer("built-first")
+    server.streamable_http_app()
+    time_sessions(server, lambda seconds: None)
+    assert isinstance(server.session_manager._server_instances, SessionClock)
+
+
+def test_the_clock_goes_in_when_the_app_is_built_later_and_only_once() -> None:
+    from mcp.server import MCPServer
+
+    server: MCPServer[Any] = MCPServer("instrumented-first")
+    time_sessions(server, lambda seconds: None)
+    server.streamable_http_app()
+    clock = server.session_manager._server_instances
+    assert isinstance(clock, SessionClock)
+    time_sessions(server, lambda seconds: None)
+    assert server.session_manager._server_instances is clock
