@@ -177,18 +177,28 @@ def _expand(spec: list[tuple[str, str, str, str, int]]) -> list[dict[str, Any]]:
 
 
 def reference_repeats(rows: list[dict[str, Any]], threshold: int) -> set[tuple[str, ...]]:
-    """Maximal runs of the same (tool, arguments, result) per caller, at least `threshold` long."""
+    """Per caller, stretches of one (tool, arguments); in each, the runs of one result at least
+    `threshold` long, and the episode from the first such run's start to the last one's end."""
     out = set()
     for caller in {r["caller_id"] for r in rows}:
-        run: list[dict[str, Any]] = []
-        for r in [r for r in rows if r["caller_id"] == caller] + [{}]:
-            key = (r.get("tool_name"), r.get("arguments_hash"), r.get("result_hash"))
-            if run and key != (run[0]["tool_name"], run[0]["arguments_hash"], run[0]["result_hash"]):
-                if len(run) >= threshold:
-                    out.add(tuple(x["mcp_request_id"] for x in run))
-                run = []
-            if r:
-                run.append(r)
+        stretches: list[list[dict[str, Any]]] = []
+        for r in [r for r in rows if r["caller_id"] == caller]:
+            if stretches and (r["tool_name"], r["arguments_hash"]) == (
+                stretches[-1][0]["tool_name"], stretches[-1][0]["arguments_hash"]
+            ):
+                stretches[-1].append(r)
+            else:
+                stretches.append([r])
+        for stretch in stretches:
+            counted: list[int] = []  # positions in the stretch of calls in a long enough run
+            start = 0
+            for i in range(1, len(stretch) + 1):
+                if i == len(stretch) or stretch[i]["result_hash"] != stretch[start]["result_hash"]:
+                    if i - start >= threshold:
+                        counted += range(start, i)
+                    start = i
+            if counted:
+                out.add(tuple(x["mcp_request_id"] for x in stretch[min(counted) : max(counted) + 1]))
     return out
 
 
@@ -221,6 +231,38 @@ def test_a_planted_cycle_is_found_with_its_period(period: int, times: int, noise
     assert len(cycles) == 1
     assert cycles[0]["request_ids"] == [r["mcp_request_id"] for r in rows[noise:]]
     assert cycles[0]["tool_name"] == "→".join(tools)
+
+
+def _same_call(results: list[str]) -> list[dict[str, Any]]:
+    return [
+        {
+            "timestamp": T0 + timedelta(seconds=i),
+            "event": "tool_call",
+            "mcp_request_id": f"q{i}",
+            "caller_id": "looper",
+            "tool_name": "search",
+            "arguments_hash": "same",
+            "result_hash": result,
+            "input_token_count": 4,
+            "status": "success",
+            "duration_ms": 1.0,
+        }
+        for i, result in enumerate(results)
+    ]
+
+
+def test_a_loop_whose_answer_turns_into_a_refusal_is_one_episode() -> None:
+    # answered, refused a few times, answered once more, then refused for good
+    rows = _same_call(["answer"] * 8 + ["refused"] * 3 + ["answer"] + ["refused"] * 12)
+    (episode,) = loops(frame_of(rows), by=("caller_id",)).collect().iter_rows(named=True)
+    assert episode["kind"] == "repeat" and episode["count"] == len(rows)
+    assert episode["request_ids"] == [r["mcp_request_id"] for r in rows]
+
+
+def test_polling_that_gets_stuck_is_a_loop_from_where_it_got_stuck() -> None:
+    rows = _same_call([f"status-{i}" for i in range(10)] + ["stuck"] * 6)
+    (episode,) = loops(frame_of(rows), by=("caller_id",)).collect().iter_rows(named=True)
+    assert episode["request_ids"] == [r["mcp_request_id"] for r in rows[10:]]
 
 
 @SETTINGS

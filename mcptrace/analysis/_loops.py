@@ -4,7 +4,9 @@ Four kinds of episode, each per actor (by default a caller in a session; a
 caller alone when the traffic has no sessions):
 
 - `repeat`: the same tool with the same arguments and the same result, N times
-  in a row (agent frameworks stop at 3 to 5; the default threshold is 5).
+  in a row (agent frameworks stop at 3 to 5; the default threshold is 5). Such
+  runs of one call whose result changed in between (an answer that turned into
+  a refusal) make one episode.
 - `cycle`: a sequence of calls that repeats with a period of 2 to 6
   (A→B→A→B…), at least `cycle_repeats` times.
 - `near_duplicate`: the same tool and the same result with arguments that
@@ -104,9 +106,26 @@ def _runs_of(cond_break: pl.Expr) -> pl.Expr:
 
 
 def repeats(calls: pl.LazyFrame, *, threshold: int, window: timedelta) -> pl.LazyFrame:
+    """Runs of one (tool, arguments, result) at least `threshold` long. Runs of the same call (tool and
+    arguments) one after another make one episode, from the first such run to the last, with what came
+    between: an agent that keeps calling after its answer turned into a refusal is one loop. A result
+    that keeps changing (polling) makes no run long enough to count."""
     gap = pl.col(f.TIMESTAMP).diff().over(_ACTOR)
-    brk = (pl.col(_KEY) != pl.col(_KEY).shift(1).over(_ACTOR)) | (gap > window)
-    return _episode("repeat", calls.with_columns(_runs_of(brk).alias("_ep")), threshold)
+    far = (gap > window).fill_null(True)
+    call = pl.concat_str([pl.col(f.TOOL_NAME).fill_null(""), pl.col(f.ARGUMENTS_HASH).fill_null("")],
+                         separator="\x1f")
+    tagged = calls.with_columns(
+        _runs_of((pl.col(_KEY) != pl.col(_KEY).shift(1).over(_ACTOR)) | far).alias("_run"),
+        _runs_of((call != call.shift(1).over(_ACTOR)) | far).alias("_ep"),
+    )
+    counted = pl.len().over(_ACTOR, "_run") >= threshold
+    position = pl.col(_POS)
+    tagged = tagged.with_columns(
+        position.filter(counted).min().over(_ACTOR, "_ep").alias("_lo"),
+        position.filter(counted).max().over(_ACTOR, "_ep").alias("_hi"),
+    )
+    members = tagged.filter((position >= pl.col("_lo")) & (position <= pl.col("_hi")))
+    return _episode("repeat", members, threshold)
 
 
 def near_duplicates(
