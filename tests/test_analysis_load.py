@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -199,6 +200,20 @@ def test_an_event_filtered_load_keeps_exactly_the_rows_a_full_load_would(tmp_pat
     assert narrowed.frame.collect().equals(everything.collect())
     assert narrowed.frame.collect().height == 31
     assert narrowed.report.lines == 91 and narrowed.report.corrupt_count == 0
+
+
+@pytest.mark.parametrize("users_value", [None, "8388608"])
+def test_an_event_filtered_load_splits_lines_in_small_chunks_and_leaves_the_users_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, users_value: str | None
+) -> None:
+    # polars reads POLARS_CSV_CHUNK_SIZE when a query runs: set for the load, gone after it.
+    if users_value is None:
+        monkeypatch.delenv("POLARS_CSV_CHUNK_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("POLARS_CSV_CHUNK_SIZE", users_value)
+    path = write_lines(tmp_path / "mixed.log", mixed_events())
+    assert load([path], columns=["duration_ms"], events=["tool_call"], use_index=False).frame.collect().height == 31
+    assert os.environ.get("POLARS_CSV_CHUNK_SIZE") == users_value
 
 
 def test_an_event_filtered_load_still_reports_each_corrupt_line_that_could_be_one_of_its_events(

@@ -118,11 +118,11 @@ def repeats(calls: pl.LazyFrame, *, threshold: int, window: timedelta) -> pl.Laz
         _runs_of((pl.col(_KEY) != pl.col(_KEY).shift(1).over(_ACTOR)) | far).alias("_run"),
         _runs_of((call != call.shift(1).over(_ACTOR)) | far).alias("_ep"),
     )
-    counted = pl.len().over(_ACTOR, "_run") >= threshold
+    tagged = tagged.with_columns((pl.len().over(_ACTOR, "_run") >= threshold).alias("_counted"))
     position = pl.col(_POS)
+    counted = pl.when(pl.col("_counted")).then(position)  # null elsewhere, which min and max skip
     tagged = tagged.with_columns(
-        position.filter(counted).min().over(_ACTOR, "_ep").alias("_lo"),
-        position.filter(counted).max().over(_ACTOR, "_ep").alias("_hi"),
+        counted.min().over(_ACTOR, "_ep").alias("_lo"), counted.max().over(_ACTOR, "_ep").alias("_hi")
     )
     members = tagged.filter((position >= pl.col("_lo")) & (position <= pl.col("_hi")))
     return _episode("repeat", members, threshold)
