@@ -148,46 +148,33 @@ def _scan_events(
         maybe = maybe | line.str.contains(event, literal=True)
     whole = line.str.starts_with("{") & (line.str.ends_with("}") | line.str.ends_with("}\r"))
     misshapen = ~whole & (line.str.len_bytes() > 0)
-    lines = _scan_lines(source.path).with_row_index("_line")
-    records = lines.filter(maybe | misshapen).select(
-        line.str.json_decode(pl.Struct(_as_text_timestamp(schema))).struct.unnest()
+    # Counted first: the count maps the whole file for a moment, and then nothing else is held.
+    n_lines = count_lines(source.path)
+    records = (
+        _scan_lines(source.path)
+        .filter(maybe | misshapen)
+        .select(line.str.json_decode(pl.Struct(_as_text_timestamp(schema))).struct.unnest())
     )
-    # The line count from the same pass (polars shares the scan): its row counter would map the
-    # whole file, and the peak RSS would be the log's size.
-    last = lines.select(pl.col("_line").max())
     with _small_line_chunks():
-        try:
-            checked, last_line = pl.collect_all([_checked(records, where), last], engine="streaming")
-        except Exception:
-            return None
-    frame = _passed(checked)
-    index = last_line.item()
-    return None if frame is None else (frame, 0 if index is None else int(index) + 1)
+        frame = _collect_checked(records, where)
+    return None if frame is None else (frame, n_lines)
 
 
 def _collect_checked(records: pl.LazyFrame, where: pl.Expr | None) -> pl.DataFrame | None:
     """The rows matching `where`, timestamps converted; None if any row lacks a timestamp or event."""
-    try:
-        return _passed(_checked(records, where).collect(engine="streaming"))
-    except Exception:
-        return None
-
-
-def _checked(records: pl.LazyFrame, where: pl.Expr | None) -> pl.LazyFrame:
-    """`records` with timestamps converted, kept when they match `where` or lack a timestamp or event."""
     stamp = pl.col(f.TIMESTAMP).str.to_datetime(_TS_FORMAT, time_unit="us", time_zone="UTC", strict=False)
     bad = pl.col(f.TIMESTAMP).is_null() | pl.col(f.EVENT).is_null()
     keep = pl.lit(True) if where is None else where.fill_null(False)
-    # Row-wise expressions only: the streaming engine then holds one batch at a time.
-    return (
-        records.with_columns(stamp)
-        .with_columns(keep.alias("_keep"), bad.alias("_bad"))
-        .filter(pl.col("_keep") | pl.col("_bad"))
-    )
-
-
-def _passed(frame: pl.DataFrame) -> pl.DataFrame | None:
-    """The checked rows without their check columns; None if one of them lacks a timestamp or event."""
+    try:
+        # Row-wise expressions only: the streaming engine then holds one batch at a time.
+        frame = (
+            records.with_columns(stamp)
+            .with_columns(keep.alias("_keep"), bad.alias("_bad"))
+            .filter(pl.col("_keep") | pl.col("_bad"))
+            .collect(engine="streaming")
+        )
+    except Exception:
+        return None
     if frame.get_column("_bad").any():
         return None
     return frame.drop("_keep", "_bad")
