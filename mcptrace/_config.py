@@ -67,7 +67,8 @@ class Config:
     def auth_enabled(self) -> bool:
         return self.tokens_file is not None or self.jwks is not None
     metrics: bool = True
-    span_export: str = "process"
+    #: `MCPTRACE_SPAN_EXPORT` when set; None leaves the choice to `telemetry._otlp.span_export_mode`.
+    span_export: str | None = None
     resources_manifest: Path | None = None
 
     @property

@@ -46,18 +46,17 @@ _KEY = "_key"
 _POS = "_pos"
 
 
+def _joined(*columns: str) -> pl.Expr:
+    """The columns' values as one text key (null as empty)."""
+    return pl.concat_str([pl.col(c).cast(pl.String).fill_null("") for c in columns], separator="\x1f")
+
+
 def _calls(frame: pl.LazyFrame, by: Sequence[str]) -> pl.LazyFrame:
     """Tool calls in time order with an actor key and a call key (tool, arguments, result)."""
     return (
         frame.filter(pl.col(f.EVENT) == f.EV_TOOL_CALL)
         .with_columns(
-            pl.concat_str([pl.col(c).cast(pl.String).fill_null("") for c in by], separator="\x1f").alias(
-                _ACTOR
-            ),
-            pl.concat_str(
-                [pl.col(c).fill_null("") for c in (f.TOOL_NAME, f.ARGUMENTS_HASH, f.RESULT_HASH)],
-                separator="\x1f",
-            ).alias(_KEY),
+            _joined(*by).alias(_ACTOR), _joined(f.TOOL_NAME, f.ARGUMENTS_HASH, f.RESULT_HASH).alias(_KEY)
         )
         .with_row_index("_seq")
         .sort(_ACTOR, f.TIMESTAMP, "_seq")
@@ -112,8 +111,7 @@ def repeats(calls: pl.LazyFrame, *, threshold: int, window: timedelta) -> pl.Laz
     that keeps changing (polling) makes no run long enough to count."""
     gap = pl.col(f.TIMESTAMP).diff().over(_ACTOR)
     far = (gap > window).fill_null(True)
-    call = pl.concat_str([pl.col(f.TOOL_NAME).fill_null(""), pl.col(f.ARGUMENTS_HASH).fill_null("")],
-                         separator="\x1f")
+    call = _joined(f.TOOL_NAME, f.ARGUMENTS_HASH)
     tagged = calls.with_columns(
         _runs_of((pl.col(_KEY) != pl.col(_KEY).shift(1).over(_ACTOR)) | far).alias("_run"),
         _runs_of((call != call.shift(1).over(_ACTOR)) | far).alias("_ep"),

@@ -42,8 +42,14 @@ class Instrumentation:
     metrics: ServerMetrics
     tracer: Tracer
     request_log: RequestLogMiddleware
+    #: Attributes of `mcp.server.session.duration` (the server's `network.transport`).
+    session_attributes: dict[str, str] = field(default_factory=dict)
     _hooks: list[Any] = field(default_factory=list)
     _wrappers: list[Any] = field(default_factory=list)
+
+    def record_session(self, seconds: float) -> None:
+        """One session's lifetime (a Streamable HTTP session, or a whole stdio connection)."""
+        self.metrics.record_session(seconds, self.session_attributes)
 
     def close(self) -> None:
         for hook in self._hooks:
@@ -87,8 +93,6 @@ def instrument(
         request_log.logger.processors.append(add_trace_ids)
     network_transport = _NETWORK_TRANSPORT.get(request_log.transport, request_log.transport)
     request_log.telemetry = RequestTelemetry(server_metrics, transport=network_transport)
-    session_attributes = {f.ATTR_NETWORK_TRANSPORT: network_transport}
-    time_sessions(server, lambda seconds: server_metrics.record_session(seconds, session_attributes))
     if not any(isinstance(m, TraceHeaderMiddleware) for m in chain):
         sdk_span = next((i for i, m in enumerate(chain) if type(m).__name__ == "OpenTelemetryMiddleware"), 0)
         chain.insert(sdk_span, TraceHeaderMiddleware())
@@ -96,7 +100,10 @@ def instrument(
     wrapper, hook = DownstreamSpans(tracer), DownstreamErrors(server_metrics)
     _context.downstream_wrappers.append(wrapper)
     _context.downstream_hooks.append(hook)
-    return Instrumentation(server_metrics, tracer, request_log, [hook], [wrapper])
+    instrumentation = Instrumentation(server_metrics, tracer, request_log,
+                                      {f.ATTR_NETWORK_TRANSPORT: network_transport}, [hook], [wrapper])
+    time_sessions(server, instrumentation.record_session)
+    return instrumentation
 
 
 def active_sessions(server: Any) -> int:

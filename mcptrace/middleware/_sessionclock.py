@@ -89,7 +89,9 @@ def _install(server: Any, record: RecordSession) -> bool:
     except Exception:  # not created yet
         return False
     sessions = getattr(manager, "_server_instances", None)
-    if isinstance(sessions, SessionClock) or not isinstance(sessions, dict):
-        return isinstance(sessions, SessionClock)
+    if isinstance(sessions, SessionClock):
+        return True
+    if not isinstance(sessions, dict):  # not the table this module knows: leave the manager alone
+        return False
     manager._server_instances = SessionClock(sessions.items(), record)
     return True

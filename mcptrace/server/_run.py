@@ -178,8 +178,7 @@ def serve_stdio(config: Config) -> None:
             finally:
                 # One client, one session: it lasts as long as the pipe (recorded before the final export).
                 if service.telemetry is not None:
-                    service.telemetry.instrumentation.metrics.record_session(
-                        time.monotonic() - opened, {f.ATTR_NETWORK_TRANSPORT: "pipe"})
+                    service.telemetry.instrumentation.record_session(time.monotonic() - opened)
         finally:
             await service.aclose()
 
