@@ -168,7 +168,7 @@ def render_readme(log_dir: Path, planted_path: Path) -> str:
     planted = tomllib.loads(planted_path.read_text())
     calls = df.filter(pl.col(f.EVENT) == f.EV_TOOL_CALL)
     day = df[f.TIMESTAMP].min().strftime("%Y-%m-%d")  # type: ignore[union-attr]
-    size_kb = sum(p.stat().st_size for p in log_dir.iterdir()) // 1024
+    size_kb = sum(p.stat().st_size for p in log_dir.glob("*.log*") if p.is_file()) // 1024
     sessionless = calls.filter(pl.col(f.SESSION_ID).is_null()).height
     lines = [
         "# Sample logs",

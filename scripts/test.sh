@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs on a fresh Debian machine, then run it.
+#
+# The package and its test dependencies go into a virtual environment made anew on every run
+# (.ci/venv), so that what pip resolves today is what is tested, never a package left on the machine.
+# Later runs of single tests can use it directly: .ci/venv/bin/python -m pytest tests/test_x.py
 # (iproute2 brings `ip`, which the phoenix test uses to bring up loopback in its own network namespace.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +21,9 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   fi
 fi
 
-python -m pip install -q --disable-pip-version-check -e '.[test]'
+python3 -m venv --clear .ci/venv
+.ci/venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+export PATH="$PWD/.ci/venv/bin:$PATH"
 bash scripts/install-conformance.sh
 
 # playwright-core drives Debian's Chromium in the notebook browser test (project-local, gitignored)
@@ -27,7 +33,7 @@ fi
 # arize-phoenix, a third-party OTLP receiver (traces over gRPC and HTTP), in a virtual environment
 # of its own so that its many dependencies never meet the package's (project-local, gitignored)
 if [ ! -x .ci/phoenix/bin/phoenix ]; then
-  python -m venv .ci/phoenix
+  python3 -m venv .ci/phoenix
   .ci/phoenix/bin/python -m pip install -q --disable-pip-version-check arize-phoenix
 fi
 python -m ruff check mcptrace tests bench
