@@ -45,10 +45,26 @@ MESSAGE: Final = "message"
 RETRY_AFTER_MS: Final = "retry_after_ms"
 LIMIT_SCOPE: Final = "limit_scope"
 BREAKER_STATE: Final = "breaker_state"
+REFUSAL_REASON: Final = "refusal_reason"
+COUNT: Final = "count"
+LAST_REQUEST_ID: Final = "last_request_id"
+LAST_TIMESTAMP: Final = "last_timestamp"
+DROPPED_LINES: Final = "dropped_lines"
+GAP_START: Final = "gap_start"
+GAP_END: Final = "gap_end"
 
 # -- status values -----------------------------------------------------------
 SUCCESS: Final = "success"
 FAILURE: Final = "error"
+REFUSED: Final = "refused"
+
+# -- refusal reasons (`refusal_reason` of a refused request) -------------------
+R_UNAUTHENTICATED: Final = "unauthenticated"
+R_FORBIDDEN: Final = "forbidden"
+R_RATE_LIMITED: Final = "rate_limited"
+R_SUSPENDED: Final = "suspended"
+R_SESSION_CAP: Final = "session_cap"
+R_OVERLOADED: Final = "overloaded"
 
 # -- event names -------------------------------------------------------------
 EV_REQUEST_RECEIVED: Final = "request_received"
@@ -62,6 +78,8 @@ EV_AUTH_FAILED: Final = "auth_failed"
 EV_RATE_LIMITED: Final = "rate_limited"
 EV_BREAKER_STATE: Final = "breaker_state_changed"
 EV_AUTH_WARNING: Final = "auth_disabled"
+EV_REQUEST_REFUSED: Final = "request_refused"
+EV_LOG_GAP: Final = "log_gap"
 
 # -- request metadata exchanged with clients ---------------------------------
 REQUEST_ID_HEADER: Final = "x-request-id"

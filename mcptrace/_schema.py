@@ -18,10 +18,12 @@ if TYPE_CHECKING:
 #: Bumped whenever a field is added, removed or changes type.
 #: 1: the foundation contract. 2: adds protocol_version, client_name, client_version,
 #: parent_span_id and baggage (the client's era, identity and W3C trace context).
-LOG_SCHEMA_VERSION: Final = 2
+#: 3: refusals are one event (`request_refused`, status `refused`, a reason, possibly aggregated with a
+#: count) and the log records its own gaps (`log_gap`).
+LOG_SCHEMA_VERSION: Final = 3
 
 #: Every schema version readers accept; files of any of them read with `polars_schema()`.
-SUPPORTED_SCHEMA_VERSIONS: Final = (1, 2)
+SUPPORTED_SCHEMA_VERSIONS: Final = (1, 2, 3)
 
 #: The fields every line must carry to be analysed.
 REQUIRED_FIELDS: Final = (f.TIMESTAMP, f.EVENT, f.REQUEST_ID)
@@ -73,6 +75,13 @@ LOG_FIELDS: Final[dict[str, str]] = {
     f.EXPECTED_SHA256: "str",
     f.ACTUAL_SHA256: "str",
     f.RESOURCE_SOURCE: "str",
+    f.REFUSAL_REASON: "str",
+    f.COUNT: "int",
+    f.LAST_REQUEST_ID: "str",
+    f.LAST_TIMESTAMP: "datetime",
+    f.DROPPED_LINES: "int",
+    f.GAP_START: "datetime",
+    f.GAP_END: "datetime",
 }
 
 #: Python types a JSON value may have for each declared type (used by validators).
@@ -95,10 +104,16 @@ ADDED_IN_V2: Final = frozenset(
     }
 )
 
+#: Fields that schema version 3 added.
+ADDED_IN_V3: Final = frozenset(
+    {f.REFUSAL_REASON, f.COUNT, f.LAST_REQUEST_ID, f.LAST_TIMESTAMP, f.DROPPED_LINES, f.GAP_START, f.GAP_END}
+)
+
 #: The fields each schema version declares.
 FIELDS_BY_VERSION: Final[dict[int, frozenset[str]]] = {
-    1: frozenset(LOG_FIELDS) - ADDED_IN_V2,
-    2: frozenset(LOG_FIELDS),
+    1: frozenset(LOG_FIELDS) - ADDED_IN_V2 - ADDED_IN_V3,
+    2: frozenset(LOG_FIELDS) - ADDED_IN_V3,
+    3: frozenset(LOG_FIELDS),
 }
 
 MAP_ENTRY_FIELDS: Final[dict[str, str]] = {"key": "str", "value": "str"}

@@ -12,6 +12,7 @@ from pathlib import Path
 from mcptrace import _fields as f
 from mcptrace._schema import (
     ADDED_IN_V2,
+    ADDED_IN_V3,
     DOWNSTREAM_FIELDS,
     LOG_FIELDS,
     LOG_SCHEMA_VERSION,
@@ -41,7 +42,7 @@ DESCRIPTIONS: dict[str, str] = {
     f.ARGUMENTS_HASH: "hash of the canonical (key-order-insensitive) arguments",
     f.RESULT_HASH: "hash of the canonical result (same arguments, changing results: polling, not a loop)",
     f.DURATION_MS: "milliseconds the request (or downstream call) took",
-    f.STATUS: "`success` or `error`",
+    f.STATUS: "`success`, `error`, or `refused` (a guard answered instead of the server: see `refusal_reason`)",
     f.ERROR: "error message, when status is `error`",
     f.ERROR_CODE: "JSON-RPC error code, when the request failed with one",
     f.SERVICE: "downstream service name (downstream_call lines)",
@@ -70,6 +71,14 @@ DESCRIPTIONS: dict[str, str] = {
     f.EXPECTED_SHA256: "the sha256 the configuration pins for a remote resource",
     f.ACTUAL_SHA256: "the sha256 of what was fetched or found in the cache",
     f.RESOURCE_SOURCE: "where a verified resource came from: `remote` or `cache`",
+    f.REFUSAL_REASON: "why a request was refused: `unauthenticated`, `forbidden`, `rate_limited`, `suspended`, "
+    "`session_cap` or `overloaded`",
+    f.COUNT: "how many requests a `request_refused` line stands for (absent: one)",
+    f.LAST_REQUEST_ID: "the last request a `request_refused` line stands for (`mcp_request_id` is the first)",
+    f.LAST_TIMESTAMP: "when the last request a `request_refused` line stands for was refused",
+    f.DROPPED_LINES: "lines the writer could not write (`log_gap`)",
+    f.GAP_START: "when the first line of a gap was dropped",
+    f.GAP_END: "when the last line of a gap was dropped",
 }
 
 EVENTS: dict[str, str] = {
@@ -80,8 +89,12 @@ EVENTS: dict[str, str] = {
     f.EV_REQUEST_REJECTED: "an HTTP request was refused before or by the protocol layer (4xx/5xx)",
     f.EV_SERVER_STARTED: "the server accepts requests",
     f.EV_SERVER_STOPPED: "the server finished shutting down, logs flushed",
-    f.EV_AUTH_FAILED: "a request failed authentication",
-    f.EV_RATE_LIMITED: "a call was refused by a rate limit",
+    f.EV_AUTH_FAILED: "a request failed authentication (versions 1 and 2; read as `request_refused`)",
+    f.EV_RATE_LIMITED: "a call was refused by a rate limit (versions 1 and 2; read as `request_refused`)",
+    f.EV_REQUEST_REFUSED: "one or more requests of one caller refused by a guard for one reason, "
+    "aggregated per second (`count`, first and last request id)",
+    f.EV_LOG_GAP: "the writer dropped lines (disk full, unwritable file, queue full); "
+    "written as soon as a line can be written again",
     f.EV_BREAKER_STATE: "a downstream circuit breaker changed state",
     f.EV_AUTH_WARNING: "the server started on loopback without authentication (written once, at start)",
     f.EV_PROBE_RESULT: "one `mcptrace probe` run finished: passed or the step that failed",
@@ -110,7 +123,7 @@ def render() -> str:
         "|---|---|---|---|---|",
     ]
     for name, kind in LOG_FIELDS.items():
-        since = 2 if name in ADDED_IN_V2 else 1
+        since = 3 if name in ADDED_IN_V3 else 2 if name in ADDED_IN_V2 else 1
         lines.append(f"| `{name}` | {kind} | `{_dtype(name)}` | {since} | {DESCRIPTIONS.get(name, '—')} |")
     lines += ["", "`list[downstream]` entries:", "", "| field | JSON type |", "|---|---|"]
     lines += [f"| `{name}` | {kind} |" for name, kind in DOWNSTREAM_FIELDS.items()]
