@@ -1,4 +1,4 @@
-"""Log contract version 2: each line names its protocol era, its client, and the trace the client sent."""
+"""The log contract since version 2: each line names its protocol era, its client, and the trace the client sent."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def test_a_sessionless_call_logs_era_client_and_trace_context_but_no_session(
     assert call["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
     assert call["parent_span_id"] == "00f067aa0ba902b7"
     assert call["baggage"] == [{"key": "run_id", "value": "r-42"}, {"key": "conversation", "value": "c 7"}]
-    assert call["schema_version"] == 2
+    assert call["schema_version"] == LOG_SCHEMA_VERSION
 
 
 def test_a_handshake_session_logs_its_era_and_its_session(server: RunningProcess) -> None:
@@ -95,9 +95,9 @@ def test_a_malformed_traceparent_is_ignored_not_logged_and_not_fatal(server: Run
     assert_contract([call])
 
 
-def test_every_line_written_follows_the_version_2_contract(server: RunningProcess) -> None:
+def test_every_line_written_follows_the_current_contract(server: RunningProcess) -> None:
     records = read_log(server.log_file)
-    assert records and all(r["schema_version"] == 2 for r in records)
+    assert records and all(r["schema_version"] == LOG_SCHEMA_VERSION for r in records)
     assert_contract(records)
 
 
@@ -130,11 +130,12 @@ def test_malformed_baggage_entries_are_flagged() -> None:
     assert validate_record(line) and "baggage" in validate_record(line)[0]
 
 
-def test_v1_and_v2_files_read_with_one_polars_schema(server: RunningProcess, tmp_path: Path) -> None:
-    both = tmp_path / "both.jsonl"
-    both.write_bytes(V1_SAMPLE.read_bytes() + server.log_file.read_bytes())
-    frame = pl.read_ndjson(both, schema=polars_schema())
-    assert set(frame["schema_version"].unique().to_list()) == {1, 2}
+def test_files_of_every_version_read_with_one_polars_schema(server: RunningProcess, tmp_path: Path) -> None:
+    mixed = tmp_path / "mixed.jsonl"
+    v2_sample = V1_SAMPLE.parent / "demo-v2.jsonl"
+    mixed.write_bytes(V1_SAMPLE.read_bytes() + v2_sample.read_bytes() + server.log_file.read_bytes())
+    frame = pl.read_ndjson(mixed, schema=polars_schema())
+    assert set(frame["schema_version"].unique().to_list()) == {1, 2, LOG_SCHEMA_VERSION}
     modern = frame.filter(pl.col("client_name") == "modern-agent", pl.col("event") == "tool_call")
     assert modern["baggage"].list.len().to_list() == [2]
     assert (
