@@ -7,7 +7,8 @@ without the write-before-answer rule these reads would miss it). And end to
 end: the real server (and a user's server under `instrument()`, and one replica
 of two behind nginx) is killed with SIGKILL at a random moment under load from
 several threads, and every request whose answer the client received is found
-in the log.
+in the log. `serve --stdio` is run 100 times with a script that ends in EOF
+right after its last request: every request gets its reply on stdout.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import json
 import os
 import random
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -266,3 +269,47 @@ def test_a_replica_killed_behind_nginx_loses_no_answered_request(tmp_path: Path)
         assert victim.process.wait(10) == -signal.SIGKILL
         assert_every_answer_on_record(load_.answered, [victim.log_file, survivor.log_file])
         assert len(answered_on_record(victim.log_file)) > before, "the killed replica had answered calls"
+
+
+# -- stdio: every reply before exit -------------------------------------------------------------------
+
+STDIO_RUNS = 100
+
+
+def _script(n: int) -> tuple[bytes, list[int]]:
+    """Run `n`'s requests, ending right after the last one: the handshake era or the 2026-07-28 one."""
+    calls = [("tools/call", {"name": "ping", "arguments": {}}),
+             ("tools/call", {"name": "search_database", "arguments": {"query": "anvil", "limit": 2}}),
+             ("tools/list", {})]
+    if n % 2:
+        meta = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {},
+                "io.modelcontextprotocol/clientInfo": {"name": "script", "version": "1"}}
+        messages = [{"jsonrpc": "2.0", "id": i + 1, "method": m, "params": {**p, "_meta": meta}}
+                    for i, (m, p) in enumerate(calls)]
+    else:
+        messages = [initialize_message("script"), {"jsonrpc": "2.0", "method": "notifications/initialized"},
+                    *({"jsonrpc": "2.0", "id": i + 2, "method": m, "params": p} for i, (m, p) in enumerate(calls))]
+    ids = [m["id"] for m in messages if "id" in m]
+    return b"".join(json.dumps(m).encode() + b"\n" for m in messages), ids
+
+
+def test_stdio_answers_every_request_before_the_end_of_stdin_stops_it(tmp_path: Path) -> None:
+    expected = {}
+    for n in range(STDIO_RUNS):
+        (tmp_path / f"run-{n}").mkdir()
+        script, expected[n] = _script(n)
+        (tmp_path / f"run-{n}" / "stdin").write_bytes(script)
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run([sys.executable, str(root / "tests" / "stdio_runs.py"), str(tmp_path), str(STDIO_RUNS),
+                           "4"], env=env, cwd=root, capture_output=True, timeout=240)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    statuses = json.loads(done.stdout)
+    missing: dict[int, list[int]] = {}
+    for n, ids in expected.items():
+        assert statuses[str(n)] == 0, (tmp_path / f"run-{n}" / "stderr").read_text()
+        replies = [json.loads(line) for line in (tmp_path / f"run-{n}" / "stdout").read_bytes().splitlines()]
+        assert all("result" in r for r in replies), replies
+        if sorted(r["id"] for r in replies) != ids:
+            missing[n] = sorted(set(ids) - {r["id"] for r in replies})
+    assert not missing, f"{len(missing)} of {STDIO_RUNS} runs lost replies: {missing}"
