@@ -27,15 +27,14 @@ import errno
 import os
 import select
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 #: Seconds before a rotation that failed (the directory refuses renames) is tried again.
 ROTATION_RETRY_SECONDS = 1.0
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     """What became of a batch: its first `written` lines landed whole, the rest did not (`error` says why)."""
 
     written: int
@@ -53,8 +52,13 @@ def describe(exc: OSError) -> str:
 
 def _write_all(fd: int, data: bytes) -> tuple[int, OSError | None]:
     """Write every byte, or say how many made it and why the rest did not."""
+    try:
+        done = os.write(fd, data)
+    except OSError as exc:
+        return 0, exc
+    if done == len(data):  # the usual case: one system call
+        return done, None
     view = memoryview(data)
-    done = 0
     while done < len(data):
         try:
             n = os.write(fd, view[done:])
