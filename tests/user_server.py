@@ -22,7 +22,6 @@ from mcptrace.testing import stop_process, subprocess_env
 
 
 def serve(log_path: str, ready: str) -> None:
-    import uvicorn
     from mcp.server import MCPServer
 
     import mcptrace
@@ -36,9 +35,16 @@ def serve(log_path: str, ready: str) -> None:
         return {"item": item, "count": count}
 
     mcptrace.instrument(server, logger=mcptrace.EventLogger(mcptrace.LogSink(log_path)))
+    serve_announced(server.streamable_http_app(), ready)
+
+
+def serve_announced(app: Any, ready: str) -> None:
+    """Serve `app` under uvicorn on a free loopback port; its MCP URL is written to `ready` once it serves."""
+    import uvicorn
+
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
-    uv = uvicorn.Server(uvicorn.Config(server.streamable_http_app(), log_level="warning"))
+    uv = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     original = uv.startup
 
     async def startup(sockets: Any = None) -> None:
