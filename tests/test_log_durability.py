@@ -147,9 +147,8 @@ class Load:
                 while not self.stop.is_set():
                     i += 1
                     request_id = self._call(http, headers, i, modern=modern)
-                    if request_id is None:
-                        return
-                    self.answered.append(request_id)
+                    if request_id is not None:  # else refused (a proxy's 502 for a replica that died)
+                        self.answered.append(request_id)
         except httpx.HTTPError:
             return  # the server is gone: what was answered before is what counts
 
