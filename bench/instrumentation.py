@@ -1,6 +1,6 @@
 """What full instrumentation costs: the bare SDK server against the same server under mcptrace.
 
-    python bench/instrumentation.py [--seconds 8] [--sessions 4] [--rounds 3]
+    python bench/instrumentation.py [--seconds 8] [--sessions 4] [--rounds 3] [--log-writes]
 
 Both servers run the same tool under uvicorn on 127.0.0.1, each in its own
 process. The instrumented one adds mcptrace's telemetry as `mcptrace serve` sets
@@ -17,7 +17,13 @@ with only the SDK's own spans exported (a plain `TracerProvider`, no mcptrace), 
 instrumented server with no spans at all (`OTEL_TRACES_EXPORTER=none`) and with spans
 created but never sampled (`OTEL_TRACES_SAMPLER=always_off`), to show what the spans cost;
 `--downstream` adds the instrumented server whose tool wraps its lookup in `downstream()`
-(a CLIENT span, a log line and a metric more per call).
+(a CLIENT span, a log line and a metric more per call). Every instrumented row
+writes its log lines to the OS before each answer leaves (what makes kill -9 lose
+no answered request); `--log-writes` adds the default configuration with the log
+written one `write` per line, and written only every 0.2 s by a background
+thread (the cheaper, not durable way), to show what durability costs;
+"writes" counts the server's `write`-family system calls per call
+(`/proc/PID/io`; socket sends are not among them), which the log's mode decides.
 The load is the same for every configuration: `--sessions` concurrent Streamable
 HTTP sessions (JSON responses; a light httpx client, so the load generator is not
 what saturates first) calling `tools/call` back to back for `--seconds` after a
@@ -40,6 +46,14 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+#: When the log's lines reach the OS (`BENCH_LOG_WRITES`): mcptrace's default, before each answer leaves
+#: (one write per answer, batching what is pending); one write per line; or only every 0.2 s from a
+#: background thread, as before the kill -9 guarantee (an answered request's lines may then be lost).
+LOG_WRITES: dict[str, dict[str, Any]] = {
+    "before response": {},
+    "per line": {"buffer_bytes": 0},
+    "every 0.2 s": {"write_before_response": False},
+}
 TABLE = {f"k{i}": f"value {i}" for i in range(100)}
 
 
@@ -86,7 +100,8 @@ def serve(mode: str, ready: Path, workdir: Path) -> None:
         from mcptrace.telemetry._log import EventLogger, LogSink
         from mcptrace.telemetry._setup import setup_telemetry
 
-        logger = EventLogger(LogSink(workdir / "bench.log"))
+        logger = EventLogger(LogSink(workdir / f"bench-{os.getpid()}.log", **LOG_WRITES[os.environ.get(
+            "BENCH_LOG_WRITES", "before response")]))
         telemetry = setup_telemetry(server, logger)  # exporters from the OTEL_* variables
     # IPPROTO_TCP spelled out, as `mcptrace serve` does, so asyncio turns Nagle's algorithm off: with
     # it on, every response on a kept-alive connection waits ~40 ms for the client's delayed ACK.
@@ -182,6 +197,15 @@ def _cpu_seconds(pid: int) -> tuple[float, float] | None:
     return ticks / hz, (ticks - own) / hz
 
 
+def _write_calls(pid: int) -> int | None:
+    """`write`-family system calls the server process made so far (Linux `/proc/PID/io`; socket sends
+    are not among them): how often the log is written, counted rather than timed."""
+    try:
+        return int(Path(f"/proc/{pid}/io").read_text().split("syscw:")[1].split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 async def _load(url: str, *, pid: int, sessions: int, seconds: float, warmup: float) -> dict[str, float]:
     """`sessions` clients calling tools/call back to back (a light client: the servers are measured)."""
     import anyio
@@ -208,12 +232,15 @@ async def _load(url: str, *, pid: int, sessions: int, seconds: float, warmup: fl
                 errors += "result" not in body or bool(body["result"].get("isError"))
 
     cpu: list[tuple[float, float] | None] = []
+    writes: list[int | None] = []
 
     async def sample_cpu() -> None:
         await anyio.sleep(max(0.0, measure_from - time.perf_counter()))
         cpu.append(_cpu_seconds(pid))
+        writes.append(_write_calls(pid))
         await anyio.sleep(max(0.0, stop_at - time.perf_counter()))
         cpu.append(_cpu_seconds(pid))
+        writes.append(_write_calls(pid))
 
     with anyio.fail_after(warmup + seconds + 60):
         limits = httpx.Limits(max_connections=sessions)
@@ -222,13 +249,15 @@ async def _load(url: str, *, pid: int, sessions: int, seconds: float, warmup: fl
             for n in range(sessions):
                 tg.start_soon(session, http, n)
     q = statistics.quantiles(latencies, n=100)
-    cpu_ms = child_ms = float("nan")
+    cpu_ms = child_ms = writes_per_call = float("nan")
+    if len(writes) == 2 and writes[0] is not None and writes[1] is not None:
+        writes_per_call = (writes[1] - writes[0]) / len(latencies)
     if len(cpu) == 2 and cpu[0] is not None and cpu[1] is not None:
         cpu_ms = (cpu[1][0] - cpu[0][0]) * 1000 / len(latencies)
         child_ms = (cpu[1][1] - cpu[0][1]) * 1000 / len(latencies)
     return {"calls": len(latencies), "errors": errors, "rps": len(latencies) / seconds,
             "p50_ms": q[49] * 1000, "p99_ms": q[98] * 1000, "cpu_ms_per_call": cpu_ms,
-            "child_cpu_ms_per_call": child_ms}
+            "child_cpu_ms_per_call": child_ms, "writes_per_call": writes_per_call}
 
 
 def run_one(mode: str, workdir: Path, env: dict[str, str], args: argparse.Namespace) -> dict[str, float]:
@@ -254,6 +283,8 @@ def main() -> int:
     parser.add_argument("--otlp-logs", action="store_true", help="also measure the opt-in OTLP log bridge")
     parser.add_argument("--downstream", action="store_true",
                         help="also measure the instrumented server whose tool wraps its lookup in downstream()")
+    parser.add_argument("--log-writes", action="store_true",
+                        help="also measure the log written per line, and written only every 0.2 s (not durable)")
     parser.add_argument("--breakdown", action="store_true",
                         help="also measure the instrumented server without spans and with unsampled spans")
     parser.add_argument("--only", help="comma-separated configurations to measure (bare is always one)")
@@ -286,6 +317,11 @@ def main() -> int:
             }
             if args.downstream:
                 configs["+ downstream"] = ("downstream", {})
+            if args.log_writes:
+                # The default rows write the log before each answer; these differ from "process export" in that only.
+                for name in ("per line", "every 0.2 s"):
+                    configs[f"log {name}"] = ("instrumented", {"MCPTRACE_SPAN_EXPORT": "process",
+                                                               "BENCH_LOG_WRITES": name})
             if args.otlp_logs:
                 configs["+ OTLP logs"] = ("instrumented", {"OTEL_LOGS_EXPORTER": "otlp"})
             if args.breakdown:
@@ -306,6 +342,7 @@ def main() -> int:
                     print(f"round {r + 1} {name:>14}: {res['rps']:7.1f} req/s  p50 {res['p50_ms']:6.2f} ms  "
                           f"p99 {res['p99_ms']:6.2f} ms  server CPU {res['cpu_ms_per_call']:5.2f} ms/call "
                           f"(children {res['child_cpu_ms_per_call']:4.2f})  "
+                          f"writes {res['writes_per_call']:4.2f}/call  "
                           f"({int(res['calls'])} calls, {int(res['errors'])} errors)",
                           flush=True)
         finally:
@@ -318,6 +355,7 @@ def main() -> int:
     for name, r in medians.items():
         print(f"  {name:>14}  {r['rps']:7.1f} req/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms  "
               f"server CPU {r['cpu_ms_per_call']:5.2f} ms/call (children {r['child_cpu_ms_per_call']:4.2f})  "
+              f"writes {r['writes_per_call']:4.2f}/call  "
               f"ratio {r['rps'] / b['rps']:.3f}  "
               f"CPU ratio {b['cpu_ms_per_call'] / r['cpu_ms_per_call']:.3f}")
     print("  goal: instrumented >= 0.9x bare")

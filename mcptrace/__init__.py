@@ -23,8 +23,9 @@ if TYPE_CHECKING:
     from mcptrace.guards._stats import GuardStats
     from mcptrace.middleware._instrument import Instrumentation, instrument
     from mcptrace.telemetry._context import downstream
-    from mcptrace.telemetry._log import EventLogger, LogSink
+    from mcptrace.telemetry._log import EventLogger
     from mcptrace.telemetry._metrics import GuardCounters, register_guard_metrics
+    from mcptrace.telemetry._sink import LogSink
     from mcptrace.telemetry._spanprocess import ProcessSpanExporter
 
 _LAZY = {
@@ -35,7 +36,7 @@ _LAZY = {
     "polars_schema": "mcptrace._schema",
     "downstream": "mcptrace.telemetry._context",
     "EventLogger": "mcptrace.telemetry._log",
-    "LogSink": "mcptrace.telemetry._log",
+    "LogSink": "mcptrace.telemetry._sink",
     # Loaded on first use: they import the MCP SDK, which `mcptrace.analysis` must never pull in.
     "instrument": "mcptrace.middleware._instrument",
     "Instrumentation": "mcptrace.middleware._instrument",

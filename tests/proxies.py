@@ -185,3 +185,45 @@ def running_caddy(workdir: Path, *, server_url: str, cert: Certificate) -> Itera
     cmd = [binary, "run", "--config", str(config), "--adapter", "caddyfile"]
     with _run(cmd, port, workdir, env=env) as stderr:
         yield Proxy(f"https://127.0.0.1:{port}/mcp", stderr)
+
+
+BALANCER_SITE = """
+upstream mcptrace_replicas {{
+{servers}
+}}
+server {{
+    listen 127.0.0.1:{port};
+    location / {{
+        proxy_pass http://mcptrace_replicas;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        # The replicas accept loopback Host headers only (DNS-rebinding protection).
+        proxy_set_header Host 127.0.0.1:8765;
+        proxy_set_header X-Request-ID $request_id;
+        proxy_buffering off;
+        proxy_request_buffering off;
+        proxy_read_timeout 300s;
+    }}
+}}
+"""
+
+
+@contextmanager
+def running_balancer(workdir: Path, ports: list[int]) -> Iterator[str]:
+    """nginx round-robining plain HTTP over replicas on loopback `ports`; yields its MCP endpoint."""
+    binary = require("nginx")
+    port = free_port()
+    for sub in ("client_body", "proxy", "logs"):
+        (workdir / sub).mkdir(parents=True, exist_ok=True)
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    servers = "\n".join(f"    server 127.0.0.1:{p};" for p in ports)
+    (workdir / "nginx.conf").write_text(
+        f"{user}worker_processes 1;\ndaemon off;\npid {workdir}/nginx.pid;\nerror_log stderr warn;\n"
+        "events { worker_connections 256; }\n"
+        f"http {{\n  access_log off;\n  client_body_temp_path {workdir}/client_body;\n"
+        f"  proxy_temp_path {workdir}/proxy;\n"
+        + BALANCER_SITE.format(servers=servers, port=port) + "}\n"
+    )
+    with _run([binary, "-e", "stderr", "-p", str(workdir), "-c", str(workdir / "nginx.conf")], port, workdir):
+        yield f"http://127.0.0.1:{port}/mcp"
+

@@ -24,6 +24,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from mcptrace.testing import subprocess_env
 from tests.otel_receivers import OtelTap, attrs, oteltap, points, wait_for_log_line
+from tests.user_server import serve_announced
 
 
 def weather_server() -> MCPServer[Any]:
@@ -47,9 +48,6 @@ def weather_server() -> MCPServer[Any]:
 
 def serve(endpoint: str, log_path: str, ready: str) -> None:
     """What a user writes: providers, one `instrument()` call, then serve as usual."""
-    import socket
-
-    import uvicorn
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.metrics import MeterProvider
@@ -70,19 +68,8 @@ def serve(endpoint: str, log_path: str, ready: str) -> None:
     mcptrace.instrument(server, tracer_provider=tracer_provider, meter_provider=meter_provider,
                         logger=mcptrace.EventLogger(mcptrace.LogSink(log_path)))
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    uv = uvicorn.Server(uvicorn.Config(server.streamable_http_app(), log_level="warning"))
-    original = uv.startup
-
-    async def startup(sockets: Any = None) -> None:
-        await original(sockets=sockets)
-        Path(ready + ".tmp").write_text(f"http://127.0.0.1:{sock.getsockname()[1]}/mcp")
-        Path(ready + ".tmp").replace(ready)
-
-    uv.startup = startup  # type: ignore[method-assign]
     try:
-        uv.run(sockets=[sock])
+        serve_announced(server.streamable_http_app(), ready)
     finally:
         tracer_provider.shutdown()
         meter_provider.shutdown()

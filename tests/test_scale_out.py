@@ -25,7 +25,7 @@ import pytest
 
 from mcptrace.testing import RunningProcess, running_server
 from tests.guard_clients import add_token, revoke
-from tests.proxies import _run, free_port, require
+from tests.proxies import free_port, require, running_balancer
 from tests.redis_server import Redis
 
 RATE, BURST = 2, 6
@@ -69,31 +69,9 @@ class Cluster:
                 time.sleep(0.1)
 
 
-NGINX_SITE = """
-upstream mcptrace_replicas {{
-    server 127.0.0.1:{a};
-    server 127.0.0.1:{b};
-}}
-server {{
-    listen 127.0.0.1:{port};
-    location / {{
-        proxy_pass http://mcptrace_replicas;
-        proxy_http_version 1.1;
-        proxy_set_header Connection "";
-        # The replicas accept loopback Host headers only (DNS-rebinding protection).
-        proxy_set_header Host 127.0.0.1:8765;
-        proxy_set_header X-Request-ID $request_id;
-        proxy_buffering off;
-        proxy_request_buffering off;
-        proxy_read_timeout 300s;
-    }}
-}}
-"""
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    binary = require("nginx")
+    require("nginx")  # skip before starting anything
     work = tmp_path_factory.mktemp("cluster")
     with ExitStack() as stack:
         redis = Redis(work / "redis")
@@ -104,21 +82,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         c.add_token("warmup")
         c.start_replica(0)
         c.start_replica(1)
-        port = free_port()
-        nginx = work / "nginx"
-        for sub in ("client_body", "proxy", "logs"):
-            (nginx / sub).mkdir(parents=True, exist_ok=True)
-        user = "user root;\n"
-        (nginx / "nginx.conf").write_text(
-            f"{user}worker_processes 1;\ndaemon off;\npid {nginx}/nginx.pid;\nerror_log stderr warn;\n"
-            "events { worker_connections 256; }\n"
-            f"http {{\n  access_log off;\n  client_body_temp_path {nginx}/client_body;\n"
-            f"  proxy_temp_path {nginx}/proxy;\n"
-            + NGINX_SITE.format(a=c.ports[0], b=c.ports[1], port=port) + "}\n"
-        )
-        stack.enter_context(_run([binary, "-e", "stderr", "-p", str(nginx), "-c", str(nginx / "nginx.conf")],
-                                 port, nginx))
-        c.proxy_url = f"http://127.0.0.1:{port}/mcp"
+        c.proxy_url = stack.enter_context(running_balancer(work / "nginx", c.ports))
         yield c
 
 

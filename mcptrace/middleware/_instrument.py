@@ -93,6 +93,7 @@ def instrument(
         request_log.logger.processors.append(add_trace_ids)
     network_transport = _NETWORK_TRANSPORT.get(request_log.transport, request_log.transport)
     request_log.telemetry = RequestTelemetry(server_metrics, transport=network_transport)
+    server_metrics.observe_dropped(request_log.logger.sink.dropped)  # lines the log file could not take
     if not any(isinstance(m, TraceHeaderMiddleware) for m in chain):
         sdk_span = next((i for i, m in enumerate(chain) if type(m).__name__ == "OpenTelemetryMiddleware"), 0)
         chain.insert(sdk_span, TraceHeaderMiddleware())

@@ -6,7 +6,10 @@ each request it binds a `CallContext`, writes `request_received`, `tool_call`
 (tools only) and `response_sent`, and puts `mcp_request_id` in the result's
 `_meta`. After `instrument()` it also hands each request to its
 `RequestTelemetry` (span attributes at the start, metrics at the end). Whatever
-happens in logging or telemetry, the request's own outcome is untouched.
+happens in logging or telemetry, the request's own outcome is untouched. The
+request's lines are written to the OS (`EventLogger.commit`) before its result
+goes back to the SDK, which is what lets a crash lose no line of an answered
+request, whatever the transport or the stream the answer travels on.
 """
 
 from __future__ import annotations
@@ -158,6 +161,8 @@ class RequestLogMiddleware:
             })
         if self.telemetry is not None:
             self.telemetry.finish(ctx, call, status=status, duration_s=duration_s, error_type=error_type)
+        # The answer leaves once this returns: its lines reach the OS first, so a crash cannot lose them.
+        self.logger.commit()
 
     def _write_closing_lines(
         self, call: CallContext, params: Mapping[str, Any], duration_s: float, result: HandlerResult,

@@ -6,7 +6,10 @@ the request headers for the SDK middleware to find, and echoed in the
 error before anything parses them, and a body that does not arrive whole within
 the body deadline gets 408 and a closed connection; a POST that declares both Content-Length and
 Transfer-Encoding gets 400 and a closed connection. Every answer with an HTTP
-status >= 400 is logged once as `request_rejected`, with its JSON-RPC code.
+status >= 400 is logged once as `request_rejected`, with its JSON-RPC code,
+before the answer's last byte leaves. Pending log lines are written to the OS
+(`EventLogger.commit`) as an answer starts and before its last byte, so a line
+logged before a response is on record before the client can see it.
 """
 
 from __future__ import annotations
@@ -98,8 +101,16 @@ class RequestIdMiddleware:
             if message["type"] == "http.response.start":
                 status_seen.append(message["status"])
                 message = {**message, "headers": [*message.get("headers", []), id_header]}
-            elif status_seen and status_seen[0] >= 400 and len(error_body) < _ERROR_BODY_KEPT:
-                error_body.extend(message.get("body", b"")[:_ERROR_BODY_KEPT])
+                self.logger.commit()  # what was logged before the answer starts is on record first
+            elif message["type"] == "http.response.body":
+                if status_seen and status_seen[0] >= 400 and len(error_body) < _ERROR_BODY_KEPT:
+                    error_body.extend(message.get("body", b"")[:_ERROR_BODY_KEPT])
+                if not message.get("more_body", False):
+                    # The end of the answer: a refusal is logged before its last byte leaves, never after.
+                    if status_seen and status_seen[0] >= 400 and not logged.done:
+                        logged.done = True
+                        self._log_rejection(scope, request_id, status_seen[0], start, bytes(error_body))
+                    self.logger.commit()
             await send(message)
 
         if scope["method"] == "POST":
@@ -108,8 +119,7 @@ class RequestIdMiddleware:
                     send_with_id, 400, INVALID_REQUEST,
                     "Bad Request: Content-Length and Transfer-Encoding must not both be sent",
                     headers=[(b"connection", b"close")],
-                )
-                self._log_rejection(scope, request_id, 400, start, bytes(error_body))
+                )  # logged by send_with_id, before the answer's last byte
                 return
             declared = _content_length(scope)
             if declared is not None and declared > self.max_body_bytes:
@@ -126,7 +136,8 @@ class RequestIdMiddleware:
             receive = replay_body(body, receive)
 
         await self.app(scope, receive, send_with_id)
-        # A JSON-RPC error the SDK middleware already logged as `response_sent` is not logged twice.
+        # A JSON-RPC error the SDK middleware already logged as `response_sent` is not logged twice; an
+        # answer that never reached its last byte is logged here.
         if status_seen and status_seen[0] >= 400 and not logged.done:
             self._log_rejection(scope, request_id, status_seen[0], start, bytes(error_body))
 
@@ -143,14 +154,15 @@ class RequestIdMiddleware:
         self, send: Send, scope: Scope, request_id: str, status: int, message: str, error: str, *,
         headers: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
-        """Answer a body we will not read with a JSON-RPC error, and log the refusal once."""
-        await send_jsonrpc_error(send, status, INVALID_REQUEST, message, headers=headers)
+        """Answer a body we will not read with a JSON-RPC error, and log the refusal once (before answering)."""
+        mark_response_logged(scope)
         self.logger.emit(
             f.EV_REQUEST_REJECTED, "warning", **{
                 f.REQUEST_ID: request_id, f.HTTP_STATUS: status, f.ERROR: error,
                 f.ERROR_CODE: INVALID_REQUEST, f.TRANSPORT: "http", f.MESSAGE: _request_line(scope),
             },
         )
+        await send_jsonrpc_error(send, status, INVALID_REQUEST, message, headers=headers)
 
     def _log_rejection(self, scope: Scope, request_id: str, status: int, start: float, body: bytes) -> None:
         session = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"mcp-session-id"), None)

@@ -79,11 +79,6 @@ class SessionLimitMiddleware:
         self.refused += 1
         retry_ms = self.retry_after * 1000
         mark_response_logged(scope)
-        await send_jsonrpc_error(
-            send, 503, SERVER_ERROR, self.message,
-            data={"maxSessions": self.max_sessions, "retryAfterMs": retry_ms},
-            headers=[(b"retry-after", str(self.retry_after).encode())],
-        )
         request_id = next((v.decode("latin-1") for k, v in scope["headers"] if k == f.REQUEST_ID_HEADER.encode()), None)
         self.logger.emit(
             f.EV_REQUEST_REJECTED, "warning", **{
@@ -92,4 +87,9 @@ class SessionLimitMiddleware:
                 f.RETRY_AFTER_MS: retry_ms, f.TRANSPORT: "http",
                 f.MESSAGE: f"{scope['method']} {scope['path']}"[:200],
             },
+        )
+        await send_jsonrpc_error(  # after the line: logged before the refusal leaves
+            send, 503, SERVER_ERROR, self.message,
+            data={"maxSessions": self.max_sessions, "retryAfterMs": retry_ms},
+            headers=[(b"retry-after", str(self.retry_after).encode())],
         )

@@ -115,7 +115,7 @@ class HealthChecker:
         writable = await anyio.to_thread.run_sync(self.sink.writable, abandon_on_cancel=True)
         stats = self.sink.stats
         counts = {"lines_written": stats.lines_written, "lines_dropped": stats.lines_dropped,
-                  "lines_torn": stats.lines_torn}
+                  "lines_torn": stats.lines_torn, "gaps": stats.gaps}
         if writable:
             return {"status": HEALTHY, **counts}
         return {"status": DEGRADED, "error": stats.last_error or "log file not writable", **counts}

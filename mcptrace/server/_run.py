@@ -24,6 +24,7 @@ from mcptrace.middleware._ids import new_request_id
 from mcptrace.server._app import build_app, build_service, make_logger
 from mcptrace.server._bind import check_bind
 from mcptrace.server._headtimeout import HEAD_TIMEOUT_MESSAGE, head_deadline_protocol
+from mcptrace.server._stdio import StdioDrain
 from mcptrace.telemetry._log import EventLogger
 
 
@@ -183,7 +184,8 @@ def serve_stdio(config: Config) -> None:
             await service.aclose()
 
     try:
-        anyio.run(main)
+        with StdioDrain():  # every request read is answered on stdout before the end of stdin stops the SDK
+            anyio.run(main)
     except KeyboardInterrupt:
         pass
     finally:

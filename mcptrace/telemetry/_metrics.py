@@ -63,6 +63,7 @@ class ServerMetrics:
             description="MCP session duration as observed on the server (semantic conventions)",
             explicit_bucket_boundaries_advisory=list(SEMCONV_DURATION_BUCKETS))
         self._tool_attrs: dict[tuple[str, str], Mapping[str, str | bool]] = {}
+        self._drop_sources: list[Callable[[], Mapping[tuple[str, str], int]]] = []
 
     def record_tool_call(self, tool: str, status: str, duration_s: float) -> None:
         key = (tool, status)
@@ -114,15 +115,29 @@ class ServerMetrics:
             description="new sessions refused because the server was at its session limit")
 
     def observe_dropped(self, dropped: Callable[[], Mapping[tuple[str, str], int]]) -> None:
-        """Report telemetry the exporters lost, keyed by (signal, reason)."""
+        """Report telemetry lost by one more source (exporters, the log sink), keyed by (signal, reason).
+
+        All sources feed the one `mcptrace_telemetry_dropped_total` counter; a
+        (signal, reason) pair reported by two sources is summed.
+        """
+        self._drop_sources.append(dropped)
+        if len(self._drop_sources) > 1:
+            return
 
         def callback(options: CallbackOptions) -> Iterable[Observation]:
+            totals: dict[tuple[str, str], int] = {}
+            for source in self._drop_sources:
+                try:
+                    for key, n in source().items():
+                        totals[key] = totals.get(key, 0) + n
+                except Exception:
+                    pass
             return [Observation(n, {f.L_SIGNAL: signal, f.L_REASON: reason})
-                    for (signal, reason), n in dropped().items()]
+                    for (signal, reason), n in totals.items()]
 
         self.meter.create_observable_counter(
             f.M_TELEMETRY_DROPPED, [callback], unit="{item}",
-            description="spans and log records the exporters could not deliver")
+            description="spans and log records that were dropped: not exported, or not written to the log")
 
 
 @runtime_checkable
