@@ -56,6 +56,7 @@ def setup_telemetry(
         logger=logger, transport=transport,
     )
     instrumentation.metrics.observe_dropped(providers.drops.snapshot)
+    instrumentation.metrics.observe_log_lines_dropped(lambda: logger.sink.stats.lines_dropped)
     if providers.logger_provider is not None:
         logger.listeners.append(OtlpLogBridge(providers.logger_provider))
     return ServerTelemetry(providers, prometheus, instrumentation)
