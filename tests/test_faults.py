@@ -152,6 +152,9 @@ def test_a_full_log_sink_drops_and_counts_lines_but_every_request_is_answered(tm
             return dict(body["checks"]["log_sink"])
 
         sink = eventually(recovered)
+        metrics = httpx.get(f"{srv.base_url}/metrics", timeout=10).text.splitlines()
+        dropped = [float(m.split()[-1]) for m in metrics if m.startswith("mcptrace_log_lines_dropped_total{")]
+        assert dropped == [sink["lines_dropped"]], "the metric counts what /health counts"
         records, torn = log_lines(srv.log_file)
         assert len(records) == sink["lines_written"], "every line counted as written is in the file, whole"
         assert len(torn) == sink["lines_torn"] <= 1, torn
