@@ -22,7 +22,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 FORMAT = ROOT / "deploy" / "lnav" / "mcptrace.json"
 SAMPLES = [
-    ROOT / "sample_logs" / "incidents" / "mcptrace.log",  # version 3
+    ROOT / "sample_logs" / "incidents" / "mcptrace.log",
     ROOT / "sample_logs" / "demo-v2.jsonl",
     ROOT / "sample_logs" / "v1-sample.jsonl",
 ]
