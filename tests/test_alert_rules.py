@@ -9,22 +9,19 @@ accepts, and every metric the rules read is one mcptrace declares.
 
 from __future__ import annotations
 
-import re
 import shlex
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
-from mcptrace import _fields as f
 from mcptrace.cli import build_parser
+from tests.promql import RULES, declared_prometheus_names, metrics_read_by, rules
 
 ROOT = Path(__file__).resolve().parent.parent
-RULES_DIR = ROOT / "deploy" / "prometheus"
-RULES = RULES_DIR / "alerts.yml"
+RULES_DIR = RULES.parent
 UNIT_TESTS = RULES_DIR / "alerts_test.yml"
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed (scripts/test.sh installs it)")
@@ -35,27 +32,6 @@ PLACEHOLDERS = {
     "{{ $labels.tool }}": "search_database",
     "{{ $labels.url }}": "http://127.0.0.1:8765/mcp",
 }
-
-
-def rules() -> list[dict[str, Any]]:
-    return [rule for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]]
-
-
-def declared_prometheus_names() -> set[str]:
-    """Every metric name mcptrace declares, as Prometheus sees it (semconv names: dots and a unit)."""
-    names = set()
-    for key, value in vars(f).items():
-        if key.startswith("M_") and isinstance(value, str):
-            names.add(value.replace(".", "_") + "_seconds" if "." in value else value)
-    return names
-
-
-def metrics_read_by(expr: str) -> set[str]:
-    """Metric names an expression reads, with histogram suffixes taken off (label names are not metrics)."""
-    expr = re.sub(r"\{[^}]*\}", "", expr)
-    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr)
-    found = set(re.findall(r"\b(mcp(?:trace)?_[a-z0-9_]+)\b", expr))
-    return {re.sub(r"_(bucket|count|sum)$", "", name) for name in found}
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:

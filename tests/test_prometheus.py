@@ -43,8 +43,8 @@ from mcp.shared.exceptions import MCPError
 from mcptrace.guards._tokens import TokenStore
 from mcptrace.testing import RunningProcess, running_server, running_upstream, stop_process, subprocess_env
 from tests.guard_clients import client
+from tests.promql import RULES, declared_prometheus_names, metrics_read_by
 from tests.proxies import free_port
-from tests.test_alert_rules import RULES, declared_prometheus_names, metrics_read_by
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "deploy" / "grafana" / "mcptrace.json"
