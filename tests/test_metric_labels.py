@@ -23,7 +23,7 @@ from mcptrace.telemetry._labels import FirstSeen, RegisteredTools
 from mcptrace.telemetry._metrics import REFUSAL_REASONS, ServerMetrics
 from mcptrace.telemetry._prometheus import PrometheusEndpoint
 from mcptrace.telemetry._repeats import RepeatWatch
-from mcptrace.testing import RunningProcess, running_server
+from mcptrace.testing import RunningProcess, initialize_message, running_server
 from tests.helpers import UNLIMITED
 
 
@@ -207,6 +207,20 @@ def test_calls_to_made_up_tools_add_no_series_and_a_loop_is_counted_by_its_tool(
     assert scrape(server, f.M_LOOP_SUSPECTED_CALLS)[(("tool", "search_database"),)] == 15 - 10 + 1
     assert scrape(server, f.M_CALLER_TOOL_CALLS)[(("caller", "agent-x"), ("status", "success"))] == 16
     assert scrape(server, f.M_MAX_SESSIONS) == {(): 10_000}
+
+
+def test_methods_the_server_does_not_have_add_no_series(server: RunningProcess) -> None:
+    headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+    with httpx.Client(timeout=10, headers=headers) as http:
+        opened = http.post(server.url, json=initialize_message("prober"))
+        headers = {"mcp-session-id": opened.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
+        for i in range(50):
+            answer = http.post(server.url, headers=headers,
+                               json={"jsonrpc": "2.0", "id": i + 2, "method": f"made/up-{i}", "params": {}})
+            assert '"code":-32601' in answer.text
+    operations = scrape(server, "mcp_server_operation_duration_seconds_count")
+    methods = {dict(labels).get("mcp_method_name") for labels in operations}
+    assert f.UNKNOWN_LABEL in methods and not any(m and m.startswith("made/") for m in methods)
 
 
 def test_an_impossible_loop_setting_stops_the_server_with_a_clear_error(tmp_path: Path) -> None:

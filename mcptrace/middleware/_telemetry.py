@@ -7,9 +7,9 @@ span is the request's SERVER span. `start` adds what only mcptrace knows (its
 request id, caller, tenant, session; the SDK already names the tool);
 `finish` records `mcp.server.operation.duration` for every request and the
 checklist's tool metrics for `tools/call` (with the caller's count and the loop
-watch). Labels stay bounded: a tool that is not registered, a caller past the
-first `MAX_CALLER_SERIES`, a protocol version the SDK does not know are all
-`_unknown`. Nothing here can fail the request: telemetry errors are swallowed.
+watch). Labels stay bounded: a tool that is not registered, a method the
+server does not have, a caller past the first `MAX_CALLER_SERIES`, a protocol
+version the SDK does not know are all `_unknown`. Nothing here can fail the request: telemetry errors are swallowed.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from mcp_types.version import KNOWN_PROTOCOL_VERSIONS
 from opentelemetry import trace
 
 from mcptrace import _fields as f
+from mcptrace._errors import METHOD_NOT_FOUND
 from mcptrace.telemetry._context import CallContext
 from mcptrace.telemetry._labels import FirstSeen, RegisteredTools
 from mcptrace.telemetry._metrics import ServerMetrics
@@ -28,6 +29,7 @@ _MAX_CACHED_ATTRIBUTE_SETS = 1024
 #: Callers with a series of their own in `mcptrace_caller_tool_calls_total`; the rest are `_unknown`.
 MAX_CALLER_SERIES = 100
 _PROTOCOL_VERSIONS = frozenset(KNOWN_PROTOCOL_VERSIONS)
+_METHOD_NOT_FOUND = str(METHOD_NOT_FOUND)  # `error.type` of a request naming no method the server has
 
 #: `error.type` of a tools/call whose result says `isError` (the SDK's span uses the same value).
 TOOL_ERROR = "tool_error"
@@ -82,7 +84,10 @@ class RequestTelemetry:
             return
         try:
             tool = self.tools.label(call.tool_name) if call.tool_name is not None else None
-            key = (call.method or ctx.method, ctx.protocol_version, tool, error_type)
+            method = call.method or ctx.method
+            if error_type == _METHOD_NOT_FOUND:  # a method the server does not have: the client named it
+                method = f.UNKNOWN_LABEL
+            key = (method, ctx.protocol_version, tool, error_type)
             attributes = self._attributes.get(key)
             if attributes is None:
                 attributes = self._operation_attributes(*key)
