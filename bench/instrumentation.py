@@ -24,6 +24,10 @@ written one `write` per line, and written only every 0.2 s by a background
 thread (the cheaper, not durable way), to show what durability costs;
 "writes" counts the server's `write`-family system calls per call
 (`/proc/PID/io`; socket sends are not among them), which the log's mode decides.
+`--hot-path` instead times, in this process, what recording one tools/call's metrics costs:
+the tool counter and histogram alone (as before the per-caller counter and the loop watch),
+then with the caller's count and the loop watch (a new call each time, and the same call
+repeated, the worst case), and the bounded labels (tool, caller) worked out per call.
 The load is the same for every configuration: `--sessions` concurrent Streamable
 HTTP sessions (JSON responses; a light httpx client, so the load generator is not
 what saturates first) calling `tools/call` back to back for `--seconds` after a
@@ -260,6 +264,49 @@ async def _load(url: str, *, pid: int, sessions: int, seconds: float, warmup: fl
             "child_cpu_ms_per_call": child_ms, "writes_per_call": writes_per_call}
 
 
+def hot_path(calls: int) -> None:
+    """Microseconds per tools/call of the metric work on the request path, median of 5 runs each."""
+    import timeit
+
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    from mcptrace.telemetry._labels import FirstSeen, RegisteredTools
+    from mcptrace.telemetry._metrics import ServerMetrics
+    from mcptrace.telemetry._prometheus import PrometheusEndpoint
+
+    endpoint = PrometheusEndpoint()
+    provider = MeterProvider(metric_readers=[endpoint.reader])
+    metrics = ServerMetrics(provider.get_meter("bench"))
+    tools, callers = RegisteredTools(None), FirstSeen(100)
+    keys = [("agent-7", "lookup", f"{i:016x}", "r" * 16) for i in range(calls)]
+    same = ("agent-7", "lookup", "a" * 16, "r" * 16)
+    it = iter(range(10**12))
+
+    def before() -> None:
+        metrics.record_tool_call("lookup", "success", 0.001)
+
+    def fresh_calls() -> None:
+        metrics.record_tool_call("lookup", "success", 0.001, caller="agent-7", repeat=keys[next(it) % calls])
+
+    def one_call_repeated() -> None:
+        metrics.record_tool_call("lookup", "success", 0.001, caller="agent-7", repeat=same)
+
+    def labels() -> None:
+        tools.label("lookup")
+        callers("agent-7")
+
+    print(f"metric work per tools/call, {calls:,} calls a run, median of 5 runs:")
+    rows = [("tool counter + histogram (before)", before),
+            ("+ caller counter + loop watch, distinct calls", fresh_calls),
+            ("+ caller counter + loop watch, one call repeated", one_call_repeated),
+            ("bounded labels (tool, caller)", labels)]
+    for name, fn in rows:
+        runs = timeit.repeat(fn, number=calls, repeat=5)
+        print(f"  {name:<50} {statistics.median(runs) / calls * 1e6:6.2f} us")
+    print(f"  load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    provider.shutdown()
+
+
 def run_one(mode: str, workdir: Path, env: dict[str, str], args: argparse.Namespace) -> dict[str, float]:
     import anyio
 
@@ -288,12 +335,17 @@ def main() -> int:
     parser.add_argument("--breakdown", action="store_true",
                         help="also measure the instrumented server without spans and with unsampled spans")
     parser.add_argument("--only", help="comma-separated configurations to measure (bare is always one)")
+    parser.add_argument("--hot-path", action="store_true",
+                        help="time the per-call metric work in this process instead of the servers")
     parser.add_argument("--serve", choices=["bare", "sdk-spans", "instrumented", "downstream"], help=argparse.SUPPRESS)
     parser.add_argument("--ready", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(args.serve, args.ready, args.workdir)
+        return 0
+    if args.hot_path:
+        hot_path(200_000)
         return 0
 
     env = dict(os.environ)

@@ -62,6 +62,8 @@ class Config:
     max_sessions: int = 10_000
     header_timeout: float = 10.0
     body_timeout: float = 30.0
+    loop_threshold: int = 20
+    loop_window: float = 10.0
 
     @property
     def auth_enabled(self) -> bool:
@@ -157,6 +159,10 @@ ENVIRONMENT: Final[dict[str, str]] = {
     "MCPTRACE_HEADER_TIMEOUT": "seconds a client has to send a complete request head; then 408 and close (default 10)",
     "MCPTRACE_BODY_TIMEOUT": "seconds a client has to send the whole request body; then 408 and close (default 30)",
     "MCPTRACE_HEALTH_CACHE_SECONDS": "how long a /health answer is reused (default 1)",
+    "MCPTRACE_LOOP_THRESHOLD": "identical calls of one caller (same tool, arguments and answer) within "
+                               "LOOP_WINDOW that count as a suspected loop in mcptrace_loop_suspected_calls_total "
+                               "(default 20)",
+    "MCPTRACE_LOOP_WINDOW": "seconds over which identical calls are counted for MCPTRACE_LOOP_THRESHOLD (default 10)",
     "MCPTRACE_METRICS": "0 to turn off the Prometheus endpoint /metrics (default on); OTLP export is set by OTEL_*",
     "MCPTRACE_SPAN_EXPORT": "process (default) to encode and send spans in a child process, off the "
                             "server's interpreter lock; thread to do it on the batch thread",

@@ -125,6 +125,25 @@ M_SESSION_DURATION: Final = "mcp.server.session.duration"
 M_BREAKER_STATE: Final = "mcp_breaker_state"
 #: Telemetry the exporters could not deliver (queue full or export failed), by signal.
 M_TELEMETRY_DROPPED: Final = "mcptrace_telemetry_dropped_total"
+#: JSON log lines the writer could not write (disk full, file size limit), torn ones included.
+#: The session cap (`MCPTRACE_MAX_SESSIONS`), beside `mcp_active_sessions`; absent when stateless.
+M_MAX_SESSIONS: Final = "mcp_max_sessions"
+#: Requests a guard answered instead of the server, by `reason` (the log's `refusal_reason` values).
+M_REQUESTS_REFUSED: Final = "mcptrace_requests_refused_total"
+#: tools/call requests by `caller` and `status`: per-client call and error rates.
+M_CALLER_TOOL_CALLS: Final = "mcptrace_caller_tool_calls_total"
+#: tools/call requests that repeated one caller's call (same tool, arguments and answer) often enough
+#: within a short window to look like an agent loop, by `tool` (see `telemetry._repeats`).
+M_LOOP_SUSPECTED_CALLS: Final = "mcptrace_loop_suspected_calls_total"
+#: Served by `mcptrace proxy`: 1 while its target answers, 0 while it does not, by `target` (the
+#: target's URL or command as configured). Declared here so the alert rules and the proxy agree.
+M_PROXY_TARGET_UP: Final = "mcptrace_proxy_target_up"
+L_CALLER: Final = "caller"
+L_STATE: Final = "state"
+L_TARGET: Final = "target"
+#: The label value a metric gives a name it does not keep apart (a tool that does not exist, a
+#: caller past the limit, a protocol version nobody published): labels stay bounded.
+UNKNOWN_LABEL: Final = "_unknown"
 
 # -- release safety: probes and pinned resources -----------------------------
 PROBE_URL: Final = "probe_url"

@@ -151,6 +151,10 @@ def test_a_full_log_sink_drops_and_counts_lines_but_every_request_is_answered(tm
             return dict(body["checks"]["log_sink"])
 
         sink = eventually(recovered)
+        metrics = httpx.get(f"{srv.base_url}/metrics", timeout=10).text.splitlines()
+        dropped = [float(m.split()[-1]) for m in metrics
+                   if m.startswith("mcptrace_telemetry_dropped_total{") and 'reason="file_write_failed"' in m]
+        assert dropped == [sink["lines_dropped"]], "the metric counts what /health counts"
         records, torn = log_lines(srv.log_file)
         assert len(records) == sink["lines_written"] + sink["gaps"], "every line counted as written is in the file"
         assert torn == [] and sink["lines_torn"] == 0, "the write the limit cut was cut back to whole lines"

@@ -169,7 +169,7 @@ def test_tool_metrics_use_the_checklist_names_and_labels() -> None:
 
 
 def test_tool_names_past_the_series_limit_are_counted_under_overflow(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_metrics, "MAX_TOOL_SERIES", 2)
+    monkeypatch.setattr(_metrics, "MAX_TOOL_SERIES", 4)  # two tools, each with both outcomes
     endpoint = PrometheusEndpoint()
     provider = MeterProvider(metric_readers=[endpoint.reader])
     metrics = ServerMetrics(provider.get_meter("test"))

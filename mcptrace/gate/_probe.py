@@ -13,6 +13,8 @@ import math
 import os
 import subprocess
 import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +24,10 @@ import httpx
 from opentelemetry import metrics
 
 from mcptrace import _fields as f
+from mcptrace._errors import ConfigError
 from mcptrace.gate._gate import GateOptions, GateReport, run_gate
 from mcptrace.telemetry._log import EventLogger, LogSink, utc_timestamp
+from mcptrace.telemetry._metrics import SEMCONV_DURATION_BUCKETS
 
 HOOK_TIMEOUT_SECONDS = 30.0
 
@@ -85,7 +89,9 @@ class Probe:
         self.state = ProbeState()
         meter = (meter_provider or metrics.get_meter_provider()).get_meter("mcptrace.probe")
         self._runs = meter.create_counter(f.M_PROBE_RUNS, description="gate runs by outcome")
-        self._duration = meter.create_histogram(f.M_PROBE_DURATION, unit="s", description="gate run time")
+        self._duration = meter.create_histogram(
+            f.M_PROBE_DURATION, unit="s", description="gate run time",
+            explicit_bucket_boundaries_advisory=list(SEMCONV_DURATION_BUCKETS))
         meter.create_observable_gauge(
             f.M_PROBE_FAILING_SECONDS,
             unit="s",
@@ -219,11 +225,56 @@ def run_probe(
     count: int | None = None,
     alerting: Alerting | None = None,
     log_file: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> ProbeState:
-    """The CLI's entry point: JSON lines on stderr (and in `log_file`), until `count` runs or Ctrl-C."""
+    """The CLI's entry point: JSON lines on stderr (and in `log_file`), until `count` runs or Ctrl-C.
+
+    Metrics go where the standard variables say (`probe_metrics`).
+    """
     logger = EventLogger(LogSink(log_file, stderr=True))
-    probe = Probe(url, options, logger=logger, alerting=alerting)
     try:
-        return anyio.run(lambda: probe.run(every=every, count=count))
+        with probe_metrics(os.environ if env is None else env) as meter_provider:
+            probe = Probe(url, options, logger=logger, alerting=alerting, meter_provider=meter_provider)
+            return anyio.run(lambda: probe.run(every=every, count=count))
     finally:
         logger.close()
+
+
+@contextmanager
+def probe_metrics(env: Mapping[str, str]) -> Iterator[metrics.MeterProvider | None]:
+    """The probe's meter provider, from OpenTelemetry's standard variables.
+
+    `OTEL_METRICS_EXPORTER=prometheus` (alone or in a list) serves the metrics for
+    Prometheus to scrape on `OTEL_EXPORTER_PROMETHEUS_HOST`:`OTEL_EXPORTER_PROMETHEUS_PORT`
+    (default localhost:9464, path `/metrics`); an OTLP endpoint (`OTEL_EXPORTER_OTLP_ENDPOINT`)
+    exports them over OTLP. With neither, the global provider is used (None).
+    """
+    from prometheus_client import start_http_server
+
+    from mcptrace.telemetry._otlp import metrics_export_enabled, providers_from_env
+    from mcptrace.telemetry._prometheus import PrometheusEndpoint
+
+    exporters = {e.strip().lower() for e in env.get("OTEL_METRICS_EXPORTER", "").split(",")} - {""}
+    endpoint = PrometheusEndpoint() if "prometheus" in exporters else None
+    # Named exporters are the only ones; none named: OTLP when an endpoint is set, as for the server.
+    otlp = "otlp" if "otlp" in exporters else ("none" if exporters else "")
+    otlp_env = {**env, "OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": otlp}
+    if endpoint is None and not metrics_export_enabled(otlp_env):
+        yield None
+        return
+    providers = providers_from_env(otlp_env, extra_readers=[endpoint.reader] if endpoint else [])
+    server = None
+    try:
+        if endpoint is not None:
+            host = env.get("OTEL_EXPORTER_PROMETHEUS_HOST") or "localhost"
+            port = env.get("OTEL_EXPORTER_PROMETHEUS_PORT") or "9464"
+            try:
+                server, _ = start_http_server(int(port), addr=host, registry=endpoint.registry)
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"cannot serve the probe's metrics on {host}:{port}: {exc}") from None
+        yield providers.meter_provider
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        providers.shutdown()

@@ -16,7 +16,7 @@ from mcptrace.guards._auth import Authenticator, AuthMiddleware
 from mcptrace.guards._backend import LimitBackend, MemoryBackend, RedisBackend
 from mcptrace.guards._breaker import CLOSED, HALF_OPEN, OPEN, BreakerPolicy, Breakers
 from mcptrace.guards._jwt import JwtVerifier
-from mcptrace.guards._limits import LimitPolicy
+from mcptrace.guards._limits import SCOPE_SUSPENDED, LimitPolicy
 from mcptrace.guards._ratelimit import RateLimiter
 from mcptrace.guards._stats import GuardStats
 from mcptrace.guards._tokens import TokenStore
@@ -139,3 +139,20 @@ class GuardMetricsView:
     @property
     def breaker_states(self) -> dict[str, int]:
         return {name: self._STATE_CODES.get(state, 0) for name, state in self._guards.breakers.states().items()}
+
+    def refusals(self) -> dict[str, int]:
+        """Requests the guards refused so far, by the log contract's `refusal_reason`."""
+        stats = self._guards.stats
+        limited = stats.rate_limited
+        return {
+            f.R_UNAUTHENTICATED: sum(stats.auth_failures.values()),
+            f.R_FORBIDDEN: stats.forbidden,
+            f.R_RATE_LIMITED: sum(n for scope, n in limited.items() if scope != SCOPE_SUSPENDED),
+            f.R_SUSPENDED: limited.get(SCOPE_SUSPENDED, 0),
+        }
+
+    def suspensions(self) -> int:
+        return self._guards.stats.suspensions
+
+    def breaker_transitions(self) -> dict[tuple[str, str], int]:
+        return dict(self._guards.stats.breaker_transitions)

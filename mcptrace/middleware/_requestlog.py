@@ -119,8 +119,11 @@ class RequestLogMiddleware:
         fields.update(_client_fields(ctx))
         log_token = bind(**fields)
         call_token = set_call(call)
-        if self.telemetry is not None:
-            self.telemetry.start(call)
+        telemetry = self.telemetry
+        if telemetry is not None:
+            telemetry.start(call)
+            if tool_name is not None and telemetry.tools.unseen(tool_name):  # a new tool, or one that does not exist
+                await telemetry.learn_tools()
         start = time.perf_counter()
         try:
             self.logger.emit(f.EV_REQUEST_RECEIVED)
@@ -180,10 +183,12 @@ class RequestLogMiddleware:
         if call.tool_name is not None:
             arguments = params.get("arguments") or {}
             encoded = canonical_json(arguments)  # one encoding for the hash and the token estimate
+            call.arguments_hash = bytes_hash(encoded)
+            call.result_hash = _result_hash(data) if data is not None else None
             self.logger.emit(
                 f.EV_TOOL_CALL, level, **{
-                    f.ARGUMENTS_HASH: bytes_hash(encoded),
-                    f.RESULT_HASH: _result_hash(data) if data is not None else None,
+                    f.ARGUMENTS_HASH: call.arguments_hash,
+                    f.RESULT_HASH: call.result_hash,
                     f.INPUT_TOKEN_COUNT: max(1, len(encoded) // 4) if arguments else 0,
                     f.DURATION_MS: duration_ms, f.STATUS: status, f.ERROR: error, f.ERROR_CODE: code,
                     f.DOWNSTREAM_CALLS: call.downstream_calls,

@@ -6,21 +6,30 @@ are worked out once). It runs inside the SDK's span middleware, so the current
 span is the request's SERVER span. `start` adds what only mcptrace knows (its
 request id, caller, tenant, session; the SDK already names the tool);
 `finish` records `mcp.server.operation.duration` for every request and the
-checklist's tool metrics for `tools/call`. Nothing here can fail the request:
-telemetry errors are swallowed.
+checklist's tool metrics for `tools/call` (with the caller's count and the loop
+watch). Labels stay bounded: a tool that is not registered, a method the
+server does not have, a caller past the first `MAX_CALLER_SERIES`, a protocol
+version the SDK does not know are all `_unknown`. Nothing here can fail the request: telemetry errors are swallowed.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from mcp_types.version import KNOWN_PROTOCOL_VERSIONS
 from opentelemetry import trace
 
 from mcptrace import _fields as f
+from mcptrace._errors import METHOD_NOT_FOUND
 from mcptrace.telemetry._context import CallContext
+from mcptrace.telemetry._labels import FirstSeen, RegisteredTools
 from mcptrace.telemetry._metrics import ServerMetrics
 
 _MAX_CACHED_ATTRIBUTE_SETS = 1024
+#: Callers with a series of their own in `mcptrace_caller_tool_calls_total`; the rest are `_unknown`.
+MAX_CALLER_SERIES = 100
+_PROTOCOL_VERSIONS = frozenset(KNOWN_PROTOCOL_VERSIONS)
+_METHOD_NOT_FOUND = str(METHOD_NOT_FOUND)  # `error.type` of a request naming no method the server has
 
 #: `error.type` of a tools/call whose result says `isError` (the SDK's span uses the same value).
 TOOL_ERROR = "tool_error"
@@ -29,11 +38,25 @@ TOOL_ERROR = "tool_error"
 class RequestTelemetry:
     """What `instrument()` hands the request log: span attributes at the start, metrics at the end."""
 
-    def __init__(self, metrics: ServerMetrics | None, *, transport: str = "tcp") -> None:
+    def __init__(
+        self, metrics: ServerMetrics | None, *, transport: str = "tcp", tools: RegisteredTools | None = None,
+    ) -> None:
         self.metrics = metrics
         self.transport = transport
+        #: The `tool` label's values: the server's registered tools (refreshed by the request log).
+        self.tools = tools if tools is not None else RegisteredTools(None)
+        self.callers = FirstSeen(MAX_CALLER_SERIES)
         #: One attribute dict per (method, protocol, tool, error type), reused for every request.
         self._attributes: dict[tuple[str, str | None, str | None, str | None], dict[str, str]] = {}
+
+    async def learn_tools(self) -> None:
+        """Read the server's tool names again (at most once a second) and start their series at 0."""
+        await self.tools.refresh()
+        if self.metrics is not None:
+            try:
+                self.metrics.start_tool_series(self.tools.names)
+            except Exception:
+                pass
 
     def start(self, call: CallContext) -> None:
         """Put the call's ids on the current (SERVER) span when it is recorded."""
@@ -60,8 +83,11 @@ class RequestTelemetry:
         if metrics is None:
             return
         try:
-            tool = call.tool_name
-            key = (call.method or ctx.method, ctx.protocol_version, tool, error_type)
+            tool = self.tools.label(call.tool_name) if call.tool_name is not None else None
+            method = call.method or ctx.method
+            if error_type == _METHOD_NOT_FOUND:  # a method the server does not have: the client named it
+                method = f.UNKNOWN_LABEL
+            key = (method, ctx.protocol_version, tool, error_type)
             attributes = self._attributes.get(key)
             if attributes is None:
                 attributes = self._operation_attributes(*key)
@@ -69,7 +95,10 @@ class RequestTelemetry:
                     self._attributes[key] = attributes
             metrics.record_operation(attributes, duration_s)
             if tool is not None:
-                metrics.record_tool_call(tool, status, duration_s)
+                repeat = None
+                if status == f.SUCCESS and call.result_hash is not None:
+                    repeat = (call.caller_id, tool, call.arguments_hash, call.result_hash)
+                metrics.record_tool_call(tool, status, duration_s, caller=self.callers(call.caller_id), repeat=repeat)
         except Exception:
             pass
 
@@ -78,7 +107,8 @@ class RequestTelemetry:
     ) -> dict[str, str]:
         attributes = {f.ATTR_METHOD: method, f.ATTR_NETWORK_TRANSPORT: self.transport}
         if protocol_version:
-            attributes[f.ATTR_PROTOCOL_VERSION] = protocol_version
+            known = protocol_version in _PROTOCOL_VERSIONS
+            attributes[f.ATTR_PROTOCOL_VERSION] = protocol_version if known else f.UNKNOWN_LABEL
         if tool is not None:
             attributes[f.ATTR_TOOL_NAME] = tool
             attributes[f.ATTR_GEN_AI_OPERATION] = "execute_tool"

@@ -24,6 +24,7 @@ from starlette.types import ASGIApp
 
 from mcptrace import _fields as f
 from mcptrace._config import Config
+from mcptrace._errors import ConfigError
 from mcptrace._version import __version__
 from mcptrace.guards._auth import RESOURCE_METADATA_PATH, resource_metadata
 from mcptrace.guards._backend import RedisBackend
@@ -43,6 +44,7 @@ from mcptrace.server._tools import DEFAULT_TENANT, Dependencies, register_tools
 from mcptrace.telemetry import _context
 from mcptrace.telemetry._log import EventLogger, LogSink
 from mcptrace.telemetry._metrics import register_guard_metrics
+from mcptrace.telemetry._repeats import RepeatWatch
 from mcptrace.telemetry._setup import ServerTelemetry, setup_telemetry
 
 SERVER_NAME = "mcptrace"
@@ -88,6 +90,8 @@ class Service:
     started: float = field(default_factory=time.monotonic)
     health: HealthChecker | None = None
     pinned: LoadReport | None = None
+    #: Requests refused at the session cap so far (HTTP with sessions only; set by `build_app`).
+    session_refusals: Callable[[], int] = lambda: 0
 
     async def aclose(self) -> None:
         if self.deps.http is not None:
@@ -116,9 +120,19 @@ def build_service(config: Config, *, logger: EventLogger | None = None, transpor
     if hook not in _context.downstream_hooks:
         _context.downstream_hooks.append(hook)
     telemetry = setup_telemetry(mcp, logger, transport=transport, span_export=config.span_export)
-    register_guard_metrics(telemetry.instrumentation.metrics.meter, GuardMetricsView(guards))
-    return Service(config=config, logger=logger, mcp=mcp, deps=deps, guards=guards, telemetry=telemetry,
-                   pinned=pinned)
+    service = Service(config=config, logger=logger, mcp=mcp, deps=deps, guards=guards, telemetry=telemetry,
+                      pinned=pinned)
+    metrics = telemetry.instrumentation.metrics
+    view = GuardMetricsView(guards)
+    register_guard_metrics(metrics.meter, view)
+    metrics.observe_refusals(lambda: {**view.refusals(), f.R_SESSION_CAP: service.session_refusals()})
+    metrics.observe_suspensions(view.suspensions)
+    metrics.observe_breaker_transitions(view.breaker_transitions)
+    try:
+        metrics.loops = RepeatWatch(threshold=config.loop_threshold, window=config.loop_window)
+    except ValueError as exc:
+        raise ConfigError(f"MCPTRACE_LOOP_THRESHOLD / MCPTRACE_LOOP_WINDOW: {exc}") from None
+    return service
 
 
 def route(service: Service, path: str, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
@@ -183,8 +197,10 @@ def build_app(service: Service) -> ASGIApp:
     )
     if not config.stateless:
         capped = SessionLimitMiddleware(inner, max_sessions=config.max_sessions, logger=service.logger)
+        service.session_refusals = lambda: capped.refused
         if service.telemetry is not None:
             service.telemetry.instrumentation.metrics.observe_session_rejections(lambda: capped.refused)
+            service.telemetry.instrumentation.metrics.observe_max_sessions(config.max_sessions)
         inner = capped
     app: ASGIApp = wrap_http(EnvelopeMiddleware(NegotiationMiddleware(inner)), service.guards, service.logger)
     app = RequestIdMiddleware(app, logger=service.logger, max_body_bytes=config.max_body_bytes,

@@ -28,6 +28,9 @@ class CallContext:
     caller_id: str | None = None
     tenant: str | None = None
     downstream_calls: list[dict[str, Any]] = field(default_factory=list)
+    #: Hashes of a tool call's arguments and answer, once its `tool_call` line has them.
+    arguments_hash: str | None = None
+    result_hash: str | None = None
 
 
 _current: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar("mcptrace_call", default=None)

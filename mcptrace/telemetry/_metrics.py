@@ -2,20 +2,22 @@
 
 Instruments are created once from a `Meter` (any provider: ours from the
 `OTEL_*` variables, a user's, or the no-op default), so recording a tool call is
-a dict increment (the call counter is read at collection) and a histogram
-record. Gauges that describe state (sessions, guards, dropped telemetry) are
-observable: read at collection time, never on the request path.
+a few dict increments (the call counters are read at collection) and a histogram
+record. Gauges that describe state (sessions, guards, refusals, dropped
+telemetry) are observable: read at collection time, never on the request path.
+Every name is declared in `mcptrace._fields`; `docs/otel.md` lists them all.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Protocol, runtime_checkable
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from mcptrace import _fields as f
+from mcptrace.telemetry._repeats import RepeatWatch
 
 #: Seconds. Dense from 1 ms to 1 s (where most tool calls land), then out to 10 minutes,
 #: so p50/p95/p99 interpolate within a bucket of the right order of magnitude.
@@ -35,6 +37,17 @@ METER_NAME = "mcptrace"
 MAX_TOOL_SERIES = 2000
 _OVERFLOW = ("", "")
 _OVERFLOW_ATTRS: dict[str, bool] = {"otel.metric.overflow": True}
+_OUTCOMES = (f.SUCCESS, f.FAILURE)
+
+#: Every `refusal_reason` of the log contract: each is reported, 0 until it happens, so a rate
+#: or an alert over one reason has a series from the start.
+REFUSAL_REASONS: tuple[str, ...] = (
+    f.R_UNAUTHENTICATED, f.R_FORBIDDEN, f.R_RATE_LIMITED, f.R_SUSPENDED, f.R_SESSION_CAP, f.R_OVERLOADED,
+)
+#: (signal, reason) pairs of `mcptrace_telemetry_dropped_total` reported from the start, as 0.
+DROP_KINDS: tuple[tuple[str, str], ...] = (
+    ("traces", "queue_full"), ("traces", "export_failed"), ("logs", "export_failed"), ("logs", "file_write_failed"),
+)
 
 
 class ServerMetrics:
@@ -64,8 +77,28 @@ class ServerMetrics:
             explicit_bucket_boundaries_advisory=list(SEMCONV_DURATION_BUCKETS))
         self._tool_attrs: dict[tuple[str, str], Mapping[str, str | bool]] = {}
         self._drop_sources: list[Callable[[], Mapping[tuple[str, str], int]]] = []
+        # Per-caller calls and suspected loops: counted like the tool calls, read at collection.
+        self._caller_counts: dict[tuple[str, str], int] = {}
+        self._loop_counts: dict[str, int] = {}
+        #: Decides which calls look like an agent loop; `mcptrace serve` sets its own from the config.
+        self.loops = RepeatWatch()
+        meter.create_observable_counter(
+            f.M_CALLER_TOOL_CALLS, [self._observe_caller_calls], unit="{call}",
+            description="tools/call requests by caller and outcome")
+        meter.create_observable_counter(
+            f.M_LOOP_SUSPECTED_CALLS, [self._observe_loops], unit="{call}",
+            description="tools/call requests repeating one caller's identical call (same tool, arguments "
+                        "and answer) at a loop's rate")
 
-    def record_tool_call(self, tool: str, status: str, duration_s: float) -> None:
+    def record_tool_call(
+        self, tool: str, status: str, duration_s: float, *, caller: str | None = None,
+        repeat: Hashable | None = None,
+    ) -> None:
+        """Count one tools/call; `caller` is its (bounded) caller label, `repeat` its key for the loop watch.
+
+        `repeat` identifies the call and its answer (caller, tool, arguments, result): given for
+        successful calls only.
+        """
         key = (tool, status)
         attrs = self._tool_attrs.get(key)
         if attrs is None:  # one dict per (tool, status): no allocation on the hot path
@@ -74,14 +107,52 @@ class ServerMetrics:
                 attrs = _OVERFLOW_ATTRS
             else:
                 attrs = self._tool_attrs.setdefault(key, {f.L_TOOL: tool, f.L_STATUS: status})
+                self.start_tool_series((tool,))
         with self._tool_counts_lock:
             self._tool_counts[key] = self._tool_counts.get(key, 0) + 1
+            if caller is not None:
+                by_caller = (caller, status)
+                n = self._caller_counts.get(by_caller)
+                if n is None:
+                    for outcome in _OUTCOMES:
+                        self._caller_counts.setdefault((caller, outcome), 0)
+                    n = 0
+                self._caller_counts[by_caller] = n + 1
+            if repeat is not None and self.loops.seen(repeat):
+                self._loop_counts[key[0]] = self._loop_counts.get(key[0], 0) + 1
         self.tool_duration.record(duration_s, attrs)
+
+    def start_tool_series(self, tools: Iterable[str]) -> None:
+        """Report these tools' counters from 0 (both outcomes, and loops) before their first call.
+
+        A series that appears with a count already in it hides that count from `rate()` and
+        `increase()`: the first errors of a tool, or a loop shorter than a scrape interval,
+        would never reach an alert. Called for every registered tool once they are known, and
+        for any tool at its first call.
+        """
+        with self._tool_counts_lock:
+            for tool in tools:
+                if len(self._tool_attrs) >= MAX_TOOL_SERIES:
+                    return
+                for outcome in _OUTCOMES:
+                    self._tool_attrs.setdefault((tool, outcome), {f.L_TOOL: tool, f.L_STATUS: outcome})
+                    self._tool_counts.setdefault((tool, outcome), 0)
+                self._loop_counts.setdefault(tool, 0)
 
     def _observe_tool_calls(self, options: CallbackOptions) -> Iterable[Observation]:
         with self._tool_counts_lock:
             counts = list(self._tool_counts.items())
         return [Observation(n, self._tool_attrs.get(key, _OVERFLOW_ATTRS)) for key, n in counts]
+
+    def _observe_caller_calls(self, options: CallbackOptions) -> Iterable[Observation]:
+        with self._tool_counts_lock:
+            counts = list(self._caller_counts.items())
+        return [Observation(n, {f.L_CALLER: caller, f.L_STATUS: status}) for (caller, status), n in counts]
+
+    def _observe_loops(self, options: CallbackOptions) -> Iterable[Observation]:
+        with self._tool_counts_lock:
+            counts = list(self._loop_counts.items())
+        return [Observation(n, {f.L_TOOL: tool} if tool else _OVERFLOW_ATTRS) for tool, n in counts]
 
     def record_operation(self, attributes: Mapping[str, str], duration_s: float) -> None:
         self.operation_duration.record(duration_s, attributes)
@@ -117,15 +188,15 @@ class ServerMetrics:
     def observe_dropped(self, dropped: Callable[[], Mapping[tuple[str, str], int]]) -> None:
         """Report telemetry lost by one more source (exporters, the log sink), keyed by (signal, reason).
 
-        All sources feed the one `mcptrace_telemetry_dropped_total` counter; a
-        (signal, reason) pair reported by two sources is summed.
+        All sources feed the one `mcptrace_telemetry_dropped_total` counter; a (signal, reason)
+        pair reported by two sources is summed, and the usual kinds are reported from 0.
         """
         self._drop_sources.append(dropped)
         if len(self._drop_sources) > 1:
             return
 
         def callback(options: CallbackOptions) -> Iterable[Observation]:
-            totals: dict[tuple[str, str], int] = {}
+            totals = dict.fromkeys(DROP_KINDS, 0)
             for source in self._drop_sources:
                 try:
                     for key, n in source().items():
@@ -138,6 +209,49 @@ class ServerMetrics:
         self.meter.create_observable_counter(
             f.M_TELEMETRY_DROPPED, [callback], unit="{item}",
             description="spans and log records that were dropped: not exported, or not written to the log")
+
+    def observe_max_sessions(self, limit: int) -> None:
+        """Report the session cap as `mcp_max_sessions`, to compare `mcp_active_sessions` with."""
+
+        def callback(options: CallbackOptions) -> Iterable[Observation]:
+            return [Observation(limit)]
+
+        self.meter.create_observable_gauge(
+            f.M_MAX_SESSIONS, [callback], unit="{session}",
+            description="open MCP sessions allowed at most; one more is refused with 503")
+
+    def observe_refusals(self, refusals: Callable[[], Mapping[str, int]]) -> None:
+        """Report requests the guards refused, by reason (every reason of the log contract, from 0)."""
+
+        def callback(options: CallbackOptions) -> Iterable[Observation]:
+            counts = dict.fromkeys(REFUSAL_REASONS, 0)
+            counts.update(refusals())
+            return [Observation(n, {f.L_REASON: reason}) for reason, n in counts.items()]
+
+        self.meter.create_observable_counter(
+            f.M_REQUESTS_REFUSED, [callback], unit="{request}",
+            description="requests a guard answered instead of the server, by refusal reason")
+
+    def observe_suspensions(self, count: Callable[[], int]) -> None:
+        """Report `count()`, the callers suspended so far (each suspension once), as a counter."""
+
+        def callback(options: CallbackOptions) -> Iterable[Observation]:
+            return [Observation(count())]
+
+        self.meter.create_observable_counter(
+            f.M_SUSPENSIONS, [callback], unit="{suspension}",
+            description="callers suspended for hitting their rate limits too often")
+
+    def observe_breaker_transitions(self, transitions: Callable[[], Mapping[tuple[str, str], int]]) -> None:
+        """Report circuit-breaker state changes, keyed by (dependency, new state)."""
+
+        def callback(options: CallbackOptions) -> Iterable[Observation]:
+            return [Observation(n, {f.L_SERVICE: service, f.L_STATE: state})
+                    for (service, state), n in transitions().items()]
+
+        self.meter.create_observable_counter(
+            f.M_BREAKER_TRANSITIONS, [callback], unit="{transition}",
+            description="circuit breaker state changes per dependency, by the state entered")
 
 
 @runtime_checkable
