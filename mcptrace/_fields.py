@@ -52,6 +52,12 @@ LAST_TIMESTAMP: Final = "last_timestamp"
 DROPPED_LINES: Final = "dropped_lines"
 GAP_START: Final = "gap_start"
 GAP_END: Final = "gap_end"
+#: The server `mcptrace proxy` stands in front of (its command or URL), on the proxy's own lines.
+TARGET: Final = "target"
+#: How a proxied stdio server ended: its exit status (negative: the signal that killed it).
+EXIT_CODE: Final = "exit_code"
+#: Milliseconds until the proxy starts a stdio server that ended again.
+RESTART_IN_MS: Final = "restart_in_ms"
 
 # -- status values -----------------------------------------------------------
 SUCCESS: Final = "success"
@@ -80,10 +86,16 @@ EV_BREAKER_STATE: Final = "breaker_state_changed"
 EV_AUTH_WARNING: Final = "auth_disabled"
 EV_REQUEST_REFUSED: Final = "request_refused"
 EV_LOG_GAP: Final = "log_gap"
+EV_TARGET_STARTED: Final = "target_started"
+EV_TARGET_EXITED: Final = "target_exited"
+EV_TARGET_OUTPUT_REJECTED: Final = "target_output_rejected"
 
 # -- request metadata exchanged with clients ---------------------------------
 REQUEST_ID_HEADER: Final = "x-request-id"
 META_REQUEST_ID: Final = "mcptrace/mcp_request_id"
+#: Headers `mcptrace proxy` adds to every request it passes to an HTTP target: who is calling, for whom.
+CALLER_HEADER: Final = "x-mcptrace-caller"
+TENANT_HEADER: Final = "x-mcptrace-tenant"
 
 # -- span attributes (OpenTelemetry; MCP semantic conventions where they exist)
 ATTR_REQUEST_ID: Final = "mcptrace.mcp_request_id"
@@ -146,3 +158,16 @@ M_PROBE_DURATION: Final = "mcp_probe_duration_seconds"
 M_PROBE_FAILING_SECONDS: Final = "mcp_probe_failing_seconds"
 M_PROBE_CONSECUTIVE_FAILURES: Final = "mcp_probe_consecutive_failures"
 M_RESOURCES_REJECTED: Final = "mcp_resources_rejected_total"
+
+# -- the proxy ----------------------------------------------------------------
+#: 1 while the proxied server answers (stdio: running; HTTP: reachable), 0 while it does not.
+M_PROXY_TARGET_UP: Final = "mcptrace_proxy_target_up"
+#: Messages relayed, by direction (`to_target`, `to_client`) and kind (`request`, `notification`,
+#: `response`, `batch`, `unknown`: what the proxy relays without understanding it).
+M_PROXY_MESSAGES: Final = "mcptrace_proxy_messages_total"
+M_PROXY_TARGET_RESTARTS: Final = "mcptrace_proxy_target_restarts_total"
+#: Lines a stdio server wrote to stdout that are not protocol (not JSON, or over the size limit).
+M_PROXY_OUTPUT_REJECTED: Final = "mcptrace_proxy_target_output_rejected_total"
+L_TARGET: Final = "target"
+L_DIRECTION: Final = "direction"
+L_KIND: Final = "kind"

@@ -82,6 +82,9 @@ LOG_FIELDS: Final[dict[str, str]] = {
     f.DROPPED_LINES: "int",
     f.GAP_START: "datetime",
     f.GAP_END: "datetime",
+    f.TARGET: "str",
+    f.EXIT_CODE: "int",
+    f.RESTART_IN_MS: "int",
 }
 
 #: Python types a JSON value may have for each declared type (used by validators).
@@ -106,7 +109,8 @@ ADDED_IN_V2: Final = frozenset(
 
 #: Fields that schema version 3 added.
 ADDED_IN_V3: Final = frozenset(
-    {f.REFUSAL_REASON, f.COUNT, f.LAST_REQUEST_ID, f.LAST_TIMESTAMP, f.DROPPED_LINES, f.GAP_START, f.GAP_END}
+    {f.REFUSAL_REASON, f.COUNT, f.LAST_REQUEST_ID, f.LAST_TIMESTAMP, f.DROPPED_LINES, f.GAP_START, f.GAP_END,
+     f.TARGET, f.EXIT_CODE, f.RESTART_IN_MS}
 )
 
 #: The fields each schema version declares.
