@@ -247,8 +247,8 @@ class Observer:
             return False
         result = message.get("result")
         self._close(pending, result, None, None, None)
-        if pending.method == "ping" or not isinstance(result, dict):
-            return False
+        if pending.method == "ping" or not result or not isinstance(result, dict):
+            return False  # the spec's empty answers (ping, logging/setLevel, ...) stay empty
         message["result"] = with_request_id(result, pending.call.request_id)
         return True
 
