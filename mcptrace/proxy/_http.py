@@ -231,10 +231,10 @@ class HttpForwarder:
                 return
             # The requests' lines say what happened, with the target's own JSON-RPC error when it gave one.
             raw = await _read_bounded(response, 64 * 1024)
-            error = _error_of(raw, status) if raw is not None else None
+            error = (_error_of(raw, status) if raw is not None else None) or DownstreamError(
+                TARGET_SERVICE, f"answered HTTP {status}")
             for pending in pendings:
-                self.observer.fail(pending, channel, error or DownstreamError(TARGET_SERVICE, f"answered HTTP {status}"),
-                                   target_fault=status >= 500)
+                self.observer.fail(pending, channel, error, target_fault=status >= 500)
             mark_response_logged(scope)
             if raw is None:
                 await _stream_through(send, response, status, headers)
@@ -393,7 +393,9 @@ async def _send_json(send: Send, status: int, message: Any, *, fallback: Downstr
     await _send_bytes(send, status, [(b"content-type", b"application/json")], orjson.dumps(message))
 
 
-async def _stream_through(send: Send, response: httpx2.Response, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+async def _stream_through(
+    send: Send, response: httpx2.Response, status: int, headers: list[tuple[bytes, bytes]],
+) -> None:
     await send({"type": "http.response.start", "status": status, "headers": headers})
     async for chunk in response.aiter_raw():
         await send({"type": "http.response.body", "body": chunk, "more_body": True})

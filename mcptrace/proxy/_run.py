@@ -44,3 +44,21 @@ def _check_url(url: str) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(f"--target must be an http:// or https:// URL of an MCP endpoint, got {url!r}")
+
+
+def serve_bridge(config: Config, command: list[str], *, ready_file: Path | None = None) -> int:
+    """`mcptrace proxy --http -- CMD`: serve the stdio server CMD over Streamable HTTP, a process per session."""
+    from mcptrace.guards._setup import auth_policy
+    from mcptrace.proxy._app import build_front
+    from mcptrace.proxy._bridge import Bridge
+    from mcptrace.server._bind import check_bind
+    from mcptrace.server._run import run_http
+
+    overridden = check_bind(config.host, allow_non_loopback=config.allow_non_loopback)
+    auth_warning = auth_policy(config)
+    name = describe(command)
+    service = build_proxy_service(config, transport="http", target=name)
+    app = build_front(service, Bridge(service, command), target=name)
+    run_http(app, config, service.logger, ready_file=ready_file, overridden=overridden, auth_warning=auth_warning,
+             name=f"mcptrace {__version__} proxy for {name},", fields={f.TARGET: name})
+    return 0

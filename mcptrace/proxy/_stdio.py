@@ -91,8 +91,7 @@ class StdioRelay:
         """(whether the request was changed; the answer to give the client instead of sending it, or None)."""
         pending = self.observer.open(message, self.channel, self.caller)
         if message["method"] == "initialize":
-            params = message.get("params")
-            self.target.handshake = (_without_trace(params), None)
+            self.target.remember_initialize(message.get("params"))
         refusal = await self.observer.admit(pending, self.channel, self.caller)
         return self.observer.modified(pending), refusal
 
@@ -130,8 +129,7 @@ class StdioRelay:
         if method == "notifications/cancelled":
             self.observer.cancelled(message, self.channel)
         elif method == "notifications/initialized":
-            initialize, _ = self.target.handshake
-            self.target.handshake = (initialize, raw or orjson.dumps(message))
+            self.target.remember_initialized(raw or orjson.dumps(message))
 
     async def oversized_request(self, line: Oversized) -> None:
         self.counts.message(TO_TARGET, "too_large")
@@ -215,17 +213,6 @@ class StdioRelay:
             await self.target.close()
             tg.cancel_scope.cancel()
         return 0
-
-
-def _without_trace(params: Any) -> dict[str, Any] | None:
-    """The `initialize` params to replay after a restart, without the first request's trace context."""
-    if not isinstance(params, dict):
-        return None
-    meta = params.get("_meta")
-    if isinstance(meta, dict):
-        meta = {k: v for k, v in meta.items() if k not in ("traceparent", "tracestate")}
-        return {**params, "_meta": meta} if meta else {k: v for k, v in params.items() if k != "_meta"}
-    return dict(params)
 
 
 async def _std_streams(limit: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

@@ -302,6 +302,20 @@ class StdioTarget:
         if initialized is not None:
             await self.send(initialized)
 
+    def remember_initialize(self, params: Any) -> None:
+        """Keep the client's `initialize` params (without its trace context) to replay after a restart."""
+        if not isinstance(params, dict):
+            self.handshake = (None, None)
+            return
+        meta = params.get("_meta")
+        if isinstance(meta, dict):
+            meta = {k: v for k, v in meta.items() if k not in ("traceparent", "tracestate")}
+            params = {**params, "_meta": meta} if meta else {k: v for k, v in params.items() if k != "_meta"}
+        self.handshake = (dict(params), None)
+
+    def remember_initialized(self, raw: bytes) -> None:
+        self.handshake = (self.handshake[0], raw)
+
     async def wait_running(self) -> None:
         await self._running.wait()
 
