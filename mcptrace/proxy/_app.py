@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
+from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -76,7 +77,7 @@ def build_front(service: ProxyService, endpoint: Endpoint, *, target: str) -> AS
         return JSONResponse({"status": "alive"})
 
     routes = [
-        Route("/mcp", endpoint=endpoint, methods=["GET", "POST", "DELETE"]),
+        Route("/mcp", endpoint=_HostChecked(endpoint, config.host), methods=["GET", "POST", "DELETE"]),
         Route("/health", endpoint=health, methods=["GET"]),
         Route("/livez", endpoint=livez, methods=["GET"]),
     ]
@@ -108,6 +109,29 @@ def build_front(service: ProxyService, endpoint: Endpoint, *, target: str) -> AS
     app = wrap_http(NegotiationMiddleware(app), service.guards, service.logger)
     return RequestIdMiddleware(app, logger=service.logger, max_body_bytes=config.max_body_bytes,
                                body_timeout=config.body_timeout)
+
+
+class _HostChecked:
+    """The SDK's DNS-rebinding protection (Host and Origin must be loopback names when bound to loopback)
+    and its `Content-Type: application/json` rule for POSTs, configured as `mcptrace serve` gets them."""
+
+    def __init__(self, endpoint: Endpoint, host: str) -> None:
+        settings = None
+        if host in ("127.0.0.1", "localhost", "::1"):
+            settings = TransportSecuritySettings(
+                enable_dns_rebinding_protection=True,
+                allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*"],
+                allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
+            )
+        self.security = TransportSecurityMiddleware(settings)
+        self.endpoint = endpoint
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        refusal = await self.security.validate_request(Request(scope), is_post=scope["method"] == "POST")
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        await self.endpoint(scope, receive, send)
 
 
 def _get(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:

@@ -100,6 +100,16 @@ def sniff_id(head: bytes, tail: bytes) -> Any:
     return None
 
 
+def _die_with_parent() -> None:
+    """In the child, before it runs the server: end it when the proxy dies, even by SIGKILL (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def describe(command: Sequence[str]) -> str:
     """The command as one line for logs and metrics."""
     return shlex.join(command)[:_LOGGED_TEXT]
@@ -133,6 +143,9 @@ class StdioTarget:
         self._closing = False
         self._write_lock = asyncio.Lock()
         self._running = asyncio.Event()
+        #: Set while the client's messages may go to the process (not while a handshake is replayed).
+        self._ready = asyncio.Event()
+        self._replay: asyncio.Task[None] | None = None
         self._last_rejection_log = 0.0
         self._unlogged_rejections = 0
 
@@ -147,11 +160,13 @@ class StdioTarget:
     async def _spawn(self) -> None:
         self.process = await asyncio.create_subprocess_exec(
             *self.command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None,
-            limit=self.max_message_bytes, env=self.env, start_new_session=True,
+            limit=self.max_message_bytes, env=self.env, start_new_session=True, preexec_fn=_die_with_parent,
         )
         self.starts += 1
         self.restart_at = None
         self._running.set()
+        if self.starts == 1:
+            self._ready.set()
         self.logger.emit(f.EV_TARGET_STARTED, **{
             f.TARGET: self.name, f.MESSAGE: f"started process {self.process.pid}", f.TRANSPORT: "stdio",
         })
@@ -168,6 +183,7 @@ class StdioTarget:
             await self._pump(process.stdout)
             code = await process.wait()
             self._running.clear()
+            self._ready.clear()
             if self._closing:
                 return
             quick_restarts = 0 if time.monotonic() - started >= _STABLE_SECONDS else quick_restarts + 1
@@ -196,7 +212,8 @@ class StdioTarget:
             if self._closing:
                 return
             self.counts.restarts += 1
-            await self._replay_handshake()
+            # Replayed beside the pump that reads its answer (the next turn of this loop).
+            self._replay = asyncio.get_running_loop().create_task(self._replay_handshake())
 
     async def _pump(self, stdout: asyncio.StreamReader) -> None:
         while True:
@@ -241,8 +258,17 @@ class StdioTarget:
             f.MESSAGE: line[:_LOGGED_TEXT].decode("utf-8", "replace") if line else None,
         })
 
-    async def send(self, data: bytes) -> bool:
-        """Write one message (a line); False when the process is not running."""
+    async def send(self, data: bytes, *, internal: bool = False) -> bool:
+        """Write one message (a line); False when the process is not running.
+
+        A client's message waits while the client's handshake is replayed to a restarted process.
+        """
+        if not internal and not self._ready.is_set() and self.up:
+            try:
+                async with asyncio.timeout(30):
+                    await self._ready.wait()
+            except TimeoutError:
+                return False
         process = self.process
         if process is None or process.returncode is not None or process.stdin is None:
             return False
@@ -266,7 +292,7 @@ class StdioTarget:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._internal[msg_id] = future
         try:
-            if not await self.send(orjson.dumps(message)):
+            if not await self.send(orjson.dumps(message), internal=True):
                 raise ConnectionError("the server is not running")
             async with asyncio.timeout(timeout):
                 return await future
@@ -289,18 +315,21 @@ class StdioTarget:
 
     async def _replay_handshake(self) -> None:
         initialize, initialized = self.handshake
-        if initialize is None:
-            return
         try:
-            await self.request("initialize", initialize, timeout=30.0)
-        except (TimeoutError, ConnectionError) as exc:
-            self.logger.emit(f.EV_TARGET_STARTED, "warning", **{
-                f.TARGET: self.name, f.TRANSPORT: "stdio",
-                f.ERROR: f"the client's handshake could not be replayed: {exc}"[:_LOGGED_TEXT],
-            })
-            return
-        if initialized is not None:
-            await self.send(initialized)
+            if initialize is None:
+                return
+            try:
+                await self.request("initialize", initialize, timeout=30.0)
+            except (TimeoutError, ConnectionError) as exc:
+                self.logger.emit(f.EV_TARGET_EXITED, "warning", **{
+                    f.TARGET: self.name, f.TRANSPORT: "stdio",
+                    f.ERROR: f"the client's handshake could not be replayed: {exc or 'no answer'}"[:_LOGGED_TEXT],
+                })
+                return
+            if initialized is not None:
+                await self.send(initialized, internal=True)
+        finally:
+            self._ready.set()
 
     def remember_initialize(self, params: Any) -> None:
         """Keep the client's `initialize` params (without its trace context) to replay after a restart."""
@@ -319,8 +348,12 @@ class StdioTarget:
     async def wait_running(self) -> None:
         await self._running.wait()
 
-    async def close(self, grace: float = 5.0) -> int | None:
-        """Close stdin, let the server end by itself, then SIGTERM, then SIGKILL: no process left behind."""
+    async def close(self, *, linger: float = 1.0, grace: float = 3.0) -> int | None:
+        """Close stdin and give the server `linger` seconds to end by itself, then SIGTERM, then SIGKILL.
+
+        An MCP client gives its server about two seconds after closing stdin before it signals it; the
+        proxy's own stop fits in that. No process is left behind.
+        """
         self._closing = True
         process = self.process
         if process is None:
@@ -328,12 +361,12 @@ class StdioTarget:
         if process.returncode is None and process.stdin is not None:
             with contextlib.suppress(Exception):
                 process.stdin.close()
-        for sig in (None, signal.SIGTERM, signal.SIGKILL):
+        for sig, wait in ((None, linger), (signal.SIGTERM, grace), (signal.SIGKILL, grace)):
             if sig is not None and process.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, sig)
             try:
-                async with asyncio.timeout(grace):
+                async with asyncio.timeout(wait):
                     return await process.wait()
             except TimeoutError:
                 continue
