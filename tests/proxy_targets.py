@@ -43,7 +43,9 @@ def everything_command(transport: str = "stdio") -> list[str]:
     return [node(), str(EVERYTHING), transport]
 
 
-def proxy_params(workdir: Path, command: list[str], *args: str, env: dict[str, str] | None = None) -> StdioServerParameters:
+def proxy_params(
+    workdir: Path, command: list[str], *args: str, env: dict[str, str] | None = None,
+) -> StdioServerParameters:
     """How an MCP client starts `mcptrace proxy -- COMMAND` (what a client's mcp.json says)."""
     return StdioServerParameters(
         command=sys.executable,
