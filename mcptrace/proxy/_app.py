@@ -76,8 +76,9 @@ def build_front(service: ProxyService, endpoint: Endpoint, *, target: str) -> AS
     async def livez(request: Request) -> JSONResponse:
         return JSONResponse({"status": "alive"})
 
+    mcp = _HostChecked(endpoint, config.host)
     routes = [
-        Route("/mcp", endpoint=_HostChecked(endpoint, config.host), methods=["GET", "POST", "DELETE"]),
+        Route("/mcp", endpoint=mcp, methods=["GET", "POST", "DELETE"]),
         Route("/health", endpoint=health, methods=["GET"]),
         Route("/livez", endpoint=livez, methods=["GET"]),
     ]
@@ -105,10 +106,24 @@ def build_front(service: ProxyService, endpoint: Endpoint, *, target: str) -> AS
                 f.MESSAGE: "shutdown complete", f.TRANSPORT: "http", f.TARGET: target})
             service.logger.sink.flush()
 
-    app: ASGIApp = Starlette(routes=routes, lifespan=lifespan)
+    app: ASGIApp = _McpFirst(mcp, Starlette(routes=routes, lifespan=lifespan))
     app = wrap_http(NegotiationMiddleware(app), service.guards, service.logger)
     return RequestIdMiddleware(app, logger=service.logger, max_body_bytes=config.max_body_bytes,
                                body_timeout=config.body_timeout)
+
+
+class _McpFirst:
+    """`/mcp` straight to its endpoint (every call takes this path); Starlette's router for the rest."""
+
+    def __init__(self, mcp: ASGIApp, rest: ASGIApp) -> None:
+        self.mcp = mcp
+        self.rest = rest
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/mcp" and scope["method"] in ("POST", "GET", "DELETE"):
+            await self.mcp(scope, receive, send)
+        else:
+            await self.rest(scope, receive, send)
 
 
 class _HostChecked:

@@ -56,7 +56,9 @@ _FROM_TARGET_DROPPED = frozenset({
     b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"server", b"date",
     f.REQUEST_ID_HEADER.encode(),
 })
-_SSE_OWN_HEADERS = frozenset({b"content-type", b"cache-control", b"x-accel-buffering"})
+_SSE_OWN_HEADERS = frozenset({b"content-type", b"cache-control", b"x-accel-buffering", b"connection"})
+_SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
+                (b"x-accel-buffering", b"no")]
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -247,11 +249,16 @@ class HttpForwarder:
         if content_type == "application/json":
             await self._json_answer(send, response, status, headers, channel, refusals)
             return
-        sse_headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers
-                       if k.lower() not in _SSE_OWN_HEADERS}
-        stream = EventSourceResponse(self._events(response, channel, refusals), status_code=status,
-                                     headers=sse_headers)
-        await stream(scope, receive, send)
+        # A POST's stream ends with its last answer: relayed event by event as each arrives, without the
+        # keep-alive task, disconnect listener and shutdown watch a long-lived stream needs (GET streams).
+        kept = [(k, v) for k, v in headers if k.lower() not in _SSE_OWN_HEADERS]
+        await send({"type": "http.response.start", "status": status, "headers": [*kept, *_SSE_HEADERS]})
+        try:
+            async for event in self._events(response, channel, refusals):
+                await send({"type": "http.response.body", "body": event.encode(), "more_body": True})
+        except OSError:
+            return  # the client went away; its open calls are closed by the caller
+        await send({"type": "http.response.body", "body": b""})
 
     async def _json_answer(
         self, send: Send, response: httpx2.Response, status: int, headers: list[tuple[bytes, bytes]],
