@@ -204,8 +204,8 @@ class HttpForwarder:
         try:
             response = await self.client.send(request, stream=True)
         except httpx2.HTTPError as exc:
-            self.up = False
-            error = DownstreamError(TARGET_SERVICE, f"unreachable ({type(exc).__name__})")
+            self.up = isinstance(exc, httpx2.ReadTimeout)  # it took the request: reachable, but too slow
+            error = self._transport_error(exc)
             answers = [self.observer.fail(p, channel, error) for p in pendings]
             if pendings:
                 mark_response_logged(scope)
@@ -218,6 +218,11 @@ class HttpForwarder:
             await self._answer(scope, receive, send, response, channel, pendings, refusals)
         finally:
             await response.aclose()
+
+    def _transport_error(self, exc: httpx2.HTTPError) -> DownstreamError:
+        if isinstance(exc, httpx2.ReadTimeout):
+            return DownstreamError(TARGET_SERVICE, f"no answer within {self.service.config.request_timeout:g} s")
+        return DownstreamError(TARGET_SERVICE, f"unreachable ({type(exc).__name__})")
 
     async def _answer(
         self, scope: Scope, receive: Receive, send: Send, response: httpx2.Response, channel: Channel,
@@ -341,8 +346,7 @@ class HttpForwarder:
             response = await self.client.send(request, stream=True)
         except httpx2.HTTPError as exc:
             self.up = False
-            await _send_json(send, 502, None, fallback=DownstreamError(TARGET_SERVICE, f"unreachable "
-                                                                                       f"({type(exc).__name__})"))
+            await _send_json(send, 502, None, fallback=self._transport_error(exc))
             return
         self.up = response.status_code < 500
         try:
