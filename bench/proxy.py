@@ -37,7 +37,7 @@ from typing import Any
 import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
-EVERYTHING = ROOT / "tests" / "node" / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
+EVERYTHING = ROOT / "tests/node/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
 UNLIMITED = ["--rate-limit-caller", "1000000/1000000", "--rate-limit-tools", "*=1000000/1000000"]
 PROTOCOL = "2025-11-25"
 INIT = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
@@ -48,7 +48,8 @@ def node() -> str:
     bundled = ROOT / ".ci" / "node" / "node_modules" / ".bin" / "node"
     found = str(bundled) if bundled.exists() else shutil.which("node")
     if found is None or not EVERYTHING.exists():
-        raise SystemExit("bench/proxy.py needs the npm test servers: run scripts/test.sh (or npm ci --prefix tests/node)")
+        raise SystemExit("bench/proxy.py needs the npm test servers: run scripts/test.sh "
+                         "(or npm ci --prefix tests/node)")
     return found
 
 
@@ -246,9 +247,9 @@ def main() -> int:
                 for key, run in runs.items():
                     res = anyio.run(run)
                     results.setdefault(key, []).append(res)
-                    print(f"round {r + 1} {key[0]:>5} {key[1]:>6}: {res['rps']:7.1f} req/s  p50 {res['p50_ms']:6.3f} ms"
-                          f"  p99 {res['p99_ms']:6.3f} ms  proxy CPU {res['cpu_ms']:5.3f} ms/call  ({int(res['calls'])} calls)",
-                          flush=True)
+                    print(f"round {r + 1} {key[0]:>5} {key[1]:>6}: {res['rps']:7.1f} req/s  "
+                          f"p50 {res['p50_ms']:6.3f} ms  p99 {res['p99_ms']:6.3f} ms  "
+                          f"proxy CPU {res['cpu_ms']:5.3f} ms/call  ({int(res['calls'])} calls)", flush=True)
         finally:
             if proxy is not None:
                 _stop(proxy)
