@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 #: 1: the foundation contract. 2: adds protocol_version, client_name, client_version,
 #: parent_span_id and baggage (the client's era, identity and W3C trace context).
 #: 3: refusals are one event (`request_refused`, status `refused`, a reason, possibly aggregated with a
-#: count) and the log records its own gaps (`log_gap`).
+#: count) and the log records its own gaps (`log_gap`); `mcptrace proxy` adds `target`, `exit_code` and
+#: `restart_in_ms` (`target_started`, `target_exited`, `target_output_rejected`).
 LOG_SCHEMA_VERSION: Final = 3
 
 #: Every schema version readers accept; files of any of them read with `polars_schema()`.
