@@ -229,8 +229,9 @@ class Bridge:
 
     async def _reap_idle(self) -> None:
         idle_after = self.service.config.session_idle_seconds
+        interval = max(0.05, min(1.0, self.observer.request_timeout / 10))
         while True:
-            await anyio.sleep(max(0.5, min(30.0, idle_after / 4)))  # a periodic sweep, not a synchronisation
+            await anyio.sleep(interval)  # a periodic sweep (idle sessions, late answers), not a synchronisation
             now = time.monotonic()
             for session in list(self.sessions.values()):
                 if session.idle and now - session.last_active >= idle_after:

@@ -40,6 +40,8 @@ from mcptrace.telemetry._log import EventLogger, bound
 
 REQUEST, NOTIFICATION, RESPONSE, BATCH, UNKNOWN = "request", "notification", "response", "batch", "unknown"
 TO_TARGET, TO_CLIENT = "to_target", "to_client"
+#: The kind counted for a message relayed as it came because observing it failed (a bug, never the message's).
+UNOBSERVED = "unobserved"
 #: The name of the target's circuit breaker (in `/health` and `mcp_breaker_state`).
 TARGET_SERVICE = "target"
 

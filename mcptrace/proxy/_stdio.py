@@ -33,6 +33,7 @@ from mcptrace.proxy._observe import (
     TARGET_SERVICE,
     TO_CLIENT,
     TO_TARGET,
+    UNOBSERVED,
     Caller,
     Channel,
     classify,
@@ -67,6 +68,13 @@ class StdioRelay:
         stripped = raw.strip()
         if not stripped:
             return
+        try:
+            await self._from_client(stripped)
+        except Exception:  # observing must never cost the message: it goes on as it came, counted
+            self.counts.message(TO_TARGET, UNOBSERVED)
+            await self.target.send(stripped)
+
+    async def _from_client(self, stripped: bytes) -> None:
         try:
             message = orjson.loads(stripped)
         except orjson.JSONDecodeError:
@@ -146,13 +154,16 @@ class StdioRelay:
     async def _from_target(self, raw: bytes, message: Any) -> None:
         kind = classify(message)
         self.counts.message(TO_CLIENT, kind)
-        if kind == RESPONSE:
-            if self.observer.answer(message, self.channel):
-                raw = orjson.dumps(message)
-        elif kind == BATCH:
-            changed = [self.observer.answer(m, self.channel) for m in message if classify(m) == RESPONSE]
-            if any(changed):
-                raw = orjson.dumps(message)
+        try:
+            if kind == RESPONSE:
+                if self.observer.answer(message, self.channel):
+                    raw = orjson.dumps(message)
+            elif kind == BATCH:
+                changed = [self.observer.answer(m, self.channel) for m in message if classify(m) == RESPONSE]
+                if any(changed):
+                    raw = orjson.dumps(message)
+        except Exception:  # the answer goes on as it came, counted
+            self.counts.message(TO_CLIENT, UNOBSERVED)
         await self.write(raw)
 
     async def _oversized_answer(self, msg_id: Any, size: int) -> None:
