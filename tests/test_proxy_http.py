@@ -284,6 +284,19 @@ def test_tokens_rate_limits_and_sessions_bound_to_their_caller(tmp_path: Path) -
     assert {r["caller_id"] for r in calls} == {"agent-acme"} and {r["tenant"] for r in calls} == {"acme"}
 
 
+def test_a_target_session_opened_through_the_proxy_belongs_to_its_caller(everything: str, tmp_path: Path) -> None:
+    store = tmp_path / "tokens.json"
+    acme, globex = add_token(store, "agent-acme", "acme"), add_token(store, "agent-globex", "globex")
+    with running_proxy(tmp_path / "proxy", "--tokens", str(store), target=everything) as proc:
+        with httpx.Client(timeout=30, headers={"authorization": f"Bearer {acme}"}) as http:
+            session = _session(http, proc.url)
+            ping = {"jsonrpc": "2.0", "id": 5, "method": "ping"}
+            assert http.post(proc.url, json=ping, headers={**BOTH, **session}).status_code == 200
+        stolen = httpx.post(proc.url, json=ping, headers={**BOTH, **session, "authorization": f"Bearer {globex}"},
+                            timeout=10)
+        assert stolen.status_code == 404
+
+
 # -- faults -----------------------------------------------------------------------------------------------
 
 

@@ -26,10 +26,10 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.types import Receive, Scope, Send
 
 from mcptrace import _fields as f
-from mcptrace._errors import DownstreamError, ProtocolError
+from mcptrace._errors import INVALID_REQUEST, DownstreamError, ProtocolError
 from mcptrace.guards._admission import ADMITTED_STATE_KEY
 from mcptrace.middleware._requestlog import IDENTITY_STATE_KEY
-from mcptrace.middleware._requests import mark_response_logged, read_body
+from mcptrace.middleware._requests import mark_response_logged, read_body, send_jsonrpc_error
 from mcptrace.proxy._observe import (
     BATCH,
     REQUEST,
@@ -59,6 +59,11 @@ _FROM_TARGET_DROPPED = frozenset({
 _SSE_OWN_HEADERS = frozenset({b"content-type", b"cache-control", b"x-accel-buffering", b"connection"})
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
                 (b"x-accel-buffering", b"no")]
+
+
+def _identity_caller(scope: Scope) -> str | None:
+    identity = scope.get("state", {}).get(IDENTITY_STATE_KEY)
+    return identity[0] if identity else None
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -129,6 +134,12 @@ class HttpForwarder:
         return headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        session_id = _header(scope, b"mcp-session-id")
+        known = self.sessions.get(session_id) if session_id is not None else None
+        if known is not None and self.strip_authorization and known.owner != self._caller(scope).caller_id:
+            # With auth on, a session the proxy saw opened belongs to its caller: to others it does not exist.
+            await send_jsonrpc_error(send, 404, INVALID_REQUEST, "Session not found")
+            return
         if scope["method"] == "POST":
             await self._post(scope, receive, send)
         else:
@@ -250,6 +261,7 @@ class HttpForwarder:
             return
         if session_id and channel.client.session_id is None:
             channel.client.session_id = session_id
+            channel.client.owner = _identity_caller(scope)
             self._remember(session_id, channel.client)
         if content_type == "application/json":
             await self._json_answer(send, response, status, headers, channel, refusals)

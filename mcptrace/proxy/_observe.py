@@ -77,6 +77,8 @@ class ClientState:
     session_id: str | None = None
     protocol_version: str | None = None
     client_info: Mapping[str, Any] | None = None
+    #: The authenticated caller that opened the session (with auth on), who alone may use it.
+    owner: str | None = None
 
     @property
     def client_params(self) -> ClientState:
