@@ -132,6 +132,43 @@ def test_each_post_is_answered_in_the_form_its_accept_header_asks_for(front: Run
         assert answer["result"]["_meta"][META_ID] == r.headers["x-request-id"]
 
 
+def test_what_the_proxy_does_not_understand_is_relayed_unchanged_and_counted(
+    everything: str, proxy: RunningProcess,
+) -> None:
+    odd = {"jsonrpc": "2.0", "x-vendor-extension": {"n": 1}}  # not a request, a notification or a response
+    with httpx.Client(timeout=30) as http:
+        session = _session(http, everything)
+        direct = http.post(everything, json=odd, headers={**BOTH, **session})
+        session = _session(http, proxy.url)
+        through = http.post(proxy.url, json=odd, headers={**BOTH, **session})
+        metrics = http.get(f"{proxy.base_url}/metrics").text
+    assert through.status_code == direct.status_code
+    assert through.json()["error"]["code"] == direct.json()["error"]["code"]  # the target's own answer
+    assert 'mcptrace_proxy_messages_total{direction="to_target",kind="unknown"' in metrics
+
+
+def test_a_stream_resumes_through_the_proxy_with_last_event_id(proxy: RunningProcess) -> None:
+    """The target's event ids pass through, and a GET with `Last-Event-ID` replays what followed."""
+    call = {"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+            "params": {"name": "trigger-long-running-operation", "arguments": {"duration": 0.2, "steps": 2},
+                       "_meta": {"progressToken": "resume"}}}
+    with httpx.Client(timeout=30) as http:
+        session = _session(http, proxy.url)
+        first = http.post(proxy.url, json=call, headers={**BOTH, **session})
+        ids = [line.removeprefix("id: ") for line in first.text.splitlines() if line.startswith("id: ")]
+        assert len(ids) >= 3, first.text  # a priming event, progress, the answer: each with the target's id
+        replayed: list[dict[str, Any]] = []
+        headers = {**session, "accept": "text/event-stream", "last-event-id": ids[0]}
+        with http.stream("GET", proxy.url, headers=headers, timeout=10) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("data: {"):
+                    replayed.append(json.loads(line.removeprefix("data: ")))
+                    if replayed[-1].get("id") == 3:
+                        break
+    assert replayed[-1]["result"]["content"][0]["text"].startswith("Long running operation completed")
+    assert any(m.get("method") == "notifications/progress" for m in replayed)
+
+
 def test_a_host_that_is_not_loopback_is_refused(front: RunningProcess) -> None:
     r = httpx.post(front.url, json=initialize_message("rebinding"), headers={**BOTH, "host": "evil.example:80"})
     assert r.status_code == 421
