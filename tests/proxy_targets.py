@@ -47,6 +47,7 @@ def proxy_params(
     workdir: Path, command: list[str], *args: str, env: dict[str, str] | None = None,
 ) -> StdioServerParameters:
     """How an MCP client starts `mcptrace proxy -- COMMAND` (what a client's mcp.json says)."""
+    workdir.mkdir(parents=True, exist_ok=True)
     return StdioServerParameters(
         command=sys.executable,
         args=["-m", "mcptrace", "proxy", "--data-dir", str(workdir), *args, "--", *command],

@@ -21,6 +21,7 @@ from mcp.shared.exceptions import MCPError
 
 from mcptrace.testing import subprocess_env
 from tests.helpers import UNLIMITED, assert_contract, read_flushed_log, wait_for_log
+from tests.otel_receivers import attrs, hex_id, oteltap
 from tests.proxy_targets import FAULTY, TS_CLIENT, everything_command, node, proxy_params
 
 pytestmark = pytest.mark.slow
@@ -170,6 +171,28 @@ def test_the_typescript_sdk_client_through_the_stdio_proxy(tmp_path: Path) -> No
     methods = {r["method"] for r in records if r["event"] == "request_received"}
     assert {"tasks/get", "tasks/result"} <= methods
     assert {r["caller_id"] for r in records if r["event"] == "request_received"} == {"ts-sdk-client"}
+
+
+def test_the_proxys_span_is_the_parent_of_the_servers_work_over_stdio(tmp_path: Path) -> None:
+    """A SERVER span per request, exported; its context reaches the server in `_meta` (here `mcptrace serve
+    --stdio`, which logs the parent it was given)."""
+    server_dir = tmp_path / "server"
+    command = [sys.executable, "-m", "mcptrace", "serve", "--stdio", "--data-dir", str(server_dir)]
+    with oteltap() as tap:
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": tap.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100"}
+
+        async def main() -> types.CallToolResult:
+            with anyio.fail_after(30):
+                async with Client(proxy_params(tmp_path / "proxy", command, env=env), mode="legacy") as client:
+                    return await client.call_tool("get_config", {})
+
+        result = anyio.run(main)
+        request_id = (result.meta or {})[META_ID]
+        span = tap.spans.wait_for(lambda s: attrs(s).get("mcptrace.mcp_request_id") == request_id)
+    assert span.name == "tools/call get_config" and span.kind == 2  # SERVER
+    assert attrs(span)["network.transport"] == "pipe" and attrs(span)["gen_ai.tool.name"] == "get_config"
+    served = next(r for r in read_flushed_log(server_dir / "logs" / "mcptrace.log") if r["event"] == "tool_call")
+    assert served["trace_id"] == hex_id(span.trace_id) and served["parent_span_id"] == hex_id(span.span_id)
 
 
 def test_faults_of_the_server_are_answered_logged_and_survived(tmp_path: Path) -> None:
