@@ -321,7 +321,7 @@ class StdioTarget:
             try:
                 await self.request("initialize", initialize, timeout=30.0)
             except (TimeoutError, ConnectionError) as exc:
-                self.logger.emit(f.EV_TARGET_EXITED, "warning", **{
+                self.logger.emit(f.EV_TARGET_STARTED, "warning", **{
                     f.TARGET: self.name, f.TRANSPORT: "stdio",
                     f.ERROR: f"the client's handshake could not be replayed: {exc or 'no answer'}"[:_LOGGED_TEXT],
                 })
