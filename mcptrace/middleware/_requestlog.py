@@ -15,7 +15,7 @@ request, whatever the transport or the stream the answer travels on.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
@@ -25,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 from mcptrace import _fields as f
 from mcptrace._errors import INTERNAL_ERROR, INVALID_PARAMS
 from mcptrace._hashing import bytes_hash, canonical_json, json_hash
-from mcptrace.middleware._clientmeta import client_info, read_client_meta
+from mcptrace.middleware._clientmeta import ClientMeta, client_info, read_client_meta
 from mcptrace.middleware._ids import accept_request_id, new_request_id
 from mcptrace.middleware._requests import mark_response_logged
 from mcptrace.middleware._telemetry import TOOL_ERROR, RequestTelemetry
@@ -35,7 +35,10 @@ from mcptrace.telemetry._log import EventLogger, bind, unbind
 #: Returns (caller_id, tenant) for a request, or (None, None) when it cannot tell.
 Identify = Callable[[ServerRequestContext[Any, Any]], tuple[str | None, str | None]]
 
-__all__ = ["IDENTITY_STATE_KEY", "RequestLogMiddleware", "client_info", "default_identify", "estimate_tokens"]
+__all__ = [
+    "IDENTITY_STATE_KEY", "RequestLogMiddleware", "client_fields", "client_info", "default_identify",
+    "estimate_tokens", "request_fields", "with_request_id", "write_closing_lines",
+]
 
 #: scope["state"] key where an auth layer leaves the authenticated (caller_id, tenant).
 IDENTITY_STATE_KEY = "mcptrace.identity"
@@ -110,12 +113,7 @@ class RequestLogMiddleware:
             request_id=request_id, method=ctx.method, session_id=session_id, jsonrpc_id=str(ctx.request_id),
             tool_name=tool_name, caller_id=caller_id, tenant=tenant,
         )
-        fields = {
-            f.REQUEST_ID: request_id, f.SESSION_ID: session_id, f.JSONRPC_ID: call.jsonrpc_id,
-            f.METHOD: ctx.method, f.CALLER_ID: caller_id, f.TENANT: tenant, f.TRANSPORT: self.transport,
-        }
-        if tool_name is not None:
-            fields[f.TOOL_NAME] = tool_name
+        fields = request_fields(call, self.transport)
         fields.update(_client_fields(ctx))
         log_token = bind(**fields)
         call_token = set_call(call)
@@ -143,7 +141,7 @@ class RequestLogMiddleware:
             self._finish(ctx, call, params, start, result, None, None, None)
             if ctx.method == "ping":  # the spec's answer to ping is an empty result; the id rides in X-Request-ID
                 return result
-            return _with_request_id(result, request_id)
+            return with_request_id(result, request_id)
         finally:
             reset_call(call_token)
             unbind(log_token)
@@ -172,46 +170,68 @@ class RequestLogMiddleware:
         error: str | None, code: int | None, error_type: str | None,
     ) -> tuple[str, str | None]:
         """The `tool_call` and `response_sent` lines; returns the outcome (status, error type) they logged."""
-        duration_ms = round(duration_s * 1000, 3)
         data = _dump(result) if call.tool_name is not None and result is not None else None  # dumped once
-        if error is None and data is not None:
-            error = _tool_error(data)
-            if error is not None:
-                error_type = TOOL_ERROR
-        status = f.FAILURE if error is not None else f.SUCCESS
-        level = "info" if status == f.SUCCESS else "warning"
-        if call.tool_name is not None:
-            arguments = params.get("arguments") or {}
-            encoded = canonical_json(arguments)  # one encoding for the hash and the token estimate
-            call.arguments_hash = bytes_hash(encoded)
-            call.result_hash = _result_hash(data) if data is not None else None
-            self.logger.emit(
-                f.EV_TOOL_CALL, level, **{
-                    f.ARGUMENTS_HASH: call.arguments_hash,
-                    f.RESULT_HASH: call.result_hash,
-                    f.INPUT_TOKEN_COUNT: max(1, len(encoded) // 4) if arguments else 0,
-                    f.DURATION_MS: duration_ms, f.STATUS: status, f.ERROR: error, f.ERROR_CODE: code,
-                    f.DOWNSTREAM_CALLS: call.downstream_calls,
-                },
-            )
-            for hook in self.tool_hooks:
-                try:
-                    hook(call, status, duration_s)
-                except Exception:
-                    pass
-        self.logger.emit(
-            f.EV_RESPONSE_SENT, level, **{f.DURATION_MS: duration_ms, f.STATUS: status, f.ERROR: error,
-                                          f.ERROR_CODE: code},
+        return write_closing_lines(
+            self.logger, call, params.get("arguments"), duration_s, data, error, code, error_type, self.tool_hooks,
         )
-        return status, error_type
 
 
-def _client_fields(ctx: ServerRequestContext[Any, Any]) -> dict[str, Any]:
-    """Schema-2 fields: protocol era, declared client, and the client's W3C trace context."""
-    try:
-        client = read_client_meta(ctx)
-    except Exception:
-        return {}
+def write_closing_lines(
+    logger: EventLogger, call: CallContext, arguments: Any, duration_s: float, data: Any,
+    error: str | None, code: int | None, error_type: str | None, tool_hooks: Sequence[ToolCallHook] = (),
+) -> tuple[str, str | None]:
+    """Write a request's `tool_call` (tools only) and `response_sent` lines; returns (status, error type).
+
+    `data` is the result as JSON-ready data (a tool's result is hashed and its `isError` read), or None.
+    Shared by the SDK middleware and `mcptrace proxy`, so both write the same lines the same way. Run it
+    where the request's fields are bound (`telemetry._log.bind`).
+    """
+    duration_ms = round(duration_s * 1000, 3)
+    if error is None and data is not None and call.tool_name is not None:
+        error = _tool_error(data)
+        if error is not None:
+            error_type = TOOL_ERROR
+    status = f.FAILURE if error is not None else f.SUCCESS
+    level = "info" if status == f.SUCCESS else "warning"
+    if call.tool_name is not None:
+        arguments = arguments or {}
+        encoded = canonical_json(arguments)  # one encoding for the hash and the token estimate
+        call.arguments_hash = bytes_hash(encoded)
+        call.result_hash = _result_hash(data) if data is not None else None
+        logger.emit(
+            f.EV_TOOL_CALL, level, **{
+                f.ARGUMENTS_HASH: call.arguments_hash,
+                f.RESULT_HASH: call.result_hash,
+                f.INPUT_TOKEN_COUNT: max(1, len(encoded) // 4) if arguments else 0,
+                f.DURATION_MS: duration_ms, f.STATUS: status, f.ERROR: error, f.ERROR_CODE: code,
+                f.DOWNSTREAM_CALLS: call.downstream_calls,
+            },
+        )
+        for hook in tool_hooks:
+            try:
+                hook(call, status, duration_s)
+            except Exception:
+                pass
+    logger.emit(
+        f.EV_RESPONSE_SENT, level, **{f.DURATION_MS: duration_ms, f.STATUS: status, f.ERROR: error,
+                                      f.ERROR_CODE: code},
+    )
+    return status, error_type
+
+
+def request_fields(call: CallContext, transport: str) -> dict[str, Any]:
+    """The fields every line of one request carries (bind them for its lifetime)."""
+    fields = {
+        f.REQUEST_ID: call.request_id, f.SESSION_ID: call.session_id, f.JSONRPC_ID: call.jsonrpc_id,
+        f.METHOD: call.method, f.CALLER_ID: call.caller_id, f.TENANT: call.tenant, f.TRANSPORT: transport,
+    }
+    if call.tool_name is not None:
+        fields[f.TOOL_NAME] = call.tool_name
+    return fields
+
+
+def client_fields(client: ClientMeta) -> dict[str, Any]:
+    """Schema-2 fields of a request's client: protocol era, declared client, W3C trace context."""
     fields: dict[str, Any] = {
         f.PROTOCOL_VERSION: client.protocol_version, f.CLIENT_NAME: client.client_name,
         f.CLIENT_VERSION: client.client_version,
@@ -222,6 +242,13 @@ def _client_fields(ctx: ServerRequestContext[Any, Any]) -> dict[str, Any]:
     if client.baggage is not None:
         fields[f.BAGGAGE] = client.baggage
     return fields
+
+
+def _client_fields(ctx: ServerRequestContext[Any, Any]) -> dict[str, Any]:
+    try:
+        return client_fields(read_client_meta(ctx))
+    except Exception:
+        return {}
 
 
 def _dump(result: HandlerResult) -> Any:
@@ -243,7 +270,8 @@ def _tool_error(data: Any) -> str | None:
     return ("; ".join(t for t in texts if t) or "tool error")[:500]
 
 
-def _with_request_id(result: HandlerResult, request_id: str) -> HandlerResult:
+def with_request_id(result: HandlerResult, request_id: str) -> HandlerResult:
+    """`result` with `_meta["mcptrace/mcp_request_id"]` set (a model or a plain dict); unchanged if it cannot."""
     try:
         if isinstance(result, BaseModel) and "meta" in type(result).model_fields:
             meta = dict(getattr(result, "meta", None) or {})

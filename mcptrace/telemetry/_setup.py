@@ -39,11 +39,11 @@ class ServerTelemetry:
         self.providers.shutdown(timeout)
 
 
-def setup_telemetry(
-    server: Any, logger: EventLogger, *, transport: str = "http", env: Mapping[str, str] | None = None,
-    span_export: str | None = None,
-) -> ServerTelemetry:
-    """Instrument `server` and export as the `OTEL_*` variables say; `/metrics` is always fed.
+def export_providers(
+    logger: EventLogger, *, env: Mapping[str, str] | None = None, span_export: str | None = None,
+) -> tuple[Providers, PrometheusEndpoint]:
+    """The providers the `OTEL_*` variables ask for, a `/metrics` endpoint fed by the same meter, and
+    `logger`'s lines bridged to the OTLP log exporter when one is configured.
 
     `span_export` (`process` or `thread`) wins over `MCPTRACE_SPAN_EXPORT`.
     """
@@ -51,11 +51,20 @@ def setup_telemetry(
     reader = prometheus.reader
     providers = providers_from_env(env, extra_readers=[reader], export_from=(reader, reader.snapshot),
                                    span_export=span_export)
+    if providers.logger_provider is not None:
+        logger.listeners.append(OtlpLogBridge(providers.logger_provider))
+    return providers, prometheus
+
+
+def setup_telemetry(
+    server: Any, logger: EventLogger, *, transport: str = "http", env: Mapping[str, str] | None = None,
+    span_export: str | None = None,
+) -> ServerTelemetry:
+    """Instrument `server` and export as the `OTEL_*` variables say; `/metrics` is always fed."""
+    providers, prometheus = export_providers(logger, env=env, span_export=span_export)
     instrumentation = instrument(
         server, tracer_provider=providers.tracer_provider, meter_provider=providers.meter_provider,
         logger=logger, transport=transport,
     )
     instrumentation.metrics.observe_dropped(providers.drops.snapshot)
-    if providers.logger_provider is not None:
-        logger.listeners.append(OtlpLogBridge(providers.logger_provider))
     return ServerTelemetry(providers, prometheus, instrumentation)
