@@ -52,6 +52,9 @@ LAST_TIMESTAMP: Final = "last_timestamp"
 DROPPED_LINES: Final = "dropped_lines"
 GAP_START: Final = "gap_start"
 GAP_END: Final = "gap_end"
+CLIENT_ADDRESS: Final = "client_address"
+PRINCIPAL: Final = "principal"
+SESSION_OWNER: Final = "session_owner"
 
 # -- status values -----------------------------------------------------------
 SUCCESS: Final = "success"
@@ -80,6 +83,7 @@ EV_BREAKER_STATE: Final = "breaker_state_changed"
 EV_AUTH_WARNING: Final = "auth_disabled"
 EV_REQUEST_REFUSED: Final = "request_refused"
 EV_LOG_GAP: Final = "log_gap"
+EV_REVOCATION_FEED: Final = "revocation_feed"
 
 # -- request metadata exchanged with clients ---------------------------------
 REQUEST_ID_HEADER: Final = "x-request-id"

@@ -79,6 +79,10 @@ DESCRIPTIONS: dict[str, str] = {
     f.DROPPED_LINES: "lines the writer could not write (`log_gap`)",
     f.GAP_START: "when the first line of a gap was dropped",
     f.GAP_END: "when the last line of a gap was dropped",
+    f.CLIENT_ADDRESS: "the HTTP client's address (a trusted proxy's `X-Forwarded-For`, else the peer)",
+    f.PRINCIPAL: "who a guard judged: `tok:` and a token's key, `jwt:` and the token's `iss` and `sub`, or, "
+    "without auth, the declared client name `@` its address (never a token)",
+    f.SESSION_OWNER: "the principal a session belongs to, when another principal named it",
 }
 
 EVENTS: dict[str, str] = {
@@ -95,7 +99,9 @@ EVENTS: dict[str, str] = {
     "aggregated per second (`count`, first and last request id)",
     f.EV_LOG_GAP: "the writer dropped lines (disk full, unwritable file, queue full); "
     "written as soon as a line can be written again",
-    f.EV_BREAKER_STATE: "a downstream circuit breaker changed state",
+    f.EV_BREAKER_STATE: "a circuit breaker changed state (a dependency's, or `redis` for the shared guard state)",
+    f.EV_REVOCATION_FEED: "a replica's copy of the revocations shared through Redis was synchronised "
+    "(`status` success, `count` keys) or lost (`status` error)",
     f.EV_AUTH_WARNING: "the server started on loopback without authentication (written once, at start)",
     f.EV_PROBE_RESULT: "one `mcptrace probe` run finished: passed or the step that failed",
     f.EV_PROBE_ALERT: "the probe sent (or failed to send) an alert after repeated failures",

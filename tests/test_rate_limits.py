@@ -110,10 +110,14 @@ def test_a_limited_call_says_when_to_retry_and_the_retry_then_succeeds(
 
     anyio.run(main)
     refusals = wait_for_log(
-        limited.log_file, lambda r: r["event"] == "rate_limited" and r.get("caller_id") == "retrier"
+        limited.log_file, lambda r: r["event"] == "request_refused" and r.get("caller_id") == "retrier"
     )
-    assert refusals and refusals[0]["mcp_request_id"].startswith("req-")
-    assert refusals[0]["tool_name"] == "get_config" and refusals[0]["limit_scope"] == "tool"
+    assert len(refusals) == 1 and refusals[0]["mcp_request_id"].startswith("req-")
+    assert {k: refusals[0].get(k) for k in ("status", "refusal_reason", "tool_name", "limit_scope", "tenant")} == {
+        "status": "refused", "refusal_reason": "rate_limited", "tool_name": "get_config", "limit_scope": "tool",
+        "tenant": "acme",
+    }
+    assert 0 < refusals[0]["retry_after_ms"] <= 4000 and refusals[0]["http_status"] == 429
 
 
 def test_a_caller_that_keeps_violating_is_suspended_and_the_suspension_lifts_by_itself(
@@ -169,7 +173,9 @@ def test_forty_rapid_run_report_calls_trip_its_low_limit(
 
 def test_rate_limit_lines_follow_the_log_contract(limited: RunningProcess) -> None:
     records = read_log(limited.log_file)
-    assert any(r["event"] == "rate_limited" for r in records)
+    reasons = {r["refusal_reason"] for r in records if r["event"] == "request_refused"}
+    assert {"rate_limited", "suspended"} <= reasons
+    assert not any(r["event"] in ("rate_limited", "auth_failed") for r in records), "version-3 events only"
     assert_contract(records)
 
 

@@ -159,8 +159,8 @@ def served_by(cluster: Cluster, caller: str) -> Counter[int]:
         httpx.get(f"{replica.base_url}/health", timeout=10)
         for line in replica.log_file.read_text().splitlines():
             record = json.loads(line)
-            if record.get("caller_id") == caller and record["event"] in ("response_sent", "rate_limited"):
-                counts[i] += 1
+            if record.get("caller_id") == caller and record["event"] in ("response_sent", "request_refused"):
+                counts[i] += record.get("count", 1)
     return counts
 
 

@@ -18,10 +18,17 @@ from mcptrace.guards._breaker import CLOSED, HALF_OPEN, OPEN, BreakerPolicy, Bre
 from mcptrace.guards._jwt import JwtVerifier
 from mcptrace.guards._limits import LimitPolicy
 from mcptrace.guards._ratelimit import RateLimiter
+from mcptrace.guards._refusals import Refusals
+from mcptrace.guards._revocations import RevocationFeed, RevokedKeys, replica_name
+from mcptrace.guards._sessions import SessionMiddleware, SessionTable
 from mcptrace.guards._stats import GuardStats
 from mcptrace.guards._tokens import TokenStore
+from mcptrace.middleware._body import BodyBudget
 from mcptrace.server._bind import is_loopback
 from mcptrace.telemetry._log import EventLogger
+
+#: The breaker of the shared guard state (its transitions are logged and counted like any other).
+REDIS_SERVICE = "redis"
 
 
 @dataclass
@@ -30,18 +37,23 @@ class Guards:
     limiter: RateLimiter
     breakers: Breakers
     backend: LimitBackend
+    refusals: Refusals
     authenticator: Authenticator | None = None
+    #: This replica's copy of the revocations shared through Redis, kept by `feed`.
+    feed: RevocationFeed | None = None
 
     async def aclose(self) -> None:
         await self.backend.aclose()
+        if self.feed is not None:
+            await self.feed.aclose()
+        self.refusals.close()
 
 
 def build_guards(
-    config: Config, logger: EventLogger, *, clock: Callable[[], float] = time.monotonic
+    config: Config, logger: EventLogger, *, clock: Callable[[], float] = time.monotonic, transport: str = "http",
 ) -> Guards:
     stats = GuardStats()
     policy = LimitPolicy.from_config(config)
-    backend: LimitBackend = RedisBackend(config.redis_url) if config.redis_url else MemoryBackend(clock=clock)
 
     def on_transition(service: str, old: str, new: str) -> None:
         stats.breaker_transitions[(service, new)] += 1
@@ -65,6 +77,14 @@ def build_guards(
         on_transition=on_transition,
         on_reject=on_reject,
     )
+    backend: LimitBackend = MemoryBackend(clock=clock)
+    revoked: RevokedKeys | None = None
+    feed = None
+    if config.redis_url:
+        backend = RedisBackend(config.redis_url, timeout=config.redis_timeout, breaker=breakers.get(REDIS_SERVICE))
+        revoked = RevokedKeys()
+        feed = RevocationFeed(config.redis_url, revoked, replica=replica_name(config.replica_id), logger=logger,
+                              timeout=config.redis_timeout)
     authenticator = None
     if config.auth_enabled:
         store = None
@@ -84,21 +104,28 @@ def build_guards(
                 caller_claim=config.jwt_caller_claim,
                 tenant_claim=config.jwt_tenant_claim,
             )
-        authenticator = Authenticator(
-            store=store, jwt=verifier, revocations=backend if config.redis_url else None
-        )
-    limiter = RateLimiter(policy, backend=backend, stats=stats, logger=logger)
+        authenticator = Authenticator(store=store, jwt=verifier, revoked=revoked)
+    limiter = RateLimiter(policy, backend=backend, stats=stats, clock=clock)
+    refusals = Refusals(logger, stats=stats, transport=transport)
     return Guards(
-        stats=stats, limiter=limiter, breakers=breakers, backend=backend, authenticator=authenticator
+        stats=stats, limiter=limiter, breakers=breakers, backend=backend, refusals=refusals,
+        authenticator=authenticator, feed=feed,
     )
 
 
-def wrap_http(app: ASGIApp, guards: Guards, logger: EventLogger) -> ASGIApp:
-    """Auth (outer) then admission, in front of `app`; nothing when auth is off."""
-    if guards.authenticator is None:
-        return app
-    app = AdmissionMiddleware(app, limiter=guards.limiter, logger=logger)
-    return AuthMiddleware(app, authenticator=guards.authenticator, logger=logger, stats=guards.stats)
+def wrap_http(app: ASGIApp, guards: Guards, config: Config, logger: EventLogger) -> ASGIApp:
+    """The guards in front of `app`, outermost first: who (auth), whose session, may it run (admission)."""
+    sessions = None
+    if not config.stateless:
+        sessions = SessionTable(idle_seconds=config.session_idle_seconds, per_principal=config.sessions_per_caller)
+    app = AdmissionMiddleware(
+        app, limiter=guards.limiter, refusals=guards.refusals, logger=logger, sessions=sessions,
+        budget=BodyBudget(config.body_budget_bytes, config.body_budget_for_caller),
+        max_body_bytes=config.max_body_bytes, body_timeout=config.body_timeout,
+    )
+    if sessions is not None:
+        app = SessionMiddleware(app, table=sessions, refusals=guards.refusals, replica_id=config.replica_id)
+    return AuthMiddleware(app, authenticator=guards.authenticator, refusals=guards.refusals, stats=guards.stats)
 
 
 def auth_policy(config: Config) -> str | None:
@@ -139,3 +166,7 @@ class GuardMetricsView:
     @property
     def breaker_states(self) -> dict[str, int]:
         return {name: self._STATE_CODES.get(state, 0) for name, state in self._guards.breakers.states().items()}
+
+    def refusals(self) -> dict[str, int]:
+        """Requests the guards refused so far, by the log contract's `refusal_reason`."""
+        return dict(self._guards.stats.refused)

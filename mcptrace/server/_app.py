@@ -1,11 +1,15 @@
 """Assembling `mcptrace serve`: the SDK server, our tools, and the layers around them.
 
-    client ─▶ RequestIdMiddleware ─▶ [Auth ─▶ Admission] ─▶ EnvelopeMiddleware ─▶ NegotiationMiddleware ─▶
-                (id, size limit,       (token, tools,         (one JSON-RPC          (Accept per request)
-                 rejections)            rate limits)           message or 400)
-              ─▶ SessionLimitMiddleware ─▶ SDK
-                 (a clear 503 with Retry-After at the session cap)
-    SDK middleware chain: OpenTelemetry ─▶ RequestLog ─▶ RateLimit ─▶ tool
+    client ─▶ RequestIdMiddleware ─▶ HostCheck ─▶ Auth ─▶ Sessions ─▶ Admission ─────────────────────▶
+                (id, rejections)     (Host,      (token,   (owner,     (limits, quotas, budget; then the
+                                      Origin)     or 401)   or 404)     body; then tools and tool limits)
+              ─▶ EnvelopeMiddleware ─▶ NegotiationMiddleware ─▶ SessionLimitMiddleware ─▶ SDK
+                 (one JSON-RPC          (Accept per request)      (a clear 503 with Retry-After
+                  message or 400)                                   at the session cap)
+    SDK middleware chain: RateLimit (stdio) ─▶ OpenTelemetry ─▶ RequestLog ─▶ tool
+
+Everything up to Admission works from the request's headers: a request refused
+there never has its body read.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from mcptrace.guards._sdk import RateLimitMiddleware, ToolFilterMiddleware
 from mcptrace.guards._setup import GuardMetricsView, Guards, build_guards, wrap_http
 from mcptrace.middleware._clientmeta import TraceMetaGuard
 from mcptrace.middleware._envelope import EnvelopeMiddleware
+from mcptrace.middleware._hostcheck import HostCheckMiddleware, host_rules, transport_security
 from mcptrace.middleware._negotiate import NegotiationMiddleware
 from mcptrace.middleware._requestlog import RequestLogMiddleware, default_identify
 from mcptrace.middleware._requests import RequestIdMiddleware
@@ -99,18 +104,18 @@ class Service:
 
 def build_service(config: Config, *, logger: EventLogger | None = None, transport: str = "http") -> Service:
     logger = logger or make_logger(config)
-    guards = build_guards(config, logger)
+    guards = build_guards(config, logger, transport=transport)
     deps = Dependencies(config=config, db=Database(config.resolved_db_path), breakers=guards.breakers)
     mcp: MCPServer[Any] = ArgumentCheckingServer(SERVER_NAME, version=__version__, log_level="WARNING")
     register_tools(mcp, deps)
     mcp.middleware.insert(0, TraceMetaGuard())
+    mcp.middleware.insert(0, RateLimitMiddleware(guards.limiter, guards.refusals))
     pinned = None
     if config.resources_manifest is not None:
         pinned = load_pinned_resources(
             mcp, manifest=config.resources_manifest, cache_dir=config.resources_cache_dir, logger=logger,
         )
     mcp.middleware.append(RequestLogMiddleware(logger, identify=_identify, transport=transport))
-    mcp.middleware.append(RateLimitMiddleware(guards.limiter))
     mcp.middleware.append(ToolFilterMiddleware())
     hook = log_downstream_calls(logger)
     if hook not in _context.downstream_hooks:
@@ -144,14 +149,18 @@ def build_app(service: Service) -> ASGIApp:
     service.health = checker
     backend = service.guards.backend
     if isinstance(backend, RedisBackend):
+        feed = service.guards.feed
 
         async def redis_check() -> dict[str, Any]:
-            # Not critical: without Redis, limits fail open and revocations fall back to the local store.
+            # Not critical: without Redis, limits hold per replica and known revocations keep applying.
             try:
                 await backend.ping()
             except Exception as exc:
-                return {"status": "degraded", "error": f"{type(exc).__name__}: rate limits fail open"[:300]}
-            return {"status": "healthy"}
+                return {"status": "degraded",
+                        "error": f"{exc}; rate limits per replica, revocations as last synchronised"[:300]}
+            if feed is not None and not feed.up:
+                return {"status": "degraded", "error": f"revocation feed down: {feed.last_error}"[:300]}
+            return {"status": "healthy", "revoked_keys": len(feed.keys) if feed is not None else 0}
 
         checker.extra["redis"] = (redis_check, False)
 
@@ -178,17 +187,18 @@ def build_app(service: Service) -> ASGIApp:
         route(service, "/metrics", service.telemetry.prometheus.endpoint)
 
     inner: ASGIApp = service.mcp.streamable_http_app(
-        stateless_http=config.stateless, max_request_body_size=config.max_body_bytes, host=config.host,
+        stateless_http=config.stateless, max_request_body_size=config.max_body_bytes,
+        transport_security=transport_security(),
         session_idle_timeout=config.session_idle_seconds, max_sessions=config.max_sessions,
     )
     if not config.stateless:
-        capped = SessionLimitMiddleware(inner, max_sessions=config.max_sessions, logger=service.logger)
+        capped = SessionLimitMiddleware(inner, max_sessions=config.max_sessions, refusals=service.guards.refusals)
         if service.telemetry is not None:
             service.telemetry.instrumentation.metrics.observe_session_rejections(lambda: capped.refused)
         inner = capped
-    app: ASGIApp = wrap_http(EnvelopeMiddleware(NegotiationMiddleware(inner)), service.guards, service.logger)
-    app = RequestIdMiddleware(app, logger=service.logger, max_body_bytes=config.max_body_bytes,
-                              body_timeout=config.body_timeout)
+    app: ASGIApp = wrap_http(EnvelopeMiddleware(NegotiationMiddleware(inner)), service.guards, config, service.logger)
+    app = HostCheckMiddleware(app, rules=host_rules(config.host))
+    app = RequestIdMiddleware(app, logger=service.logger)
     return _with_lifespan(app, service)
 
 
@@ -217,12 +227,14 @@ def _with_lifespan(app: ASGIApp, service: Service) -> ASGIApp:
             await app(scope, receive, send)
             return
         closed = False
+        background = anyio.CancelScope()  # the tasks that live as long as the server (the revocation feed)
 
         async def close() -> None:
             nonlocal closed
             if closed:
                 return
             closed = True
+            background.cancel()
             await service.aclose()
             service.logger.emit(f.EV_SERVER_STOPPED, **{f.MESSAGE: "shutdown complete", f.TRANSPORT: "http"})
             service.logger.sink.flush()
@@ -233,8 +245,20 @@ def _with_lifespan(app: ASGIApp, service: Service) -> ASGIApp:
             await send(message)
 
         service.deps.http = httpx.AsyncClient(limits=httpx.Limits(max_connections=100))
+        feed = service.guards.feed
+
+        async def run_feed() -> None:
+            if feed is not None:
+                with background:
+                    await feed.run()
+
         try:
-            await app(scope, receive, send_after_close)
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(run_feed)
+                try:
+                    await app(scope, receive, send_after_close)
+                finally:
+                    background.cancel()
         finally:
             await close()
 
