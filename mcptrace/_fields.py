@@ -129,6 +129,11 @@ M_SESSION_DURATION: Final = "mcp.server.session.duration"
 M_BREAKER_STATE: Final = "mcp_breaker_state"
 #: Telemetry the exporters could not deliver (queue full or export failed), by signal.
 M_TELEMETRY_DROPPED: Final = "mcptrace_telemetry_dropped_total"
+#: Requests a guard answered instead of the server, by `reason` (the log's `refusal_reason` values).
+M_REQUESTS_REFUSED: Final = "mcptrace_requests_refused_total"
+#: The label value a metric gives a name it does not keep apart (a tool that does not exist, a method
+#: the protocol does not define, a protocol version nobody published): labels stay bounded.
+UNKNOWN_LABEL: Final = "_unknown"
 
 # -- release safety: probes and pinned resources -----------------------------
 PROBE_URL: Final = "probe_url"

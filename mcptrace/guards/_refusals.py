@@ -121,20 +121,29 @@ class Refusals:
             window = self._windows.get(key)
             if window is None and len(self._windows) >= self.max_keys:
                 key = (reason, key[1], None, http_status)
+                fields[f.TOOL_NAME] = None
                 window = self._windows.get(key)
             if window is not None and now < window.ends:
-                if window.count == 0:
-                    window.first, window.first_wall = fields, wall
-                window.count += 1
-                window.last_id, window.last_wall = request_id, wall
+                self._count(window, fields, request_id, wall)
                 return
-            if window is not None and window.count:  # its interval is over: its count goes first
-                self._write(window)
-            first = window is None
-            self._windows[key] = _Window(ends=now + self.interval)
-            self._write_one(fields)
-        if first:
+            busy = False
+            if window is not None and window.count:  # its interval is over and refusals kept coming
+                self._write(window)  # its count goes first
+                busy = True
+            fresh = self._windows[key] = _Window(ends=now + self.interval)
+            if busy:
+                self._count(fresh, fields, request_id, wall)
+            else:
+                self._write_one(fields)
+        if window is None:
             self._wake.set()
+
+    @staticmethod
+    def _count(window: _Window, fields: dict[str, Any], request_id: str | None, wall: float) -> None:
+        if window.count == 0:
+            window.first, window.first_wall = fields, wall
+        window.count += 1
+        window.last_id, window.last_wall = request_id, wall
 
     def flush(self, *, everything: bool = False) -> None:
         """Write the counts of every interval that has ended (every interval, with `everything`)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from mcptrace.telemetry._log import EventLogger
 
 #: The breaker of the shared guard state (its transitions are logged and counted like any other).
 REDIS_SERVICE = "redis"
+#: A replica id starts every session id of its replica and a proxy's routing rule: plain characters only.
+_REPLICA_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
 @dataclass
@@ -54,6 +57,8 @@ def build_guards(
 ) -> Guards:
     stats = GuardStats()
     policy = LimitPolicy.from_config(config)
+    if config.replica_id is not None and not _REPLICA_ID.fullmatch(config.replica_id):
+        raise ConfigError(f"replica id {config.replica_id!r}: use 1-32 letters, digits, '-' or '_'")
 
     def on_transition(service: str, old: str, new: str) -> None:
         stats.breaker_transitions[(service, new)] += 1

@@ -14,6 +14,7 @@ already configured OpenTelemetry needs no arguments.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,7 @@ from mcptrace.middleware._sessionclock import time_sessions
 from mcptrace.middleware._telemetry import RequestTelemetry
 from mcptrace.middleware._traceheader import TraceHeaderMiddleware
 from mcptrace.telemetry import _context
+from mcptrace.telemetry._labels import RegisteredTools
 from mcptrace.telemetry._log import EventLogger, null_logger
 from mcptrace.telemetry._metrics import METER_NAME, ServerMetrics
 from mcptrace.telemetry._tracing import TRACER_NAME, DownstreamErrors, DownstreamSpans, add_trace_ids
@@ -92,7 +94,8 @@ def instrument(
     if add_trace_ids not in request_log.logger.processors:
         request_log.logger.processors.append(add_trace_ids)
     network_transport = _NETWORK_TRANSPORT.get(request_log.transport, request_log.transport)
-    request_log.telemetry = RequestTelemetry(server_metrics, transport=network_transport)
+    request_log.telemetry = RequestTelemetry(
+        server_metrics, transport=network_transport, tools=RegisteredTools(_tool_names(server)))
     if not any(isinstance(m, TraceHeaderMiddleware) for m in chain):
         sdk_span = next((i for i, m in enumerate(chain) if type(m).__name__ == "OpenTelemetryMiddleware"), 0)
         chain.insert(sdk_span, TraceHeaderMiddleware())
@@ -104,6 +107,18 @@ def instrument(
                                       {f.ATTR_NETWORK_TRANSPORT: network_transport}, [hook], [wrapper])
     time_sessions(server, instrumentation.record_session)
     return instrumentation
+
+
+def _tool_names(server: Any) -> Callable[[], Awaitable[list[str]]] | None:
+    """The names of `server`'s tools, read through its public `list_tools()` (None when it has none)."""
+    list_tools = getattr(server, "list_tools", None)
+    if list_tools is None:
+        return None
+
+    async def names() -> list[str]:
+        return [tool.name for tool in await list_tools()]
+
+    return names
 
 
 def active_sessions(server: Any) -> int:

@@ -131,8 +131,11 @@ class RequestLogMiddleware:
         fields.update(_client_fields(ctx))
         log_token = bind(**fields)
         call_token = set_call(call)
-        if self.telemetry is not None:
-            self.telemetry.start(call)
+        telemetry = self.telemetry
+        if telemetry is not None:
+            telemetry.start(call)
+            if tool_name is not None and telemetry.tools.unseen(tool_name):  # a new tool, or a made-up one
+                await telemetry.tools.refresh()
         start = time.perf_counter()
         try:
             self.logger.emit(f.EV_REQUEST_RECEIVED)

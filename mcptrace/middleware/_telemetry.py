@@ -6,8 +6,10 @@ are worked out once). It runs inside the SDK's span middleware, so the current
 span is the request's SERVER span. `start` adds what only mcptrace knows (its
 request id, caller, tenant, session; the SDK already names the tool);
 `finish` records `mcp.server.operation.duration` for every request and the
-checklist's tool metrics for `tools/call`. Nothing here can fail the request:
-telemetry errors are swallowed.
+checklist's tool metrics for `tools/call`. Labels stay bounded (`_labels`): a
+method the protocol does not define, a protocol version nobody published and a
+tool the server does not have are all `_unknown`. Nothing here can fail the
+request: telemetry errors are swallowed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from opentelemetry import trace
 
 from mcptrace import _fields as f
 from mcptrace.telemetry._context import CallContext
+from mcptrace.telemetry._labels import RegisteredTools, method_label, version_label
 from mcptrace.telemetry._metrics import ServerMetrics
 
 _MAX_CACHED_ATTRIBUTE_SETS = 1024
@@ -29,9 +32,13 @@ TOOL_ERROR = "tool_error"
 class RequestTelemetry:
     """What `instrument()` hands the request log: span attributes at the start, metrics at the end."""
 
-    def __init__(self, metrics: ServerMetrics | None, *, transport: str = "tcp") -> None:
+    def __init__(
+        self, metrics: ServerMetrics | None, *, transport: str = "tcp", tools: RegisteredTools | None = None,
+    ) -> None:
         self.metrics = metrics
         self.transport = transport
+        #: The `tool` label's values: the server's registered tools (refreshed by the request log).
+        self.tools = tools if tools is not None else RegisteredTools(None)
         #: One attribute dict per (method, protocol, tool, error type), reused for every request.
         self._attributes: dict[tuple[str, str | None, str | None, str | None], dict[str, str]] = {}
 
@@ -60,8 +67,10 @@ class RequestTelemetry:
         if metrics is None:
             return
         try:
-            tool = call.tool_name
-            key = (call.method or ctx.method, ctx.protocol_version, tool, error_type)
+            tool = self.tools.label(call.tool_name) if call.tool_name is not None else None
+            version = ctx.protocol_version
+            key = (method_label(call.method or ctx.method), version_label(version) if version else None, tool,
+                   error_type)
             attributes = self._attributes.get(key)
             if attributes is None:
                 attributes = self._operation_attributes(*key)

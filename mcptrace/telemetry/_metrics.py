@@ -142,12 +142,22 @@ class GuardCounters(Protocol):
     def breaker_states(self) -> Mapping[str, int]: ...
 
 
+#: Every `refusal_reason` of the log contract: each is reported from the start (as 0), so a rate or an
+#: alert over one reason has a series before the first refusal.
+REFUSAL_REASONS: tuple[str, ...] = (
+    f.R_UNAUTHENTICATED, f.R_FORBIDDEN, f.R_RATE_LIMITED, f.R_SUSPENDED, f.R_SESSION_CAP, f.R_OVERLOADED,
+)
+
+
 def register_guard_metrics(meter: Meter, guards: GuardCounters) -> None:
     """Publish a guard layer's counters as metrics without touching its hot path.
 
     Call once at start-up with the object the guards update; the values are
     read whenever metrics are collected (OTLP export or a `/metrics` scrape).
+    A `refusals()` method, when `guards` has one, gives the refused requests by
+    `refusal_reason` for `mcptrace_requests_refused_total{reason}`.
     """
+    refusals: Callable[[], Mapping[str, int]] | None = getattr(guards, "refusals", None)
 
     def auth(options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(guards.auth_failures)]
@@ -159,9 +169,19 @@ def register_guard_metrics(meter: Meter, guards: GuardCounters) -> None:
         states = guards.breaker_states
         return [Observation(state, {f.L_SERVICE: service}) for service, state in states.items()]
 
+    def refused(options: CallbackOptions) -> Iterable[Observation]:
+        counts = dict.fromkeys(REFUSAL_REASONS, 0)
+        if refusals is not None:
+            counts.update((reason, n) for reason, n in refusals().items() if reason in counts)
+        return [Observation(n, {f.L_REASON: reason}) for reason, n in counts.items()]
+
     meter.create_observable_counter(f.M_AUTH_FAILURES, [auth], unit="{request}",
                                     description="requests refused for missing or bad credentials")
     meter.create_observable_counter(f.M_RATE_LIMITED, [limited], unit="{request}",
                                     description="requests refused by the rate limiter")
     meter.create_observable_gauge(f.M_BREAKER_STATE, [breakers],
                                   description="circuit breaker per dependency: 0 closed, 1 half-open, 2 open")
+    if refusals is not None:
+        meter.create_observable_counter(
+            f.M_REQUESTS_REFUSED, [refused], unit="{request}",
+            description="requests a guard answered instead of the server, by refusal reason")
