@@ -9,8 +9,8 @@ exist gets (HTTP 404, JSON-RPC `-32600` "Session not found"), the session is
 not touched, and a `request_refused` line (reason `forbidden`) names both
 principals. A session id this table does not know is answered the same way
 before the SDK sees it, so ownership never depends on the SDK's own timers.
-Requests on the sessionless 2026-07-28 wire carry no session; one that names
-another principal's session anyway is refused the same way.
+Requests on the sessionless 2026-07-28 wire carry no session; one that names a
+session anyway is judged the same way (its own session: served; any other: 404).
 
 The table also counts each principal's open sessions for the per-principal
 cap (`MCPTRACE_MAX_SESSIONS_PER_CALLER`): the admission layer reserves a place
@@ -189,9 +189,6 @@ class SessionMiddleware:
         slot.session_id = public
         entry = self.table.get(public)
         if entry is None:
-            if not handshake_era(scope):
-                await self.app(scope, receive, send)  # no session on this wire: the SDK ignores the header
-                return
             await _session_not_found(send)  # as the SDK says it, without asking the SDK
             return
         requester = slot.identity or declared_identity(entry.owner.caller_id, slot.client_address)

@@ -9,6 +9,11 @@ response; otherwise it gets `408 Request Timeout` and is closed. Requests whose
 head has arrived are never affected: slow bodies and long SSE streams are the
 app's business.
 
+Once a head is parsed, the connection stops reading until the app asks for the
+body: a request the guards refuse from its headers never has more of its body
+in memory than arrived with its head (uvicorn would otherwise buffer up to
+64 KiB of it per connection).
+
 A head (request line and headers) larger than `max_head_bytes` (16 KiB, about
 what nginx accepts) gets `431 Request Header Fields Too Large` with a JSON-RPC
 error and its `X-Request-ID`, whether it arrived whole or is still arriving;
@@ -20,8 +25,8 @@ request (a bad chunk in a body the app refused without reading), there is one
 answer only: the parser's 400, or the app's when it started first; the other
 goes nowhere, as an answer to a client that left does, instead of raising.
 
-This builds on uvicorn's h11 protocol class and its `conn` (an `h11.Connection`)
-and `cycle` attributes; the uvicorn version is pinned below its next minor
+This builds on uvicorn's h11 protocol class and its `conn` (an `h11.Connection`),
+`cycle` and `flow` attributes; the uvicorn version is pinned below its next minor
 release in `pyproject.toml`, and `tests/test_slow_clients.py`,
 `tests/test_abuse_http.py` and `tests/test_edges.py` exercise every path.
 """
@@ -98,8 +103,11 @@ def head_deadline_protocol(seconds: float, *, max_head_bytes: int = 16 * 1024) -
         def handle_events(self) -> None:
             before = self.cycle
             super().handle_events()
-            if self.cycle is not before:  # a request head was parsed: its cycle has started
+            cycle = self.cycle
+            if cycle is not before and cycle is not None:  # a request head was parsed: its cycle has started
                 self._disarm()
+                if cycle.more_body:  # the body is read when the app asks for it, not before the guards judged
+                    self.flow.pause_reading()
 
         def send_400_response(self, msg: str) -> None:
             if self.conn.our_state in _ANSWERED:  # the app answered already: nothing more can be said
