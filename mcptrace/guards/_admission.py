@@ -153,6 +153,8 @@ class AdmissionMiddleware:
             return
         try:
             body = await read_body_within(receive, limit=self.max_body_bytes, timeout=self.body_timeout)
+            if body is BodyProblem.GONE:
+                return
             if isinstance(body, BodyProblem):
                 await self._body_refused(scope, receive, send, body)
                 return
@@ -180,10 +182,10 @@ class AdmissionMiddleware:
             self.budget.release(who, held)
 
     def _reserve_body(self, who: str, size: int) -> str | None:
-        """None when `size` bytes are held for `who`; else which bound refused: `server` or `caller`."""
+        """None when `size` bytes are held for `who`; else which bound refused: `caller` (its share) or `server`."""
         if self.budget.reserve(who, size):
             return None
-        return "server" if self.budget.in_flight + size > self.budget.total else SCOPE_CALLER
+        return SCOPE_CALLER if self.budget.held_by(who) + size > self.budget.per_principal else "server"
 
     async def _within_limits(
         self, scope: Scope, send: Send, slot: GuardSlot, identity: Identity, request: Request,

@@ -44,6 +44,9 @@ class BodyBudget:
         self._by_principal[who] += size
         return True
 
+    def held_by(self, who: str) -> int:
+        return self._by_principal.get(who, 0)
+
     def release(self, who: str, size: int) -> None:
         self.in_flight -= size
         left = self._by_principal[who] - size
@@ -56,6 +59,8 @@ class BodyBudget:
 class BodyProblem(enum.Enum):
     TOO_LARGE = 413
     TOO_SLOW = 408
+    #: The client went away before its body was complete: there is no one to answer.
+    GONE = 499
 
 
 def declared_length(scope: Scope) -> int | None:
@@ -70,14 +75,15 @@ def declared_length(scope: Scope) -> int | None:
 
 
 async def read_body_within(receive: Receive, *, limit: int, timeout: float) -> bytes | BodyProblem:
-    """The whole body, or why not: more than `limit` bytes, or not all of it within `timeout` seconds."""
+    """The whole body, or why not: more than `limit` bytes, not all of it within `timeout` seconds, or the
+    client gone before it was all there."""
     chunks: list[bytes] = []
     size = 0
     with anyio.move_on_after(timeout):
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return b"".join(chunks)
+                return BodyProblem.GONE
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
