@@ -12,16 +12,22 @@ Redis is never trusted to answer quickly: each call has a deadline
 its own (the `redis` breaker). A call that misses its deadline, fails, or is
 refused by the open breaker raises `BackendUnavailable` at once; the caller
 decides what that means for its guard (see `RateLimiter`).
+
+The deadline counts Redis's time, not this process's backlog: when the event
+loop itself was late to wake the waiting request (a burst of requests keeps it
+busy), the call gets that lateness on top, so a busy server does not take its
+own slowness for Redis's. A call given up on is not cancelled mid-command (that
+would cost its connection): it finishes in the background, bounded by the
+socket timeout, and its answer is dropped.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Protocol, TypeVar
-
-import anyio
 
 from mcptrace._errors import ConfigError
 from mcptrace.guards._breaker import CircuitBreaker
@@ -39,6 +45,10 @@ T = TypeVar("T")
 
 #: Seconds a Redis call may take by default (`MCPTRACE_REDIS_TIMEOUT`).
 DEFAULT_REDIS_TIMEOUT = 0.05
+#: Seconds a call given up on may still run in the background before its socket times out.
+BACKGROUND_TIMEOUT = 1.0
+#: Lateness of the event loop granted on top of the deadline, at most.
+MAX_LOOP_LATENESS = 0.5
 
 
 class BackendUnavailable(Exception):
@@ -209,30 +219,52 @@ class RedisBackend:
         self.prefix = prefix
         self.timeout = timeout
         self.breaker = breaker
-        self._client: Any = aioredis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        self._client: Any = aioredis.from_url(url, socket_timeout=max(timeout, BACKGROUND_TIMEOUT),
+                                              socket_connect_timeout=max(timeout, BACKGROUND_TIMEOUT))
         self._decide = self._client.register_script(_DECIDE)
+        self._background: set[asyncio.Task[Any]] = set()
 
     def _key(self, caller: str, part: str) -> str:
         return f"{self.prefix}:{{{caller}}}:{part}"
 
-    async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
+    async def call(self, fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """One Redis round trip within the deadline and through the breaker; `BackendUnavailable` otherwise."""
         breaker = self.breaker
         if breaker is not None and not breaker.admit():
             raise BackendUnavailable("redis: circuit open")
         ok = False
         try:
-            with anyio.fail_after(self.timeout):
-                result = await fn()
+            task = asyncio.ensure_future(fn())
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            deadline = started + self.timeout
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()))
+                late = loop.time() - deadline  # how much later than asked this loop woke us
+                if done or late <= 0.001 or loop.time() - started > self.timeout + MAX_LOOP_LATENESS:
+                    break
+                deadline = loop.time() + late  # the loop owes the call the time it took from it
+            if not done:
+                self._background.add(task)
+                task.add_done_callback(_forget(self._background))
+                raise BackendUnavailable(f"redis: no answer within {self.timeout * 1000:g} ms")
+            result = task.result()
             ok = True
             return result
-        except TimeoutError:
-            raise BackendUnavailable(f"redis: no answer within {self.timeout * 1000:g} ms") from None
+        except BackendUnavailable:
+            raise
         except Exception as exc:  # connection refused, reset, a Redis error: all mean "not now"
             raise BackendUnavailable(f"redis: {type(exc).__name__}: {exc}"[:200]) from None
         finally:
             if breaker is not None:
                 breaker.record(ok)
+
+    async def warm_up(self) -> None:
+        """Connect and load the decision script before the first request needs them (errors are ignored)."""
+        try:
+            await asyncio.wait_for(self._client.script_load(_DECIDE), BACKGROUND_TIMEOUT)
+        except Exception:
+            pass
 
     async def decide(
         self, caller: str, tool: str | None, policy: LimitPolicy, *, include_caller: bool = True
@@ -264,10 +296,21 @@ class RedisBackend:
         await self.call(self._client.ping)
 
     async def aclose(self) -> None:
+        for task in list(self._background):
+            task.cancel()
         try:
             await self._client.aclose()
         except Exception:
             pass
+
+
+def _forget(tasks: set[asyncio.Task[Any]]) -> Callable[[asyncio.Task[Any]], None]:
+    def done(task: asyncio.Task[Any]) -> None:
+        tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved, so it is not reported as never retrieved
+
+    return done
 
 
 def import_redis() -> Any:

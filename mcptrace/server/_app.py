@@ -245,12 +245,15 @@ def _with_lifespan(app: ASGIApp, service: Service) -> ASGIApp:
             await send(message)
 
         service.deps.http = httpx.AsyncClient(limits=httpx.Limits(max_connections=100))
-        feed = service.guards.feed
+        feed, backend = service.guards.feed, service.guards.backend
 
         async def run_feed() -> None:
             if feed is not None:
                 with background:
                     await feed.run()
+
+        if isinstance(backend, RedisBackend):
+            await backend.warm_up()  # the first requests find a connection and the script ready (1 s at most)
 
         try:
             async with anyio.create_task_group() as tasks:
