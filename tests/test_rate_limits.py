@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -195,3 +196,44 @@ def test_callers_without_auth_are_limited_by_their_declared_name(tmp_path: Path)
                     assert not (await b.call_tool("get_config", {})).is_error
 
         anyio.run(main)
+
+
+def test_over_stdio_a_limited_call_is_one_refused_line_and_nothing_else(tmp_path: Path) -> None:
+    import sys
+
+    from mcp import StdioServerParameters
+
+    from mcptrace.testing import subprocess_env
+
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "mcptrace", "serve", "--stdio", "--data-dir", str(tmp_path), "--rate-limit-tools",
+              "get_config=1/1,*=100/200"],
+        env=subprocess_env(),
+    )
+
+    async def main() -> None:
+        with anyio.fail_after(30):
+            async with client_over(params, "stdio-agent") as c:
+                assert not (await c.call_tool("get_config", {})).is_error
+                with pytest.raises(MCPError) as refused:
+                    await c.call_tool("get_config", {})
+                assert refused.value.code == -32000 and refused.value.data["retryAfterMs"] > 0
+
+    anyio.run(main)
+    records = read_log(tmp_path / "logs" / "mcptrace.log")  # complete: the server flushed it as it stopped
+    [line] = [r for r in records if r["event"] == "request_refused"]
+    assert {k: line[k] for k in ("status", "refusal_reason", "caller_id", "tool_name", "transport", "limit_scope")} == {
+        "status": "refused", "refusal_reason": "rate_limited", "caller_id": "stdio-agent", "tool_name": "get_config",
+        "transport": "stdio", "limit_scope": "tool",
+    }
+    received = [r for r in records if r["event"] == "request_received" and r.get("tool_name") == "get_config"]
+    assert len(received) == 1, "the refused call has no line of an answered request"
+    assert_contract(records)
+
+
+def client_over(params: object, name: str) -> Any:
+    from mcp import Client
+    from mcp.types import Implementation
+
+    return Client(params, mode="legacy", client_info=Implementation(name=name, version="1"))  # type: ignore[arg-type]

@@ -19,6 +19,7 @@ import pytest
 from mcptrace.guards._tokens import TokenStore, credential_key, token_hash
 from mcptrace.testing import RunningProcess, initialize_message, running_server
 from tests.helpers import assert_contract, eventually, read_log, wait_for_log
+from tests.jwt_keys import AUDIENCE, ISSUER, Issuer
 
 NOT_FOUND = {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "Session not found"}}
 PING = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "ping", "arguments": {}}}
@@ -178,3 +179,19 @@ def test_without_auth_a_name_is_not_enough_to_use_or_to_suspend_someone_elses_id
 def test_the_refusal_lines_say_who_asked_and_whose_it_was_and_nothing_else(server: RunningProcess) -> None:
     lines = [r for r in read_log(server.log_file) if r["event"] == "request_refused"]
     assert lines and all(json.dumps(r).count("mct_") == 0 for r in lines)
+
+
+def test_with_jwts_a_session_belongs_to_the_subject_at_its_issuer(tmp_path: Path) -> None:
+    """A refreshed token of the same subject keeps the session; another subject's token does not get it."""
+    issuer = Issuer()
+    jwks = issuer.write_jwks(tmp_path / "jwks.json")
+    first, other = issuer.token(sub="agent-1", jti="a"), issuer.token(sub="agent-2", jti="b")
+    refreshed = issuer.token(sub="agent-1", jti="c", ttl=600)
+    with running_server(tmp_path / "server", "--jwks", str(jwks), "--issuer", ISSUER, "--audience",
+                        AUDIENCE) as srv, httpx.Client(timeout=10) as http:
+        session = open_session(http, srv.url, first, "jwt-agent")
+        assert http.post(srv.url, json=PING, headers=named(session, refreshed)).status_code == 200
+        stolen = http.post(srv.url, json=PING, headers=named(session, other))
+        assert (stolen.status_code, stolen.json()) == (404, NOT_FOUND)
+        [line] = wait_for_log(srv.log_file, lambda r: r.get("session_owner") is not None)
+    assert (line["principal"], line["session_owner"]) == (f"jwt:{ISSUER}|agent-2", f"jwt:{ISSUER}|agent-1")
