@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 #: scope["state"] key holding the full `Identity` (allowed tools, revocation key) for the admission layer.
@@ -69,7 +69,6 @@ class GuardSlot:
     reservation: Any = None
     #: The session id the client named (as it sees it), when it named one.
     session_id: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def slot_of(scope: Any) -> GuardSlot | None:
