@@ -193,3 +193,19 @@ def test_three_hundred_slow_unauthenticated_uploads_cost_less_than_20_mb(server:
         sampler.join()
     assert host and all(a.startswith(b"HTTP/1.1 401") for a in answers)
     assert peak[0] - before <= 20, f"RSS {before:.1f} -> {peak[0]:.1f} MB"
+
+
+def test_a_tool_named_in_the_headers_that_the_token_does_not_allow_is_refused_before_the_body(
+    tmp_path: Path,
+) -> None:
+    store = TokenStore(tmp_path / "tokens.json")
+    pinger = store.add("pinger", tenant="acme", tools=["ping"])
+    with running_server(tmp_path / "server", "--tokens", str(store.path)) as srv, \
+            socket.create_connection(("127.0.0.1", port(srv)), timeout=10) as sock:
+        host = srv.base_url.removeprefix("http://")
+        sock.sendall((f"POST /mcp HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                      f"Accept: application/json\r\nAuthorization: Bearer {pinger}\r\n"
+                      "MCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\nMcp-Name: run_report\r\n"
+                      f"Content-Length: {MIB}\r\n\r\n").encode())
+        reply = read_response(sock)
+    assert reply.startswith(b"HTTP/1.1 403 ") and b'"code":-32003' in reply, reply[:300]

@@ -3,6 +3,7 @@
 For a request to the MCP endpoint whose caller is known from its headers (a
 token, or the session it names), before any byte of the body is read:
 
+0. a tool the token does not allow, when the headers name it (403, `-32003`);
 1. rate limits: suspended (429, reason `suspended`) or out of tokens in its
    caller bucket, and in its tool bucket when the headers name the tool (the
    2026-07-28 wire's `Mcp-Name`) (429 with `Retry-After`, `-32000` "Rate limit
@@ -132,6 +133,9 @@ class AdmissionMiddleware:
         identity = slot.identity
         # -- from the headers
         if identity is not None:
+            if request.tool is not None and not identity.allows(request.tool):
+                await self._forbid(scope, send, slot, identity, request)
+                return
             if not await self._within_limits(scope, send, slot, identity, request, request.tool, caller=True):
                 return
             if opens and not await self._reserve_session(scope, send, slot, identity, request):
