@@ -213,7 +213,8 @@ class SessionMiddleware:
             await self.app(scope, receive, watch)
         finally:
             self.table.end(public, entry)
-            if status == 404 or (scope["method"] == "DELETE" and 200 <= status < 300):
+            gone = status == 404 and handshake_era(scope)  # (on the other wire a 404 may mean an unknown method)
+            if gone or (scope["method"] == "DELETE" and 200 <= status < 300):
                 self.table.close(public)  # the SDK no longer has it, or the client ended it
 
     async def _may_open(self, scope: Scope, receive: Receive, send: Send, slot: GuardSlot) -> None:
