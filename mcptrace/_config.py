@@ -41,13 +41,15 @@ class Config:
     report_steps: int = 5
     report_step_seconds: float = 0.25
     tokens_file: Path | None = None
-    token_reload_interval: float = 0.25
+    token_reload_interval: float = 0.0
     jwks: str | None = None
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_caller_claim: str = "sub"
     jwt_tenant_claim: str = "tenant"
     redis_url: str | None = None
+    redis_timeout: float = 0.05
+    replica_id: str | None = None
     rate_limit_caller: str = "50/100"
     rate_limit_tools: str = "ping=200/400,get_config=200/400,run_report=0.1/5,*=10/20"
     suspend_after: int = 20
@@ -60,8 +62,12 @@ class Config:
     health_cache_seconds: float = 1.0
     session_idle_seconds: float = 1800.0
     max_sessions: int = 10_000
+    max_sessions_per_caller: int = 0
     header_timeout: float = 10.0
     body_timeout: float = 30.0
+    max_header_bytes: int = 16 * 1024
+    body_budget_bytes: int = 64 * 1024 * 1024
+    body_budget_per_caller: int = 0
     loop_threshold: int = 20
     loop_window: float = 10.0
     #: `mcptrace proxy`: seconds the target has to answer a request before the client gets an error.
@@ -75,6 +81,16 @@ class Config:
     @property
     def auth_enabled(self) -> bool:
         return self.tokens_file is not None or self.jwks is not None
+
+    @property
+    def sessions_per_caller(self) -> int:
+        """Sessions one principal may hold open: the setting, else a quarter of the server's cap."""
+        return self.max_sessions_per_caller or max(1, self.max_sessions // 4)
+
+    @property
+    def body_budget_for_caller(self) -> int:
+        """Request-body bytes one principal may have in flight: the setting, else a quarter of the budget."""
+        return self.body_budget_per_caller or max(self.max_body_bytes, self.body_budget_bytes // 4)
     metrics: bool = True
     #: `MCPTRACE_SPAN_EXPORT` when set; None leaves the choice to `telemetry._otlp.span_export_mode`.
     span_export: str | None = None
@@ -145,13 +161,18 @@ ENVIRONMENT: Final[dict[str, str]] = {
     "MCPTRACE_UPSTREAM_URL": "base URL of the HTTP API behind fetch_upstream",
     "MCPTRACE_UPSTREAM_TIMEOUT": "seconds before an upstream call times out (default 2)",
     "MCPTRACE_TOKENS_FILE": "token store (`mcptrace token add`); turns bearer-token auth on",
-    "MCPTRACE_TOKEN_RELOAD_INTERVAL": "seconds between checks of the token store for changes (default 0.25)",
+    "MCPTRACE_TOKEN_RELOAD_INTERVAL": "seconds between checks of the token store for changes (default 0: every "
+                                      "request, so a revocation holds from the next request on)",
     "MCPTRACE_JWKS": "JWKS file or https URL of the OAuth issuer's keys; turns JWT auth on",
     "MCPTRACE_JWT_ISSUER": "required `iss` of JWT access tokens",
     "MCPTRACE_JWT_AUDIENCE": "required `aud` of JWT access tokens",
     "MCPTRACE_JWT_CALLER_CLAIM": "JWT claim holding the caller id (default sub)",
     "MCPTRACE_JWT_TENANT_CLAIM": "JWT claim holding the tenant (default tenant)",
     "MCPTRACE_REDIS_URL": "redis:// URL: share rate limits, suspensions and revocations across replicas",
+    "MCPTRACE_REDIS_TIMEOUT": "seconds any one Redis call may take before the guard goes on without it "
+                              "(default 0.05)",
+    "MCPTRACE_REPLICA_ID": "this replica's name behind a proxy: session ids start with it (`ID.`), so the "
+                           "proxy can route a session to its replica (deploy/*replicas*)",
     "MCPTRACE_RATE_LIMIT_CALLER": "per-caller token bucket as RATE/BURST, calls per second (default 50/100)",
     "MCPTRACE_RATE_LIMIT_TOOLS": "per (caller, tool) buckets, TOOL=RATE/BURST,...; `*` is the default",
     "MCPTRACE_SUSPEND_AFTER": "rate-limit violations within SUSPEND_WINDOW that suspend a caller (default 20)",
@@ -163,8 +184,16 @@ ENVIRONMENT: Final[dict[str, str]] = {
     "MCPTRACE_BREAKER_COOLDOWN": "seconds an open breaker waits before a half-open trial call (default 5)",
     "MCPTRACE_SESSION_IDLE_SECONDS": "close a session after this long with no request in flight (default 1800)",
     "MCPTRACE_MAX_SESSIONS": "open handshake-era sessions at most; one more gets 503 with Retry-After (default 10000)",
+    "MCPTRACE_MAX_SESSIONS_PER_CALLER": "open sessions one principal may hold; one more gets 429 with Retry-After "
+                                        "(default a quarter of MCPTRACE_MAX_SESSIONS)",
     "MCPTRACE_HEADER_TIMEOUT": "seconds a client has to send a complete request head; then 408 and close (default 10)",
     "MCPTRACE_BODY_TIMEOUT": "seconds a client has to send the whole request body; then 408 and close (default 30)",
+    "MCPTRACE_MAX_HEADER_BYTES": "largest request head (request line and headers) accepted; larger gets 431 "
+                                 "(default 16384)",
+    "MCPTRACE_BODY_BUDGET_BYTES": "request-body bytes the server accepts in flight at once; past it, 503 with "
+                                  "Retry-After (default 64 MiB)",
+    "MCPTRACE_BODY_BUDGET_PER_CALLER": "request-body bytes one principal may have in flight (default a quarter "
+                                       "of MCPTRACE_BODY_BUDGET_BYTES)",
     "MCPTRACE_REQUEST_TIMEOUT": "proxy: seconds the target has to answer a request (default 300)",
     "MCPTRACE_TARGET_MAX_MESSAGE_BYTES": "proxy: largest message accepted from the target (default 16 MiB)",
     "MCPTRACE_RESTART_BACKOFF": "proxy: seconds before restarting a stdio server that ended (default 0.25; "

@@ -58,6 +58,9 @@ TARGET: Final = "target"
 EXIT_CODE: Final = "exit_code"
 #: Milliseconds until the proxy starts a stdio server that ended again.
 RESTART_IN_MS: Final = "restart_in_ms"
+CLIENT_ADDRESS: Final = "client_address"
+PRINCIPAL: Final = "principal"
+SESSION_OWNER: Final = "session_owner"
 
 # -- status values -----------------------------------------------------------
 SUCCESS: Final = "success"
@@ -89,6 +92,7 @@ EV_LOG_GAP: Final = "log_gap"
 EV_TARGET_STARTED: Final = "target_started"
 EV_TARGET_EXITED: Final = "target_exited"
 EV_TARGET_OUTPUT_REJECTED: Final = "target_output_rejected"
+EV_REVOCATION_FEED: Final = "revocation_feed"
 
 # -- request metadata exchanged with clients ---------------------------------
 REQUEST_ID_HEADER: Final = "x-request-id"
@@ -149,8 +153,9 @@ M_CALLER_TOOL_CALLS: Final = "mcptrace_caller_tool_calls_total"
 M_LOOP_SUSPECTED_CALLS: Final = "mcptrace_loop_suspected_calls_total"
 L_CALLER: Final = "caller"
 L_STATE: Final = "state"
-#: The label value a metric gives a name it does not keep apart (a tool that does not exist, a
-#: caller past the limit, a protocol version nobody published): labels stay bounded.
+#: The label value a metric gives a name it does not keep apart (a tool that does not exist, a method
+#: the protocol does not define, a caller past the limit, a protocol version nobody published): labels
+#: stay bounded.
 UNKNOWN_LABEL: Final = "_unknown"
 
 # -- release safety: probes and pinned resources -----------------------------

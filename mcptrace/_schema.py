@@ -19,8 +19,10 @@ if TYPE_CHECKING:
 #: 1: the foundation contract. 2: adds protocol_version, client_name, client_version,
 #: parent_span_id and baggage (the client's era, identity and W3C trace context).
 #: 3: refusals are one event (`request_refused`, status `refused`, a reason, possibly aggregated with a
-#: count) and the log records its own gaps (`log_gap`); `mcptrace proxy` adds `target`, `exit_code` and
-#: `restart_in_ms` (`target_started`, `target_exited`, `target_output_rejected`).
+#: count) and the log records its own gaps (`log_gap`); a refusal names who was judged (`principal`,
+#: `client_address`) and, for a session of someone else, its owner (`session_owner`); `mcptrace proxy`
+#: adds `target`, `exit_code` and `restart_in_ms` (`target_started`, `target_exited`,
+#: `target_output_rejected`).
 LOG_SCHEMA_VERSION: Final = 3
 
 #: Every schema version readers accept; files of any of them read with `polars_schema()`.
@@ -86,6 +88,9 @@ LOG_FIELDS: Final[dict[str, str]] = {
     f.TARGET: "str",
     f.EXIT_CODE: "int",
     f.RESTART_IN_MS: "int",
+    f.CLIENT_ADDRESS: "str",
+    f.PRINCIPAL: "str",
+    f.SESSION_OWNER: "str",
 }
 
 #: Python types a JSON value may have for each declared type (used by validators).
@@ -110,8 +115,10 @@ ADDED_IN_V2: Final = frozenset(
 
 #: Fields that schema version 3 added.
 ADDED_IN_V3: Final = frozenset(
-    {f.REFUSAL_REASON, f.COUNT, f.LAST_REQUEST_ID, f.LAST_TIMESTAMP, f.DROPPED_LINES, f.GAP_START, f.GAP_END,
-     f.TARGET, f.EXIT_CODE, f.RESTART_IN_MS}
+    {
+        f.REFUSAL_REASON, f.COUNT, f.LAST_REQUEST_ID, f.LAST_TIMESTAMP, f.DROPPED_LINES, f.GAP_START, f.GAP_END,
+        f.TARGET, f.EXIT_CODE, f.RESTART_IN_MS, f.CLIENT_ADDRESS, f.PRINCIPAL, f.SESSION_OWNER,
+    }
 )
 
 #: The fields each schema version declares.

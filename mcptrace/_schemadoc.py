@@ -82,6 +82,10 @@ DESCRIPTIONS: dict[str, str] = {
     f.TARGET: "the server `mcptrace proxy` stands in front of: its command (stdio) or URL (HTTP)",
     f.EXIT_CODE: "how a proxied stdio server ended (`target_exited`): exit status, negative for a signal",
     f.RESTART_IN_MS: "milliseconds until the proxy starts the server again (`target_exited`)",
+    f.CLIENT_ADDRESS: "the HTTP client's address (a trusted proxy's `X-Forwarded-For`, else the peer)",
+    f.PRINCIPAL: "who a guard judged: `tok:` and a token's key, `jwt:` and the token's `iss` and `sub`, or, "
+    "without auth, the declared client name `@` its address (never a token)",
+    f.SESSION_OWNER: "the principal a session belongs to, when another principal named it",
 }
 
 EVENTS: dict[str, str] = {
@@ -98,7 +102,9 @@ EVENTS: dict[str, str] = {
     "aggregated per second (`count`, first and last request id)",
     f.EV_LOG_GAP: "the writer dropped lines (disk full, unwritable file, queue full); "
     "written as soon as a line can be written again",
-    f.EV_BREAKER_STATE: "a downstream circuit breaker changed state",
+    f.EV_BREAKER_STATE: "a circuit breaker changed state (a dependency's, or `redis` for the shared guard state)",
+    f.EV_REVOCATION_FEED: "a replica's copy of the revocations shared through Redis was synchronised "
+    "(`status` success, `count` keys) or lost (`status` error)",
     f.EV_AUTH_WARNING: "the server started on loopback without authentication (written once, at start)",
     f.EV_PROBE_RESULT: "one `mcptrace probe` run finished: passed or the step that failed",
     f.EV_PROBE_ALERT: "the probe sent (or failed to send) an alert after repeated failures",

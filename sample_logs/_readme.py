@@ -130,7 +130,13 @@ def find_incidents(df: pl.DataFrame) -> list[Finding]:
             )
         )
 
-    auth = df.filter(pl.col(f.EVENT) == f.EV_AUTH_FAILED)
+    def refusals(event: str, reasons: list[str]) -> tuple[pl.DataFrame, int]:
+        """Version-2 `event` lines, or version-3 `request_refused` lines for `reasons`, and the requests they are."""
+        v3 = (pl.col(f.EVENT) == f.EV_REQUEST_REFUSED) & pl.col(f.REFUSAL_REASON).is_in(reasons)
+        lines = df.filter((pl.col(f.EVENT) == event) | v3.fill_null(False))
+        return lines, int(lines[f.COUNT].fill_null(1).sum()) if lines.height else 0
+
+    auth, refused = refusals(f.EV_AUTH_FAILED, [f.R_UNAUTHENTICATED])
     if auth.height:
         reasons = ", ".join(f"`{e}`" for e in auth[f.ERROR].drop_nulls().unique().sort())
         statuses = ", ".join(str(s) for s in auth[f.HTTP_STATUS].drop_nulls().unique().sort())
@@ -138,26 +144,29 @@ def find_incidents(df: pl.DataFrame) -> list[Finding]:
             Finding(
                 "auth_failures",
                 "Auth failures",
-                f"{auth.height} requests refused with HTTP {statuses} ({reasons}); a client keeps "
+                f"{refused} requests refused with HTTP {statuses} ({reasons}); a client keeps "
                 "retrying with a token that no longer works",
                 *_span(auth),
                 auth[f.REQUEST_ID].head(3).to_list(),
-                auth.height,
+                refused,
             )
         )
 
-    limited = df.filter(pl.col(f.EVENT) == f.EV_RATE_LIMITED)
+    limited, refused = refusals(f.EV_RATE_LIMITED, [f.R_RATE_LIMITED, f.R_SUSPENDED])
     if limited.height:
-        callers = limited.group_by(f.CALLER_ID).len().sort("len", descending=True)
+        callers = (
+            limited.group_by(f.CALLER_ID).agg(pl.col(f.COUNT).fill_null(1).sum().alias("len"))
+            .sort(["len", f.CALLER_ID], descending=[True, False])
+        )
         who = ", ".join(f"`{c}` ({n})" for c, n in callers.iter_rows())
         found.append(
             Finding(
                 "rate_limit_storm",
                 "Rate-limit storm",
-                f'{limited.height} calls refused with "Rate limit exceeded", by caller: {who}',
+                f'{refused} calls refused with "Rate limit exceeded", by caller: {who}',
                 *_span(limited),
                 limited[f.REQUEST_ID].head(3).to_list(),
-                limited.height,
+                refused,
             )
         )
     return found

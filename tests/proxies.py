@@ -130,25 +130,27 @@ def running_nginx(
     workdir: Path, *, server_url: str, cert: Certificate, site: str | None = None
 ) -> Iterator[Proxy]:
     """nginx in the foreground with its own prefix; `site` replaces the shipped server block."""
-    binary = require("nginx")
-    workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     upstream = server_url.removeprefix("http://").split("/")[0]
     text = site if site is not None else (DEPLOY / "nginx" / "mcptrace.conf").read_text()
-    (workdir / "site.conf").write_text(
-        render(
-            text,
-            listener=("listen 443 ssl;", f"listen 127.0.0.1:{port} ssl;"),
-            cert=cert,
-            upstream=upstream,
-        )
-    )
+    rendered = render(text, listener=("listen 443 ssl;", f"listen 127.0.0.1:{port} ssl;"), cert=cert,
+                      upstream=upstream)
+    with _nginx(workdir, rendered, port) as proxy:
+        yield proxy
+
+
+@contextmanager
+def _nginx(workdir: Path, site: str, port: int) -> Iterator[Proxy]:
+    """nginx serving `site` (listening on `port`) in the foreground, everything under `workdir`."""
+    binary = require("nginx")
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "site.conf").write_text(site)
     for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi", "logs"):
         (workdir / sub).mkdir(exist_ok=True)
     user = "user root;\n" if os.geteuid() == 0 else ""
     (workdir / "nginx.conf").write_text(
         f"{user}worker_processes 1;\ndaemon off;\npid {workdir}/nginx.pid;\nerror_log stderr warn;\n"
-        "events { worker_connections 64; }\n"
+        "events { worker_connections 256; }\n"
         "http {\n"
         f"  access_log off;\n  client_body_temp_path {workdir}/client_body;\n"
         f"  proxy_temp_path {workdir}/proxy;\n  fastcgi_temp_path {workdir}/fastcgi;\n"
@@ -227,3 +229,51 @@ def running_balancer(workdir: Path, ports: list[int]) -> Iterator[str]:
     with _run([binary, "-e", "stderr", "-p", str(workdir), "-c", str(workdir / "nginx.conf")], port, workdir):
         yield f"http://127.0.0.1:{port}/mcp"
 
+#: The replicas the shipped replica configurations name, in order.
+SHIPPED_REPLICAS = ("127.0.0.1:8765", "127.0.0.1:8766")
+
+
+def render_replicas(text: str, *, listener: tuple[str, str], cert: Certificate, upstreams: list[str]) -> str:
+    """A shipped replica configuration with its listener, certificate and replica addresses swapped."""
+    for shipped in (listener[0], SHIPPED_CERT, SHIPPED_KEY, *SHIPPED_REPLICAS):
+        assert shipped in text, f"the shipped configuration no longer contains {shipped!r}"
+    text = text.replace(*listener).replace(SHIPPED_CERT, str(cert.cert)).replace(SHIPPED_KEY, str(cert.key))
+    for shipped, upstream in zip(SHIPPED_REPLICAS, upstreams, strict=True):
+        text = text.replace(shipped, upstream)
+    return text
+
+
+@contextmanager
+def running_nginx_replicas(workdir: Path, *, server_urls: list[str], cert: Certificate) -> Iterator[Proxy]:
+    """nginx with `deploy/nginx/mcptrace-replicas.conf` in front of two replicas (ids r1 and r2)."""
+    port = free_port()
+    site = render_replicas(
+        (DEPLOY / "nginx" / "mcptrace-replicas.conf").read_text(),
+        listener=("listen 443 ssl;", f"listen 127.0.0.1:{port} ssl;"), cert=cert,
+        upstreams=[u.removeprefix("http://").split("/")[0] for u in server_urls],
+    )
+    with _nginx(workdir, site, port) as proxy:
+        yield proxy
+
+
+@contextmanager
+def running_caddy_replicas(workdir: Path, *, server_urls: list[str], cert: Certificate) -> Iterator[Proxy]:
+    """Caddy with `deploy/caddy/Caddyfile.replicas` in front of two replicas (ids r1 and r2)."""
+    binary = require("caddy")
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    site = render_replicas(
+        (DEPLOY / "caddy" / "Caddyfile.replicas").read_text(),
+        listener=("mcp.example.com {", f"https://127.0.0.1:{port} {{"), cert=cert,
+        upstreams=[u.removeprefix("http://").split("/")[0] for u in server_urls],
+    )
+    config = workdir / "Caddyfile"
+    config.write_text("{\n\tadmin off\n\tauto_https disable_redirects\n}\n\n" + site)
+    env = {**os.environ, "HOME": str(workdir), "XDG_DATA_HOME": str(workdir / "data"),
+           "XDG_CONFIG_HOME": str(workdir / "config")}
+    validated = subprocess.run([binary, "validate", "--config", str(config), "--adapter", "caddyfile"],
+                               capture_output=True, text=True, env=env, cwd=workdir, timeout=60)
+    assert validated.returncode == 0, validated.stderr[-2000:]
+    cmd = [binary, "run", "--config", str(config), "--adapter", "caddyfile"]
+    with _run(cmd, port, workdir, env=env) as stderr:
+        yield Proxy(f"https://127.0.0.1:{port}/mcp", stderr)

@@ -75,3 +75,16 @@ def test_the_timeline_shows_a_restart_an_error_burst_a_storm_and_a_drop_in_sessi
     assert "greedy" in events.filter(pl.col("kind") == "rate_limit_storm")["detail"][0]
     active = active_sessions(frame_of(rows)).collect()
     assert active.get_column("active").to_list()[:4] == [10, 10, 10, 2]
+
+
+def test_version_3_refusals_count_toward_storms_by_the_requests_they_stand_for() -> None:
+    def refused(minute: int, reason: str, count: int | None, caller: str | None) -> dict[str, Any]:
+        return {"timestamp": T0 + timedelta(minutes=minute), "event": "request_refused", "status": "refused",
+                "refusal_reason": reason, "count": count, "caller_id": caller, "mcp_request_id": f"{minute}"}
+
+    rows = [refused(0, "rate_limited", 7, "greedy"), refused(0, "suspended", 3, "greedy"),  # 10: a storm
+            refused(1, "rate_limited", 9, "calm"),  # 9: below the threshold
+            refused(2, "unauthenticated", None, None)] + [refused(2, "unauthenticated", 11, None)]
+    events = timeline(frame_of(rows)).collect()
+    assert [(e["kind"], e["count"]) for e in events.iter_rows(named=True)] == [
+        ("rate_limit_storm", 10), ("auth_failures", 12)]

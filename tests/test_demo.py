@@ -70,14 +70,14 @@ def test_the_demo_says_where_the_logs_are_and_summarises_calls_per_tool(demo, re
 
 
 def test_every_line_follows_the_log_contract(records) -> None:  # type: ignore[no-untyped-def]
-    assert len(records) > 500
+    assert len(records) > 300
     assert_contract(records)
 
 
 def test_both_protocol_eras_are_in_the_log_and_only_the_handshake_era_has_sessions(records) -> None:  # type: ignore[no-untyped-def]
     calls = [r for r in records if r["event"] == "tool_call"]
     eras = Counter(r["protocol_version"] for r in calls)
-    assert eras["2025-11-25"] > 10 and eras["2026-07-28"] > 100
+    assert eras["2025-11-25"] > 10 and eras["2026-07-28"] > 10
     for call in calls:
         if call["protocol_version"] == "2026-07-28":
             assert call["session_id"] is None
@@ -87,7 +87,9 @@ def test_both_protocol_eras_are_in_the_log_and_only_the_handshake_era_has_sessio
 
 def test_the_looping_agent_repeats_one_call_hundreds_of_times(records) -> None:  # type: ignore[no-untyped-def]
     loop = calls_of(records, "looping-agent")
-    assert len(loop) >= 200
+    refused = [r for r in records if r["event"] == "request_refused" and r.get("caller_id") == "looping-agent"]
+    assert {r["refusal_reason"] for r in refused} <= {"rate_limited", "suspended"}
+    assert len(loop) + sum(int(r.get("count", 1)) for r in refused) >= 200  # type: ignore[call-overload]
     assert len({(r["tool_name"], r["arguments_hash"]) for r in loop}) == 1
     answered = {r["result_hash"] for r in loop if r["status"] == "success"}
     assert len(answered) == 1  # the same answer every time: a loop, not polling

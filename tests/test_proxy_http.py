@@ -316,7 +316,10 @@ def test_tokens_rate_limits_and_sessions_bound_to_their_caller(tmp_path: Path) -
         assert stolen.status_code == 404  # another caller's session does not exist for this caller
         records = read_flushed_log(proc.log_file)
     assert_contract(records)
-    assert any(r["event"] in ("auth_failed", "request_refused") and r.get("http_status") == 401 for r in records)
+    refusals = {(r["refusal_reason"], r["http_status"]): r for r in records if r["event"] == "request_refused"}
+    assert {("unauthenticated", 401), ("rate_limited", 429), ("forbidden", 404)} <= set(refusals)
+    stolen_line = refusals[("forbidden", 404)]  # the guards in front judged the session: serve's rule, serve's line
+    assert stolen_line["caller_id"] == "agent-globex" and stolen_line["session_owner"] != stolen_line["principal"]
     calls = [r for r in records if r["event"] == "tool_call"]
     assert {r["caller_id"] for r in calls} == {"agent-acme"} and {r["tenant"] for r in calls} == {"acme"}
 

@@ -152,6 +152,29 @@ def test_a_python_reference_server_from_pypi_behind_the_proxy(tmp_path: Path) ->
     assert call["mcp_request_id"] == (result.meta or {})[META_ID]
 
 
+def test_a_limited_call_through_the_stdio_proxy_is_one_refused_line_and_nothing_else(tmp_path: Path) -> None:
+    params = proxy_params(tmp_path, everything_command(), "--rate-limit-tools", "echo=1/1,*=100/200")
+
+    async def main() -> None:
+        with anyio.fail_after(30):
+            async with Client(params, mode="legacy") as client:
+                assert text(await client.call_tool("echo", {"message": "once"})) == "Echo: once"
+                with pytest.raises(MCPError) as refused:
+                    await client.call_tool("echo", {"message": "twice"})
+                assert refused.value.code == -32000 and refused.value.data["retryAfterMs"] > 0
+
+    anyio.run(main)
+    records = read_flushed_log(tmp_path / "logs" / "mcptrace.log")
+    assert_contract(records)
+    [line] = [r for r in records if r["event"] == "request_refused"]
+    assert {k: line[k] for k in ("status", "refusal_reason", "caller_id", "tool_name", "transport", "limit_scope")} == {
+        "status": "refused", "refusal_reason": "rate_limited", "caller_id": "mcp", "tool_name": "echo",
+        "transport": "stdio", "limit_scope": "tool",
+    }
+    received = [r for r in records if r["event"] == "request_received" and r.get("tool_name") == "echo"]
+    assert len(received) == 1, "the refused call has no line of an answered request"
+
+
 def test_the_typescript_sdk_client_through_the_stdio_proxy(tmp_path: Path) -> None:
     """Sampling, elicitation, roots, progress, logging and a task (tasks/get, tasks/result) from the TS client."""
     proxy = [sys.executable, "-m", "mcptrace", "proxy", "--data-dir", str(tmp_path), "--", *everything_command()]

@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -110,10 +111,14 @@ def test_a_limited_call_says_when_to_retry_and_the_retry_then_succeeds(
 
     anyio.run(main)
     refusals = wait_for_log(
-        limited.log_file, lambda r: r["event"] == "rate_limited" and r.get("caller_id") == "retrier"
+        limited.log_file, lambda r: r["event"] == "request_refused" and r.get("caller_id") == "retrier"
     )
-    assert refusals and refusals[0]["mcp_request_id"].startswith("req-")
-    assert refusals[0]["tool_name"] == "get_config" and refusals[0]["limit_scope"] == "tool"
+    assert len(refusals) == 1 and refusals[0]["mcp_request_id"].startswith("req-")
+    assert {k: refusals[0].get(k) for k in ("status", "refusal_reason", "tool_name", "limit_scope", "tenant")} == {
+        "status": "refused", "refusal_reason": "rate_limited", "tool_name": "get_config", "limit_scope": "tool",
+        "tenant": "acme",
+    }
+    assert 0 < refusals[0]["retry_after_ms"] <= 4000 and refusals[0]["http_status"] == 429
 
 
 def test_a_caller_that_keeps_violating_is_suspended_and_the_suspension_lifts_by_itself(
@@ -169,7 +174,9 @@ def test_forty_rapid_run_report_calls_trip_its_low_limit(
 
 def test_rate_limit_lines_follow_the_log_contract(limited: RunningProcess) -> None:
     records = read_log(limited.log_file)
-    assert any(r["event"] == "rate_limited" for r in records)
+    reasons = {r["refusal_reason"] for r in records if r["event"] == "request_refused"}
+    assert {"rate_limited", "suspended"} <= reasons
+    assert not any(r["event"] in ("rate_limited", "auth_failed") for r in records), "version-3 events only"
     assert_contract(records)
 
 
@@ -189,3 +196,44 @@ def test_callers_without_auth_are_limited_by_their_declared_name(tmp_path: Path)
                     assert not (await b.call_tool("get_config", {})).is_error
 
         anyio.run(main)
+
+
+def test_over_stdio_a_limited_call_is_one_refused_line_and_nothing_else(tmp_path: Path) -> None:
+    import sys
+
+    from mcp import StdioServerParameters
+
+    from mcptrace.testing import subprocess_env
+
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "mcptrace", "serve", "--stdio", "--data-dir", str(tmp_path), "--rate-limit-tools",
+              "get_config=1/1,*=100/200"],
+        env=subprocess_env(),
+    )
+
+    async def main() -> None:
+        with anyio.fail_after(30):
+            async with client_over(params, "stdio-agent") as c:
+                assert not (await c.call_tool("get_config", {})).is_error
+                with pytest.raises(MCPError) as refused:
+                    await c.call_tool("get_config", {})
+                assert refused.value.code == -32000 and refused.value.data["retryAfterMs"] > 0
+
+    anyio.run(main)
+    records = read_log(tmp_path / "logs" / "mcptrace.log")  # complete: the server flushed it as it stopped
+    [line] = [r for r in records if r["event"] == "request_refused"]
+    assert {k: line[k] for k in ("status", "refusal_reason", "caller_id", "tool_name", "transport", "limit_scope")} == {
+        "status": "refused", "refusal_reason": "rate_limited", "caller_id": "stdio-agent", "tool_name": "get_config",
+        "transport": "stdio", "limit_scope": "tool",
+    }
+    received = [r for r in records if r["event"] == "request_received" and r.get("tool_name") == "get_config"]
+    assert len(received) == 1, "the refused call has no line of an answered request"
+    assert_contract(records)
+
+
+def client_over(params: object, name: str) -> Any:
+    from mcp import Client
+    from mcp.types import Implementation
+
+    return Client(params, mode="legacy", client_info=Implementation(name=name, version="1"))  # type: ignore[arg-type]

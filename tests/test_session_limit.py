@@ -105,12 +105,13 @@ def test_one_session_past_the_cap_is_refused_with_retry_after_until_a_session_cl
     assert int(headers["retry-after"]) >= 1
 
     request_id = headers["x-request-id"]
-    rejected = wait_for_log(
-        server.log_file, lambda r: r["event"] == "request_rejected" and r["mcp_request_id"] == request_id
+    refused = wait_for_log(
+        server.log_file, lambda r: r.get("mcp_request_id") == request_id and r["event"] != "request_received"
     )
-    assert len(rejected) == 1, "logged once"
-    line = rejected[0]
-    assert line["http_status"] == 503 and line["error_code"] == SERVER_ERROR
+    assert len(refused) == 1, "logged once"
+    line = refused[0]
+    assert (line["event"], line["status"], line["refusal_reason"]) == ("request_refused", "refused", "session_cap")
+    assert line["http_status"] == 503 and line["limit_scope"] == "server"
     assert "session limit" in line["error"] and str(CAP) in line["error"]
     assert line["retry_after_ms"] == int(headers["retry-after"]) * 1000
     assert_contract(read_log(server.log_file))

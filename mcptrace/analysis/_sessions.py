@@ -109,12 +109,14 @@ def timeline(
         .alias("detail"),
     )
 
-    def storms(event: str, kind: str) -> pl.LazyFrame:
+    def storms(event: str, reasons: list[str], kind: str) -> pl.LazyFrame:
+        # Version 3 writes refusals as `request_refused` lines that may stand for `count` requests each.
+        refused = (pl.col(f.EVENT) == f.EV_REQUEST_REFUSED) & pl.col(f.REFUSAL_REASON).is_in(reasons)
         return (
-            frame.filter(pl.col(f.EVENT) == event)
+            frame.filter((pl.col(f.EVENT) == event) | refused.fill_null(False))
             .group_by(win)
             .agg(
-                pl.len().alias("count"),
+                pl.col(f.COUNT).fill_null(1).sum().cast(pl.UInt32).alias("count"),
                 pl.col(f.CALLER_ID).drop_nulls().unique().sort().head(5).str.join(", ").alias("detail"),
             )
             .filter(pl.col("count") >= storm)
@@ -136,8 +138,8 @@ def timeline(
         restarts,
         bursts,
         breakers,
-        storms(f.EV_RATE_LIMITED, "rate_limit_storm"),
-        storms(f.EV_AUTH_FAILED, "auth_failures"),
+        storms(f.EV_RATE_LIMITED, [f.R_RATE_LIMITED, f.R_SUSPENDED], "rate_limit_storm"),
+        storms(f.EV_AUTH_FAILED, [f.R_UNAUTHENTICATED], "auth_failures"),
         drops,
     ]
     return pl.concat([p.select(columns) for p in parts], how="vertical").sort("time", "kind")

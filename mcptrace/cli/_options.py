@@ -166,6 +166,7 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
     guards.add_argument("--issuer", help="required `iss` of JWT access tokens")
     guards.add_argument("--audience", help="required `aud` of JWT access tokens")
     guards.add_argument("--redis-url", help="share rate limits, suspensions and revocations through Redis")
+    guards.add_argument("--replica-id", help="this replica's name behind a proxy: its session ids start with it")
     guards.add_argument("--rate-limit-caller", metavar="RATE/BURST", help="per-caller bucket")
     guards.add_argument("--rate-limit-tools", metavar="TOOL=RATE/BURST,...",
                         help="per (caller, tool) buckets; `*` sets the default")
@@ -183,7 +184,7 @@ def server_config(args: argparse.Namespace, **overrides: Any) -> Any:
         data_dir=args.data_dir, max_body_bytes=args.max_body_bytes, allow_non_loopback=args.allow_non_loopback,
         log_max_bytes=args.log_max_bytes, log_backups=args.log_backups,
         tokens_file=args.tokens, jwks=args.jwks, jwt_issuer=args.issuer, jwt_audience=args.audience,
-        redis_url=args.redis_url, rate_limit_caller=args.rate_limit_caller,
+        redis_url=args.redis_url, replica_id=args.replica_id, rate_limit_caller=args.rate_limit_caller,
         rate_limit_tools=args.rate_limit_tools, suspend_after=args.suspend_after,
         suspend_seconds=args.suspend_seconds, **overrides,
     )

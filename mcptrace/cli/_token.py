@@ -26,10 +26,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add.set_defaults(func=_add)
 
     revoke = actions.add_parser(
-        "revoke", help="revoke every token of a caller (running servers notice at once)"
+        "revoke",
+        help="revoke every token of a caller: refused from the next request on, once this returns 0",
     )
     revoke.add_argument("caller")
-    revoke.add_argument("--redis-url", help="also publish the revocation to replicas sharing this Redis")
+    revoke.add_argument(
+        "--redis-url",
+        help="also revoke on every replica sharing this Redis; returns once each live replica confirmed",
+    )
+    revoke.add_argument(
+        "--confirm-timeout", type=float, default=2.0, metavar="SECONDS",
+        help="how long to wait for the replicas' confirmations (default 2)",
+    )
     revoke.set_defaults(func=_revoke)
 
     listing = actions.add_parser("list", help="list callers, tenants, tools and expiry (never tokens)")
@@ -51,29 +59,60 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace) -> int:
+    """All or nothing: the store changes only once Redis (when given) holds the revocation.
+
+    Exit 0: revoked here and, with `--redis-url`, confirmed by every live replica.
+    Exit 1, with one line saying what failed: nothing to revoke, the store or Redis
+    could not be reached (then nothing changed), or a replica did not confirm in
+    time (then the revocation stands, and that replica applies it once it is back).
+    """
     import sys
 
-    from mcptrace.guards._tokens import TokenStore
+    import anyio
 
-    removed = TokenStore(args.store).revoke(args.caller)
-    if args.redis_url and removed:
-        import anyio
+    from mcptrace._errors import MCPTraceError
+    from mcptrace.guards._revocations import Confirmation, publish_revocation
+    from mcptrace.guards._tokens import TokenEntry, TokenStore
 
-        from mcptrace.guards._backend import RedisBackend
+    confirmation: list[Confirmation] = []
 
-        async def publish() -> None:
-            backend = RedisBackend(args.redis_url)
-            try:
-                await backend.revoke(e.identity().key for e in removed)
-            finally:
-                await backend.aclose()
+    def publish(removed: list[TokenEntry]) -> None:
+        if not args.redis_url:
+            return
+        keys = [e.identity().key for e in removed]
+        try:
+            confirmation.append(anyio.run(lambda: publish_revocation(
+                args.redis_url, keys, confirm_timeout=args.confirm_timeout)))
+        except Exception as exc:
+            raise _Unreachable(f"Redis at {args.redis_url} failed ({_reason(exc)})") from None
 
-        anyio.run(publish)
-    if not removed:
-        print(f"mcptrace: no tokens for {args.caller}", file=sys.stderr)
+    try:
+        removed = TokenStore(args.store).revoke(args.caller, before_commit=publish)
+    except (_Unreachable, MCPTraceError) as exc:
+        print(f"mcptrace: token revoke failed: {exc}; nothing was changed", file=sys.stderr)
         return 1
-    print(f"revoked {len(removed)} token(s) of {args.caller}")
+    if not removed:
+        print(f"mcptrace: no tokens for {args.caller}; nothing was changed", file=sys.stderr)
+        return 1
+    if confirmation and confirmation[0].missing:
+        missing = ", ".join(sorted(confirmation[0].missing))
+        print(f"mcptrace: revoked {len(removed)} token(s) of {args.caller}, but replica(s) {missing} did not "
+              f"confirm within {args.confirm_timeout:g} s; they refuse it once reconnected to Redis", file=sys.stderr)
+        return 1
+    where = f" (confirmed by {len(confirmation[0].confirmed)} replica(s))" if confirmation else ""
+    print(f"revoked {len(removed)} token(s) of {args.caller}{where}")
     return 0
+
+
+class _Unreachable(Exception):
+    pass
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _list(args: argparse.Namespace) -> int:

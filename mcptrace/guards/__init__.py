@@ -1,9 +1,13 @@
-"""Production guards: who may call (auth, tenants), how often (rate limits, suspensions), and
-what happens when a dependency struggles (circuit breakers).
+"""Production guards: who may call (auth, tenants), on whose session, how often (rate limits,
+suspensions, quotas), and what happens when a dependency struggles (circuit breakers).
 
-    request ─▶ AuthMiddleware ─▶ AdmissionMiddleware ─▶ … SDK ─▶ RateLimitMiddleware ─▶ tool ─▶ Breakers
-               (token or JWT       (allowed tools,              (callers without auth)   (per dependency)
-                → Identity)         buckets, suspension)
+    request ─▶ AuthMiddleware ─▶ SessionMiddleware ─▶ AdmissionMiddleware ─▶ … SDK ─▶ tool ─▶ Breakers
+               (token or JWT     (the session's       (limits, session quota,                 (per
+                → Identity)       owner, or 404)       body budget; then tools)               dependency)
+
+Everything up to the admission layer's body stage works from the request's
+headers. Every refusal is one `request_refused` line (`_refusals`). Over stdio
+`RateLimitMiddleware` (SDK middleware) limits the declared client instead.
 """
 
 from mcptrace.guards._backend import LimitBackend, MemoryBackend, RedisBackend

@@ -1,20 +1,36 @@
 """Where rate-limit state lives: in this process, or in Redis so every replica shares it.
 
 A backend makes the whole decision for one request in one step: is the caller
-suspended; are there tokens in its caller bucket and its (caller, tool) bucket;
-if not, count the violation and suspend after too many. In Redis that step is a
-Lua script, so it is atomic across replicas and costs one round trip. Redis
-also holds revoked credential keys, so a revocation reaches every replica.
+suspended; is there a token in each bucket the request draws from (the caller's,
+and the (caller, tool) one for a tool call); if not, count the violation and
+suspend after too many. In Redis that step is a Lua script, so it is atomic
+across replicas and costs one round trip. Redis also holds revoked credential
+keys (`_revocations` keeps every replica's copy of them in step).
+
+Redis is never trusted to answer quickly: each call has a deadline
+(`MCPTRACE_REDIS_TIMEOUT`, default 50 ms) and goes through a circuit breaker of
+its own (the `redis` breaker). A call that misses its deadline, fails, or is
+refused by the open breaker raises `BackendUnavailable` at once; the caller
+decides what that means for its guard (see `RateLimiter`).
+
+The deadline counts Redis's time, not this process's backlog: when the event
+loop itself was late to wake the waiting request (a burst of requests keeps it
+busy), the call gets that lateness on top, so a busy server does not take its
+own slowness for Redis's. A call given up on is not cancelled mid-command (that
+would cost its connection): it finishes in the background, bounded by the
+socket timeout, and its answer is dropped.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
-from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, Protocol, TypeVar
 
 from mcptrace._errors import ConfigError
+from mcptrace.guards._breaker import CircuitBreaker
 from mcptrace.guards._limits import (
     ALLOWED,
     SCOPE_CALLER,
@@ -25,9 +41,34 @@ from mcptrace.guards._limits import (
     LimitPolicy,
 )
 
+T = TypeVar("T")
+
+#: Seconds a Redis call may take by default (`MCPTRACE_REDIS_TIMEOUT`).
+DEFAULT_REDIS_TIMEOUT = 0.05
+#: Seconds a call given up on may still run in the background before its socket times out.
+BACKGROUND_TIMEOUT = 1.0
+#: Lateness of the event loop granted on top of the deadline, at most.
+MAX_LOOP_LATENESS = 0.5
+
+
+class BackendUnavailable(Exception):
+    """The shared state could not be reached in time (or its breaker is open)."""
+
+
+def buckets_for(
+    policy: LimitPolicy, tool: str | None, *, include_caller: bool
+) -> list[tuple[str, str, Limit]]:
+    """(scope, bucket name, limit) of each bucket a request draws from."""
+    buckets = [(SCOPE_CALLER, "bucket", policy.caller)] if include_caller else []
+    if tool is not None:
+        buckets.append((SCOPE_TOOL, f"tool:{tool}", policy.for_tool(tool)))
+    return buckets
+
 
 class LimitBackend(Protocol):
-    async def decide(self, caller: str, tool: str | None, policy: LimitPolicy) -> Decision: ...
+    async def decide(
+        self, caller: str, tool: str | None, policy: LimitPolicy, *, include_caller: bool = True
+    ) -> Decision: ...
 
     async def revoke(self, keys: Iterable[str]) -> None: ...
 
@@ -42,35 +83,33 @@ class MemoryBackend:
     def __init__(self, *, clock: Callable[[], float] = time.monotonic, max_buckets: int = 100_000) -> None:
         self.clock = clock
         self.max_buckets = max_buckets
-        self._buckets: dict[tuple[str, str | None], tuple[float, float]] = {}
+        self._buckets: dict[tuple[str, str], tuple[float, float]] = {}
         self._violations: dict[str, tuple[int, float]] = {}
         self._suspended_until: dict[str, float] = {}
         self._revoked: set[str] = set()
 
-    async def decide(self, caller: str, tool: str | None, policy: LimitPolicy) -> Decision:
-        return self.decide_now(caller, tool, policy)
+    async def decide(
+        self, caller: str, tool: str | None, policy: LimitPolicy, *, include_caller: bool = True
+    ) -> Decision:
+        return self.decide_now(caller, tool, policy, include_caller=include_caller)
 
-    def decide_now(self, caller: str, tool: str | None, policy: LimitPolicy) -> Decision:
+    def decide_now(
+        self, caller: str, tool: str | None, policy: LimitPolicy, *, include_caller: bool = True
+    ) -> Decision:
         now = self.clock()
         until = self._suspended_until.get(caller)
         if until is not None:
             if until > now:
                 return Decision(False, SCOPE_SUSPENDED, math.ceil((until - now) * 1000))
             del self._suspended_until[caller]
-        caller_key = (caller, None)
-        caller_tokens = self._level(caller_key, policy.caller, now)
-        waits = {SCOPE_CALLER: _wait(caller_tokens, policy.caller)}
-        tool_limit = policy.for_tool(tool) if tool is not None else None
-        tool_tokens = 0.0
-        if tool_limit is not None:
-            tool_tokens = self._level((caller, tool), tool_limit, now)
-            waits[SCOPE_TOOL] = _wait(tool_tokens, tool_limit)
-        if all(w == 0 for w in waits.values()):
+        buckets = buckets_for(policy, tool, include_caller=include_caller)
+        levels = [self._level((caller, name), limit, now) for _, name, limit in buckets]
+        waits = [_wait(tokens, limit) for tokens, (_, _, limit) in zip(levels, buckets, strict=True)]
+        if all(w == 0 for w in waits):
             if len(self._buckets) >= self.max_buckets:
                 self._prune(now, policy)
-            self._buckets[caller_key] = (caller_tokens - 1, now)
-            if tool_limit is not None:
-                self._buckets[(caller, tool)] = (tool_tokens - 1, now)
+            for tokens, (_, name, _) in zip(levels, buckets, strict=True):
+                self._buckets[(caller, name)] = (tokens - 1, now)
             return ALLOWED
         count, started = self._violations.get(caller, (0, now))
         if now - started >= policy.suspend_window:
@@ -83,10 +122,10 @@ class MemoryBackend:
                 False, SCOPE_SUSPENDED, math.ceil(policy.suspend_seconds * 1000), suspended_now=True
             )
         self._violations[caller] = (count, started)
-        scope = max(waits, key=lambda s: waits[s])
-        return Decision(False, scope, math.ceil(waits[scope] * 1000))
+        worst = max(range(len(waits)), key=lambda i: (waits[i], i))  # the tool bucket wins a tie
+        return Decision(False, buckets[worst][0], math.ceil(waits[worst] * 1000))
 
-    def _level(self, key: tuple[str, str | None], limit: Limit, now: float) -> float:
+    def _level(self, key: tuple[str, str], limit: Limit, now: float) -> float:
         tokens, last = self._buckets.get(key, (limit.burst, now))
         return min(limit.burst, tokens + max(0.0, now - last) * limit.rate)
 
@@ -112,100 +151,171 @@ def _wait(tokens: float, limit: Limit) -> float:
     return 0.0 if tokens >= 1 else (1 - tokens) / limit.rate
 
 
-# KEYS: suspended, violations, caller bucket[, tool bucket]
-# ARGV: caller rate, caller burst, tool rate, tool burst, suspend_after, window s, suspension s
+# KEYS: suspended, violations, then one key per bucket
+# ARGV: suspend_after, window s, suspension s, then rate and burst per bucket
+# Returns {allowed, 1-based index of the bucket that refused (0: suspended), retry ms, suspended now}.
 _DECIDE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local left = redis.call('PTTL', KEYS[1])
-if left > 0 then return {0, 'suspended', left, 0} end
-local function level(key, rate, burst)
-  local v = redis.call('HMGET', key, 'tokens', 'ts')
-  local tokens = tonumber(v[1]) or burst
+if left > 0 then return {0, 0, left, 0} end
+local n = #KEYS - 2
+local tokens, waits = {}, {}
+local blocked = false
+for i = 1, n do
+  local rate, burst = tonumber(ARGV[2 + 2 * i]), tonumber(ARGV[3 + 2 * i])
+  local v = redis.call('HMGET', KEYS[2 + i], 'tokens', 'ts')
+  local level = tonumber(v[1]) or burst
   local ts = tonumber(v[2]) or now
-  return math.min(burst, tokens + math.max(0, now - ts) * rate)
+  level = math.min(burst, level + math.max(0, now - ts) * rate)
+  tokens[i] = level
+  waits[i] = 0
+  if level < 1 then
+    waits[i] = (1 - level) / rate
+    blocked = true
+  end
 end
-local function store(key, tokens, rate, burst)
-  redis.call('HSET', key, 'tokens', tostring(tokens), 'ts', tostring(now))
-  redis.call('PEXPIRE', key, math.ceil(burst / rate * 1000) + 1000)
+if not blocked then
+  for i = 1, n do
+    local rate, burst = tonumber(ARGV[2 + 2 * i]), tonumber(ARGV[3 + 2 * i])
+    redis.call('HSET', KEYS[2 + i], 'tokens', tostring(tokens[i] - 1), 'ts', tostring(now))
+    redis.call('PEXPIRE', KEYS[2 + i], math.ceil(burst / rate * 1000) + 1000)
+  end
+  return {1, 0, 0, 0}
 end
-local cr, cb = tonumber(ARGV[1]), tonumber(ARGV[2])
-local ctok = level(KEYS[3], cr, cb)
-local cwait, twait = 0, 0
-if ctok < 1 then cwait = (1 - ctok) / cr end
-local tr, tb, ttok
-if #KEYS >= 4 then
-  tr, tb = tonumber(ARGV[3]), tonumber(ARGV[4])
-  ttok = level(KEYS[4], tr, tb)
-  if ttok < 1 then twait = (1 - ttok) / tr end
-end
-if cwait == 0 and twait == 0 then
-  store(KEYS[3], ctok - 1, cr, cb)
-  if #KEYS >= 4 then store(KEYS[4], ttok - 1, tr, tb) end
-  return {1, '', 0, 0}
-end
-local n = redis.call('INCR', KEYS[2])
-if n == 1 then redis.call('PEXPIRE', KEYS[2], math.ceil(tonumber(ARGV[6]) * 1000)) end
-if n >= tonumber(ARGV[5]) then
-  local ms = math.ceil(tonumber(ARGV[7]) * 1000)
+local count = redis.call('INCR', KEYS[2])
+if count == 1 then redis.call('PEXPIRE', KEYS[2], math.ceil(tonumber(ARGV[2]) * 1000)) end
+if count >= tonumber(ARGV[1]) then
+  local ms = math.ceil(tonumber(ARGV[3]) * 1000)
   redis.call('SET', KEYS[1], '1', 'PX', ms)
   redis.call('DEL', KEYS[2])
-  return {0, 'suspended', ms, 1}
+  return {0, 0, ms, 1}
 end
-if twait >= cwait then return {0, 'tool', math.ceil(twait * 1000), 0} end
-return {0, 'caller', math.ceil(cwait * 1000), 0}
+local worst = 1
+for i = 2, n do
+  if waits[i] >= waits[worst] then worst = i end
+end
+return {0, worst, math.ceil(waits[worst] * 1000), 0}
 """
 
 
 class RedisBackend:
-    """Shared state in Redis (the `redis` extra). Time is Redis's own clock, the same for every replica."""
+    """Shared state in Redis (the `redis` extra). Time is Redis's own clock, the same for every replica.
 
-    def __init__(self, url: str, *, prefix: str = "mcptrace") -> None:
-        try:
-            import redis.asyncio as aioredis
-        except ImportError:
-            raise ConfigError(
-                "the Redis backend needs the redis package: pip install 'mcptrace[redis]'"
-            ) from None
+    `breaker` (the server passes its `redis` breaker) turns a struggling Redis
+    into immediate `BackendUnavailable`s instead of one deadline per request.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "mcptrace",
+        timeout: float = DEFAULT_REDIS_TIMEOUT,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        aioredis = import_redis()
         self.url = url
         self.prefix = prefix
-        self._client: Any = aioredis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        self.timeout = timeout
+        self.breaker = breaker
+        self._client: Any = aioredis.from_url(url, socket_timeout=max(timeout, BACKGROUND_TIMEOUT),
+                                              socket_connect_timeout=max(timeout, BACKGROUND_TIMEOUT))
         self._decide = self._client.register_script(_DECIDE)
+        self._background: set[asyncio.Task[Any]] = set()
 
     def _key(self, caller: str, part: str) -> str:
         return f"{self.prefix}:{{{caller}}}:{part}"
 
-    async def decide(self, caller: str, tool: str | None, policy: LimitPolicy) -> Decision:
-        keys = [self._key(caller, "suspended"), self._key(caller, "violations"), self._key(caller, "bucket")]
-        tool_limit = policy.for_tool(tool) if tool is not None else policy.default_tool
-        if tool is not None:
-            keys.append(self._key(caller, f"tool:{tool}"))
-        args = [
-            policy.caller.rate,
-            policy.caller.burst,
-            tool_limit.rate,
-            tool_limit.burst,
-            policy.suspend_after,
-            policy.suspend_window,
-            policy.suspend_seconds,
-        ]
-        allowed, scope, retry_ms, suspended_now = await self._decide(keys=keys, args=args)
+    async def call(self, fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """One Redis round trip within the deadline and through the breaker; `BackendUnavailable` otherwise."""
+        breaker = self.breaker
+        if breaker is not None and not breaker.admit():
+            raise BackendUnavailable("redis: circuit open")
+        ok = False
+        try:
+            task = asyncio.ensure_future(fn())
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            deadline = started + self.timeout
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()))
+                late = loop.time() - deadline  # how much later than asked this loop woke us
+                if done or late <= 0.001 or loop.time() - started > self.timeout + MAX_LOOP_LATENESS:
+                    break
+                deadline = loop.time() + late  # the loop owes the call the time it took from it
+            if not done:
+                self._background.add(task)
+                task.add_done_callback(_forget(self._background))
+                raise BackendUnavailable(f"redis: no answer within {self.timeout * 1000:g} ms")
+            result = task.result()
+            ok = True
+            return result
+        except BackendUnavailable:
+            raise
+        except Exception as exc:  # connection refused, reset, a Redis error: all mean "not now"
+            raise BackendUnavailable(f"redis: {type(exc).__name__}: {exc}"[:200]) from None
+        finally:
+            if breaker is not None:
+                breaker.record(ok)
+
+    async def warm_up(self) -> None:
+        """Connect and load the decision script before the first request needs them (errors are ignored)."""
+        try:
+            await asyncio.wait_for(self._client.script_load(_DECIDE), BACKGROUND_TIMEOUT)
+        except Exception:
+            pass
+
+    async def decide(
+        self, caller: str, tool: str | None, policy: LimitPolicy, *, include_caller: bool = True
+    ) -> Decision:
+        buckets = buckets_for(policy, tool, include_caller=include_caller)
+        if not buckets:
+            return ALLOWED
+        keys = [self._key(caller, "suspended"), self._key(caller, "violations")]
+        keys += [self._key(caller, name) for _, name, _ in buckets]
+        args: list[float] = [policy.suspend_after, policy.suspend_window, policy.suspend_seconds]
+        for _, _, limit in buckets:
+            args += [limit.rate, limit.burst]
+        allowed, index, retry_ms, suspended_now = await self.call(lambda: self._decide(keys=keys, args=args))
         if allowed:
             return ALLOWED
-        scope = scope.decode() if isinstance(scope, bytes) else str(scope)
+        scope = SCOPE_SUSPENDED if int(index) == 0 else buckets[int(index) - 1][0]
         return Decision(False, scope, int(retry_ms), bool(suspended_now))
 
     async def revoke(self, keys: Iterable[str]) -> None:
         keys = list(keys)
         if keys:
-            await self._client.sadd(f"{self.prefix}:revoked", *keys)
+            await self.call(lambda: self._client.sadd(f"{self.prefix}:revoked", *keys))
 
     async def is_revoked(self, key: str) -> bool:
-        return bool(await self._client.sismember(f"{self.prefix}:revoked", key))
+        return bool(await self.call(lambda: self._client.sismember(f"{self.prefix}:revoked", key)))
 
     async def ping(self) -> None:
-        """A round trip to Redis, for /health."""
-        await self._client.ping()
+        """A round trip to Redis, for /health (deadline and breaker as for any call)."""
+        await self.call(self._client.ping)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        for task in list(self._background):
+            task.cancel()
+        try:
+            await self._client.aclose()
+        except Exception:
+            pass
+
+
+def _forget(tasks: set[asyncio.Task[Any]]) -> Callable[[asyncio.Task[Any]], None]:
+    def done(task: asyncio.Task[Any]) -> None:
+        tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved, so it is not reported as never retrieved
+
+    return done
+
+
+def import_redis() -> Any:
+    try:
+        import redis.asyncio as aioredis
+    except ImportError:
+        raise ConfigError("the Redis backend needs the redis package: pip install 'mcptrace[redis]'") from None
+    return aioredis

@@ -96,7 +96,11 @@ class JwtVerifier:
         if not isinstance(tenant, str) or not tenant:
             raise AuthError(f"token has no {self.tenant_claim!r} claim")
         jti = claims.get("jti")
-        return Identity(caller, tenant, None, "jwt:" + (str(jti) if jti else text_hash(token, length=16)))
+        revocation_key = "jwt:" + (str(jti) if jti else text_hash(token, length=16))
+        # Whom sessions belong to: the subject at its issuer (a refreshed token keeps its sessions).
+        subject = claims.get("sub")
+        principal = f"jwt:{claims['iss']}|{subject if isinstance(subject, str) and subject else caller}"
+        return Identity(caller, tenant, None, revocation_key, principal)
 
     async def _key_for(self, kid: str | None) -> jwt.PyJWK | None:
         if self.is_url:

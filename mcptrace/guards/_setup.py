@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
 
+import anyio
 from starlette.types import ASGIApp
 
 from mcptrace import _fields as f
@@ -16,12 +20,21 @@ from mcptrace.guards._auth import Authenticator, AuthMiddleware
 from mcptrace.guards._backend import LimitBackend, MemoryBackend, RedisBackend
 from mcptrace.guards._breaker import CLOSED, HALF_OPEN, OPEN, BreakerPolicy, Breakers
 from mcptrace.guards._jwt import JwtVerifier
-from mcptrace.guards._limits import SCOPE_SUSPENDED, LimitPolicy
+from mcptrace.guards._limits import LimitPolicy
 from mcptrace.guards._ratelimit import RateLimiter
+from mcptrace.guards._refusals import Refusals
+from mcptrace.guards._revocations import RevocationFeed, RevokedKeys, replica_name
+from mcptrace.guards._sessions import SessionMiddleware, SessionTable
 from mcptrace.guards._stats import GuardStats
 from mcptrace.guards._tokens import TokenStore
+from mcptrace.middleware._body import BodyBudget
 from mcptrace.server._bind import is_loopback
 from mcptrace.telemetry._log import EventLogger
+
+#: The breaker of the shared guard state (its transitions are logged and counted like any other).
+REDIS_SERVICE = "redis"
+#: A replica id starts every session id of its replica and a proxy's routing rule: plain characters only.
+_REPLICA_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
 @dataclass
@@ -30,18 +43,68 @@ class Guards:
     limiter: RateLimiter
     breakers: Breakers
     backend: LimitBackend
+    refusals: Refusals
     authenticator: Authenticator | None = None
+    #: This replica's copy of the revocations shared through Redis, kept by `feed`.
+    feed: RevocationFeed | None = None
+    _background: anyio.CancelScope | None = field(default=None, init=False, repr=False)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """The guards' work while a server serves (its lifespan, in `serve` and `proxy` alike): with Redis,
+        the connection warmed up first (the first requests find it and the script ready; 1 s at most) and
+        the revocation feed kept in step until the server stops (`aclose`, or the end of the block)."""
+        if isinstance(self.backend, RedisBackend):
+            await self.backend.warm_up()
+        feed = self.feed
+        if feed is None:
+            yield
+            return
+        background = self._background = anyio.CancelScope()
+
+        async def run_feed() -> None:
+            with background:
+                await feed.run()
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(run_feed)
+            try:
+                yield
+            finally:
+                background.cancel()
+
+    async def redis_check(self) -> dict[str, Any]:
+        """`/health`'s `redis` check. Not critical: without Redis, limits hold per replica and known
+        revocations keep applying."""
+        backend = self.backend
+        if not isinstance(backend, RedisBackend):
+            return {"status": "healthy"}
+        try:
+            await backend.ping()
+        except Exception as exc:
+            return {"status": "degraded",
+                    "error": f"{exc}; rate limits per replica, revocations as last synchronised"[:300]}
+        feed = self.feed
+        if feed is not None and not feed.up:
+            return {"status": "degraded", "error": f"revocation feed down: {feed.last_error}"[:300]}
+        return {"status": "healthy", "revoked_keys": len(feed.keys) if feed is not None else 0}
 
     async def aclose(self) -> None:
+        if self._background is not None:
+            self._background.cancel()  # the feed stops before its connections close
         await self.backend.aclose()
+        if self.feed is not None:
+            await self.feed.aclose()
+        self.refusals.close()
 
 
 def build_guards(
-    config: Config, logger: EventLogger, *, clock: Callable[[], float] = time.monotonic
+    config: Config, logger: EventLogger, *, clock: Callable[[], float] = time.monotonic, transport: str = "http",
 ) -> Guards:
     stats = GuardStats()
     policy = LimitPolicy.from_config(config)
-    backend: LimitBackend = RedisBackend(config.redis_url) if config.redis_url else MemoryBackend(clock=clock)
+    if config.replica_id is not None and not _REPLICA_ID.fullmatch(config.replica_id):
+        raise ConfigError(f"replica id {config.replica_id!r}: use 1-32 letters, digits, '-' or '_'")
 
     def on_transition(service: str, old: str, new: str) -> None:
         stats.breaker_transitions[(service, new)] += 1
@@ -65,6 +128,14 @@ def build_guards(
         on_transition=on_transition,
         on_reject=on_reject,
     )
+    backend: LimitBackend = MemoryBackend(clock=clock)
+    revoked: RevokedKeys | None = None
+    feed = None
+    if config.redis_url:
+        backend = RedisBackend(config.redis_url, timeout=config.redis_timeout, breaker=breakers.get(REDIS_SERVICE))
+        revoked = RevokedKeys()
+        feed = RevocationFeed(config.redis_url, revoked, replica=replica_name(config.replica_id), logger=logger,
+                              timeout=config.redis_timeout)
     authenticator = None
     if config.auth_enabled:
         store = None
@@ -84,21 +155,28 @@ def build_guards(
                 caller_claim=config.jwt_caller_claim,
                 tenant_claim=config.jwt_tenant_claim,
             )
-        authenticator = Authenticator(
-            store=store, jwt=verifier, revocations=backend if config.redis_url else None
-        )
-    limiter = RateLimiter(policy, backend=backend, stats=stats, logger=logger)
+        authenticator = Authenticator(store=store, jwt=verifier, revoked=revoked)
+    limiter = RateLimiter(policy, backend=backend, stats=stats, clock=clock)
+    refusals = Refusals(logger, stats=stats, transport=transport)
     return Guards(
-        stats=stats, limiter=limiter, breakers=breakers, backend=backend, authenticator=authenticator
+        stats=stats, limiter=limiter, breakers=breakers, backend=backend, refusals=refusals,
+        authenticator=authenticator, feed=feed,
     )
 
 
-def wrap_http(app: ASGIApp, guards: Guards, logger: EventLogger) -> ASGIApp:
-    """Auth (outer) then admission, in front of `app`; nothing when auth is off."""
-    if guards.authenticator is None:
-        return app
-    app = AdmissionMiddleware(app, limiter=guards.limiter, logger=logger)
-    return AuthMiddleware(app, authenticator=guards.authenticator, logger=logger, stats=guards.stats)
+def wrap_http(app: ASGIApp, guards: Guards, config: Config, logger: EventLogger) -> ASGIApp:
+    """The guards in front of `app`, outermost first: who (auth), whose session, may it run (admission)."""
+    sessions = None
+    if not config.stateless:
+        sessions = SessionTable(idle_seconds=config.session_idle_seconds, per_principal=config.sessions_per_caller)
+    app = AdmissionMiddleware(
+        app, limiter=guards.limiter, refusals=guards.refusals, logger=logger, sessions=sessions,
+        budget=BodyBudget(config.body_budget_bytes, config.body_budget_for_caller),
+        max_body_bytes=config.max_body_bytes, body_timeout=config.body_timeout,
+    )
+    if sessions is not None:
+        app = SessionMiddleware(app, table=sessions, refusals=guards.refusals, replica_id=config.replica_id)
+    return AuthMiddleware(app, authenticator=guards.authenticator, refusals=guards.refusals, stats=guards.stats)
 
 
 def auth_policy(config: Config) -> str | None:
@@ -142,14 +220,7 @@ class GuardMetricsView:
 
     def refusals(self) -> dict[str, int]:
         """Requests the guards refused so far, by the log contract's `refusal_reason`."""
-        stats = self._guards.stats
-        limited = stats.rate_limited
-        return {
-            f.R_UNAUTHENTICATED: sum(stats.auth_failures.values()),
-            f.R_FORBIDDEN: stats.forbidden,
-            f.R_RATE_LIMITED: sum(n for scope, n in limited.items() if scope != SCOPE_SUSPENDED),
-            f.R_SUSPENDED: limited.get(SCOPE_SUSPENDED, 0),
-        }
+        return dict(self._guards.stats.refused)
 
     def suspensions(self) -> int:
         return self._guards.stats.suspensions

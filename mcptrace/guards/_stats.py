@@ -12,7 +12,8 @@ class GuardStats:
     """Monotonic counters; read them, never reset them (exporters compute rates).
 
     `rate_limited` and `auth_failures` are keyed by scope / reason;
-    `breaker_transitions` by (service, new state).
+    `breaker_transitions` by (service, new state); `refused` counts every
+    refused request by its `refusal_reason` (the `request_refused` lines' reasons).
     """
 
     auth_ok: int = 0
@@ -24,6 +25,7 @@ class GuardStats:
     backend_errors: int = 0
     breaker_transitions: Counter[tuple[str, str]] = field(default_factory=Counter)
     breaker_rejections: Counter[str] = field(default_factory=Counter)
+    refused: Counter[str] = field(default_factory=Counter)
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -36,4 +38,5 @@ class GuardStats:
             "backend_errors": self.backend_errors,
             "breaker_transitions": {f"{s}:{st}": n for (s, st), n in self.breaker_transitions.items()},
             "breaker_rejections": dict(self.breaker_rejections),
+            "refused": dict(self.refused),
         }

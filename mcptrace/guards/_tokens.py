@@ -7,9 +7,10 @@ The store is one JSON file, rewritten atomically by `mcptrace token add|revoke`:
                                "created_at": 1764000000}]}
 
 Only the SHA-256 of each token is kept (tokens are 256 random bits, so a fast
-hash is enough). A running server looks at the file's metadata at most once per
-`reload_interval` and reloads it when it changed, so a revocation takes effect
-without a restart.
+hash is enough). A running server looks at the file's metadata (one `stat`, about
+a microsecond) on every request by default and reloads it when it changed, so a
+revocation holds from the first request that starts after `mcptrace token
+revoke` returned; `reload_interval` can space the checks out.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ class TokenStore:
         self,
         path: Path,
         *,
-        reload_interval: float = 0.25,
+        reload_interval: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -155,20 +156,39 @@ class TokenStore:
         self._refresh(force=True)
         return token
 
-    def revoke(self, caller_id: str) -> list[TokenEntry]:
-        """Remove every token of `caller_id`; returns what was removed."""
+    def revoke(
+        self, caller_id: str, *, before_commit: Callable[[list[TokenEntry]], None] | None = None,
+    ) -> list[TokenEntry]:
+        """Remove every token of `caller_id`; returns what was removed.
+
+        All or nothing: the new store is written to a temporary file first, then
+        `before_commit(removed)` runs (publishing the revocation elsewhere, say),
+        and only when it returns does the new file replace the old one. When it
+        raises, the store is left as it was and the error propagates.
+        """
         with self._locked():
             entries = _read(self.path)
             removed = [e for e in entries if e.caller_id == caller_id]
             if removed:
-                _write(self.path, [e for e in entries if e.caller_id != caller_id])
+                tmp = _write_temporary(self.path, [e for e in entries if e.caller_id != caller_id])
+                try:
+                    if before_commit is not None:
+                        before_commit(removed)
+                    os.replace(tmp, self.path)
+                except BaseException:
+                    tmp.unlink(missing_ok=True)
+                    raise
         self._refresh(force=True)
         return removed
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            lock = open(self.path.with_name(self.path.name + ".lock"), "a")  # noqa: SIM115
+        except OSError as exc:
+            raise ConfigError(f"token store {self.path} cannot be locked: {exc.strerror or exc}") from None
+        with lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield
@@ -190,11 +210,20 @@ def _read(path: Path) -> list[TokenEntry]:
 
 
 def _write(path: Path, entries: list[TokenEntry]) -> None:
+    os.replace(_write_temporary(path, entries), path)
+
+
+def _write_temporary(path: Path, entries: list[TokenEntry]) -> Path:
+    """The store's next content, on disk beside it (readable by its owner only), ready to replace it."""
     data = {"version": _FORMAT_VERSION, "tokens": [asdict(e) for e in entries]}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(orjson.dumps(data, option=orjson.OPT_INDENT_2))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(orjson.dumps(data, option=orjson.OPT_INDENT_2))
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(f"token store {path} cannot be written: {exc.strerror or exc}") from None
+    return tmp

@@ -36,12 +36,14 @@ from mcptrace.telemetry._log import EventLogger, bind, unbind
 Identify = Callable[[ServerRequestContext[Any, Any]], tuple[str | None, str | None]]
 
 __all__ = [
-    "IDENTITY_STATE_KEY", "RequestLogMiddleware", "client_fields", "client_info", "default_identify",
-    "estimate_tokens", "request_fields", "with_request_id", "write_closing_lines",
+    "IDENTITY_STATE_KEY", "SESSION_ID_STATE_KEY", "RequestLogMiddleware", "client_fields", "client_info",
+    "default_identify", "estimate_tokens", "request_fields", "with_request_id", "write_closing_lines",
 ]
 
 #: scope["state"] key where an auth layer leaves the authenticated (caller_id, tenant).
 IDENTITY_STATE_KEY = "mcptrace.identity"
+#: scope["state"] key of the session id as the client sees it, where the HTTP layer rewrites the header.
+SESSION_ID_STATE_KEY = "mcptrace.session_id"
 
 #: Hooks called as hook(call, status, duration_s) after every tools/call (metrics, spans).
 ToolCallHook = Callable[[CallContext, str, float], None]
@@ -62,6 +64,16 @@ def default_identify(ctx: ServerRequestContext[Any, Any]) -> tuple[str | None, s
             return identity[0], identity[1]
     name, _ = client_info(ctx)
     return name, None
+
+
+def _session_id(ctx: ServerRequestContext[Any, Any], headers: Mapping[str, str] | None) -> str | None:
+    """The session id the client sent, as it sent it (the HTTP layer may have rewritten the header)."""
+    scope = getattr(ctx.request, "scope", None)
+    if scope is not None:
+        public = scope.get("state", {}).get(SESSION_ID_STATE_KEY)
+        if public is not None:
+            return str(public)
+    return headers.get("mcp-session-id") if headers else None
 
 
 def _mark_logged(ctx: ServerRequestContext[Any, Any]) -> None:
@@ -100,7 +112,7 @@ class RequestLogMiddleware:
         _mark_logged(ctx)
         headers = _headers(ctx)
         request_id = (accept_request_id(headers.get(f.REQUEST_ID_HEADER)) if headers else None) or new_request_id()
-        session_id = headers.get("mcp-session-id") if headers else None
+        session_id = _session_id(ctx, headers)
         params = ctx.params or {}
         tool_name = params.get("name") if ctx.method == "tools/call" else None
         if not isinstance(tool_name, str):

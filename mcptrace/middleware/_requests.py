@@ -1,15 +1,16 @@
-"""ASGI layer: a request id for every HTTP request, body size and time limits, and a warning for every rejection.
+"""ASGI layer: a request id for every HTTP request, and a warning for every rejection.
 
 The id (minted, or a proxy's `X-Request-ID` when it is well-formed) is put in
-the request headers for the SDK middleware to find, and echoed in the
-`X-Request-ID` response header. Bodies over the limit get 413 with a JSON-RPC
-error before anything parses them, and a body that does not arrive whole within
-the body deadline gets 408 and a closed connection; a POST that declares both Content-Length and
+the request headers for the SDK middleware to find, in `scope["state"]` for the
+layers in between, and echoed in the `X-Request-ID` response header of every
+answer, refusals included. A POST that declares both Content-Length and
 Transfer-Encoding gets 400 and a closed connection. Every answer with an HTTP
 status >= 400 is logged once as `request_rejected`, with its JSON-RPC code,
-before the answer's last byte leaves. Pending log lines are written to the OS
-(`EventLogger.commit`) as an answer starts and before its last byte, so a line
-logged before a response is on record before the client can see it.
+unless another layer logged it, before the answer's last byte leaves. Pending
+log lines are written to the OS (`EventLogger.commit`) as an answer starts and
+before its last byte, so a line logged before a response is on record before
+the client can see it. Bodies are read later, by the admission layer, once the
+guards have judged the request's headers.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import anyio
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -32,6 +32,8 @@ _LOGGED_TEXT = 200
 
 #: scope["state"] key of a `LoggedFlag`: set by whichever layer logs the request's answer itself.
 RESPONSE_LOGGED_STATE_KEY = "mcptrace.response_logged"
+#: scope["state"] key of the request's id (also in the `X-Request-ID` request header).
+REQUEST_ID_STATE_KEY = "mcptrace.request_id"
 
 
 class LoggedFlag:
@@ -48,6 +50,12 @@ def mark_response_logged(scope: Scope) -> None:
     flag = scope.get("state", {}).get(RESPONSE_LOGGED_STATE_KEY)
     if isinstance(flag, LoggedFlag):
         flag.done = True
+
+
+def request_id_of(scope: Scope) -> str | None:
+    """The id `RequestIdMiddleware` gave this request."""
+    value = scope.get("state", {}).get(REQUEST_ID_STATE_KEY)
+    return value if isinstance(value, str) else None
 
 
 def jsonrpc_error_body(code: int, message: str, data: Any = None, *, msg_id: Any = None) -> bytes:
@@ -72,14 +80,9 @@ async def send_jsonrpc_error(
 
 
 class RequestIdMiddleware:
-    def __init__(
-        self, app: ASGIApp, *, logger: EventLogger, max_body_bytes: int = 1024 * 1024, body_timeout: float = 30.0,
-    ) -> None:
+    def __init__(self, app: ASGIApp, *, logger: EventLogger) -> None:
         self.app = app
         self.logger = logger
-        self.max_body_bytes = max_body_bytes
-        #: Seconds the whole body may take: a client that stalls mid-body gets 408, not a connection held forever.
-        self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -90,7 +93,7 @@ class RequestIdMiddleware:
         request_id = accept_request_id(incoming.decode("latin-1") if incoming else None) or new_request_id()
         headers.append((_HEADER, request_id.encode()))
         logged = LoggedFlag()
-        state = {**scope.get("state", {}), RESPONSE_LOGGED_STATE_KEY: logged}
+        state = {**scope.get("state", {}), RESPONSE_LOGGED_STATE_KEY: logged, REQUEST_ID_STATE_KEY: request_id}
         scope = {**scope, "headers": headers, "state": state}
         id_header = (_HEADER, request_id.encode())
         status_seen: list[int] = []
@@ -113,56 +116,19 @@ class RequestIdMiddleware:
                     self.logger.commit()
             await send(message)
 
-        if scope["method"] == "POST":
-            if _conflicting_framing(scope):
-                await send_jsonrpc_error(
-                    send_with_id, 400, INVALID_REQUEST,
-                    "Bad Request: Content-Length and Transfer-Encoding must not both be sent",
-                    headers=[(b"connection", b"close")],
-                )  # logged by send_with_id, before the answer's last byte
-                return
-            declared = _content_length(scope)
-            if declared is not None and declared > self.max_body_bytes:
-                await self._too_large(send_with_id, scope, request_id)
-                return
-            with anyio.move_on_after(self.body_timeout) as deadline:
-                body = await read_body(receive, self.max_body_bytes)
-            if deadline.cancelled_caught:
-                await self._too_slow(send_with_id, scope, request_id)
-                return
-            if body is None:
-                await self._too_large(send_with_id, scope, request_id)
-                return
-            receive = replay_body(body, receive)
+        if scope["method"] == "POST" and _conflicting_framing(scope):
+            await send_jsonrpc_error(
+                send_with_id, 400, INVALID_REQUEST,
+                "Bad Request: Content-Length and Transfer-Encoding must not both be sent",
+                headers=[(b"connection", b"close")],
+            )  # logged by send_with_id, before the answer's last byte
+            return
 
         await self.app(scope, receive, send_with_id)
         # A JSON-RPC error the SDK middleware already logged as `response_sent` is not logged twice; an
         # answer that never reached its last byte is logged here.
         if status_seen and status_seen[0] >= 400 and not logged.done:
             self._log_rejection(scope, request_id, status_seen[0], start, bytes(error_body))
-
-    async def _too_large(self, send: Send, scope: Scope, request_id: str) -> None:
-        await self._refuse_body(send, scope, request_id, 413, f"Request body exceeds {self.max_body_bytes} bytes",
-                                "request body too large")
-
-    async def _too_slow(self, send: Send, scope: Scope, request_id: str) -> None:
-        await self._refuse_body(send, scope, request_id, 408,
-                                f"Request body not received within {self.body_timeout:g} s",
-                                "the request body did not arrive in time", headers=[(b"connection", b"close")])
-
-    async def _refuse_body(
-        self, send: Send, scope: Scope, request_id: str, status: int, message: str, error: str, *,
-        headers: list[tuple[bytes, bytes]] | None = None,
-    ) -> None:
-        """Answer a body we will not read with a JSON-RPC error, and log the refusal once (before answering)."""
-        mark_response_logged(scope)
-        self.logger.emit(
-            f.EV_REQUEST_REJECTED, "warning", **{
-                f.REQUEST_ID: request_id, f.HTTP_STATUS: status, f.ERROR: error,
-                f.ERROR_CODE: INVALID_REQUEST, f.TRANSPORT: "http", f.MESSAGE: _request_line(scope),
-            },
-        )
-        await send_jsonrpc_error(send, status, INVALID_REQUEST, message, headers=headers)
 
     def _log_rejection(self, scope: Scope, request_id: str, status: int, start: float, body: bytes) -> None:
         session = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"mcp-session-id"), None)
@@ -199,16 +165,6 @@ def _conflicting_framing(scope: Scope) -> bool:
     """Both Content-Length and Transfer-Encoding: the request smuggling shape; refused, never guessed at."""
     names = {k for k, _ in scope["headers"]}
     return b"content-length" in names and b"transfer-encoding" in names
-
-
-def _content_length(scope: Scope) -> int | None:
-    for key, value in scope["headers"]:
-        if key == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
 
 
 async def read_body(receive: Receive, limit: int) -> bytes | None:

@@ -4,8 +4,9 @@ The SDK's session manager keeps at most `max_sessions` handshake-era sessions
 open and answers one more `initialize` with HTTP 503, `-32603` "Too many open
 sessions" and no hint of when to try again. This layer sits right around the
 SDK's app and replaces that answer with HTTP 503, `Retry-After`, `-32000` and a
-message naming the limit, logs it once as `request_rejected` (with
-`retry_after_ms`) and counts it for the metrics.
+message naming the limit, records it once as a `request_refused` line (reason
+`session_cap`, `limit_scope` `server`, with `retry_after_ms`) and counts it for
+the metrics. (A principal's own quota of sessions is the admission layer's.)
 
 Only a POST without `Mcp-Session-Id` can open a session, and a request on the
 2026-07-28 wire never does: every other request passes straight through.
@@ -19,8 +20,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcptrace import _fields as f
 from mcptrace._errors import SERVER_ERROR
-from mcptrace.middleware._requests import mark_response_logged, send_jsonrpc_error
-from mcptrace.telemetry._log import EventLogger
+from mcptrace.guards._identity import slot_of
+from mcptrace.guards._refusals import Refusals
+from mcptrace.middleware._requests import mark_response_logged, request_id_of, send_jsonrpc_error
 
 #: Seconds a refused client is told to wait: sessions free up as clients end them or they go idle.
 RETRY_AFTER_SECONDS = 5
@@ -46,11 +48,11 @@ class SessionLimitMiddleware:
     """Wraps the SDK's Streamable HTTP app; `refused` counts the requests turned away at the cap."""
 
     def __init__(
-        self, app: ASGIApp, *, max_sessions: int, logger: EventLogger, retry_after: int = RETRY_AFTER_SECONDS,
+        self, app: ASGIApp, *, max_sessions: int, refusals: Refusals, retry_after: int = RETRY_AFTER_SECONDS,
     ) -> None:
         self.app = app
         self.max_sessions = max_sessions
-        self.logger = logger
+        self.refusals = refusals
         self.retry_after = retry_after
         self.refused = 0
 
@@ -79,16 +81,16 @@ class SessionLimitMiddleware:
         self.refused += 1
         retry_ms = self.retry_after * 1000
         mark_response_logged(scope)
-        request_id = next((v.decode("latin-1") for k, v in scope["headers"] if k == f.REQUEST_ID_HEADER.encode()), None)
-        self.logger.emit(
-            f.EV_REQUEST_REJECTED, "warning", **{
-                f.REQUEST_ID: request_id, f.HTTP_STATUS: 503, f.ERROR_CODE: SERVER_ERROR,
-                f.ERROR: f"session limit reached: {self.max_sessions} open sessions (MCPTRACE_MAX_SESSIONS)",
-                f.RETRY_AFTER_MS: retry_ms, f.TRANSPORT: "http",
-                f.MESSAGE: f"{scope['method']} {scope['path']}"[:200],
-            },
+        slot = slot_of(scope)
+        identity = slot.identity if slot is not None else None
+        self.refusals.record(
+            f.R_SESSION_CAP, request_id_of(scope), http_status=503, retry_after_ms=retry_ms, limit_scope="server",
+            caller_id=identity.caller_id if identity else None, tenant=(identity.tenant or None) if identity else None,
+            principal=identity.principal if identity else None, client_address=slot.client_address if slot else None,
+            method="initialize",
+            error=f"session limit reached: {self.max_sessions} open sessions (MCPTRACE_MAX_SESSIONS)",
         )
-        await send_jsonrpc_error(  # after the line: logged before the refusal leaves
+        await send_jsonrpc_error(
             send, 503, SERVER_ERROR, self.message,
             data={"maxSessions": self.max_sessions, "retryAfterMs": retry_ms},
             headers=[(b"retry-after", str(self.retry_after).encode())],

@@ -1,14 +1,16 @@
 """The HTTP side of the proxy: serve's layers in front of a forwarding endpoint.
 
-    client ─▶ RequestIdMiddleware ─▶ [Auth ─▶ Admission] ─▶ NegotiationMiddleware ─▶ routes
-                (id, size limit,        (token, tools,          (Accept per request)     /mcp ─▶ endpoint
-                 rejections)             rate limits)                                    /health /livez /metrics
+    client ─▶ RequestIdMiddleware ─▶ HostCheck ─▶ Auth ─▶ Sessions ─▶ Admission ─▶ NegotiationMiddleware ─▶ routes
+                (id, rejections)     (Host,      (token,   (owner,     (limits,      (Accept per request)
+                                      Origin)     or 401)   or 404)     quotas,                 /mcp ─▶ endpoint
+                                                                        budget, body)   /health /livez /metrics
 
-The layers are `mcptrace serve`'s own: the same request ids and rejection
-lines, the same bearer-token and JWT checks before the body is read, the same
-answers for JSON-only and SSE-only clients. `/health` reports the target as a
-critical check. The endpoint (`_http.HttpForwarder` or `_bridge.Bridge`) does
-the relaying.
+The layers are `mcptrace serve`'s own (`guards._setup.wrap_http`): the same
+request ids, rejection and refusal lines, the same bearer-token and JWT checks
+and rate limits before the body is read, sessions bound to the principal that
+opened them, the same answers for JSON-only and SSE-only clients. `/health`
+reports the target as a critical check. The endpoint (`_http.HttpForwarder` or
+`_bridge.Bridge`) does the relaying.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
-from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -28,6 +29,7 @@ from mcptrace import _fields as f
 from mcptrace.guards._auth import RESOURCE_METADATA_PATH, resource_metadata
 from mcptrace.guards._backend import RedisBackend
 from mcptrace.guards._setup import wrap_http
+from mcptrace.middleware._hostcheck import HostCheckMiddleware, host_rules
 from mcptrace.middleware._negotiate import NegotiationMiddleware
 from mcptrace.middleware._requests import RequestIdMiddleware
 from mcptrace.proxy._service import ProxyService
@@ -55,17 +57,8 @@ def build_front(service: ProxyService, endpoint: Endpoint, *, target: str) -> AS
         timeout=min(config.upstream_timeout, 2.0), cache_seconds=config.health_cache_seconds,
     )
     checker.extra["target"] = (endpoint.check, True)
-    backend = service.guards.backend
-    if isinstance(backend, RedisBackend):
-
-        async def redis_check() -> dict[str, Any]:
-            try:
-                await backend.ping()
-            except Exception as exc:
-                return {"status": "degraded", "error": f"{type(exc).__name__}: rate limits fail open"[:300]}
-            return {"status": "healthy"}
-
-        checker.extra["redis"] = (redis_check, False)
+    if isinstance(service.guards.backend, RedisBackend):
+        checker.extra["redis"] = (service.guards.redis_check, False)
 
     async def health(request: Request) -> JSONResponse:
         body, status = await checker.report()
@@ -76,9 +69,8 @@ def build_front(service: ProxyService, endpoint: Endpoint, *, target: str) -> AS
     async def livez(request: Request) -> JSONResponse:
         return JSONResponse({"status": "alive"})
 
-    mcp = _HostChecked(endpoint, config.host)
     routes = [
-        Route("/mcp", endpoint=mcp, methods=["GET", "POST", "DELETE"]),
+        Route("/mcp", endpoint=endpoint, methods=["GET", "POST", "DELETE"]),
         Route("/health", endpoint=health, methods=["GET"]),
         Route("/livez", endpoint=livez, methods=["GET"]),
     ]
@@ -98,7 +90,8 @@ def build_front(service: ProxyService, endpoint: Endpoint, *, target: str) -> AS
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await endpoint.start()
         try:
-            yield
+            async with service.guards.running():  # the revocation feed, while the proxy serves
+                yield
         finally:
             await endpoint.aclose()
             await service.aclose()
@@ -106,10 +99,10 @@ def build_front(service: ProxyService, endpoint: Endpoint, *, target: str) -> AS
                 f.MESSAGE: "shutdown complete", f.TRANSPORT: "http", f.TARGET: target})
             service.logger.sink.flush()
 
-    app: ASGIApp = _McpFirst(mcp, Starlette(routes=routes, lifespan=lifespan))
-    app = wrap_http(NegotiationMiddleware(app), service.guards, service.logger)
-    return RequestIdMiddleware(app, logger=service.logger, max_body_bytes=config.max_body_bytes,
-                               body_timeout=config.body_timeout)
+    app: ASGIApp = _McpFirst(endpoint, Starlette(routes=routes, lifespan=lifespan))
+    app = wrap_http(NegotiationMiddleware(app), service.guards, config, service.logger)
+    app = HostCheckMiddleware(app, rules=host_rules(config.host))
+    return RequestIdMiddleware(app, logger=service.logger)
 
 
 class _McpFirst:
@@ -124,29 +117,6 @@ class _McpFirst:
             await self.mcp(scope, receive, send)
         else:
             await self.rest(scope, receive, send)
-
-
-class _HostChecked:
-    """The SDK's DNS-rebinding protection (Host and Origin must be loopback names when bound to loopback)
-    and its `Content-Type: application/json` rule for POSTs, configured as `mcptrace serve` gets them."""
-
-    def __init__(self, endpoint: Endpoint, host: str) -> None:
-        settings = None
-        if host in ("127.0.0.1", "localhost", "::1"):
-            settings = TransportSecuritySettings(
-                enable_dns_rebinding_protection=True,
-                allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*"],
-                allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
-            )
-        self.security = TransportSecurityMiddleware(settings)
-        self.endpoint = endpoint
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        refusal = await self.security.validate_request(Request(scope), is_post=scope["method"] == "POST")
-        if refusal is not None:
-            await refusal(scope, receive, send)
-            return
-        await self.endpoint(scope, receive, send)
 
 
 def _get(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:

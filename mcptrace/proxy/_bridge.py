@@ -12,8 +12,9 @@ the stream of the request whose `progressToken` it names, any other message
 (a log line, a sampling or elicitation request, a list change) to the newest
 open POST stream, else to the session's GET stream, else to a short backlog
 the next GET stream receives first. JSON-only and SSE-only clients are served
-by the same Accept negotiation as `mcptrace serve`. With authentication on, a
-session belongs to the caller that opened it: another token gets 404.
+by the same Accept negotiation as `mcptrace serve`. A session belongs to the
+principal that opened it, as in `mcptrace serve` (the guards in front answer
+404 to anyone else, `guards._sessions`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from starlette.types import Receive, Scope, Send
 
 from mcptrace import _fields as f
 from mcptrace._errors import INVALID_REQUEST, DownstreamError
-from mcptrace.guards._admission import ADMITTED_STATE_KEY
 from mcptrace.middleware._requestlog import IDENTITY_STATE_KEY
 from mcptrace.middleware._requests import mark_response_logged, read_body, send_jsonrpc_error
 from mcptrace.proxy._observe import (
@@ -79,10 +79,9 @@ def _stream() -> _Stream:
 
 
 class _Session:
-    def __init__(self, bridge: Bridge, session_id: str, owner: str | None) -> None:
+    def __init__(self, bridge: Bridge, session_id: str) -> None:
         self.bridge = bridge
         self.id = session_id
-        self.owner = owner
         self.channel = Channel(ClientState(session_id=session_id))
         self.posts: list[_Stream] = []
         self.get: _Stream | None = None
@@ -185,7 +184,6 @@ class Bridge:
         self.observer = service.observer
         self.counts = service.telemetry.counts
         self.sessions: dict[str, _Session] = {}
-        self.auth = service.guards.authenticator is not None
         self.last_start_error: str | None = None
         self._group: anyio.abc.TaskGroup | None = None
         service.telemetry.target_up = self._up
@@ -252,8 +250,8 @@ class Bridge:
         self.observer.fail_all(session.channel, DownstreamError(TARGET_SERVICE, "the session ended"))
         await session.target.close()
 
-    async def _open_session(self, owner: str | None) -> _Session:
-        session = _Session(self, uuid.uuid4().hex, owner)
+    async def _open_session(self) -> _Session:
+        session = _Session(self, uuid.uuid4().hex)
         try:
             await session.target.start()
         except OSError as exc:
@@ -270,10 +268,9 @@ class Bridge:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = scope.get("state", {})
         identity = state.get(IDENTITY_STATE_KEY)
-        owner = identity[0] if identity and self.auth else None
         session_id = _header(scope, b"mcp-session-id")
         session = self.sessions.get(session_id) if session_id else None
-        if session_id is not None and (session is None or session.owner != owner):
+        if session_id is not None and session is None:  # ended here (the guards in front judged its owner)
             await send_jsonrpc_error(send, 404, INVALID_REQUEST, "Session not found")
             return
         if scope["method"] == "DELETE":
@@ -288,7 +285,7 @@ class Bridge:
         if scope["method"] == "GET":
             await self._get(scope, receive, send, session)
             return
-        await self._post(scope, receive, send, session, identity, owner)
+        await self._post(scope, receive, send, session, identity)
 
     async def _get(self, scope: Scope, receive: Receive, send: Send, session: _Session | None) -> None:
         if session is None:
@@ -312,7 +309,7 @@ class Bridge:
         await EventSourceResponse(events(), headers={"mcp-session-id": session.id})(scope, receive, send)
 
     async def _post(
-        self, scope: Scope, receive: Receive, send: Send, session: _Session | None, identity: Any, owner: str | None,
+        self, scope: Scope, receive: Receive, send: Send, session: _Session | None, identity: Any,
     ) -> None:
         body = await read_body(receive, self.service.config.max_body_bytes) or b""
         try:
@@ -332,14 +329,13 @@ class Bridge:
                                          headers=[(b"retry-after", b"5")])
                 return
             try:
-                session = await self._open_session(owner)
+                session = await self._open_session()
             except OSError as exc:
                 await send_jsonrpc_error(send, 502, -32000, f"{TARGET_SERVICE}: could not start: {exc}"[:300])
                 return
         session.last_active = time.monotonic()
         caller = Caller(
             caller_id=identity[0] if identity else None, tenant=identity[1] if identity else None,
-            admitted=bool(scope.get("state", {}).get(ADMITTED_STATE_KEY)),
             request_id=_header(scope, f.REQUEST_ID_HEADER.encode()),
             parent=header_context({"traceparent": v}) if (v := _header(scope, b"traceparent")) else None,
         )
@@ -353,7 +349,7 @@ class Bridge:
                 pending = self.observer.open(item, session.channel, caller, first=not stream.waiting and not refusals)
                 if item["method"] == "initialize":
                     session.target.remember_initialize(item.get("params"))
-                refusal = await self.observer.admit(pending, session.channel, caller)
+                refusal = self.observer.admit(pending, session.channel)
                 if refusal is not None:
                     refusals.append(orjson.dumps(refusal))
                     modified = True

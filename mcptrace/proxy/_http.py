@@ -26,10 +26,9 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.types import Receive, Scope, Send
 
 from mcptrace import _fields as f
-from mcptrace._errors import INVALID_REQUEST, DownstreamError, ProtocolError
-from mcptrace.guards._admission import ADMITTED_STATE_KEY
+from mcptrace._errors import DownstreamError, ProtocolError
 from mcptrace.middleware._requestlog import IDENTITY_STATE_KEY
-from mcptrace.middleware._requests import mark_response_logged, read_body, send_jsonrpc_error
+from mcptrace.middleware._requests import mark_response_logged, read_body
 from mcptrace.proxy._observe import (
     BATCH,
     REQUEST,
@@ -59,11 +58,6 @@ _FROM_TARGET_DROPPED = frozenset({
 _SSE_OWN_HEADERS = frozenset({b"content-type", b"cache-control", b"x-accel-buffering", b"connection"})
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
                 (b"x-accel-buffering", b"no")]
-
-
-def _identity_caller(scope: Scope) -> str | None:
-    identity = scope.get("state", {}).get(IDENTITY_STATE_KEY)
-    return identity[0] if identity else None
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -134,12 +128,7 @@ class HttpForwarder:
         return headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        session_id = _header(scope, b"mcp-session-id")
-        known = self.sessions.get(session_id) if session_id is not None else None
-        if known is not None and self.strip_authorization and known.owner != self._caller(scope).caller_id:
-            # With auth on, a session the proxy saw opened belongs to its caller: to others it does not exist.
-            await send_jsonrpc_error(send, 404, INVALID_REQUEST, "Session not found")
-            return
+        # A session named here is the caller's own: the guards in front answered 404 for any other.
         if scope["method"] == "POST":
             await self._post(scope, receive, send)
         else:
@@ -151,7 +140,7 @@ class HttpForwarder:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k == b"traceparent"}
         return Caller(
             caller_id=identity[0] if identity else None, tenant=identity[1] if identity else None,
-            admitted=bool(state.get(ADMITTED_STATE_KEY)), request_id=_header(scope, f.REQUEST_ID_HEADER.encode()),
+            request_id=_header(scope, f.REQUEST_ID_HEADER.encode()),
             parent=header_context(headers) if headers else None,
         )
 
@@ -181,7 +170,7 @@ class HttpForwarder:
         for item in items:
             if classify(item) == REQUEST:
                 pending = self.observer.open(item, channel, caller, first=not pendings and not refusals)
-                refusal = await self.observer.admit(pending, channel, caller)
+                refusal = self.observer.admit(pending, channel)
                 if refusal is not None:
                     refusals.append(refusal)
                     modified = True
@@ -261,7 +250,6 @@ class HttpForwarder:
             return
         if session_id and channel.client.session_id is None:
             channel.client.session_id = session_id
-            channel.client.owner = _identity_caller(scope)
             self._remember(session_id, channel.client)
         if content_type == "application/json":
             await self._json_answer(send, response, status, headers, channel, refusals)

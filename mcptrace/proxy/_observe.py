@@ -2,9 +2,12 @@
 
 Transport-independent: the stdio relay, the HTTP reverse proxy and the
 stdio-over-HTTP bridge hand every decoded message here and relay what comes
-back. A client request opens a `Pending` (its request id, the `request_received`
-line, its SERVER span) and may be refused by a guard before it reaches the
-target; the target's answer closes it with the same `tool_call` and
+back. Over stdio a client request may first be refused by the rate limits
+(`refuse`: one `request_refused` line and nothing else, as under `mcptrace
+serve --stdio`; over HTTP the guards in front have judged it already). A
+request then opens a `Pending` (its request id, the `request_received` line,
+its SERVER span) and may be refused by the target's breaker before it reaches
+the target; the target's answer closes it with the same `tool_call` and
 `response_sent` lines `mcptrace serve` writes (one function writes them for
 both) and gets the request id in its result's `_meta`. A message is changed
 only where the proxy adds something (the trace context on a request, the id on
@@ -29,8 +32,10 @@ from opentelemetry.trace import Span
 from mcptrace import _fields as f
 from mcptrace._errors import INTERNAL_ERROR, DownstreamError, ProtocolError, RateLimitedError
 from mcptrace.guards._breaker import HALF_OPEN, BreakerOpenError, CircuitBreaker
+from mcptrace.guards._identity import ANONYMOUS
+from mcptrace.guards._limits import SCOPE_SUSPENDED
 from mcptrace.guards._ratelimit import RateLimiter
-from mcptrace.guards._sdk import ANONYMOUS
+from mcptrace.guards._refusals import Refusals
 from mcptrace.middleware._clientmeta import read_client_meta
 from mcptrace.middleware._ids import new_request_id
 from mcptrace.middleware._requestlog import client_fields, request_fields, with_request_id, write_closing_lines
@@ -77,8 +82,6 @@ class ClientState:
     session_id: str | None = None
     protocol_version: str | None = None
     client_info: Mapping[str, Any] | None = None
-    #: The authenticated caller that opened the session (with auth on), who alone may use it.
-    owner: str | None = None
 
     @property
     def client_params(self) -> ClientState:
@@ -92,8 +95,6 @@ class Caller:
 
     caller_id: str | None = None
     tenant: str | None = None
-    #: The HTTP admission layer already applied the rate limits to this request.
-    admitted: bool = False
     #: A request id the transport chose (HTTP: `X-Request-ID`), for the first request of a message.
     request_id: str | None = None
     #: The trace context of an HTTP `traceparent` header.
@@ -138,20 +139,58 @@ class _RequestView:
         self.protocol_version = client.protocol_version
 
 
+def _meta_fields(method: str, params: Mapping[str, Any], client: ClientState) -> dict[str, Any]:
+    """What the client declared about itself (name, version, protocol, trace context), as log fields."""
+    meta = params.get("_meta")
+    meta = meta if isinstance(meta, dict) else {}
+    try:
+        return client_fields(read_client_meta(_RequestView(method, params, meta, client)))
+    except Exception:
+        return {}
+
+
 class Observer:
     def __init__(
         self, logger: EventLogger, telemetry: ProxyTelemetry, *, limiter: RateLimiter | None,
-        breaker: CircuitBreaker, transport: str, request_timeout: float,
+        refusals: Refusals | None, breaker: CircuitBreaker, transport: str, request_timeout: float,
     ) -> None:
         self.logger = logger
         self.telemetry = telemetry
         self.limiter = limiter
+        self.refusals = refusals
         self.breaker = breaker
         self.transport = transport
         self.request_timeout = request_timeout
         self.channels: weakref.WeakSet[Channel] = weakref.WeakSet()
 
     # -- messages from the client ----------------------------------------------------------------------
+
+    async def refuse(
+        self, message: dict[str, Any], channel: Channel, caller: Caller, *, first: bool = True,
+    ) -> dict[str, Any] | None:
+        """The rate limits, for a request no HTTP layer judged (stdio): None when it may go on, else the error
+        answer. A refused request is recorded as a `request_refused` line and nothing else: it is not opened."""
+        method = message["method"]
+        if self.limiter is None or method in ("initialize", "ping"):
+            return None
+        params = message.get("params")
+        params = params if isinstance(params, dict) else {}
+        caller_id = caller.caller_id or _meta_fields(method, params, channel.client).get(f.CLIENT_NAME) or ANONYMOUS
+        tool = params.get("name") if method == "tools/call" else None
+        tool = tool if isinstance(tool, str) else None
+        decision = await self.limiter.check(caller_id, tool)
+        if decision.allowed:
+            return None
+        suspended = decision.scope == SCOPE_SUSPENDED
+        if self.refusals is not None:
+            self.refusals.record(
+                f.R_SUSPENDED if suspended else f.R_RATE_LIMITED,
+                (caller.request_id if first else None) or new_request_id(), caller_id=caller_id,
+                tenant=caller.tenant, tool_name=tool, method=method, retry_after_ms=decision.retry_after_ms,
+                limit_scope=decision.scope, error="caller suspended" if suspended else "rate limit exceeded",
+            )
+        error = RateLimitedError(decision.retry_after_ms, scope=decision.scope or "caller")
+        return error_response(message["id"], error)
 
     def open(self, message: dict[str, Any], channel: Channel, caller: Caller, *, first: bool = True) -> Pending:
         """Start observing a client request: its id, its first log line, its span.
@@ -170,10 +209,7 @@ class Observer:
             client.protocol_version = version if isinstance(version, str) else None
             info = params.get("clientInfo")
             client.client_info = info if isinstance(info, dict) else None
-        try:
-            meta_fields = client_fields(read_client_meta(_RequestView(method, params, meta, client)))
-        except Exception:
-            meta_fields = {}
+        meta_fields = _meta_fields(method, params, client)
         tool = params.get("name") if method == "tools/call" else None
         caller_id = caller.caller_id or meta_fields.get(f.CLIENT_NAME)
         call = CallContext(
@@ -206,15 +242,8 @@ class Observer:
         """Whether `open` changed the request (it then has to be encoded again)."""
         return pending.span is not None
 
-    async def admit(self, pending: Pending, channel: Channel, caller: Caller) -> dict[str, Any] | None:
+    def admit(self, pending: Pending, channel: Channel) -> dict[str, Any] | None:
         """None when the request may go to the target; else the error answer (the request is closed)."""
-        if self.limiter is not None and not caller.admitted and pending.method not in ("initialize", "ping"):
-            decision = await self.limiter.check(
-                pending.call.caller_id or ANONYMOUS, pending.call.tool_name, request_id=pending.call.request_id,
-            )
-            if not decision.allowed:
-                error = RateLimitedError(decision.retry_after_ms, scope=decision.scope or "caller")
-                return self.fail(pending, channel, error, target_fault=None)
         if not self.breaker.admit():
             return self.fail(pending, channel, BreakerOpenError(TARGET_SERVICE, self.breaker.retry_after()),
                              target_fault=None)

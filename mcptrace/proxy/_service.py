@@ -35,11 +35,11 @@ def build_proxy_service(
     `transport` is the client's side (`stdio` or `http`), as on serve's lines.
     """
     logger = logger or make_logger(config)
-    guards = build_guards(config, logger)
+    guards = build_guards(config, logger, transport=transport)
     telemetry = build_telemetry(logger, transport=transport, target=target, span_export=config.span_export)
     telemetry.register_guards(GuardMetricsView(guards))
     observer = Observer(
-        logger, telemetry, limiter=guards.limiter, breaker=guards.breakers.get(TARGET_SERVICE),
-        transport=transport, request_timeout=config.request_timeout,
+        logger, telemetry, limiter=guards.limiter, refusals=guards.refusals,
+        breaker=guards.breakers.get(TARGET_SERVICE), transport=transport, request_timeout=config.request_timeout,
     )
     return ProxyService(config, logger, guards, telemetry, observer)

@@ -97,11 +97,13 @@ class StdioRelay:
 
     async def _request(self, message: dict[str, Any]) -> tuple[bool, dict[str, Any] | None]:
         """(whether the request was changed; the answer to give the client instead of sending it, or None)."""
+        refusal = await self.observer.refuse(message, self.channel, self.caller)
+        if refusal is not None:
+            return False, refusal
         pending = self.observer.open(message, self.channel, self.caller)
         if message["method"] == "initialize":
             self.target.remember_initialize(message.get("params"))
-        refusal = await self.observer.admit(pending, self.channel, self.caller)
-        return self.observer.modified(pending), refusal
+        return self.observer.modified(pending), self.observer.admit(pending, self.channel)
 
     async def _send(self, data: bytes, requests: list[Any]) -> None:
         if await self.target.send(data):
@@ -191,6 +193,7 @@ class StdioRelay:
         if writer is None:
             return
         async with self._write_lock:
+            self.service.logger.commit()  # the lines logged before an answer reach the OS before it leaves
             writer.write(data + b"\n")
             await writer.drain()
 

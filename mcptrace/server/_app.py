@@ -1,11 +1,15 @@
 """Assembling `mcptrace serve`: the SDK server, our tools, and the layers around them.
 
-    client ─▶ RequestIdMiddleware ─▶ [Auth ─▶ Admission] ─▶ EnvelopeMiddleware ─▶ NegotiationMiddleware ─▶
-                (id, size limit,       (token, tools,         (one JSON-RPC          (Accept per request)
-                 rejections)            rate limits)           message or 400)
-              ─▶ SessionLimitMiddleware ─▶ SDK
-                 (a clear 503 with Retry-After at the session cap)
-    SDK middleware chain: OpenTelemetry ─▶ RequestLog ─▶ RateLimit ─▶ tool
+    client ─▶ RequestIdMiddleware ─▶ HostCheck ─▶ Auth ─▶ Sessions ─▶ Admission ─────────────────────▶
+                (id, rejections)     (Host,      (token,   (owner,     (limits, quotas, budget; then the
+                                      Origin)     or 401)   or 404)     body; then tools and tool limits)
+              ─▶ EnvelopeMiddleware ─▶ NegotiationMiddleware ─▶ SessionLimitMiddleware ─▶ SDK
+                 (one JSON-RPC          (Accept per request)      (a clear 503 with Retry-After
+                  message or 400)                                   at the session cap)
+    SDK middleware chain: RateLimit (stdio) ─▶ OpenTelemetry ─▶ RequestLog ─▶ tool
+
+Everything up to Admission works from the request's headers: a request refused
+there never has its body read.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from mcptrace.guards._sdk import RateLimitMiddleware, ToolFilterMiddleware
 from mcptrace.guards._setup import GuardMetricsView, Guards, build_guards, wrap_http
 from mcptrace.middleware._clientmeta import TraceMetaGuard
 from mcptrace.middleware._envelope import EnvelopeMiddleware
+from mcptrace.middleware._hostcheck import HostCheckMiddleware, host_rules, transport_security
 from mcptrace.middleware._negotiate import NegotiationMiddleware
 from mcptrace.middleware._requestlog import RequestLogMiddleware, default_identify
 from mcptrace.middleware._requests import RequestIdMiddleware
@@ -90,8 +95,6 @@ class Service:
     started: float = field(default_factory=time.monotonic)
     health: HealthChecker | None = None
     pinned: LoadReport | None = None
-    #: Requests refused at the session cap so far (HTTP with sessions only; set by `build_app`).
-    session_refusals: Callable[[], int] = lambda: 0
 
     async def aclose(self) -> None:
         if self.deps.http is not None:
@@ -103,18 +106,18 @@ class Service:
 
 def build_service(config: Config, *, logger: EventLogger | None = None, transport: str = "http") -> Service:
     logger = logger or make_logger(config)
-    guards = build_guards(config, logger)
+    guards = build_guards(config, logger, transport=transport)
     deps = Dependencies(config=config, db=Database(config.resolved_db_path), breakers=guards.breakers)
     mcp: MCPServer[Any] = ArgumentCheckingServer(SERVER_NAME, version=__version__, log_level="WARNING")
     register_tools(mcp, deps)
     mcp.middleware.insert(0, TraceMetaGuard())
+    mcp.middleware.insert(0, RateLimitMiddleware(guards.limiter, guards.refusals))
     pinned = None
     if config.resources_manifest is not None:
         pinned = load_pinned_resources(
             mcp, manifest=config.resources_manifest, cache_dir=config.resources_cache_dir, logger=logger,
         )
     mcp.middleware.append(RequestLogMiddleware(logger, identify=_identify, transport=transport))
-    mcp.middleware.append(RateLimitMiddleware(guards.limiter))
     mcp.middleware.append(ToolFilterMiddleware())
     hook = log_downstream_calls(logger)
     if hook not in _context.downstream_hooks:
@@ -125,7 +128,7 @@ def build_service(config: Config, *, logger: EventLogger | None = None, transpor
     metrics = telemetry.instrumentation.metrics
     view = GuardMetricsView(guards)
     register_guard_metrics(metrics.meter, view)
-    metrics.observe_refusals(lambda: {**view.refusals(), f.R_SESSION_CAP: service.session_refusals()})
+    metrics.observe_refusals(view.refusals)
     metrics.observe_suspensions(view.suspensions)
     metrics.observe_breaker_transitions(view.breaker_transitions)
     try:
@@ -156,18 +159,8 @@ def build_app(service: Service) -> ASGIApp:
         started=service.started,
     )
     service.health = checker
-    backend = service.guards.backend
-    if isinstance(backend, RedisBackend):
-
-        async def redis_check() -> dict[str, Any]:
-            # Not critical: without Redis, limits fail open and revocations fall back to the local store.
-            try:
-                await backend.ping()
-            except Exception as exc:
-                return {"status": "degraded", "error": f"{type(exc).__name__}: rate limits fail open"[:300]}
-            return {"status": "healthy"}
-
-        checker.extra["redis"] = (redis_check, False)
+    if isinstance(service.guards.backend, RedisBackend):
+        checker.extra["redis"] = (service.guards.redis_check, False)
 
     async def health(request: Request) -> JSONResponse:
         body, status = await checker.report()
@@ -192,19 +185,19 @@ def build_app(service: Service) -> ASGIApp:
         route(service, "/metrics", service.telemetry.prometheus.endpoint)
 
     inner: ASGIApp = service.mcp.streamable_http_app(
-        stateless_http=config.stateless, max_request_body_size=config.max_body_bytes, host=config.host,
+        stateless_http=config.stateless, max_request_body_size=config.max_body_bytes,
+        transport_security=transport_security(),
         session_idle_timeout=config.session_idle_seconds, max_sessions=config.max_sessions,
     )
     if not config.stateless:
-        capped = SessionLimitMiddleware(inner, max_sessions=config.max_sessions, logger=service.logger)
-        service.session_refusals = lambda: capped.refused
+        capped = SessionLimitMiddleware(inner, max_sessions=config.max_sessions, refusals=service.guards.refusals)
         if service.telemetry is not None:
             service.telemetry.instrumentation.metrics.observe_session_rejections(lambda: capped.refused)
             service.telemetry.instrumentation.metrics.observe_max_sessions(config.max_sessions)
         inner = capped
-    app: ASGIApp = wrap_http(EnvelopeMiddleware(NegotiationMiddleware(inner)), service.guards, service.logger)
-    app = RequestIdMiddleware(app, logger=service.logger, max_body_bytes=config.max_body_bytes,
-                              body_timeout=config.body_timeout)
+    app: ASGIApp = wrap_http(EnvelopeMiddleware(NegotiationMiddleware(inner)), service.guards, config, service.logger)
+    app = HostCheckMiddleware(app, rules=host_rules(config.host))
+    app = RequestIdMiddleware(app, logger=service.logger)
     return _with_lifespan(app, service)
 
 
@@ -250,7 +243,8 @@ def _with_lifespan(app: ASGIApp, service: Service) -> ASGIApp:
 
         service.deps.http = httpx.AsyncClient(limits=httpx.Limits(max_connections=100))
         try:
-            await app(scope, receive, send_after_close)
+            async with service.guards.running():  # the revocation feed, while the server serves
+                await app(scope, receive, send_after_close)
         finally:
             await close()
 

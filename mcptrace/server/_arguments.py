@@ -10,6 +10,11 @@ and replaces only the text, e.g.
 
 The work happens on the failure path only: a call whose arguments validate
 costs nothing more.
+
+`prompts/get` is answered the same way: a prompt that does not exist, or a call
+without one of its required arguments, is the client's mistake and gets
+`-32602` with a message saying which (the SDK would answer code 0 and print a
+traceback); a prompt that fails to render is `-32603`, without a traceback.
 """
 
 from __future__ import annotations
@@ -19,8 +24,11 @@ from typing import Any
 import orjson
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
-from mcp.types import CallToolResult, InputRequiredResult
+from mcp.shared.exceptions import MCPError
+from mcp.types import CallToolResult, GetPromptResult, InputRequiredResult
 from pydantic import ValidationError
+
+from mcptrace._errors import INTERNAL_ERROR, INVALID_PARAMS
 
 #: Problems listed at most; a call this far off is told how many more there were.
 MAX_PROBLEMS = 10
@@ -80,3 +88,20 @@ class ArgumentCheckingServer(MCPServer[Any]):
                 raise
             # Chained to the ValidationError still: the SDK logs the offending field names from it.
             raise ToolError(describe_invalid_arguments(name, cause)) from cause
+
+    async def get_prompt(
+        self, name: str, arguments: dict[str, Any] | None = None, context: Context[Any, Any] | None = None
+    ) -> GetPromptResult | InputRequiredResult:
+        prompt = next((p for p in await self.list_prompts() if p.name == name), None)
+        if prompt is None:
+            raise MCPError(INVALID_PARAMS, f"Unknown prompt: {name[:_MAX_MESSAGE_CHARS]}", {"name": name[:200]})
+        missing = sorted(a.name for a in prompt.arguments or [] if a.required and a.name not in (arguments or {}))
+        if missing:
+            raise MCPError(INVALID_PARAMS, f"Missing required arguments for prompt {name}: {', '.join(missing)}",
+                           {"name": name, "missing": missing})
+        try:
+            return await super().get_prompt(name, arguments, context)
+        except MCPError:
+            raise
+        except Exception:
+            raise MCPError(INTERNAL_ERROR, f"Prompt {name} could not be rendered") from None

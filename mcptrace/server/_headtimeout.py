@@ -1,4 +1,4 @@
-"""A deadline for the request head: a client that never finishes its headers is cut off.
+"""Bounds on the request head: it must arrive in time and be of a sane size, or the connection is cut off.
 
 uvicorn times a connection out only while it idles between requests, and any
 byte it receives cancels that timer, so a client that opens a connection and
@@ -8,16 +8,45 @@ a complete request head within `seconds` of opening or of the previous
 response; otherwise it gets `408 Request Timeout` and is closed. Requests whose
 head has arrived are never affected: slow bodies and long SSE streams are the
 app's business.
+
+Once a head is parsed, the connection stops reading until the app asks for the
+body: a request the guards refuse from its headers never has more of its body
+in memory than arrived with its head (uvicorn would otherwise buffer up to
+64 KiB of it per connection).
+
+A head (request line and headers) larger than `max_head_bytes` (16 KiB, about
+what nginx accepts) gets `431 Request Header Fields Too Large` with a JSON-RPC
+error and its `X-Request-ID`, whether it arrived whole or is still arriving;
+what the client still sends is read and discarded for a moment before the
+connection closes, so the answer is not lost to a reset.
+
+When the parser meets bytes it cannot read while the app is answering the
+request (a bad chunk in a body the app refused without reading), there is one
+answer only: the parser's 400, or the app's when it started first; the other
+goes nowhere, as an answer to a client that left does, instead of raising.
+
+This builds on uvicorn's h11 protocol class and its `conn` (an `h11.Connection`),
+`cycle` and `flow` attributes; the uvicorn version is pinned below its next minor
+release in `pyproject.toml`, and `tests/test_slow_clients.py`,
+`tests/test_abuse_http.py` and `tests/test_edges.py` exercise every path.
 """
 
 from __future__ import annotations
 
 import asyncio
 
+import h11
+import orjson
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from mcptrace import _fields as f
+from mcptrace.middleware._ids import new_request_id
 
 #: What the protocol logs when it cuts a connection off (the server turns it into a log line).
 HEAD_TIMEOUT_MESSAGE = "Request head not received in time."
+HEAD_TOO_LARGE_MESSAGE = "Request head too large."
+#: Seconds what follows a refused head is read and discarded before the connection closes.
+LINGER_SECONDS = 1.0
 
 _BODY = b"request headers did not arrive in time\r\n"
 _RESPONSE = (
@@ -27,10 +56,24 @@ _RESPONSE = (
     b"content-length: %d\r\n"
     b"\r\n" % len(_BODY)
 ) + _BODY
+_ANSWERED = (h11.SEND_BODY, h11.DONE, h11.MUST_CLOSE, h11.CLOSED)
 
 
-def head_deadline_protocol(seconds: float) -> type[H11Protocol]:
-    """uvicorn's h11 protocol, with a deadline of `seconds` for each request head.
+def head_too_large_response(request_id: str, limit: int) -> bytes:
+    body = orjson.dumps({"jsonrpc": "2.0", "id": None, "error": {
+        "code": -32600, "message": f"Request Header Fields Too Large: the request head exceeds {limit} bytes"}})
+    return (
+        b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+        b"content-type: application/json\r\n"
+        b"connection: close\r\n"
+        + f"{f.REQUEST_ID_HEADER}: {request_id}\r\n".encode()
+        + b"content-length: %d\r\n\r\n" % len(body)
+        + body
+    )
+
+
+def head_deadline_protocol(seconds: float, *, max_head_bytes: int = 16 * 1024) -> type[H11Protocol]:
+    """uvicorn's h11 protocol, with a deadline of `seconds` for each request head and a size bound on it.
 
     The clock starts when a connection opens, and again when the first byte of a
     later request arrives (an idle keep-alive connection stays uvicorn's business).
@@ -38,6 +81,7 @@ def head_deadline_protocol(seconds: float) -> type[H11Protocol]:
 
     class HeadDeadlineProtocol(H11Protocol):
         _head_timer: asyncio.TimerHandle | None = None
+        _discarding = False
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -48,6 +92,10 @@ def head_deadline_protocol(seconds: float) -> type[H11Protocol]:
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
+            if self._discarding:
+                return
+            if self.conn.their_state is h11.IDLE and self._head_too_large(data):
+                return
             if self._head_timer is None and self._between_requests():
                 self._arm()
             super().data_received(data)
@@ -55,8 +103,38 @@ def head_deadline_protocol(seconds: float) -> type[H11Protocol]:
         def handle_events(self) -> None:
             before = self.cycle
             super().handle_events()
-            if self.cycle is not before:  # a request head was parsed: its cycle has started
+            cycle = self.cycle
+            if cycle is not before and cycle is not None:  # a request head was parsed: its cycle has started
                 self._disarm()
+                if cycle.more_body:  # the body is read when the app asks for it, not before the guards judged
+                    self.flow.pause_reading()
+
+        def send_400_response(self, msg: str) -> None:
+            if self.conn.our_state in _ANSWERED:  # the app answered already: nothing more can be said
+                self.transport.close()
+            else:
+                super().send_400_response(msg)
+            cycle = self.cycle
+            if cycle is not None and not cycle.response_complete:
+                cycle.disconnected = True  # what the app still sends goes nowhere, as for a client that left
+                cycle.message_event.set()
+
+        def _head_too_large(self, data: bytes) -> bool:
+            pending = self.conn.trailing_data[0]
+            if len(pending) + len(data) <= max_head_bytes:
+                return False
+            end = (pending + data).find(b"\r\n\r\n")
+            if end != -1 and end + 4 <= max_head_bytes:
+                return False
+            request_id = new_request_id()
+            self.logger.warning(HEAD_TOO_LARGE_MESSAGE, extra={"mcptrace_request_id": request_id})
+            self._disarm()
+            self._discarding = True
+            self.transport.write(head_too_large_response(request_id, max_head_bytes))
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            self.loop.call_later(LINGER_SECONDS, self.transport.close)
+            return True
 
         def _between_requests(self) -> bool:
             return self.cycle is None or self.cycle.response_complete

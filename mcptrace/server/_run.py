@@ -24,7 +24,7 @@ from mcptrace.guards._setup import auth_policy
 from mcptrace.middleware._ids import new_request_id
 from mcptrace.server._app import build_app, build_service, make_logger
 from mcptrace.server._bind import check_bind
-from mcptrace.server._headtimeout import HEAD_TIMEOUT_MESSAGE, head_deadline_protocol
+from mcptrace.server._headtimeout import HEAD_TIMEOUT_MESSAGE, HEAD_TOO_LARGE_MESSAGE, head_deadline_protocol
 from mcptrace.server._stdio import StdioDrain
 from mcptrace.telemetry._log import EventLogger
 
@@ -76,7 +76,9 @@ def run_http(
     calls = _CallsInFlight(app)
     server = _Server(calls, uvicorn.Config(
         calls, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=30,
-        timeout_keep_alive=30, http=head_deadline_protocol(config.header_timeout),
+        timeout_keep_alive=30,
+        http=head_deadline_protocol(config.header_timeout, max_head_bytes=config.max_header_bytes),
+        h11_max_incomplete_event_size=max(config.max_header_bytes, 16 * 1024),
     ))
     if ready_file is not None:
         _announce_when_started(server, ready_file, url)
@@ -154,11 +156,15 @@ class _ParserRejections(logging.Handler):
             status, error = 400, "the HTTP request could not be parsed"
         elif message == HEAD_TIMEOUT_MESSAGE:
             status, error = 408, "the request headers did not arrive in time"
+        elif message == HEAD_TOO_LARGE_MESSAGE:
+            status, error = 431, "the request head was too large"
         else:
             return
+        request_id = getattr(record, "mcptrace_request_id", None) or new_request_id()
         self.logger.emit(f.EV_REQUEST_REJECTED, "warning", **{
-            f.REQUEST_ID: new_request_id(), f.HTTP_STATUS: status, f.TRANSPORT: "http", f.ERROR: error,
+            f.REQUEST_ID: request_id, f.HTTP_STATUS: status, f.TRANSPORT: "http", f.ERROR: error,
         })
+        self.logger.commit()  # uvicorn logs before it answers: the line is on record before the answer leaves
 
 
 def _announce_when_started(server: uvicorn.Server, ready_file: Path, url: str) -> None:
