@@ -115,7 +115,9 @@ def test_every_message_kind_passes_both_ways_through_the_stdio_proxy(tmp_path: P
     assert "file:///tmp/project" in seen["roots"]
     assert progress, "no progress notification came through"
     assert seen["resource"] is not None and seen["prompt"] is not None
-    assert answers.seen == {"sampling": 1, "elicitation": 1, "roots": 1}
+    # server-everything also asks for the roots by itself 350 ms after the handshake; when that races
+    # get-roots-list, both requests go out (its own code), so the roots are asked once or twice.
+    assert answers.seen["sampling"] == 1 and answers.seen["elicitation"] == 1 and answers.seen["roots"] in (1, 2)
 
     records = read_flushed_log(tmp_path / "logs" / "mcptrace.log")
     assert_contract(records)
