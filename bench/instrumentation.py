@@ -101,12 +101,16 @@ def serve(mode: str, ready: Path, workdir: Path) -> None:
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         trace.set_tracer_provider(provider)
     elif mode != "bare":
-        from mcptrace.telemetry._log import EventLogger, LogSink
-        from mcptrace.telemetry._setup import setup_telemetry
+        import mcptrace
 
-        logger = EventLogger(LogSink(workdir / f"bench-{os.getpid()}.log", **LOG_WRITES[os.environ.get(
-            "BENCH_LOG_WRITES", "before response")]))
-        telemetry = setup_telemetry(server, logger)  # exporters from the OTEL_* variables
+        # What a user writes: one call, exporters from the OTEL_* variables, /metrics on the app.
+        log_file = workdir / f"bench-{os.getpid()}.log"
+        writes = LOG_WRITES[os.environ.get("BENCH_LOG_WRITES", "before response")]
+        if writes:
+            logger = mcptrace.EventLogger(mcptrace.LogSink(log_file, **writes))
+            telemetry = mcptrace.instrument(server, logger=logger)
+        else:
+            telemetry = mcptrace.instrument(server, log_file=log_file)
     # IPPROTO_TCP spelled out, as `mcptrace serve` does, so asyncio turns Nagle's algorithm off: with
     # it on, every response on a kept-alive connection waits ~40 ms for the client's delayed ACK.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)

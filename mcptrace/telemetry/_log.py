@@ -81,6 +81,23 @@ class EventLogger:
             except Exception:
                 pass
 
+    def write_record(self, record: dict[str, Any]) -> None:
+        """Write a record that already holds every field of its line (no bound fields, no processors).
+
+        Its `timestamp` is set now when it is None; the schema version is stamped.
+        """
+        if _LEVELS.get(record.get(f.LEVEL, "info"), 20) < self.min_level:
+            return
+        if record.get(f.TIMESTAMP) is None:
+            record[f.TIMESTAMP] = utc_timestamp()
+        record[f.SCHEMA_VERSION] = LOG_SCHEMA_VERSION
+        self.sink.write(encode_line(record))
+        for listener in self.listeners:
+            try:
+                listener(record)
+            except Exception:
+                pass
+
     def commit(self) -> None:
         """Write every line emitted so far to the OS: call it just before a response leaves."""
         self.sink.commit()

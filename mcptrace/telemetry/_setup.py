@@ -1,4 +1,4 @@
-"""Telemetry for `mcptrace serve`: providers from `OTEL_*`, `/metrics`, instrumentation, shutdown."""
+"""Telemetry for `mcptrace serve`: `instrument()` with the `OTEL_*` variables, `/metrics`, the guards, shutdown."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from mcptrace.middleware._instrument import Instrumentation, instrument
 from mcptrace.telemetry._log import EventLogger
 from mcptrace.telemetry._logbridge import OtlpLogBridge
 from mcptrace.telemetry._metrics import GuardCounters, register_guard_metrics
-from mcptrace.telemetry._otlp import Providers, providers_from_env
+from mcptrace.telemetry._otlp import Providers
 from mcptrace.telemetry._prometheus import PrometheusEndpoint
 
 
@@ -35,8 +35,7 @@ class ServerTelemetry:
         register_guard_metrics(self.instrumentation.metrics.meter, guards)
 
     def shutdown(self, timeout: float = 5.0) -> None:
-        self.instrumentation.close()
-        self.providers.shutdown(timeout)
+        self.instrumentation.shutdown(timeout)
 
 
 def setup_telemetry(
@@ -45,17 +44,14 @@ def setup_telemetry(
 ) -> ServerTelemetry:
     """Instrument `server` and export as the `OTEL_*` variables say; `/metrics` is always fed.
 
-    `span_export` (`process` or `thread`) wins over `MCPTRACE_SPAN_EXPORT`.
+    `span_export` (`process` or `thread`) wins over `MCPTRACE_SPAN_EXPORT`. The
+    caller serves the `/metrics` route (`ServerTelemetry.prometheus.endpoint`).
     """
-    prometheus = PrometheusEndpoint()
-    reader = prometheus.reader
-    providers = providers_from_env(env, extra_readers=[reader], export_from=(reader, reader.snapshot),
-                                   span_export=span_export)
-    instrumentation = instrument(
-        server, tracer_provider=providers.tracer_provider, meter_provider=providers.meter_provider,
-        logger=logger, transport=transport,
-    )
-    instrumentation.metrics.observe_dropped(providers.drops.snapshot)
+    instrumentation = instrument(server, logger=logger, transport=transport, env=env, span_export=span_export,
+                                 metrics_path=None, tracer_provider=None, meter_provider=None)
+    providers, prometheus = instrumentation.providers, instrumentation.prometheus
+    if providers is None or prometheus is None:
+        raise RuntimeError("instrument() used the application's providers: `mcptrace serve` sets up its own")
     if providers.logger_provider is not None:
         logger.listeners.append(OtlpLogBridge(providers.logger_provider))
     return ServerTelemetry(providers, prometheus, instrumentation)

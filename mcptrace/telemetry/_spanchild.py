@@ -1,9 +1,10 @@
 """The span export child: `python -m mcptrace.telemetry._spanchild --protocol P`.
 
-It reads frames (see `_spanwire`) from stdin, rebuilds the spans and exports
+It reads frames (see `_spanwire`) from stdin, builds the spans and exports
 them with the SDK's OTLP exporter for protocol P, configured by the same
-`OTEL_*` variables as the server. After each batch it writes one line to
-stdout, `DELIVERED FAILED`, which the server counts. End of stdin (the server
+`OTEL_*` variables as the server. Frames that arrive while an export is under
+way are sent together in the next one (up to `MAX_BATCH` spans). After each
+export it writes one line to stdout, `DELIVERED FAILED`, which the server counts. End of stdin (the server
 closed the pipe, or died) makes it shut the exporter down and exit. Ctrl-C in
 a terminal is for the server, which then closes the pipe: the child ignores it.
 """
@@ -15,30 +16,61 @@ import os
 import pickle
 import signal
 import sys
+import threading
 from typing import IO
 
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from mcptrace.telemetry._otlp import PROTOCOLS, span_exporter
 from mcptrace.telemetry._spanwire import SPANS, Rebuilder, read_frame
 
+#: Spans per export at most: one HTTP request per batch, and frames gather while one is under way.
+MAX_BATCH = 512
+
 
 def run(stdin: IO[bytes], acks: IO[bytes], exporter: SpanExporter) -> None:
-    """Export every batch read from `stdin`, acknowledging each on `acks`, until end of stream."""
+    """Export every span read from `stdin`, acknowledging each export on `acks`, until end of stream."""
     rebuilder = Rebuilder()
+    pending: list[ReadableSpan] = []
+    ready = threading.Condition()
+    ended = False
+
+    def export_loop() -> None:
+        while True:
+            with ready:
+                while not pending and not ended:
+                    ready.wait()
+                if not pending:
+                    return
+                batch = pending[:MAX_BATCH]
+                del pending[:MAX_BATCH]
+            try:
+                delivered = exporter.export(batch) is SpanExportResult.SUCCESS
+            except Exception:
+                delivered = False
+            n = len(batch)
+            try:
+                acks.write(b"%d %d\n" % ((n, 0) if delivered else (0, n)))
+                acks.flush()
+            except (BrokenPipeError, ValueError):
+                return  # the server is gone: nobody to report to
+
+    exporting = threading.Thread(target=export_loop, name="mcptrace-span-export", daemon=True)
+    exporting.start()
     try:
         while (message := read_frame(stdin)) is not None:
             if message[0] != SPANS:
                 continue
             spans = rebuilder.spans(message)
-            try:
-                delivered = exporter.export(spans) is SpanExportResult.SUCCESS
-            except Exception:
-                delivered = False
-            n = len(spans)
-            acks.write(b"%d %d\n" % ((n, 0) if delivered else (0, n)))
-            acks.flush()
+            with ready:
+                pending.extend(spans)
+                ready.notify()
     finally:
+        with ready:
+            ended = True
+            ready.notify()
+        exporting.join()
         exporter.shutdown()
 
 
