@@ -44,7 +44,14 @@ from mcptrace.telemetry._metrics import METER_NAME, ServerMetrics
 from mcptrace.telemetry._otlp import Providers, metrics_export_enabled, providers_from_env, sdk_disabled
 from mcptrace.telemetry._prometheus import PrometheusEndpoint
 from mcptrace.telemetry._spanwire import network_transport
-from mcptrace.telemetry._tracing import TRACER_NAME, DownstreamErrors, DownstreamSpans, LiveSpans, RecordedSpans
+from mcptrace.telemetry._tracing import (
+    TRACER_NAME,
+    DownstreamErrors,
+    DownstreamSpans,
+    LiveSpans,
+    RecordedSpans,
+    add_trace_ids,
+)
 
 #: Providers mcptrace set up itself: a later `instrument()` in the same process does not take
 #: them for the application's own.
@@ -129,9 +136,9 @@ def instrument(
             meter_provider = providers.meter_provider
         if own_traces and providers.tracer_provider is not None:
             tracer_provider = providers.tracer_provider
-            if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
-                # Other instrumentations' spans (httpx, a user's own) go out the same way, under ours.
-                trace.set_tracer_provider(tracer_provider)
+    if tracer_provider is not None and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        # Spans made through the global API (a tool's own, httpx's) go to the same provider.
+        trace.set_tracer_provider(tracer_provider)
     tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer(TRACER_NAME, __version__)
     meter = (meter_provider or metrics.get_meter_provider()).get_meter(METER_NAME, __version__)
     # The per-request histograms are aggregated by mcptrace when every reader of them is its own.
@@ -153,6 +160,8 @@ def instrument(
     if request_log is None:
         request_log = RequestLogMiddleware(logger or null_logger(), identify=identify, transport=transport)
         chain.append(request_log)
+    if add_trace_ids not in request_log.logger.processors:  # the other lines: a dependency's, a tool's own
+        request_log.logger.processors.append(add_trace_ids)
     if own_traces:
         feed = providers.span_feed if providers is not None else None
         request_log.spans = RecordedSpans(feed, providers.sampler if providers is not None else None)

@@ -53,7 +53,7 @@ from mcptrace._errors import ConfigError
 from mcptrace.telemetry._drops import DropCounter
 from mcptrace.telemetry._metricexport import PeriodicMetricExport, Snapshot, exports_what_prometheus_keeps
 from mcptrace.telemetry._resource import make_resource
-from mcptrace.telemetry._spanfeed import FeedSpanProcessor, ItemSink, SpanFeed, ThreadExport, feed_settings
+from mcptrace.telemetry._spanfeed import FeedSpanProcessor, SpanFeed, ThreadExport, feed_settings
 from mcptrace.telemetry._spanprocess import ProcessSpanExporter
 
 PROTOCOLS = ("http/protobuf", "grpc")
@@ -134,16 +134,20 @@ def span_export_mode(env: Mapping[str, str], given: str | None = None) -> str:
     return value
 
 
-def _span_feed(env: Mapping[str, str], drops: DropCounter, mode: str, resource: Resource) -> SpanFeed:
-    """The queue that takes request records and other spans to the span exporter, in `mode`."""
+def _span_feed(
+    env: Mapping[str, str], drops: DropCounter, mode: str, resource: Resource,
+) -> tuple[SpanFeed, SpanExporter]:
+    """The queue that takes request records and other spans to the span exporter, in `mode`, and that exporter."""
     settings = feed_settings(env)
     if mode == "thread":
-        sink: ItemSink = ThreadExport(span_exporter(env), resource, drops)
-        return SpanFeed(sink, drops, **settings, on_shutdown=sink.shutdown)  # type: ignore[attr-defined]
+        exporter = span_exporter(env)
+        sink = ThreadExport(exporter, resource, drops)
+        return SpanFeed(sink, drops, **settings, on_shutdown=sink.shutdown), exporter
     otel = {k: v for k, v in env.items() if k.startswith("OTEL_")}
     child = ProcessSpanExporter(protocol=_protocol(env, "TRACES"), drops=drops, env=otel)
-    return SpanFeed(lambda items: child.export_items(items, resource), drops, **settings,
+    feed = SpanFeed(lambda items: child.export_items(items, resource), drops, **settings,
                     on_shutdown=child.shutdown)
+    return feed, child
 
 
 def span_exporter(env: Mapping[str, str]) -> SpanExporter:
@@ -214,6 +218,8 @@ class Providers:
     metric_export: PeriodicMetricExport | None = None
     #: Where request records go to become spans (with `tracer_provider`'s spans), when traces are exported.
     span_feed: SpanFeed | None = None
+    #: What sends the spans out: a `ProcessSpanExporter`, or the OTLP exporter itself (`thread` mode).
+    span_exporter: SpanExporter | None = None
 
     @property
     def sampler(self) -> Sampler | None:
@@ -269,9 +275,9 @@ def providers_from_env(
         meter_provider = MeterProvider(
             resource=resource, metric_readers=readers, exemplar_filter=exemplar_filter(env))
     tracer_provider = None
-    span_feed = None
+    span_feed = spans_out = None
     if traces and traces_enabled(env):
-        span_feed = _span_feed(env, drops, mode, resource)
+        span_feed, spans_out = _span_feed(env, drops, mode, resource)
         tracer_provider = TracerProvider(resource=resource)  # the sampler from OTEL_TRACES_SAMPLER
         tracer_provider.add_span_processor(FeedSpanProcessor(span_feed))
     logger_provider = None
@@ -281,5 +287,5 @@ def providers_from_env(
         logger_provider = LoggerProvider(resource=resource)
         logger_provider.add_log_record_processor(_log_processor(env, drops))
     return Providers(meter_provider=meter_provider, tracer_provider=tracer_provider,
-                     logger_provider=logger_provider, drops=drops, span_feed=span_feed,
+                     logger_provider=logger_provider, drops=drops, span_feed=span_feed, span_exporter=spans_out,
                      metric_export=PeriodicMetricExport(*metric_export, env=env) if metric_export else None)
