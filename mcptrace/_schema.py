@@ -19,7 +19,9 @@ if TYPE_CHECKING:
 #: 1: the foundation contract. 2: adds protocol_version, client_name, client_version,
 #: parent_span_id and baggage (the client's era, identity and W3C trace context).
 #: 3: refusals are one event (`request_refused`, status `refused`, a reason, possibly aggregated with a
-#: count) and the log records its own gaps (`log_gap`).
+#: count) and the log records its own gaps (`log_gap`); a request is one line when it ends (`tool_call`
+#: for a tools/call, `response_sent` otherwise, each carrying the whole request), and `request_received`
+#: is written only for a request still running after a moment.
 LOG_SCHEMA_VERSION: Final = 3
 
 #: Every schema version readers accept; files of any of them read with `polars_schema()`.

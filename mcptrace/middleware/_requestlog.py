@@ -246,6 +246,7 @@ def _add_client_fields(line: dict[str, Any], call: CallContext) -> None:
         line[f.BAGGAGE] = call.baggage
     if call.trace_id:
         line[f.TRACE_ID] = format(call.trace_id, "032x")
+    if call.span_id:
         line[f.SPAN_ID] = format(call.span_id, "016x")
 
 

@@ -62,6 +62,7 @@ class InFlight:
             }
             if call.trace_id:
                 line[f.TRACE_ID] = format(call.trace_id, "032x")
+            if call.span_id:
                 line[f.SPAN_ID] = format(call.span_id, "016x")
             contextvars.Context().run(self.logger.write_record, {k: v for k, v in line.items() if v is not None
                                                                    or k == f.REQUEST_ID})

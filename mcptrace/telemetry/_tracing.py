@@ -111,8 +111,17 @@ class RecordedSpans:
         self.sampler = sampler
 
     def start(self, call: CallContext, parent: Context | None) -> object:
-        """Choose the span's ids and make it the current span; returns what `finish` needs."""
+        """Choose the span's ids and make it the current span; returns what `finish` needs.
+
+        With nothing to export, no span is made: the caller's context (if it sent
+        one) stays current, so downstream calls continue the caller's trace, and
+        the request's line names that trace.
+        """
         parent_context = trace.get_current_span(parent).get_span_context()
+        if self.feed is None:
+            if parent_context.is_valid:
+                call.trace_id = parent_context.trace_id
+            return otel_context.attach(parent) if parent is not None else None
         if parent_context.is_valid:
             trace_id = parent_context.trace_id
             call.parent_span_id = parent_context.span_id
@@ -123,9 +132,7 @@ class RecordedSpans:
             trace_id = _getrandbits(128) or 1
             state = None
             sampled = True
-        if self.feed is None:
-            sampled = sampled and parent_context.is_valid
-        elif self.sampler is not None:
+        if self.sampler is not None:
             result = self.sampler.should_sample(parent, trace_id, server_span_name(call), SpanKind.SERVER)
             sampled = result.decision.is_sampled()
             state = result.trace_state or state
@@ -133,7 +140,7 @@ class RecordedSpans:
         call.span_id = span_id = _getrandbits(64) or 1
         call.trace_state = state
         call.sampled = sampled
-        if sampled and self.feed is not None:
+        if sampled:
             call.traced = True
             call.client_spans = []
         context = SpanContext(trace_id, span_id, False, _SAMPLED if sampled else _NOT_SAMPLED_FLAGS, state)
@@ -141,7 +148,8 @@ class RecordedSpans:
         return otel_context.attach(trace.set_span_in_context(NonRecordingSpan(context), parent))
 
     def finish(self, call: CallContext, token: object) -> None:
-        otel_context.detach(token)  # type: ignore[arg-type]
+        if token is not None:
+            otel_context.detach(token)  # type: ignore[arg-type]
         if call.traced and self.feed is not None:
             self.feed.put(call)
 
