@@ -123,7 +123,7 @@ def served_by(cluster: Cluster, caller: str) -> Counter[int]:
         httpx.get(f"{replica.base_url}/health", timeout=10)
         for line in replica.log_file.read_text().splitlines():
             record = json.loads(line)
-            if record.get("caller_id") == caller and record["event"] in ("response_sent", "rate_limited"):
+            if record.get("caller_id") == caller and record["event"] in ("response_sent", "tool_call", "rate_limited"):
                 counts[i] += 1
     return counts
 
