@@ -36,7 +36,7 @@ from mcptrace.middleware._requests import mark_response_logged
 from mcptrace.middleware._telemetry import TOOL_ERROR, RequestTelemetry
 from mcptrace.telemetry._context import CallContext, reset_call, set_call
 from mcptrace.telemetry._inflight import InFlight
-from mcptrace.telemetry._log import EventLogger, bind, unbind
+from mcptrace.telemetry._log import EventLogger
 from mcptrace.telemetry._tracing import LiveSpans, RecordedSpans, exception_of, incoming_context
 
 #: Returns (caller_id, tenant) for a request, or (None, None) when it cannot tell.
@@ -130,7 +130,6 @@ class RequestLogMiddleware:
         call.transport = self.transport
         meta = _client_meta(ctx, call)
         span_token = self.spans.start(call, incoming_context(meta, headers))
-        log_token = bind(**_bound_fields(call))  # for the other lines written during the request
         call_token = set_call(call)
         telemetry = self.telemetry
         if telemetry is not None and call.tool_name is not None and telemetry.tools.unseen(call.tool_name):
@@ -160,7 +159,6 @@ class RequestLogMiddleware:
         finally:
             in_flight.discard(call)
             reset_call(call_token)
-            unbind(log_token)
             try:
                 self.spans.finish(call, span_token)
             except Exception:
@@ -248,24 +246,6 @@ def _add_client_fields(line: dict[str, Any], call: CallContext) -> None:
         line[f.TRACE_ID] = format(call.trace_id, "032x")
     if call.span_id:
         line[f.SPAN_ID] = format(call.span_id, "016x")
-
-
-def _bound_fields(call: CallContext) -> dict[str, Any]:
-    """What every other line written during the request carries (a `downstream_call`, a tool's own lines)."""
-    fields: dict[str, Any] = {
-        f.REQUEST_ID: call.request_id, f.SESSION_ID: call.session_id, f.JSONRPC_ID: call.jsonrpc_id,
-        f.METHOD: call.method, f.CALLER_ID: call.caller_id, f.TENANT: call.tenant, f.TRANSPORT: call.transport,
-    }
-    if call.tool_name is not None:
-        fields[f.TOOL_NAME] = call.tool_name
-    fields[f.PROTOCOL_VERSION] = call.protocol_version
-    fields[f.CLIENT_NAME] = call.client_name
-    fields[f.CLIENT_VERSION] = call.client_version
-    if call.client_parent_span_id is not None:
-        fields[f.PARENT_SPAN_ID] = call.client_parent_span_id
-    if call.baggage is not None:
-        fields[f.BAGGAGE] = call.baggage
-    return fields
 
 
 def _client_meta(ctx: ServerRequestContext[Any, Any], call: CallContext) -> Mapping[str, Any] | None:

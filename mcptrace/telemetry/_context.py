@@ -26,7 +26,7 @@ class CallContext:
     __slots__ = (
         "arguments_hash", "baggage", "caller_id", "client_name", "client_parent_span_id", "client_spans",
         "client_trace_id", "client_version", "downstream_calls", "duration_s", "error", "error_code",
-        "error_type", "exception", "input_token_count", "jsonrpc_id", "method", "parent_remote",
+        "error_type", "exception", "fields", "input_token_count", "jsonrpc_id", "method", "parent_remote",
         "parent_span_id", "prompt_name", "protocol_version", "request_id", "result_hash", "sampled", "session_id", "span_id",
         "start_ns", "status", "tenant", "tool_name", "trace_id", "trace_state", "traced", "transport",
     )
@@ -82,6 +82,28 @@ class CallContext:
         self.downstream_calls: list[dict[str, Any]] = []
         #: One tuple per downstream call of a traced request, for its CLIENT span (see `_tracing`).
         self.client_spans: list[tuple[Any, ...]] | None = None
+        self.fields: dict[str, Any] | None = None
+
+    def log_fields(self) -> dict[str, Any]:
+        """What every other line written during the request carries (a `downstream_call`, a tool's own
+        lines): the request's ids, caller and client. Built once, at the first such line."""
+        fields = self.fields
+        if fields is None:
+            fields = self.fields = {
+                f.REQUEST_ID: self.request_id, f.SESSION_ID: self.session_id, f.JSONRPC_ID: self.jsonrpc_id,
+                f.METHOD: self.method, f.CALLER_ID: self.caller_id, f.TENANT: self.tenant,
+                f.TRANSPORT: self.transport,
+            }
+            if self.tool_name is not None:
+                fields[f.TOOL_NAME] = self.tool_name
+            fields[f.PROTOCOL_VERSION] = self.protocol_version
+            fields[f.CLIENT_NAME] = self.client_name
+            fields[f.CLIENT_VERSION] = self.client_version
+            if self.client_parent_span_id is not None:
+                fields[f.PARENT_SPAN_ID] = self.client_parent_span_id
+            if self.baggage is not None:
+                fields[f.BAGGAGE] = self.baggage
+        return fields
 
 
 _current: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar("mcptrace_call", default=None)
