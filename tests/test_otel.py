@@ -335,3 +335,21 @@ def test_a_stdio_connection_is_one_session_recorded_as_the_pipe_closes(
     anyio.run(session)
     tap.metrics.wait_for(lambda m: m.name == "mcp.server.session.duration" and any(
         attrs(p).get("network.transport") == "pipe" and p.count == 1 and p.sum >= 0.5 for p in points(m)))
+
+
+CHECKLIST_METRICS = {"mcp_tool_calls_total", "mcp_tool_duration_seconds", "mcp_active_sessions",
+                     "mcp_downstream_errors_total"}
+
+
+def test_metric_names_follow_one_scheme_and_known_counters_start_at_zero(tmp_path: Path) -> None:
+    with running_server(tmp_path, env=otel_env("http://127.0.0.1:9")) as fresh:  # nothing called yet
+        samples = scrape(fresh)
+        families = {name.removesuffix("_bucket").removesuffix("_sum").removesuffix("_count") for name, _ in samples}
+    for name in families - {"target_info"}:
+        assert (name in CHECKLIST_METRICS or name.startswith("mcp_server_")  # the semantic conventions'
+                or name.startswith("mcptrace_")), name
+    assert samples[("mcp_downstream_errors_total", (("service", "sqlite"),))] == 0
+    assert samples[("mcp_downstream_errors_total", (("service", "upstream"),))] == 0
+    assert samples[("mcptrace_telemetry_dropped_total", (("reason", "queue_full"), ("signal", "traces")))] == 0
+    (target,) = [labels for name, labels in samples if name == "target_info"]
+    assert ("service_name", "mcptrace-under-test") in target

@@ -152,9 +152,9 @@ def test_guard_counters_are_published_when_metrics_are_collected() -> None:
     guards.auth_failures, guards.rate_limited = 3, 7
     guards.breaker_states["upstream"] = 2
     samples = _samples(endpoint)
-    assert samples[("mcp_auth_failures_total", ())] == 3
-    assert samples[("mcp_rate_limit_rejections_total", ())] == 7
-    assert samples[("mcp_breaker_state", (("service", "upstream"),))] == 2
+    assert samples[("mcptrace_auth_failures_total", ())] == 3
+    assert samples[("mcptrace_rate_limit_rejections_total", ())] == 7
+    assert samples[("mcptrace_breaker_state", (("service", "upstream"),))] == 2
     provider.shutdown()
 
 

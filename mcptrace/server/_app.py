@@ -123,6 +123,8 @@ def build_service(config: Config, *, logger: EventLogger | None = None, transpor
     service = Service(config=config, logger=logger, mcp=mcp, deps=deps, guards=guards, telemetry=telemetry,
                       pinned=pinned)
     metrics = telemetry.instrumentation.metrics
+    for dependency in ("sqlite", "upstream"):  # the bundled tools' dependencies: error counters from 0
+        metrics.dependency(dependency)
     view = GuardMetricsView(guards)
     register_guard_metrics(metrics.meter, view)
     metrics.observe_refusals(lambda: {**view.refusals(), f.R_SESSION_CAP: service.session_refusals()})

@@ -39,6 +39,8 @@ MAX_TOOL_SERIES = 2000
 _OVERFLOW = ("", "")
 _OVERFLOW_ATTRS: dict[str, bool] = {"otel.metric.overflow": True}
 _OUTCOMES = (f.SUCCESS, f.FAILURE)
+#: Dependencies whose error counter is started at 0 (see `ServerMetrics.dependency`).
+MAX_SERVICES = 200
 
 #: Every `refusal_reason` of the log contract: each is reported, 0 until it happens, so a rate
 #: or an alert over one reason has a series from the start.
@@ -94,6 +96,7 @@ class ServerMetrics:
             description="MCP session duration as observed on the server (semantic conventions)",
             explicit_bucket_boundaries_advisory=list(SEMCONV_DURATION_BUCKETS))
         self._tool_attrs: dict[tuple[str, str], Mapping[str, str | bool]] = {}
+        self._services: set[str] = set()
         self._drop_sources: list[Callable[[], Mapping[tuple[str, str], int]]] = []
         # Per-caller calls and suspected loops: counted like the tool calls, read at collection.
         self._caller_counts: dict[tuple[str, str], int] = {}
@@ -189,6 +192,18 @@ class ServerMetrics:
     def record_downstream_error(self, service: str) -> None:
         self.downstream_errors.add(1, {f.L_SERVICE: service})
 
+    def dependency(self, service: str) -> None:
+        """Report `service`'s error counter from 0, before its first error (once per service).
+
+        Called for the dependencies a server declares at start and for any at its first
+        call: `rate()` and `increase()` then see the first error. Service names come from
+        the code (`downstream("name")`), never from clients.
+        """
+        if service in self._services or len(self._services) >= MAX_SERVICES:
+            return
+        self._services.add(service)
+        self.downstream_errors.add(0, {f.L_SERVICE: service})
+
     def observe_active_sessions(self, count: Callable[[], int]) -> None:
         """Report `count()` as `mcp_active_sessions` at each collection."""
 
@@ -237,7 +252,7 @@ class ServerMetrics:
             description="spans and log records that were dropped: not exported, or not written to the log")
 
     def observe_max_sessions(self, limit: int) -> None:
-        """Report the session cap as `mcp_max_sessions`, to compare `mcp_active_sessions` with."""
+        """Report the session cap as `mcptrace_max_sessions`, to compare `mcp_active_sessions` with."""
 
         def callback(options: CallbackOptions) -> Iterable[Observation]:
             return [Observation(limit)]

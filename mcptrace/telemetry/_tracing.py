@@ -306,6 +306,8 @@ class DownstreamErrors:
         self.metrics = metrics
 
     def __call__(self, service: str, query_hash: str | None, duration_ms: float, error: str | None) -> None:
+        if self.metrics is not None:
+            self.metrics.dependency(service)
         if error is None:
             return
         if self.metrics is not None:
