@@ -225,3 +225,19 @@ def test_otlp_metrics_share_the_prometheus_aggregation_when_the_exporter_wants_c
         assert samples[("mcp_tool_duration_seconds_count", (("status", "success"), ("tool", "search")))] == 3
         assert samples[("mcp_tool_calls_total", (("status", "success"), ("tool", "search")))] == 3
         providers.shutdown()
+
+
+def test_the_dependencies_the_request_path_relies_on_are_pinned_below_untested_releases() -> None:
+    import tomllib
+    from importlib.metadata import version
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
+    requirements = {Requirement(r).name: Requirement(r) for r in pyproject["project"]["dependencies"]}
+    for name in ("mcp", "opentelemetry-api", "opentelemetry-sdk", "opentelemetry-exporter-otlp",
+                 "opentelemetry-exporter-prometheus"):
+        specifier = requirements[name].specifier
+        assert any(spec.operator == "<" for spec in specifier), f"{name} has no upper bound"
+        assert version(name) in specifier, f"{name} {version(name)} is not what the pins allow: {specifier}"
