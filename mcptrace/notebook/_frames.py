@@ -16,9 +16,9 @@ from datetime import datetime, timedelta
 import polars as pl
 
 from mcptrace import _fields as f
-from mcptrace.analysis._done import request_done
 from mcptrace import analysis
 from mcptrace._errors import LogReadError
+from mcptrace.analysis._done import request_done
 
 Frame = pl.DataFrame | pl.LazyFrame
 

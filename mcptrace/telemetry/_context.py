@@ -27,8 +27,8 @@ class CallContext:
         "arguments_hash", "baggage", "caller_id", "client_name", "client_parent_span_id", "client_spans",
         "client_trace_id", "client_version", "downstream_calls", "duration_s", "error", "error_code",
         "error_type", "exception", "fields", "input_token_count", "jsonrpc_id", "method", "parent_remote",
-        "parent_span_id", "prompt_name", "protocol_version", "request_id", "result_hash", "sampled", "session_id", "span_id",
-        "start_ns", "status", "tenant", "tool_name", "trace_id", "trace_state", "traced", "transport",
+        "parent_span_id", "prompt_name", "protocol_version", "request_id", "result_hash", "sampled", "session_id",
+        "span_id", "start_ns", "status", "tenant", "tool_name", "trace_id", "trace_state", "traced", "transport",
     )
 
     def __init__(

@@ -50,7 +50,7 @@ _SCOPE_LABELS = {"otel_scope_name": "mcptrace", "otel_scope_schema_url": "", "ot
 class _Series:
     __slots__ = ("attributes", "count", "counts", "max", "min", "sum")
 
-    def __init__(self, attributes: Mapping[str, str], buckets: int) -> None:
+    def __init__(self, attributes: Mapping[str, Any], buckets: int) -> None:
         self.attributes = attributes
         self.counts = [0] * buckets
         self.count = 0
@@ -73,7 +73,7 @@ class FastHistogram:
         self._series: dict[Any, _Series] = {}
         self._lock = threading.Lock()
 
-    def record(self, value: float, key: Any, attributes: Mapping[str, str]) -> None:
+    def record(self, value: float, key: Any, attributes: Mapping[str, Any]) -> None:
         """Add `value` to the series of `key` (whose attributes are `attributes`: one dict per key)."""
         with self._lock:
             series = self._series.get(key)
@@ -90,7 +90,7 @@ class FastHistogram:
     def has_data(self) -> bool:
         return bool(self._series)
 
-    def _copy(self) -> list[tuple[Mapping[str, str], list[int], int, float, float, float]]:
+    def _copy(self) -> list[tuple[Mapping[str, Any], list[int], int, float, float, float]]:
         with self._lock:
             return [(s.attributes, list(s.counts), s.count, s.sum, s.min, s.max) for s in self._series.values()]
 

@@ -227,7 +227,9 @@ class Providers:
         if self.tracer_provider is None:
             return None
         sampler = self.tracer_provider.sampler
-        return None if sampler.get_description() == DEFAULT_ON.get_description() else sampler
+        default: str = DEFAULT_ON.get_description()  # type: ignore[no-untyped-call]
+        described: str = sampler.get_description()
+        return None if described == default else sampler
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Flush and stop every exporter, giving up after `timeout` seconds (a receiver may be down)."""

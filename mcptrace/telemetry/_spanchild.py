@@ -25,11 +25,12 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from mcptrace.telemetry._otlp import PROTOCOLS, span_exporter
 from mcptrace.telemetry._spanwire import SPANS, Rebuilder, read_frame
 
-#: Spans per export at most: one HTTP request per batch, and frames gather while one is under way.
+#: Spans per export at most unless `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` says otherwise (the SDK's default):
+#: one HTTP request per batch, and frames gather while one is under way.
 MAX_BATCH = 512
 
 
-def run(stdin: IO[bytes], acks: IO[bytes], exporter: SpanExporter) -> None:
+def run(stdin: IO[bytes], acks: IO[bytes], exporter: SpanExporter, *, max_batch: int = MAX_BATCH) -> None:
     """Export every span read from `stdin`, acknowledging each export on `acks`, until end of stream."""
     rebuilder = Rebuilder()
     pending: list[ReadableSpan] = []
@@ -43,8 +44,8 @@ def run(stdin: IO[bytes], acks: IO[bytes], exporter: SpanExporter) -> None:
                     ready.wait()
                 if not pending:
                     return
-                batch = pending[:MAX_BATCH]
-                del pending[:MAX_BATCH]
+                batch = pending[:max_batch]
+                del pending[:max_batch]
             try:
                 delivered = exporter.export(batch) is SpanExportResult.SUCCESS
             except Exception:
@@ -74,6 +75,11 @@ def run(stdin: IO[bytes], acks: IO[bytes], exporter: SpanExporter) -> None:
         exporter.shutdown()
 
 
+def _max_batch() -> int:
+    value = os.environ.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else MAX_BATCH
+
+
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     parser = argparse.ArgumentParser(prog="python -m mcptrace.telemetry._spanchild")
@@ -84,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     os.dup2(2, 1)
     exporter = span_exporter({"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": args.protocol})
     try:
-        run(sys.stdin.buffer, acks, exporter)
+        run(sys.stdin.buffer, acks, exporter, max_batch=_max_batch())
     except BrokenPipeError:
         return 0  # the server is gone: nobody to report to
     except (EOFError, ValueError, TypeError, KeyError, IndexError, pickle.UnpicklingError) as exc:

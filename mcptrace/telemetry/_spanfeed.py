@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
@@ -146,9 +147,9 @@ class FeedSpanProcessor(SpanProcessor):
         return self.feed.force_flush(timeout_millis)
 
 
-def feed_settings(env: Mapping[str, str]) -> dict[str, float]:
+def feed_settings(env: Mapping[str, str]) -> dict[str, Any]:
     """`max_queue` and `delay_ms` from the `OTEL_BSP_*` variables, as the SDK's batch processor reads them."""
-    settings: dict[str, float] = {}
+    settings: dict[str, Any] = {}
     for name, key in (("OTEL_BSP_MAX_QUEUE_SIZE", "max_queue"), ("OTEL_BSP_SCHEDULE_DELAY", "delay_ms")):
         value = env.get(name, "").strip()
         try:
@@ -156,7 +157,5 @@ def feed_settings(env: Mapping[str, str]) -> dict[str, float]:
         except ValueError:
             continue
         if number > 0:
-            settings[key] = number
-    if "max_queue" in settings:
-        settings["max_queue"] = int(settings["max_queue"])
+            settings[key] = int(number) if key == "max_queue" else number
     return settings

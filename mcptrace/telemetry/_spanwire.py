@@ -195,8 +195,9 @@ def record_rows(call: CallContext, resource: int, scope: int) -> Iterable[Row]:
     else:
         code, description = _UNSET, None
     parent = None if call.parent_span_id is None else (call.parent_span_id, call.parent_remote)
+    attributes = server_span_attributes(call, network_transport(call.transport))
     yield (server_span_name(call), call.trace_id, call.span_id, flags, state, parent, _SERVER, call.start_ns, end,
-           server_span_attributes(call, network_transport(call.transport)), 0, code, description, events, 0, None, 0, scope, resource)
+           attributes, 0, code, description, events, 0, None, 0, scope, resource)
     for span_id, parent_id, service, query_hash, start, stop, error, exception in call.client_spans or ():
         attributes = {f.ATTR_PEER_SERVICE: service}
         if query_hash is not None:

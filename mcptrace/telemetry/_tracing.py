@@ -34,7 +34,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.propagate import extract
-from opentelemetry.sdk.trace.sampling import Sampler
+from opentelemetry.sdk.trace.sampling import Decision, Sampler
 from opentelemetry.trace import (
     NonRecordingSpan,
     SpanContext,
@@ -64,6 +64,7 @@ TRACEPARENT = "traceparent"
 _getrandbits = random.getrandbits
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED_FLAGS = TraceFlags(TraceFlags.DEFAULT)
+_SAMPLED_DECISIONS = (Decision.RECORD_AND_SAMPLE,)
 
 
 def incoming_context(meta: Mapping[str, Any] | None, headers: Mapping[str, str] | None) -> Context | None:
@@ -134,7 +135,7 @@ class RecordedSpans:
             sampled = True
         if self.sampler is not None:
             result = self.sampler.should_sample(parent, trace_id, server_span_name(call), SpanKind.SERVER)
-            sampled = result.decision.is_sampled()
+            sampled = result.decision in _SAMPLED_DECISIONS
             state = result.trace_state or state
         call.trace_id = trace_id
         call.span_id = span_id = _getrandbits(64) or 1
@@ -172,8 +173,10 @@ class LiveSpans:
         return span, otel_context.attach(trace.set_span_in_context(span, parent))
 
     def finish(self, call: CallContext, token: object) -> None:
+        span: trace.Span
+        attached: object
         span, attached = token  # type: ignore[misc]
-        otel_context.detach(attached)
+        otel_context.detach(attached)  # type: ignore[arg-type]
         try:
             if span.is_recording():
                 span.set_attributes(server_span_attributes(call, network_transport(call.transport)))
