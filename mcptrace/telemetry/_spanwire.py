@@ -14,6 +14,7 @@ Both ends are the same checkout of mcptrace.
 
 from __future__ import annotations
 
+import operator
 import pickle
 import struct
 from collections.abc import Iterable
@@ -87,6 +88,10 @@ class Batch:
         self._scopes: dict[int, int] = {}
         self._scope_rows: list[tuple[Any, ...] | None] = []
         self.rows: list[Row] = []
+        #: Request records, as `record_tuple`s, with the indexes of their resource and scope: their
+        #: spans are built where the message is read, not where it is written.
+        self.records: list[tuple[Any, ...]] = []
+        self.record_context: tuple[int, int] = (0, 0)
 
     def resource(self, resource: Resource) -> int:
         known = self._resources.get(id(resource))
@@ -104,21 +109,46 @@ class Batch:
         return index
 
     def message(self) -> tuple[Any, ...]:
-        return (SPANS, self._new_resources, self._scope_rows, self.rows)
+        return (SPANS, self._new_resources, self._scope_rows, self.rows, self.records, self.record_context)
+
+
+#: What a record's spans are built from, in this order (`record_tuple`, `record_of`).
+RECORD_FIELDS = (
+    "request_id", "method", "session_id", "jsonrpc_id", "tool_name", "prompt_name", "caller_id", "tenant",
+    "transport", "protocol_version", "trace_id", "span_id", "parent_span_id", "parent_remote", "sampled",
+    "start_ns", "duration_s", "status", "error", "error_code", "error_type", "exception", "client_spans",
+)
+_record_values = operator.attrgetter(*RECORD_FIELDS)
+
+
+def record_tuple(call: CallContext) -> tuple[Any, ...]:
+    """A record as builtins (its trace state as pairs), cheap to take and to pickle."""
+    state = call.trace_state
+    return (*_record_values(call), tuple(state.items()) if state else None)
+
+
+def record_of(values: tuple[Any, ...]) -> CallContext:
+    call = CallContext(values[0])
+    for name, value in zip(RECORD_FIELDS, values, strict=False):
+        setattr(call, name, value)
+    call.trace_state = TraceState(list(values[-1])) if values[-1] else None
+    return call
 
 
 def add_items(batch: Batch, items: Iterable[Item], resource: Resource) -> int:
-    """Add the rows of `items` (records carry `resource`, other spans their own); returns the spans added."""
-    before = len(batch.rows)
-    resource_index, scope_index = batch.resource(resource), batch.scope(SCOPE)
+    """Add `items` (records carry `resource`, other spans their own); returns the spans added."""
+    n = 0
+    batch.record_context = (batch.resource(resource), batch.scope(SCOPE))
     for item in items:
         if isinstance(item, CallContext):
-            batch.rows.extend(record_rows(item, resource_index, scope_index))
+            batch.records.append(record_tuple(item))
+            n += 1 + len(item.client_spans or ())
         else:
             row = span_row(item, batch)
             if row is not None:
                 batch.rows.append(row)
-    return len(batch.rows) - before
+                n += 1
+    return n
 
 
 def spans_in(items: Iterable[Item]) -> int:
@@ -276,12 +306,15 @@ class Rebuilder:
         self.resources: dict[int, Resource] = {}
 
     def spans(self, message: tuple[Any, ...]) -> list[ReadableSpan]:
-        _, new_resources, scope_rows, rows = message
+        _, new_resources, scope_rows, rows, records, (resource, scope) = message
         for index, attributes, schema_url in new_resources:
             self.resources[index] = hashed_resource(attributes, schema_url)
         scopes = [None if s is None else InstrumentationScope(s[0], s[1], s[2], s[3] or None)
                   for s in scope_rows]
-        return [self._span(row, scopes) for row in rows]
+        spans = [self._span(row, scopes) for row in rows]
+        for values in records:
+            spans.extend(self._span(row, scopes) for row in record_rows(record_of(values), resource, scope))
+        return spans
 
     def _span(self, row: Row, scopes: list[InstrumentationScope | None]) -> ReadableSpan:
         (name, trace_id, span_id, flags, state, parent, kind, start, end, attributes, dropped, code,
