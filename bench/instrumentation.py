@@ -312,6 +312,8 @@ def hot_path(calls: int) -> None:
     endpoint = PrometheusEndpoint()
     provider = MeterProvider(metric_readers=[endpoint.reader])
     metrics = ServerMetrics(provider.get_meter("bench"))
+    fast = ServerMetrics(provider.get_meter("bench-fast"), fast_histograms=True)
+    operation = {"mcp.method.name": "tools/call", "network.transport": "tcp", "gen_ai.tool.name": "lookup"}
     tools, callers = RegisteredTools(None), FirstSeen(100)
     keys = [("agent-7", "lookup", f"{i:016x}", "r" * 16) for i in range(calls)]
     same = ("agent-7", "lookup", "a" * 16, "r" * 16)
@@ -330,11 +332,21 @@ def hot_path(calls: int) -> None:
         tools.label("lookup")
         callers("agent-7")
 
+    def sdk_histograms() -> None:
+        metrics.record_tool_call("lookup", "success", 0.001, caller="agent-7", repeat=same)
+        metrics.record_operation(operation, 0.001, "key")
+
+    def own_histograms() -> None:
+        fast.record_tool_call("lookup", "success", 0.001, caller="agent-7", repeat=same)
+        fast.record_operation(operation, 0.001, "key")
+
     print(f"metric work per tools/call, {calls:,} calls a run, median of 5 runs:")
     rows = [("tool counter + histogram (before)", before),
             ("+ caller counter + loop watch, distinct calls", fresh_calls),
             ("+ caller counter + loop watch, one call repeated", one_call_repeated),
-            ("bounded labels (tool, caller)", labels)]
+            ("bounded labels (tool, caller)", labels),
+            ("a request's metrics, histograms through the SDK", sdk_histograms),
+            ("a request's metrics, histograms aggregated here", own_histograms)]
     for name, fn in rows:
         runs = timeit.repeat(fn, number=calls, repeat=5)
         print(f"  {name:<50} {statistics.median(runs) / calls * 1e6:6.2f} us")
