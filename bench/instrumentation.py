@@ -471,6 +471,18 @@ def main() -> int:
               f"writes {r['writes_per_call']:4.2f}/call  "
               f"ratio {r['rps'] / b['rps']:.3f}  "
               f"CPU ratio {b['cpu_ms_per_call'] / r['cpu_ms_per_call']:.3f}")
+    keys = [("rps", "req/s"), ("cpu_ms_per_call", "server CPU"), ("p99_ms", "p99")]
+    if args.rate:
+        keys += [("paced_cpu_ms_per_call", "paced CPU"), ("paced_p50_ms", "paced p50"), ("paced_p99_ms", "paced p99")]
+    print("\nratio to bare in the same round (each round runs every configuration back to back), median of rounds:")
+    for name, rs in results.items():
+        if name == "bare":
+            continue
+        cells = []
+        for key, label in keys:
+            ratios = [r[key] / bare[key] for r, bare in zip(rs, results["bare"], strict=True) if bare[key]]
+            cells.append(f"{label} x{statistics.median(ratios):.2f}")
+        print(f"  {name:>14}  " + "  ".join(cells))
     if args.rate:
         print(f"\npaced at {args.rate:g} calls/s (the same work for every server), medians; ratios to bare:")
         for name, r in medians.items():
