@@ -64,6 +64,13 @@ class Config:
     body_timeout: float = 30.0
     loop_threshold: int = 20
     loop_window: float = 10.0
+    #: `mcptrace proxy`: seconds the target has to answer a request before the client gets an error.
+    request_timeout: float = 300.0
+    #: `mcptrace proxy`: largest message accepted from the target (larger is logged and not forwarded).
+    target_max_message_bytes: int = 16 * 1024 * 1024
+    #: `mcptrace proxy`: first wait before restarting a stdio server that ended; doubles up to the maximum.
+    restart_backoff: float = 0.25
+    restart_backoff_max: float = 30.0
 
     @property
     def auth_enabled(self) -> bool:
@@ -158,6 +165,11 @@ ENVIRONMENT: Final[dict[str, str]] = {
     "MCPTRACE_MAX_SESSIONS": "open handshake-era sessions at most; one more gets 503 with Retry-After (default 10000)",
     "MCPTRACE_HEADER_TIMEOUT": "seconds a client has to send a complete request head; then 408 and close (default 10)",
     "MCPTRACE_BODY_TIMEOUT": "seconds a client has to send the whole request body; then 408 and close (default 30)",
+    "MCPTRACE_REQUEST_TIMEOUT": "proxy: seconds the target has to answer a request (default 300)",
+    "MCPTRACE_TARGET_MAX_MESSAGE_BYTES": "proxy: largest message accepted from the target (default 16 MiB)",
+    "MCPTRACE_RESTART_BACKOFF": "proxy: seconds before restarting a stdio server that ended (default 0.25; "
+                                "doubles on each restart in a row)",
+    "MCPTRACE_RESTART_BACKOFF_MAX": "proxy: longest wait between restarts (default 30)",
     "MCPTRACE_HEALTH_CACHE_SECONDS": "how long a /health answer is reused (default 1)",
     "MCPTRACE_LOOP_THRESHOLD": "identical calls of one caller (same tool, arguments and answer) within "
                                "LOOP_WINDOW that count as a suspected loop in mcptrace_loop_suspected_calls_total "

@@ -52,6 +52,12 @@ LAST_TIMESTAMP: Final = "last_timestamp"
 DROPPED_LINES: Final = "dropped_lines"
 GAP_START: Final = "gap_start"
 GAP_END: Final = "gap_end"
+#: The server `mcptrace proxy` stands in front of (its command or URL), on the proxy's own lines.
+TARGET: Final = "target"
+#: How a proxied stdio server ended: its exit status (negative: the signal that killed it).
+EXIT_CODE: Final = "exit_code"
+#: Milliseconds until the proxy starts a stdio server that ended again.
+RESTART_IN_MS: Final = "restart_in_ms"
 
 # -- status values -----------------------------------------------------------
 SUCCESS: Final = "success"
@@ -80,10 +86,16 @@ EV_BREAKER_STATE: Final = "breaker_state_changed"
 EV_AUTH_WARNING: Final = "auth_disabled"
 EV_REQUEST_REFUSED: Final = "request_refused"
 EV_LOG_GAP: Final = "log_gap"
+EV_TARGET_STARTED: Final = "target_started"
+EV_TARGET_EXITED: Final = "target_exited"
+EV_TARGET_OUTPUT_REJECTED: Final = "target_output_rejected"
 
 # -- request metadata exchanged with clients ---------------------------------
 REQUEST_ID_HEADER: Final = "x-request-id"
 META_REQUEST_ID: Final = "mcptrace/mcp_request_id"
+#: Headers `mcptrace proxy` adds to every request it passes to an HTTP target: who is calling, for whom.
+CALLER_HEADER: Final = "x-mcptrace-caller"
+TENANT_HEADER: Final = "x-mcptrace-tenant"
 
 # -- span attributes (OpenTelemetry; MCP semantic conventions where they exist)
 ATTR_REQUEST_ID: Final = "mcptrace.mcp_request_id"
@@ -143,12 +155,8 @@ M_CALLER_TOOL_CALLS: Final = "mcptrace_caller_tool_calls_total"
 #: tools/call requests that repeated one caller's call (same tool, arguments and answer) often enough
 #: within a short window to look like an agent loop, by `tool` (see `telemetry._repeats`).
 M_LOOP_SUSPECTED_CALLS: Final = "mcptrace_loop_suspected_calls_total"
-#: Served by `mcptrace proxy`: 1 while its target answers, 0 while it does not, by `target` (the
-#: target's URL or command as configured). Declared here so the alert rules and the proxy agree.
-M_PROXY_TARGET_UP: Final = "mcptrace_proxy_target_up"
 L_CALLER: Final = "caller"
 L_STATE: Final = "state"
-L_TARGET: Final = "target"
 #: The label value a metric gives a name it does not keep apart (a tool that does not exist, a
 #: caller past the limit, a protocol version nobody published): labels stay bounded.
 UNKNOWN_LABEL: Final = "_unknown"
@@ -173,3 +181,17 @@ M_PROBE_DURATION: Final = "mcptrace_probe_duration_seconds"
 M_PROBE_FAILING_SECONDS: Final = "mcptrace_probe_failing_seconds"
 M_PROBE_CONSECUTIVE_FAILURES: Final = "mcptrace_probe_consecutive_failures"
 M_RESOURCES_REJECTED: Final = "mcptrace_resources_rejected_total"
+
+# -- the proxy ----------------------------------------------------------------
+#: 1 while the proxied server answers (stdio: running; HTTP: reachable), 0 while it does not, by
+#: `target` (its URL or command as configured); the alert rules read it.
+M_PROXY_TARGET_UP: Final = "mcptrace_proxy_target_up"
+#: Messages relayed, by direction (`to_target`, `to_client`) and kind (`request`, `notification`,
+#: `response`, `batch`, `unknown`: what the proxy relays without understanding it).
+M_PROXY_MESSAGES: Final = "mcptrace_proxy_messages_total"
+M_PROXY_TARGET_RESTARTS: Final = "mcptrace_proxy_target_restarts_total"
+#: Lines a stdio server wrote to stdout that are not protocol (not JSON, or over the size limit).
+M_PROXY_OUTPUT_REJECTED: Final = "mcptrace_proxy_target_output_rejected_total"
+L_TARGET: Final = "target"
+L_DIRECTION: Final = "direction"
+L_KIND: Final = "kind"

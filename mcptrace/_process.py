@@ -63,14 +63,18 @@ def running(
     env: dict[str, str] | None = None,
     timeout: float = 20.0,
     stop_timeout: float = 15.0,
+    trailing: Sequence[str] = (),
 ) -> Iterator[RunningProcess]:
-    """Run `python -m mcptrace ARGS --ready-file ...` and yield once it accepts requests."""
+    """Run `python -m mcptrace ARGS --ready-file ... TRAILING` and yield once it accepts requests.
+
+    `trailing` comes last, after the ready file: `("--", "node", "server.js")` for `mcptrace proxy`.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     ready = workdir / f"ready-{time.monotonic_ns()}"
     stderr_path = workdir / f"stderr-{ready.name}.txt"
     with open(stderr_path, "wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mcptrace", *args, "--ready-file", str(ready)],
+            [sys.executable, "-m", "mcptrace", *args, "--ready-file", str(ready), *trailing],
             stdout=subprocess.DEVNULL,
             stderr=err,
             env=subprocess_env(env),

@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 #: 3: refusals are one event (`request_refused`, status `refused`, a reason, possibly aggregated with a
 #: count) and the log records its own gaps (`log_gap`); a request is one line when it ends (`tool_call`
 #: for a tools/call, `response_sent` otherwise, each carrying the whole request), and `request_received`
-#: is written only for a request still running after a moment.
+#: is written only for a request still running after a moment;
+#: `mcptrace proxy` adds `target`, `exit_code` and `restart_in_ms` (`target_started`, `target_exited`,
+#: `target_output_rejected`).
 LOG_SCHEMA_VERSION: Final = 3
 
 #: Every schema version readers accept; files of any of them read with `polars_schema()`.
@@ -84,6 +86,9 @@ LOG_FIELDS: Final[dict[str, str]] = {
     f.DROPPED_LINES: "int",
     f.GAP_START: "datetime",
     f.GAP_END: "datetime",
+    f.TARGET: "str",
+    f.EXIT_CODE: "int",
+    f.RESTART_IN_MS: "int",
 }
 
 #: Python types a JSON value may have for each declared type (used by validators).
@@ -108,7 +113,8 @@ ADDED_IN_V2: Final = frozenset(
 
 #: Fields that schema version 3 added.
 ADDED_IN_V3: Final = frozenset(
-    {f.REFUSAL_REASON, f.COUNT, f.LAST_REQUEST_ID, f.LAST_TIMESTAMP, f.DROPPED_LINES, f.GAP_START, f.GAP_END}
+    {f.REFUSAL_REASON, f.COUNT, f.LAST_REQUEST_ID, f.LAST_TIMESTAMP, f.DROPPED_LINES, f.GAP_START, f.GAP_END,
+     f.TARGET, f.EXIT_CODE, f.RESTART_IN_MS}
 )
 
 #: The fields each schema version declares.

@@ -79,6 +79,9 @@ DESCRIPTIONS: dict[str, str] = {
     f.DROPPED_LINES: "lines the writer could not write (`log_gap`)",
     f.GAP_START: "when the first line of a gap was dropped",
     f.GAP_END: "when the last line of a gap was dropped",
+    f.TARGET: "the server `mcptrace proxy` stands in front of: its command (stdio) or URL (HTTP)",
+    f.EXIT_CODE: "how a proxied stdio server ended (`target_exited`): exit status, negative for a signal",
+    f.RESTART_IN_MS: "milliseconds until the proxy starts the server again (`target_exited`)",
 }
 
 EVENTS: dict[str, str] = {
@@ -104,6 +107,10 @@ EVENTS: dict[str, str] = {
     f.EV_PROBE_ALERT: "the probe sent (or failed to send) an alert after repeated failures",
     f.EV_RESOURCE_LOADED: "a hash-pinned remote resource was fetched or read from cache and verified",
     f.EV_RESOURCE_REJECTED: "a pinned resource was refused: hash mismatch, HTTP error or too large",
+    f.EV_TARGET_STARTED: "`mcptrace proxy` started the stdio server it stands in front of",
+    f.EV_TARGET_EXITED: "the proxied stdio server ended; its calls in flight were answered with an error",
+    f.EV_TARGET_OUTPUT_REJECTED: "the proxied server wrote something that is not protocol (not JSON, "
+    "or over the size limit); it was not forwarded",
 }
 
 

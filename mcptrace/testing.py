@@ -6,7 +6,7 @@ port and stops it with SIGTERM; every wait is bounded.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -14,8 +14,8 @@ from typing import Any
 from mcptrace._process import RunningProcess, running, stop_process, subprocess_env
 
 __all__ = [
-    "RunningProcess", "initialize_message", "running", "running_server", "running_upstream", "stop_process",
-    "subprocess_env",
+    "RunningProcess", "initialize_message", "running", "running_proxy", "running_server", "running_upstream",
+    "stop_process", "subprocess_env",
 ]
 
 
@@ -30,6 +30,22 @@ def running_server(workdir: Path, *extra_args: str, env: dict[str, str] | None =
 def running_upstream(workdir: Path, *extra_args: str) -> Iterator[RunningProcess]:
     """The demo upstream API on 127.0.0.1 and a free port."""
     with running(["upstream", "--port", "0", *extra_args], workdir) as proc:
+        yield proc
+
+
+@contextmanager
+def running_proxy(
+    workdir: Path, *extra_args: str, target: str | None = None, command: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+) -> Iterator[RunningProcess]:
+    """The real `mcptrace proxy` on 127.0.0.1 and a free port, in front of `target` (a URL) or, served over
+    HTTP, the stdio server `command`; logs under `workdir`."""
+    args = ["proxy", "--port", "0", "--data-dir", str(workdir), *extra_args]
+    if target is not None:
+        args += ["--target", target]
+    else:
+        args.append("--http")
+    with running(args, workdir, env=env, trailing=["--", *command] if command else ()) as proc:
         yield proc
 
 

@@ -31,6 +31,12 @@ bash scripts/install-conformance.sh
 if command -v npm >/dev/null 2>&1 && [ ! -d tests/browser/node_modules/playwright-core ]; then
   npm install --prefix tests/browser --no-audit --no-fund --silent >/dev/null
 fi
+# MCP servers written elsewhere and the TypeScript SDK client, for the proxy tests (pinned in
+# tests/node/package-lock.json; project-local, gitignored)
+if command -v npm >/dev/null 2>&1 && ! cmp -s tests/node/package-lock.json tests/node/node_modules/.installed-lock; then
+  npm ci --prefix tests/node --no-audit --no-fund --silent >/dev/null
+  cp tests/node/package-lock.json tests/node/node_modules/.installed-lock
+fi
 # arize-phoenix, a third-party OTLP receiver (traces over gRPC and HTTP), in a virtual environment
 # of its own so that its many dependencies never meet the package's (project-local, gitignored)
 if [ ! -x .ci/phoenix/bin/phoenix ]; then

@@ -1,4 +1,5 @@
-"""Options shared by the analysis commands: paths, time range, tool, caller, output format."""
+"""Options shared by commands: the analysis commands' paths, time range, tool, caller and output format;
+the servers' binding, log and guard options."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import re
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from mcptrace._errors import MCPTraceError
@@ -141,6 +143,50 @@ def load_frame(
         progress.done()
     report_problems(loaded.report)
     return loaded
+
+
+def add_server_options(parser: argparse.ArgumentParser) -> None:
+    """The options of `mcptrace serve` that any server of ours takes (serve, proxy): binding, logs, guards.
+
+    Every default is None, so `server_config` leaves it to the `MCPTRACE_*` variable or `Config`'s default.
+    """
+    parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to bind (default 8765; 0 picks a free one)")
+    parser.add_argument("--log-file", type=Path, help="JSON log file (default .mcptrace/logs/mcptrace.log)")
+    parser.add_argument("--log-stderr", action="store_true", default=None, help="also write JSON lines to stderr")
+    parser.add_argument("--data-dir", type=Path, help="database and default log directory")
+    parser.add_argument("--max-body-bytes", type=int, help="largest request body (default 1 MiB)")
+    parser.add_argument("--log-max-bytes", type=int, help="rotate the log file at this size (default 100 MiB)")
+    parser.add_argument("--log-backups", type=int, help="rotated log files to keep (default 10)")
+    parser.add_argument("--allow-non-loopback", action="store_true", default=None,
+                        help="bind a non-loopback address anyway (logged as a warning at every start)")
+    guards = parser.add_argument_group("auth and rate limits")
+    guards.add_argument("--tokens", type=Path, help="token store; requires bearer tokens")
+    guards.add_argument("--jwks", help="JWKS file or URL of the OAuth issuer; accepts JWT access tokens")
+    guards.add_argument("--issuer", help="required `iss` of JWT access tokens")
+    guards.add_argument("--audience", help="required `aud` of JWT access tokens")
+    guards.add_argument("--redis-url", help="share rate limits, suspensions and revocations through Redis")
+    guards.add_argument("--rate-limit-caller", metavar="RATE/BURST", help="per-caller bucket")
+    guards.add_argument("--rate-limit-tools", metavar="TOOL=RATE/BURST,...",
+                        help="per (caller, tool) buckets; `*` sets the default")
+    guards.add_argument("--suspend-after", type=int, help="violations that suspend a caller")
+    guards.add_argument("--suspend-seconds", type=float, help="how long a suspension lasts")
+    parser.add_argument("--ready-file", type=Path, help="write the server URL to this file once it accepts requests")
+
+
+def server_config(args: argparse.Namespace, **overrides: Any) -> Any:
+    """The `Config` the options of `add_server_options` (and `overrides`) describe, over `MCPTRACE_*`."""
+    from mcptrace._config import Config
+
+    return Config.from_env(
+        host=args.host, port=args.port, log_file=args.log_file, log_stderr=args.log_stderr,
+        data_dir=args.data_dir, max_body_bytes=args.max_body_bytes, allow_non_loopback=args.allow_non_loopback,
+        log_max_bytes=args.log_max_bytes, log_backups=args.log_backups,
+        tokens_file=args.tokens, jwks=args.jwks, jwt_issuer=args.issuer, jwt_audience=args.audience,
+        redis_url=args.redis_url, rate_limit_caller=args.rate_limit_caller,
+        rate_limit_tools=args.rate_limit_tools, suspend_after=args.suspend_after,
+        suspend_seconds=args.suspend_seconds, **overrides,
+    )
 
 
 class NotFound(MCPTraceError):

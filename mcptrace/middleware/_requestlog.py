@@ -20,7 +20,7 @@ of an answered request, whatever the transport or the stream the answer travels 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
@@ -30,19 +30,22 @@ from pydantic import BaseModel, ValidationError
 from mcptrace import _fields as f
 from mcptrace._errors import INTERNAL_ERROR, INVALID_PARAMS
 from mcptrace._hashing import bytes_hash, canonical_json, json_hash
-from mcptrace.middleware._clientmeta import client_info, read_client_meta
+from mcptrace.middleware._clientmeta import ClientMeta, client_info, read_client_meta
 from mcptrace.middleware._ids import accept_request_id, new_request_id
 from mcptrace.middleware._requests import mark_response_logged
 from mcptrace.middleware._telemetry import TOOL_ERROR, RequestTelemetry
 from mcptrace.telemetry._context import CallContext, reset_call, set_call
 from mcptrace.telemetry._inflight import InFlight
-from mcptrace.telemetry._log import EventLogger
+from mcptrace.telemetry._log import EventLogger, bound_fields
 from mcptrace.telemetry._tracing import LiveSpans, RecordedSpans, exception_of, incoming_context
 
 #: Returns (caller_id, tenant) for a request, or (None, None) when it cannot tell.
 Identify = Callable[[ServerRequestContext[Any, Any]], tuple[str | None, str | None]]
 
-__all__ = ["IDENTITY_STATE_KEY", "RequestLogMiddleware", "client_info", "default_identify", "estimate_tokens"]
+__all__ = [
+    "IDENTITY_STATE_KEY", "RequestLogMiddleware", "client_fields", "client_info", "default_identify",
+    "estimate_tokens", "request_fields", "with_request_id", "write_request_line",
+]
 
 #: scope["state"] key where an auth layer leaves the authenticated (caller_id, tenant).
 IDENTITY_STATE_KEY = "mcptrace.identity"
@@ -155,7 +158,7 @@ class RequestLogMiddleware:
             self._finish(call, params, start, result, None, None, None)
             if method == "ping":  # the spec's answer to ping is an empty result; the id rides in X-Request-ID
                 return result
-            return _with_request_id(result, request_id)
+            return with_request_id(result, request_id)
         finally:
             in_flight.discard(call)
             reset_call(call_token)
@@ -233,6 +236,64 @@ def request_line(call: CallContext, *, fallback: str | None = None) -> dict[str,
     return line
 
 
+def write_request_line(
+    logger: EventLogger, call: CallContext, arguments: Any, duration_s: float, data: Any,
+    error: str | None, code: int | None, error_type: str | None, tool_hooks: Sequence[ToolCallHook] = (),
+) -> tuple[str, str | None]:
+    """Complete `call` and write its one line; returns (status, error type).
+
+    `data` is the result as JSON-ready data (a tool's result is hashed and its
+    `isError` read), or None. For a server that relays requests rather than
+    running them (`mcptrace proxy`), so that it writes the line `mcptrace serve`
+    writes; fields bound to the current context and the logger's processors
+    (the current span's ids) are added as on any other line.
+    """
+    call.duration_s = duration_s
+    call.status = f.FAILURE if error else f.SUCCESS
+    call.error, call.error_code, call.error_type = error, code, error_type
+    RequestLogMiddleware._complete(call, {"arguments": arguments}, data)
+    line = request_line(call)
+    line.update(bound_fields())
+    for processor in logger.processors:
+        try:
+            processor(line)
+        except Exception:
+            pass
+    logger.write_record(line)
+    if call.tool_name is not None:
+        for hook in tool_hooks:
+            try:
+                hook(call, call.status, duration_s)
+            except Exception:
+                pass
+    return call.status, call.error_type
+
+
+def request_fields(call: CallContext, transport: str) -> dict[str, Any]:
+    """The fields every line of one request carries (bind them for its lifetime)."""
+    fields = {
+        f.REQUEST_ID: call.request_id, f.SESSION_ID: call.session_id, f.JSONRPC_ID: call.jsonrpc_id,
+        f.METHOD: call.method, f.CALLER_ID: call.caller_id, f.TENANT: call.tenant, f.TRANSPORT: transport,
+    }
+    if call.tool_name is not None:
+        fields[f.TOOL_NAME] = call.tool_name
+    return fields
+
+
+def client_fields(client: ClientMeta) -> dict[str, Any]:
+    """Schema-2 fields of a request's client: protocol era, declared client, W3C trace context."""
+    fields: dict[str, Any] = {
+        f.PROTOCOL_VERSION: client.protocol_version, f.CLIENT_NAME: client.client_name,
+        f.CLIENT_VERSION: client.client_version,
+    }
+    if client.trace_id is not None:
+        fields[f.TRACE_ID] = client.trace_id
+        fields[f.PARENT_SPAN_ID] = client.parent_span_id
+    if client.baggage is not None:
+        fields[f.BAGGAGE] = client.baggage
+    return fields
+
+
 def _add_client_fields(line: dict[str, Any], call: CallContext) -> None:
     """Schema-2 fields: protocol era, declared client, the client's W3C context; then the request's span."""
     line[f.PROTOCOL_VERSION] = call.protocol_version
@@ -283,7 +344,8 @@ def _tool_error(data: Any) -> str | None:
     return ("; ".join(t for t in texts if t) or "tool error")[:500]
 
 
-def _with_request_id(result: HandlerResult, request_id: str) -> HandlerResult:
+def with_request_id(result: HandlerResult, request_id: str) -> HandlerResult:
+    """`result` with `_meta["mcptrace/mcp_request_id"]` set (a model or a plain dict); unchanged if it cannot."""
     try:
         if isinstance(result, BaseModel) and "meta" in type(result).model_fields:
             meta = dict(getattr(result, "meta", None) or {})

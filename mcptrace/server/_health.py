@@ -33,7 +33,7 @@ class HealthChecker:
     def __init__(
         self,
         *,
-        db: Database,
+        db: Database | None,
         sink: LogSink,
         breakers: Breakers,
         upstream_url: str | None,
@@ -62,7 +62,7 @@ class HealthChecker:
             if self._cached is None or now - self._cached[0] >= self.cache_seconds:
                 self._cached = (now, await self._run())
             checks = self._cached[1]
-        critical = {"sqlite", *(name for name, (_, crit) in self.extra.items() if crit)}
+        critical = {"sqlite", *(name for name, (_, crit) in self.extra.items() if crit)}  # sqlite when there is one
         statuses = {name: c["status"] for name, c in checks.items()}
         if any(statuses.get(name) == UNHEALTHY for name in critical):
             overall = UNHEALTHY
@@ -80,7 +80,9 @@ class HealthChecker:
 
     async def _run(self) -> dict[str, Any]:
         checks: dict[str, dict[str, Any]] = {}
-        probes: dict[str, Check] = {"sqlite": self._sqlite, "log_sink": self._sink}
+        probes: dict[str, Check] = {"log_sink": self._sink}
+        if self.db is not None:  # `mcptrace proxy` has no database; its target is an extra, critical check
+            probes["sqlite"] = self._sqlite
         if self.upstream_url:
             probes["upstream"] = self._upstream
         probes.update({name: check for name, (check, _) in self.extra.items()})
@@ -108,6 +110,7 @@ class HealthChecker:
         return dict(sorted(checks.items()))
 
     async def _sqlite(self) -> dict[str, Any]:
+        assert self.db is not None
         await anyio.to_thread.run_sync(self.db.check, abandon_on_cancel=True)
         return {"status": HEALTHY}
 

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import uvicorn
@@ -49,18 +50,28 @@ def serve_http(config: Config, *, ready_file: Path | None = None) -> None:
     logger = make_logger(config)
     service = build_service(config, logger=logger)
     app = build_app(service)
+    run_http(app, config, logger, ready_file=ready_file, overridden=overridden, auth_warning=auth_warning)
+
+
+def run_http(
+    app: ASGIApp, config: Config, logger: EventLogger, *, ready_file: Path | None, overridden: bool,
+    auth_warning: str | None, name: str = f"mcptrace {__version__}", fields: dict[str, Any] | None = None,
+) -> None:
+    """Bind, log the start (and the warnings of `check_bind` and `auth_policy`), serve under uvicorn until
+    SIGTERM/SIGINT with a graceful shutdown, then close the log. Shared by `serve` and `proxy`."""
+    fields = fields or {}
     sock = bind_socket(config.host, config.port)
     port = sock.getsockname()[1]
     url = f"http://{config.host}:{port}/mcp"
     if overridden:
         logger.emit(f.EV_SERVER_STARTED, "warning", **{
-            f.MESSAGE: f"bound to non-loopback {config.host} by explicit override; put a TLS proxy in front"})
+            f.MESSAGE: f"bound to non-loopback {config.host} by explicit override; put a TLS proxy in front",
+            **fields})
         print(f"mcptrace: WARNING: listening on non-loopback {config.host}", file=sys.stderr)
     if auth_warning:
-        logger.emit(f.EV_AUTH_WARNING, "warning", **{f.MESSAGE: auth_warning, f.TRANSPORT: "http"})
+        logger.emit(f.EV_AUTH_WARNING, "warning", **{f.MESSAGE: auth_warning, f.TRANSPORT: "http", **fields})
         print(f"mcptrace: WARNING: {auth_warning}", file=sys.stderr)
-    logger.emit(f.EV_SERVER_STARTED, **{f.MESSAGE: f"mcptrace {__version__} serving {url}",
-                                        f.TRANSPORT: "http"})
+    logger.emit(f.EV_SERVER_STARTED, **{f.MESSAGE: f"{name} serving {url}", f.TRANSPORT: "http", **fields})
     print(f"mcptrace: serving {url} (logs: {config.resolved_log_file})", file=sys.stderr, flush=True)
     calls = _CallsInFlight(app)
     server = _Server(calls, uvicorn.Config(
