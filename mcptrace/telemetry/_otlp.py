@@ -12,8 +12,8 @@ What turns each signal on (the OpenTelemetry SDK's own variables, nothing new):
 - logs over OTLP: opt-in, `OTEL_LOGS_EXPORTER=otlp`.
 - `OTEL_EXPORTER_OTLP_PROTOCOL` (or the per-signal `..._PROTOCOL`): `http/protobuf` (default)
   or `grpc`. `OTEL_SERVICE_NAME` / `OTEL_RESOURCE_ATTRIBUTES` name the resource;
-  `OTEL_BSP_*` size the span queue and its batches (64 spans per export unless
-  `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` is set); `OTEL_SDK_DISABLED=true` turns everything off (the
+  `OTEL_BSP_*` size the span queue and the export's batches (`_spanfeed`, `_spanchild`);
+  `OTEL_SDK_DISABLED=true` turns everything off (the
   SDK's meter provider then hands out no-op meters, so `/metrics` is empty too).
 - `OTEL_METRICS_EXEMPLAR_FILTER`: exemplars are off unless this asks for them
   (`trace_based`, `always_on`). With them on, every measurement inside a sampled
@@ -22,8 +22,10 @@ What turns each signal on (the OpenTelemetry SDK's own variables, nothing new):
 
 Exporters run on background threads behind bounded queues: a receiver that is
 down or slow costs dropped items, counted in `DropCounter`, never a request.
-Spans are encoded and sent by a child process (`_spanprocess`) unless
-`MCPTRACE_SPAN_EXPORT=thread` keeps that on the batch thread.
+Request records and other finished spans go through one bounded queue
+(`_spanfeed`); their spans are built, encoded and sent by a child process
+(`_spanprocess`, `_spanchild`) unless `MCPTRACE_SPAN_EXPORT=thread` keeps that on
+the queue's thread.
 """
 
 from __future__ import annotations
@@ -120,7 +122,7 @@ def exemplar_filter(env: Mapping[str, str]) -> ExemplarFilter:
     return EXEMPLAR_FILTERS[name]()
 
 
-#: Where spans are encoded and sent (`MCPTRACE_SPAN_EXPORT`): a child process, or the batch thread.
+#: Where spans are built, encoded and sent (`MCPTRACE_SPAN_EXPORT`): a child process, or the queue's thread.
 SPAN_EXPORT_MODES = ("process", "thread")
 DEFAULT_SPAN_EXPORT = "process"
 

@@ -62,7 +62,7 @@ class _Child:
         self.sent = 0
         self.acked = 0
         self.lost = 0
-        #: The resources this child was sent, by `id()` (see `span_rows`).
+        #: The resources this child was sent, by `id()` (see `_spanwire.Batch`).
         self.resources: dict[int, tuple[int, Resource]] = {}
         self._write_lock = threading.Lock()
         self._progress = threading.Condition()
