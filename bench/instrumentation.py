@@ -59,6 +59,8 @@ LOG_WRITES: dict[str, dict[str, Any]] = {
     "every 0.2 s": {"write_before_response": False},
 }
 TABLE = {f"k{i}": f"value {i}" for i in range(100)}
+#: Seconds between two scrapes of `/metrics` during a measurement (Prometheus's are 15 to 60 s apart).
+SCRAPE_EVERY = 5.0
 
 
 # -- the two servers (run in a child process) ----------------------------------
@@ -101,12 +103,16 @@ def serve(mode: str, ready: Path, workdir: Path) -> None:
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         trace.set_tracer_provider(provider)
     elif mode != "bare":
-        from mcptrace.telemetry._log import EventLogger, LogSink
-        from mcptrace.telemetry._setup import setup_telemetry
+        import mcptrace
 
-        logger = EventLogger(LogSink(workdir / f"bench-{os.getpid()}.log", **LOG_WRITES[os.environ.get(
-            "BENCH_LOG_WRITES", "before response")]))
-        telemetry = setup_telemetry(server, logger)  # exporters from the OTEL_* variables
+        # What a user writes: one call, exporters from the OTEL_* variables, /metrics on the app.
+        log_file = workdir / f"bench-{os.getpid()}.log"
+        writes = LOG_WRITES[os.environ.get("BENCH_LOG_WRITES", "before response")]
+        if writes:
+            logger = mcptrace.EventLogger(mcptrace.LogSink(log_file, **writes))
+            telemetry = mcptrace.instrument(server, logger=logger)
+        else:
+            telemetry = mcptrace.instrument(server, log_file=log_file)
     # IPPROTO_TCP spelled out, as `mcptrace serve` does, so asyncio turns Nagle's algorithm off: with
     # it on, every response on a kept-alive connection waits ~40 ms for the client's delayed ACK.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -210,8 +216,16 @@ def _write_calls(pid: int) -> int | None:
         return None
 
 
-async def _load(url: str, *, pid: int, sessions: int, seconds: float, warmup: float) -> dict[str, float]:
-    """`sessions` clients calling tools/call back to back (a light client: the servers are measured)."""
+async def _load(
+    url: str, *, pid: int, sessions: int, seconds: float, warmup: float, rate: float | None = None,
+) -> dict[str, float]:
+    """`sessions` clients calling tools/call back to back (a light client: the servers are measured).
+
+    With `rate`, calls start on a fixed schedule instead (open loop, `rate` a second over the
+    sessions), and each latency counts from its scheduled start: every server then does the same
+    work in the same time, so CPU per call and latency compare without the throughput's swings.
+    `/metrics` is scraped every `SCRAPE_EVERY` seconds meanwhile, as Prometheus would.
+    """
     import anyio
     import httpx
 
@@ -220,20 +234,34 @@ async def _load(url: str, *, pid: int, sessions: int, seconds: float, warmup: fl
     start = time.perf_counter()
     measure_from, stop_at = start + warmup, start + warmup + seconds
 
-    async def session(http: httpx.AsyncClient, n: int) -> None:
+    async def call(http: httpx.AsyncClient, headers: dict[str, str], n: int, i: int, scheduled: float) -> None:
         nonlocal errors
+        body = {"jsonrpc": "2.0", "id": i, "method": "tools/call",
+                "params": {"name": "lookup", "arguments": {"key": f"k{(n * 31 + i) % 100}"}}}
+        response = await http.post(url, json=body, headers=headers)
+        done = time.perf_counter()
+        if scheduled >= measure_from:
+            latencies.append(done - scheduled)
+            result = response.json() if response.status_code == 200 else {}
+            errors += "result" not in result or bool(result["result"].get("isError"))
+
+    async def session(http: httpx.AsyncClient, n: int) -> None:
         headers = await _session(http, url)
         i = 0
-        while (now := time.perf_counter()) < stop_at:
+        if rate is None:
+            while (now := time.perf_counter()) < stop_at:
+                i += 1
+                await call(http, headers, n, i, now)
+            return
+        interval = sessions / rate  # this session's share of the schedule
+        scheduled = start + n / rate
+        while scheduled < stop_at:
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await anyio.sleep(delay)  # pacing the schedule, not waiting for the server
             i += 1
-            call = {"jsonrpc": "2.0", "id": i, "method": "tools/call",
-                    "params": {"name": "lookup", "arguments": {"key": f"k{(n * 31 + i) % 100}"}}}
-            response = await http.post(url, json=call, headers=headers)
-            done = time.perf_counter()
-            if now >= measure_from:
-                latencies.append(done - now)
-                body = response.json() if response.status_code == 200 else {}
-                errors += "result" not in body or bool(body["result"].get("isError"))
+            await call(http, headers, n, i, scheduled)
+            scheduled += interval
 
     cpu: list[tuple[float, float] | None] = []
     writes: list[int | None] = []
@@ -246,10 +274,17 @@ async def _load(url: str, *, pid: int, sessions: int, seconds: float, warmup: fl
         cpu.append(_cpu_seconds(pid))
         writes.append(_write_calls(pid))
 
+    async def scrape(http: httpx.AsyncClient) -> None:
+        metrics = url.removesuffix("/mcp") + "/metrics"
+        while time.perf_counter() + SCRAPE_EVERY < stop_at:
+            await anyio.sleep(SCRAPE_EVERY)
+            await http.get(metrics)  # the bare server answers 404: the same request, no work
+
     with anyio.fail_after(warmup + seconds + 60):
-        limits = httpx.Limits(max_connections=sessions)
+        limits = httpx.Limits(max_connections=sessions + 1)
         async with httpx.AsyncClient(timeout=30, limits=limits) as http, anyio.create_task_group() as tg:
             tg.start_soon(sample_cpu)
+            tg.start_soon(scrape, http)
             for n in range(sessions):
                 tg.start_soon(session, http, n)
     q = statistics.quantiles(latencies, n=100)
@@ -277,6 +312,8 @@ def hot_path(calls: int) -> None:
     endpoint = PrometheusEndpoint()
     provider = MeterProvider(metric_readers=[endpoint.reader])
     metrics = ServerMetrics(provider.get_meter("bench"))
+    fast = ServerMetrics(provider.get_meter("bench-fast"), fast_histograms=True)
+    operation = {"mcp.method.name": "tools/call", "network.transport": "tcp", "gen_ai.tool.name": "lookup"}
     tools, callers = RegisteredTools(None), FirstSeen(100)
     keys = [("agent-7", "lookup", f"{i:016x}", "r" * 16) for i in range(calls)]
     same = ("agent-7", "lookup", "a" * 16, "r" * 16)
@@ -295,11 +332,21 @@ def hot_path(calls: int) -> None:
         tools.label("lookup")
         callers("agent-7")
 
+    def sdk_histograms() -> None:
+        metrics.record_tool_call("lookup", "success", 0.001, caller="agent-7", repeat=same)
+        metrics.record_operation(operation, 0.001, "key")
+
+    def own_histograms() -> None:
+        fast.record_tool_call("lookup", "success", 0.001, caller="agent-7", repeat=same)
+        fast.record_operation(operation, 0.001, "key")
+
     print(f"metric work per tools/call, {calls:,} calls a run, median of 5 runs:")
     rows = [("tool counter + histogram (before)", before),
             ("+ caller counter + loop watch, distinct calls", fresh_calls),
             ("+ caller counter + loop watch, one call repeated", one_call_repeated),
-            ("bounded labels (tool, caller)", labels)]
+            ("bounded labels (tool, caller)", labels),
+            ("a request's metrics, histograms through the SDK", sdk_histograms),
+            ("a request's metrics, histograms aggregated here", own_histograms)]
     for name, fn in rows:
         runs = timeit.repeat(fn, number=calls, repeat=5)
         print(f"  {name:<50} {statistics.median(runs) / calls * 1e6:6.2f} us")
@@ -308,6 +355,7 @@ def hot_path(calls: int) -> None:
 
 
 def run_one(mode: str, workdir: Path, env: dict[str, str], args: argparse.Namespace) -> dict[str, float]:
+    """One server: the closed loop (its req/s), then, with `--rate`, the paced load (its CPU and latency)."""
     import anyio
 
     ready = workdir / f"ready-{mode}-{time.monotonic_ns()}"
@@ -315,8 +363,14 @@ def run_one(mode: str, workdir: Path, env: dict[str, str], args: argparse.Namesp
     proc = _start(command, ready, env)
     try:
         url = ready.read_text()
-        return anyio.run(lambda: _load(url, pid=proc.pid, sessions=args.sessions, seconds=args.seconds,
-                                       warmup=args.warmup))
+        closed = anyio.run(lambda: _load(url, pid=proc.pid, sessions=args.sessions, seconds=args.seconds,
+                                         warmup=args.warmup))
+        if not args.rate:
+            return closed
+        paced = anyio.run(lambda: _load(url, pid=proc.pid, sessions=args.sessions, seconds=args.seconds,
+                                        warmup=args.warmup, rate=args.rate))
+        return {"rps": closed["rps"], **{f"paced_{k}": v for k, v in paced.items()}, **{
+            k: v for k, v in closed.items() if k != "rps"}}
     finally:
         _stop(proc)
 
@@ -327,6 +381,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=1.5)
     parser.add_argument("--sessions", type=int, default=4, help="concurrent client sessions")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="also load each server at this many calls/s on a fixed schedule (open loop): "
+                             "CPU per call and p50/p99 at the same work for every configuration")
     parser.add_argument("--otlp-logs", action="store_true", help="also measure the opt-in OTLP log bridge")
     parser.add_argument("--downstream", action="store_true",
                         help="also measure the instrumented server whose tool wraps its lookup in downstream()")
@@ -348,6 +405,7 @@ def main() -> int:
         hot_path(200_000)
         return 0
 
+    load_at_start = os.getloadavg()
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     port = _free_port()
@@ -395,7 +453,10 @@ def main() -> int:
                           f"p99 {res['p99_ms']:6.2f} ms  server CPU {res['cpu_ms_per_call']:5.2f} ms/call "
                           f"(children {res['child_cpu_ms_per_call']:4.2f})  "
                           f"writes {res['writes_per_call']:4.2f}/call  "
-                          f"({int(res['calls'])} calls, {int(res['errors'])} errors)",
+                          f"({int(res['calls'])} calls, {int(res['errors'])} errors)"
+                          + (f"  paced {args.rate:g}/s: CPU {res['paced_cpu_ms_per_call']:5.2f} ms/call "
+                             f"(children {res['paced_child_cpu_ms_per_call']:4.2f})  p50 {res['paced_p50_ms']:6.2f} "
+                             f"p99 {res['paced_p99_ms']:6.2f} ms" if args.rate else ""),
                           flush=True)
         finally:
             _stop(tap)
@@ -410,8 +471,29 @@ def main() -> int:
               f"writes {r['writes_per_call']:4.2f}/call  "
               f"ratio {r['rps'] / b['rps']:.3f}  "
               f"CPU ratio {b['cpu_ms_per_call'] / r['cpu_ms_per_call']:.3f}")
-    print("  goal: instrumented >= 0.9x bare")
-    print(f"  load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    keys = [("rps", "req/s"), ("cpu_ms_per_call", "server CPU"), ("p99_ms", "p99")]
+    if args.rate:
+        keys += [("paced_cpu_ms_per_call", "paced CPU"), ("paced_p50_ms", "paced p50"), ("paced_p99_ms", "paced p99")]
+    print("\nratio to bare in the same round (each round runs every configuration back to back), median of rounds:")
+    for name, rs in results.items():
+        if name == "bare":
+            continue
+        cells = []
+        for key, label in keys:
+            ratios = [r[key] / bare[key] for r, bare in zip(rs, results["bare"], strict=True) if bare[key]]
+            cells.append(f"{label} x{statistics.median(ratios):.2f}")
+        print(f"  {name:>14}  " + "  ".join(cells))
+    if args.rate:
+        print(f"\npaced at {args.rate:g} calls/s (the same work for every server), medians; ratios to bare:")
+        for name, r in medians.items():
+            cpu_ratio = r['paced_cpu_ms_per_call'] / b['paced_cpu_ms_per_call']
+            print(f"  {name:>14}  server CPU {r['paced_cpu_ms_per_call']:5.2f} ms/call "
+                  f"(children {r['paced_child_cpu_ms_per_call']:4.2f}) x{cpu_ratio:.2f}  "
+                  f"p50 {r['paced_p50_ms']:6.2f} ms x{r['paced_p50_ms'] / b['paced_p50_ms']:.2f}  "
+                  f"p99 {r['paced_p99_ms']:6.2f} ms x{r['paced_p99_ms'] / b['paced_p99_ms']:.2f}")
+    print("  goals, fully instrumented against bare: req/s >= 0.95x, server CPU per call <= 1.2x, p99 <= 1.2x")
+    print(f"  load average at the end of the run: {' '.join(f'{x:.1f}' for x in os.getloadavg())} "
+          f"on {os.cpu_count()} CPUs (at the start: {' '.join(f'{x:.1f}' for x in load_at_start)})")
     return 0
 
 

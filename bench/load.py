@@ -14,10 +14,13 @@ every server it starts is stopped at the end. Figures printed:
 - memory per open session and RSS after N abandoned sessions (default 5,000);
   idle expiry and the session cap, with the errors a client sees;
 - noisy neighbour: one caller floods `ping` from 6 connections while another
-  calls every 50 ms; the second caller's p99 flooded vs alone (goal <= 1.5x).
-  mcptrace runs with bearer tokens and a per-caller limit of 25 calls/s (the
-  victim's 20/s stays under it), so the flooder is refused at admission and
-  then suspended; the bare SDK has nothing to refuse it with.
+  calls every 50 ms; the second caller's p50 and p99 flooded vs alone (goal
+  <= 1.5x each). mcptrace runs with bearer tokens and a per-caller limit of 25
+  calls/s (the victim's 20/s stays under it), so the flooder is refused at
+  admission and then suspended; the bare SDK has nothing to refuse it with.
+  The same phase gives what a refusal costs: the server's CPU (its children
+  included) per call while the flood runs, against its CPU per served `ping`
+  while the victim calls alone (goal: a refused call <= 10% of a served one).
 
 The load generator shares the machine with the server under test, so absolute
 numbers are low on a small machine; the ratios are the point.
@@ -106,6 +109,29 @@ def bare_server(workdir: Path) -> Iterator[Target]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and of the processes under it (Linux), in seconds."""
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stats[int(entry.name)] = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+    if pid not in stats:
+        return float("nan")
+    ticks = sum(int(v) for v in stats[pid][11:15])
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, st in stats.items():
+            if int(st[1]) == parent and child not in tree:
+                tree.add(child)
+                frontier.append(child)
+                ticks += int(st[11]) + int(st[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:
@@ -201,9 +227,11 @@ def percentiles(latencies: list[float]) -> dict[str, float]:
 # -- measurements ----------------------------------------------------------------------------------
 
 
-async def capacity(target: Target, tool: str, seconds: float, connections: int = 16) -> float:
+async def capacity(target: Target, tool: str, seconds: float, connections: int = 16) -> tuple[float, float]:
+    """(calls/s, server CPU ms per call) with `connections` sessions calling back to back."""
     pool = await sessions(target.url, connections)
     done = 0
+    cpu_before = cpu_seconds(target.pid)
     deadline = time.monotonic() + seconds
 
     async def worker(s: Session) -> None:
@@ -217,9 +245,10 @@ async def capacity(target: Target, tool: str, seconds: float, connections: int =
         for s in pool:
             tg.start_soon(worker, s)
     elapsed = time.monotonic() - start
+    cpu_ms = (cpu_seconds(target.pid) - cpu_before) * 1000 / max(1, done)
     for s in pool:
         await s.aclose()
-    return done / elapsed
+    return done / elapsed, cpu_ms
 
 
 async def paced(
@@ -262,14 +291,15 @@ async def paced(
 async def throughput(target: Target, seconds: float) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     for tool in ("ping", "search_database"):
-        cap = await capacity(target, tool, seconds)
+        cap, cpu_ms = await capacity(target, tool, seconds)
         figures[tool] = {
             "calls_per_s": round(cap, 1),
+            "cpu_ms_per_call": round(cpu_ms, 3),
             "at_50": await paced(target, tool, cap * 0.5, seconds),
             "at_90": await paced(target, tool, cap * 0.9, seconds),
         }
         print(
-            f"  {target.name:9} {tool:16} {cap:7.1f} calls/s   "
+            f"  {target.name:9} {tool:16} {cap:7.1f} calls/s ({cpu_ms:.2f} ms CPU each)   "
             f"p50/p99 at 50%: {figures[tool]['at_50']['p50_ms']}/{figures[tool]['at_50']['p99_ms']} ms   "
             f"at 90%: {figures[tool]['at_90']['p50_ms']}/{figures[tool]['at_90']['p99_ms']} ms",
             flush=True,
@@ -321,7 +351,9 @@ async def noisy_neighbour(
         await s.aclose()
         return latencies
 
+    cpu_before = cpu_seconds(target.pid)
     alone = await victim()
+    served_cpu_ms = (cpu_seconds(target.pid) - cpu_before) * 1000 / max(1, len(alone))
     # The flood runs in its own process, so that it competes with the victim for the server, not for
     # this process's event loop.
     args = [
@@ -342,7 +374,11 @@ async def noisy_neighbour(
         ready = await flooder.stdout.receive()  # the flood is running: its sessions are open
         assert ready.startswith(b"flooding"), ready
         await anyio.sleep(0.5)  # let the flood reach its steady state first
+        cpu_before = cpu_seconds(target.pid)
+        flood_started = time.monotonic()
         flooded = await victim()
+        flood_cpu = cpu_seconds(target.pid) - cpu_before
+        flood_seconds = time.monotonic() - flood_started
     finally:
         flooder.send_signal(signal.SIGINT)
         with anyio.fail_after(30):
@@ -351,17 +387,30 @@ async def noisy_neighbour(
     counts = json.loads(out.decode().strip().splitlines()[-1])
     a, f = percentiles(alone), percentiles(flooded)
     ratio = round(f["p99_ms"] / a["p99_ms"], 2) if a["p99_ms"] else float("nan")
+    p50_ratio = round(f["p50_ms"] / a["p50_ms"], 2) if a["p50_ms"] else float("nan")
+    # The flooder's calls during the victim's measured phase, from its whole-run rate.
+    flood_total = counts["ok"] + counts["refused"]
+    flood_in_phase = flood_total * flood_seconds / max(counts["seconds"], 1e-9)
+    flood_cpu_ms = flood_cpu * 1000 / max(1.0, flood_in_phase + len(flooded))
     figures = {
         "alone": a,
         "flooded": f,
+        "p50_ratio": p50_ratio,
         "p99_ratio": ratio,
         "flood_calls_ok": counts["ok"],
         "flood_calls_refused": counts["refused"],
+        "flood_calls_per_s": round(flood_total / max(counts["seconds"], 1e-9), 1),
         "victim_calls": len(flooded),
+        "served_cpu_ms_per_call": round(served_cpu_ms, 3),
+        "flooded_cpu_ms_per_call": round(flood_cpu_ms, 3),
+        "refused_to_served_cpu": round(flood_cpu_ms / served_cpu_ms, 3) if served_cpu_ms else float("nan"),
     }
     print(
-        f"  {target.name:9} victim p99 alone {a['p99_ms']} ms, flooded {f['p99_ms']} ms -> {ratio}x "
-        f"(flood: {counts['ok']} served, {counts['refused']} refused)",
+        f"  {target.name:9} victim p50 alone {a['p50_ms']} ms, flooded {f['p50_ms']} ms -> {p50_ratio}x; "
+        f"p99 alone {a['p99_ms']} ms, flooded {f['p99_ms']} ms -> {ratio}x "
+        f"(flood: {counts['ok']} served, {counts['refused']} refused, {figures['flood_calls_per_s']} calls/s); "
+        f"server CPU per call: {served_cpu_ms:.3f} ms served alone, {flood_cpu_ms:.3f} ms under the flood "
+        f"({figures['refused_to_served_cpu']}x)",
         flush=True,
     )
     return figures
@@ -392,12 +441,13 @@ async def idle_and_cap(target: Target) -> dict[str, Any]:
     return {"cap": cap, "idle": idle}
 
 
-async def flood_main(url: str, *, token: str | None, connections: int, seconds: float) -> dict[str, int]:
+async def flood_main(url: str, *, token: str | None, connections: int, seconds: float) -> dict[str, float]:
     """The noisy caller: `connections` sessions calling `ping` back to back until SIGINT or `seconds`."""
     flooders = await sessions(url, connections, token=token, name="flood")
     counts = {"ok": 0, "refused": 0}
     print("flooding", flush=True)
-    deadline = time.monotonic() + seconds
+    started = time.monotonic()
+    deadline = started + seconds
 
     async def flood(s: Session) -> None:
         while time.monotonic() < deadline:
@@ -416,7 +466,7 @@ async def flood_main(url: str, *, token: str | None, connections: int, seconds: 
             tg.start_soon(stop_on_signal)
             await anyio.sleep(seconds)
             tg.cancel_scope.cancel()
-    return counts
+    return {**counts, "seconds": time.monotonic() - started}
 
 
 def ratio(a: float, b: float) -> float:
@@ -497,10 +547,17 @@ def main() -> int:
     )
     for tool, r in results["ratios"].items():
         print(f"  {tool:16} throughput {r['calls_per_s']}x   p99 at 90% load {r['p99_at_90']}x")
-    goal = m["noisy"]["p99_ratio"]
+    noisy = m["noisy"]
     print(
-        f"  noisy neighbour: victim p99 flooded/alone {goal}x with mcptrace (goal <= 1.5x), "
-        f"{b['noisy']['p99_ratio']}x with the bare SDK"
+        f"  noisy neighbour: victim p50 flooded/alone {noisy['p50_ratio']}x, p99 {noisy['p99_ratio']}x with "
+        f"mcptrace (goal <= 1.5x each), {b['noisy']['p50_ratio']}x and {b['noisy']['p99_ratio']}x with the bare SDK"
+    )
+    served = m["throughput"]["ping"]["cpu_ms_per_call"]
+    results["refused_to_served_cpu"] = round(noisy["flooded_cpu_ms_per_call"] / served, 3) if served else float("nan")
+    print(
+        f"  a refused call: {noisy['flooded_cpu_ms_per_call']} ms of server CPU per call under the flood, against "
+        f"{served} ms for a served ping at capacity: {results['refused_to_served_cpu']}x (goal <= 0.1x; "
+        f"{noisy['served_cpu_ms_per_call']} ms per ping served to the victim alone, with auth, at 20 calls/s)"
     )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

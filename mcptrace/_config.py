@@ -205,8 +205,8 @@ ENVIRONMENT: Final[dict[str, str]] = {
                                "(default 20)",
     "MCPTRACE_LOOP_WINDOW": "seconds over which identical calls are counted for MCPTRACE_LOOP_THRESHOLD (default 10)",
     "MCPTRACE_METRICS": "0 to turn off the Prometheus endpoint /metrics (default on); OTLP export is set by OTEL_*",
-    "MCPTRACE_SPAN_EXPORT": "process (default) to encode and send spans in a child process, off the "
-                            "server's interpreter lock; thread to do it on the batch thread",
+    "MCPTRACE_SPAN_EXPORT": "process (default) to build, encode and send spans in a child process, off "
+                            "the server's interpreter lock; thread to do it on a thread of the server",
     "MCPTRACE_RESOURCES_MANIFEST": "manifest of hash-pinned remote tools and prompts to load at start-up",
 }
 

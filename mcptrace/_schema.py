@@ -20,8 +20,10 @@ if TYPE_CHECKING:
 #: parent_span_id and baggage (the client's era, identity and W3C trace context).
 #: 3: refusals are one event (`request_refused`, status `refused`, a reason, possibly aggregated with a
 #: count) and the log records its own gaps (`log_gap`); a refusal names who was judged (`principal`,
-#: `client_address`) and, for a session of someone else, its owner (`session_owner`); `mcptrace proxy`
-#: adds `target`, `exit_code` and `restart_in_ms` (`target_started`, `target_exited`,
+#: `client_address`) and, for a session of someone else, its owner (`session_owner`); a request is one
+#: line when it ends (`tool_call` for a tools/call, `response_sent` otherwise, each carrying the whole
+#: request), and `request_received` is written only for a request still running after a moment;
+#: `mcptrace proxy` adds `target`, `exit_code` and `restart_in_ms` (`target_started`, `target_exited`,
 #: `target_output_rejected`).
 LOG_SCHEMA_VERSION: Final = 3
 

@@ -89,10 +89,13 @@ DESCRIPTIONS: dict[str, str] = {
 }
 
 EVENTS: dict[str, str] = {
-    f.EV_REQUEST_RECEIVED: "a JSON-RPC request arrived (first line of every request)",
-    f.EV_TOOL_CALL: "a tools/call finished: arguments/result hashes, duration, status, downstream calls",
+    f.EV_REQUEST_RECEIVED: "a JSON-RPC request arrived: versions 1 and 2, the first line of every request; "
+    "version 3, only a request still running after 0.2 s (its `timestamp` is when it started)",
+    f.EV_TOOL_CALL: "a tools/call finished: arguments/result hashes, duration, status, downstream calls "
+    "(version 3: the request's only line, and its answer left right after it)",
     f.EV_DOWNSTREAM_CALL: "one call to a dependency (database, upstream API) finished",
-    f.EV_RESPONSE_SENT: "the answer left (last line of every request)",
+    f.EV_RESPONSE_SENT: "the answer left: versions 1 and 2, the last line of every request; version 3, "
+    "the only line of any request other than a tools/call",
     f.EV_REQUEST_REJECTED: "an HTTP request was refused before or by the protocol layer (4xx/5xx)",
     f.EV_SERVER_STARTED: "the server accepts requests",
     f.EV_SERVER_STOPPED: "the server finished shutting down, logs flushed",

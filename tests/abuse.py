@@ -4,7 +4,7 @@ Shared by the abuse suites. A reply is fine when it is not a 5xx, names no
 file of the server (no traceback, no path of the checkout, the interpreter or
 the data directory) and, when it is an error in JSON, is a JSON-RPC error.
 The log is checked afterwards in one pass: each refused request has exactly
-one closing line (`request_rejected`, or `response_sent` for JSON-RPC errors
+one closing line (`request_rejected`, or `response_sent` / `tool_call` for JSON-RPC errors
 the SDK middleware saw), at warning level, and no line carries a traceback.
 """
 
@@ -27,7 +27,7 @@ from tests.helpers import read_log
 
 INIT = initialize_message("abuse")
 JSON = "application/json"
-CLOSING_EVENTS = ("request_rejected", "response_sent")
+CLOSING_EVENTS = ("request_rejected", "response_sent", "tool_call")
 JSONRPC_CODES = {-32700, -32600, -32601, -32602}
 
 
@@ -161,7 +161,7 @@ def assert_logged_once(
         lines = by_id[request_id]
         assert len(lines) == 1, lines
         assert lines[0]["level"] == "warning", lines
-        if lines[0]["event"] == "response_sent":
+        if lines[0]["event"] in ("response_sent", "tool_call"):
             assert lines[0]["status"] == "error", lines
     for request_id in answered:
         assert len(by_id[request_id]) == 1, by_id[request_id]

@@ -36,12 +36,13 @@ def wait_for_log(
 
 
 def read_flushed_log(path: Path, *, timeout: float = 5.0) -> list[dict[str, object]]:
-    """The log once every request it holds has its `response_sent` line (the sink flushes every 0.2 s)."""
+    """The log once every request it holds has its closing line (`tool_call` or `response_sent`; the sink
+    flushes every 0.2 s)."""
     deadline = time.monotonic() + timeout
     while True:
         records = read_log(path)
         received = {r["mcp_request_id"] for r in records if r["event"] == "request_received"}
-        answered = {r["mcp_request_id"] for r in records if r["event"] == "response_sent"}
+        answered = {r["mcp_request_id"] for r in records if r["event"] in ("response_sent", "tool_call")}
         if received <= answered or time.monotonic() > deadline:
             return records
         time.sleep(0.05)

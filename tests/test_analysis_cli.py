@@ -79,10 +79,9 @@ def test_chain_prints_every_line_of_a_failed_request_in_time_order(
     records: list[dict[str, Any]] = json.loads(
         mcptrace("chain", rid, server.log_file, "--format", "json").stdout
     )
-    assert [r["event"] for r in records] == ["request_received", "tool_call", "response_sent"]
+    assert [r["event"] for r in records] == ["tool_call"]  # one line per request
     assert {r["mcp_request_id"] for r in records} == {rid}
-    assert [r["timestamp"] for r in records] == sorted(r["timestamp"] for r in records)
-    assert records[1]["status"] == "error" and "limit" in records[1]["error"]
+    assert records[0]["status"] == "error" and "limit" in records[0]["error"]
     table = mcptrace("chain", rid, server.log_file).stdout
     assert rid in table and "ERROR" in table and "tool_call" in table
 
@@ -165,7 +164,7 @@ def test_the_index_answers_the_same_and_is_rebuilt_when_a_source_changes(
     assert list((tmp_path / ".mcptrace-index").glob("*/data/date=*/*.parquet"))
     assert mcptrace("stats", copy, "--format", "json").stdout == before
     chain = json.loads(mcptrace("chain", traffic.failed[1], copy, "--format", "json").stdout)
-    assert [r["event"] for r in chain] == ["request_received", "tool_call", "response_sent"]
+    assert [r["event"] for r in chain] == ["tool_call"]
     with copy.open("ab") as fh:
         fh.write(
             b'{"timestamp":"2026-11-25T23:59:59Z","event":"tool_call","mcp_request_id":"req-late",'

@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import polars as pl
+import pytest
 
-from mcptrace.analysis import active_sessions, sessions, timeline
+from mcptrace.analysis import active_sessions, method_stats, sessions, timeline
 from mcptrace.analysis._load import read_schema
 
 T0 = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)
@@ -18,8 +19,12 @@ def frame_of(rows: list[dict[str, Any]]) -> pl.LazyFrame:
     return pl.DataFrame([{n: r.get(n) for n in schema} for r in rows], schema=schema).lazy()
 
 
-def call(t: timedelta, session: str | None, *, failed: bool = False, rid: str = "r") -> list[dict[str, Any]]:
+def call(
+    t: timedelta, session: str | None, *, failed: bool = False, rid: str = "r", version: int = 2,
+) -> list[dict[str, Any]]:
+    """A tools/call's lines: versions 1 and 2 close it with `response_sent`, version 3 writes it as one line."""
     base = {
+        "schema_version": version,
         "timestamp": T0 + t,
         "mcp_request_id": rid,
         "session_id": session,
@@ -28,16 +33,32 @@ def call(t: timedelta, session: str | None, *, failed: bool = False, rid: str = 
         "status": "error" if failed else "success",
         "duration_ms": 1.0,
     }
-    return [{**base, "event": "tool_call"}, {**base, "event": "response_sent"}]
+    if version >= 3:
+        return [{**base, "event": "tool_call", "method": "tools/call"}]
+    return [{**base, "event": "tool_call"}, {**base, "event": "response_sent", "method": "tools/call"}]
 
 
-def test_sessions_count_requests_calls_and_errors() -> None:
-    rows = call(timedelta(seconds=1), "s1", rid="a") + call(timedelta(seconds=2), "s1", failed=True, rid="b")
-    rows += call(timedelta(seconds=3), "s2", rid="c") + call(timedelta(seconds=4), None, rid="d")
+@pytest.mark.parametrize("version", [2, 3])
+def test_sessions_count_requests_calls_and_errors(version: int) -> None:
+    rows = call(timedelta(seconds=1), "s1", rid="a", version=version)
+    rows += call(timedelta(seconds=2), "s1", failed=True, rid="b", version=version)
+    rows += call(timedelta(seconds=3), "s2", rid="c", version=version)
+    rows += call(timedelta(seconds=4), None, rid="d", version=version)
     got = {r["session_id"]: r for r in sessions(frame_of(rows)).collect().iter_rows(named=True)}
     assert set(got) == {"s1", "s2"}
     assert (got["s1"]["requests"], got["s1"]["calls"], got["s1"]["errors"]) == (2, 2, 1)
     assert got["s1"]["tools"] == ["search"] and got["s1"]["start"] < got["s1"]["end"]
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_method_stats_count_each_request_once_whatever_the_version(version: int) -> None:
+    rows = call(timedelta(seconds=1), "s1", rid="a", version=version)
+    rows += call(timedelta(seconds=2), "s1", failed=True, rid="b", version=version)
+    rows.append({"schema_version": version, "timestamp": T0, "mcp_request_id": "p", "event": "response_sent",
+                 "method": "ping", "status": "success", "duration_ms": 0.5})
+    got = {r["method"]: r for r in method_stats(frame_of(rows)).collect().iter_rows(named=True)}
+    assert (got["tools/call"]["calls"], got["tools/call"]["errors"]) == (2, 1)
+    assert got["ping"]["calls"] == 1
 
 
 def test_the_timeline_shows_a_restart_an_error_burst_a_storm_and_a_drop_in_sessions() -> None:

@@ -70,7 +70,9 @@ def test_the_demo_says_where_the_logs_are_and_summarises_calls_per_tool(demo, re
 
 
 def test_every_line_follows_the_log_contract(records) -> None:  # type: ignore[no-untyped-def]
-    assert len(records) > 300
+    served = [r for r in records if r["event"] in ("tool_call", "response_sent")]  # one closing line a request
+    refused = sum(int(r.get("count", 1)) for r in records if r["event"] == "request_refused")  # type: ignore[call-overload]
+    assert len(served) + refused > 250
     assert_contract(records)
 
 

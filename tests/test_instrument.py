@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 from mcp import Client
 from mcp.server import MCPServer
@@ -43,7 +44,30 @@ def weather_server() -> MCPServer[Any]:
                 raise ToolError(f"no forecast for {city}")
         return f"sunny in {city}"
 
+    @server.tool()
+    async def radar(region: str) -> dict[str, str]:
+        """A tool with a span of its own, and a dependency that receives the W3C context."""
+        from opentelemetry import propagate, trace
+
+        with trace.get_tracer("weather").start_as_current_span("render radar"):
+            async with mcptrace.downstream("radar-api", f"GET /radar/{region}"):
+                headers: dict[str, str] = {}
+                propagate.inject(headers)  # what an HTTP client sends the dependency
+        return headers
+
     return server
+
+
+def serve_configured_by_the_environment(log_path: str, ready: str) -> None:
+    """What a user writes when the `OTEL_*` variables say where to export: one call."""
+    import mcptrace
+
+    server = weather_server()
+    instrumentation = mcptrace.instrument(server, log_file=log_path)
+    try:
+        serve_announced(server.streamable_http_app(), ready)
+    finally:
+        instrumentation.shutdown()
 
 
 def serve(endpoint: str, log_path: str, ready: str) -> None:
@@ -80,16 +104,25 @@ class Weather:
     url: str
     log: Path
     tap: OtelTap
+    setup: str
 
 
-@pytest.fixture(scope="module")
-def weather(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Weather]:
+@pytest.fixture(scope="module", params=["given providers", "OTEL_* variables"])
+def weather(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Weather]:
     workdir = tmp_path_factory.mktemp("weather")
     log, ready = workdir / "weather.log", workdir / "ready"
     with oteltap() as tap:
+        env = subprocess_env()
+        if request.param == "OTEL_* variables":
+            env.update({"OTEL_EXPORTER_OTLP_ENDPOINT": tap.endpoint, "OTEL_SERVICE_NAME": "weather",
+                        "OTEL_RESOURCE_ATTRIBUTES": "service.version=2.0.1,deployment.environment=test",
+                        "OTEL_BSP_SCHEDULE_DELAY": "100", "OTEL_METRIC_EXPORT_INTERVAL": "300"})
+            args = ["env", str(log), str(ready)]
+        else:
+            args = [tap.endpoint, str(log), str(ready)]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.test_instrument", tap.endpoint, str(log), str(ready)],
-            env=subprocess_env(), cwd=Path(__file__).resolve().parent.parent, stderr=subprocess.PIPE,
+            [sys.executable, "-m", "tests.test_instrument", *args],
+            env=env, cwd=Path(__file__).resolve().parent.parent, stderr=subprocess.PIPE,
         )
         try:
             deadline = time.monotonic() + 30
@@ -97,17 +130,17 @@ def weather(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Weather]:
                 assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
                 assert time.monotonic() < deadline, "instrumented server did not start"
                 time.sleep(0.05)
-            yield Weather(ready.read_text(), log, tap)
+            yield Weather(ready.read_text(), log, tap, request.param)
         finally:
             proc.terminate()
             proc.wait(15)
 
 
-def forecasts(url: str, *cities: str) -> list[Any]:
+def forecasts(url: str, *cities: str, tool: str = "forecast", argument: str = "city") -> list[Any]:
     async def main() -> list[Any]:
         with anyio.fail_after(30):
             async with Client(url, mode="legacy", client_info=Implementation(name="forecaster", version="2")) as c:
-                return [await c.call_tool("forecast", {"city": city}) for city in cities]
+                return [await c.call_tool(tool, {argument: city}) for city in cities]
 
     return anyio.run(main)
 
@@ -142,11 +175,48 @@ def test_instrumented_server_gets_request_ids_spans_metrics_and_correlated_logs(
         attrs(p).get("network.transport") == "tcp" and p.count >= 1 and p.sum > 0 for p in points(m)))
 
     records = wait_for_log_line(weather.log, lambda r: r.get("mcp_request_id") == rid
-                                and r["event"] == "response_sent")
+                                and r["event"] == "tool_call")
     lines = [r for r in records if r.get("mcp_request_id") == rid]
-    assert {r["event"] for r in lines} >= {"request_received", "tool_call", "response_sent"}
-    assert {r["trace_id"] for r in lines} == {span.trace_id.hex()}
+    assert [r["event"] for r in lines] == ["tool_call"]  # one line per request
+    assert lines[0]["trace_id"] == span.trace_id.hex() and lines[0]["span_id"] == span.span_id.hex()
+
+    assert failed.meta["mcptrace/mcp_request_id"] == failed_rid
+    assert bad.status.message.endswith("no forecast for atlantis")  # a failed tool call says why, as an event too
+    assert [e.name for e in bad.events] == ["exception"]
+
+
+def test_spans_made_inside_a_tool_parent_under_its_request_and_the_context_goes_downstream(
+    weather: Weather,
+) -> None:
+    (result,) = forecasts(weather.url, "north", tool="radar", argument="region")
+    assert not result.is_error
+    sent = result.structured_content or {}
+    request = weather.tap.spans.wait_for(
+        lambda s: attrs(s).get("mcptrace.mcp_request_id") == result.meta["mcptrace/mcp_request_id"])
+    own = weather.tap.spans.wait_for(lambda s: s.name == "render radar" and s.trace_id == request.trace_id)
+    client = weather.tap.spans.wait_for(lambda s: s.name == "radar-api" and s.trace_id == request.trace_id)
+    assert own.parent_span_id == request.span_id  # the tool's own span, under the request's
+    assert client.parent_span_id == own.span_id  # the dependency call, under the tool's span
+    # The dependency is told the trace and the CLIENT span it was called from.
+    version, trace_id, parent_id, flags = sent["traceparent"].split("-")
+    assert (trace_id, parent_id) == (request.trace_id.hex(), client.span_id.hex())
+    assert int(flags, 16) & 1  # sampled
+
+
+def test_metrics_are_served_with_the_resource_the_variables_name(weather: Weather) -> None:
+    if weather.setup != "OTEL_* variables":
+        pytest.skip("a server with the application's own meter provider serves no /metrics of mcptrace's")
+    forecasts(weather.url, "rome")
+    scrape = httpx.get(weather.url.removesuffix("/mcp") + "/metrics", timeout=10).text
+    (target,) = [line for line in scrape.splitlines() if line.startswith("target_info{")]
+    assert 'service_name="weather"' in target
+    assert 'service_version="2.0.1"' in target  # OTEL_RESOURCE_ATTRIBUTES wins over mcptrace's own version
+    assert 'deployment_environment="test"' in target
+    assert 'mcp_tool_calls_total{' in scrape and 'mcp_tool_duration_seconds_bucket{' in scrape
 
 
 if __name__ == "__main__":
-    serve(*sys.argv[1:4])
+    if sys.argv[1] == "env":
+        serve_configured_by_the_environment(*sys.argv[2:4])
+    else:
+        serve(*sys.argv[1:4])

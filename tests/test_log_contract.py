@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
 from pathlib import Path
 
 import anyio
@@ -159,3 +160,31 @@ def test_the_demo_sample_holds_both_eras() -> None:
     assert set(calls["protocol_version"].unique().to_list()) == {"2025-11-25", "2026-07-28"}
     modern = calls.filter(pl.col("protocol_version") == "2026-07-28")
     assert modern["session_id"].null_count() == modern.height
+
+
+def test_a_request_is_one_line_and_one_still_running_is_written_down_meanwhile(server: RunningProcess) -> None:
+    """Version 3: one line per request; a request running past 0.2 s also leaves `request_received`,
+    dated when it started, before its end, so a crash meanwhile leaves evidence of it."""
+
+    async def main() -> None:
+        with anyio.fail_after(30):
+            async with Client(server.url, mode="legacy",
+                              client_info=Implementation(name="patient-agent", version="1")) as c:
+                assert not (await c.call_tool("ping", {})).is_error
+                assert not (await c.call_tool("run_report", {})).is_error  # five steps of 0.25 s
+
+    anyio.run(main)
+    ping, report = sorted(tool_calls_by(server, "patient-agent"), key=lambda r: str(r["timestamp"]))
+    lines = read_log(server.log_file)
+    assert [r["event"] for r in lines if r.get("mcp_request_id") == ping["mcp_request_id"]] == ["tool_call"]
+    mine = [r for r in lines if r.get("mcp_request_id") == report["mcp_request_id"]]
+    events = [r["event"] for r in mine]
+    assert events.count("request_received") == 1 and events[-1] == "tool_call"  # written while it ran
+    received, done = mine[events.index("request_received")], mine[-1]
+    assert min(str(r["timestamp"]) for r in mine) == received["timestamp"]  # dated when it started
+    assert received["tool_name"] == "run_report" and received["client_name"] == "patient-agent"
+    assert received["session_id"] == done["session_id"] and received["jsonrpc_id"] == done["jsonrpc_id"]
+    started = datetime.fromisoformat(str(received["timestamp"]))
+    ended = datetime.fromisoformat(str(done["timestamp"]))
+    assert abs((ended - started).total_seconds() * 1000 - float(done["duration_ms"])) < 50
+    assert_contract(mine)

@@ -117,6 +117,10 @@ def test_a_failing_dependency_marks_both_spans_as_errors(server: RunningProcess,
     assert result.is_error
     parent = server_span(tap, request_id(result))
     assert parent.status.code == Status.STATUS_CODE_ERROR
+    assert "503" in parent.status.message  # what the tool answered, not an empty status
+    assert attrs(parent)["error.type"] == "tool_error"
+    (event,) = [e for e in parent.events if e.name == "exception"]
+    assert "503" in attrs(event)["exception.message"]
     child = tap.spans.wait_for(lambda s: s.parent_span_id == parent.span_id and s.name == "upstream")
     assert child.status.code == Status.STATUS_CODE_ERROR
     assert "503" in attrs(child)["mcptrace.downstream.error"]
@@ -189,11 +193,11 @@ def test_log_lines_carry_the_trace_and_span_of_their_request(server: RunningProc
     rid = request_id(result)
     span = server_span(tap, rid)
     records = wait_for_log_line(server.log_file, lambda r: r.get("mcp_request_id") == rid
-                                and r["event"] == "response_sent")
+                                and r["event"] == "tool_call")
     mine = [r for r in records if r.get("mcp_request_id") == rid]
-    assert {r["event"] for r in mine} >= {"request_received", "tool_call", "downstream_call", "response_sent"}
+    assert sorted(r["event"] for r in mine) == ["downstream_call", "tool_call"]  # one line, and the dependency's
     assert {r["trace_id"] for r in mine} == {hex_id(span.trace_id)}
-    assert {r["span_id"] for r in mine if r["event"] != "downstream_call"} == {hex_id(span.span_id)}
+    assert {r["span_id"] for r in mine if r["event"] == "tool_call"} == {hex_id(span.span_id)}
     downstream_line = next(r for r in mine if r["event"] == "downstream_call")
     client = tap.spans.wait_for(lambda s: s.parent_span_id == span.span_id and s.name == "sqlite")
     assert downstream_line["span_id"] == hex_id(client.span_id)
@@ -331,3 +335,21 @@ def test_a_stdio_connection_is_one_session_recorded_as_the_pipe_closes(
     anyio.run(session)
     tap.metrics.wait_for(lambda m: m.name == "mcp.server.session.duration" and any(
         attrs(p).get("network.transport") == "pipe" and p.count == 1 and p.sum >= 0.5 for p in points(m)))
+
+
+CHECKLIST_METRICS = {"mcp_tool_calls_total", "mcp_tool_duration_seconds", "mcp_active_sessions",
+                     "mcp_downstream_errors_total"}
+
+
+def test_metric_names_follow_one_scheme_and_known_counters_start_at_zero(tmp_path: Path) -> None:
+    with running_server(tmp_path, env=otel_env("http://127.0.0.1:9")) as fresh:  # nothing called yet
+        samples = scrape(fresh)
+        families = {name.removesuffix("_bucket").removesuffix("_sum").removesuffix("_count") for name, _ in samples}
+    for name in families - {"target_info"}:
+        assert (name in CHECKLIST_METRICS or name.startswith("mcp_server_")  # the semantic conventions'
+                or name.startswith("mcptrace_")), name
+    assert samples[("mcp_downstream_errors_total", (("service", "sqlite"),))] == 0
+    assert samples[("mcp_downstream_errors_total", (("service", "upstream"),))] == 0
+    assert samples[("mcptrace_telemetry_dropped_total", (("reason", "queue_full"), ("signal", "traces")))] == 0
+    (target,) = [labels for name, labels in samples if name == "target_info"]
+    assert ("service_name", "mcptrace-under-test") in target

@@ -113,8 +113,8 @@ def test_every_panel_has_a_title_a_datasource_a_unit_and_queries_of_declared_met
     # the panels people expect, by the metrics behind them
     assert {
         "mcptrace_caller_tool_calls_total", "mcp_tool_calls_total", "mcp_tool_duration_seconds",
-        "mcp_server_operation_duration_seconds", "mcp_active_sessions", "mcp_max_sessions",
-        "mcptrace_requests_refused_total", "mcp_breaker_state", "mcptrace_telemetry_dropped_total",
+        "mcp_server_operation_duration_seconds", "mcp_active_sessions", "mcptrace_max_sessions",
+        "mcptrace_requests_refused_total", "mcptrace_breaker_state", "mcptrace_telemetry_dropped_total",
         "mcptrace_loop_suspected_calls_total",
     } <= seen
 

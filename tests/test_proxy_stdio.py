@@ -39,11 +39,13 @@ def mcptrace(*args: Any) -> subprocess.CompletedProcess[str]:
 
 
 def requests_are_closed(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Every request has its first and last line under one id; returns the last lines by id."""
-    received = {r["mcp_request_id"]: r for r in records if r["event"] == "request_received"}
-    sent = {r["mcp_request_id"]: r for r in records if r["event"] == "response_sent"}
-    assert received and set(received) == set(sent)
-    return sent
+    """Every request has its one closing line (`tool_call` or `response_sent`), once; returns them by id."""
+    closing = [r for r in records if r["event"] in ("tool_call", "response_sent")]
+    by_id = {r["mcp_request_id"]: r for r in closing}
+    assert closing and len(by_id) == len(closing)
+    received = {r["mcp_request_id"] for r in records if r["event"] == "request_received"}
+    assert received <= set(by_id), "a request written down while it ran is closed too"
+    return by_id
 
 
 class Callbacks:
@@ -130,7 +132,7 @@ def test_every_message_kind_passes_both_ways_through_the_stdio_proxy(tmp_path: P
     assert echo_line["arguments_hash"] and echo_line["result_hash"] and echo_line["input_token_count"] > 0
     assert echo_line["transport"] == "stdio" and echo_line["caller_id"] == "mcp"
     assert echo_line["protocol_version"] == "2025-11-25" and echo_line["client_name"] == "mcp"
-    methods = {r["method"] for r in records if r["event"] == "request_received"}
+    methods = {r["method"] for r in closed.values()}
     assert {"initialize", "tools/list", "resources/read", "prompts/get", "logging/setLevel"} <= methods
     if mode == "auto":  # the client asks for the 2026-07-28 era first; this server answers it does not know it
         discover = next(r for r in closed.values() if r["method"] == "server/discover")
@@ -173,8 +175,8 @@ def test_a_limited_call_through_the_stdio_proxy_is_one_refused_line_and_nothing_
         "status": "refused", "refusal_reason": "rate_limited", "caller_id": "mcp", "tool_name": "echo",
         "transport": "stdio", "limit_scope": "tool",
     }
-    received = [r for r in records if r["event"] == "request_received" and r.get("tool_name") == "echo"]
-    assert len(received) == 1, "the refused call has no line of an answered request"
+    served = [r for r in records if r["event"] == "tool_call" and r.get("tool_name") == "echo"]
+    assert len(served) == 1, "the refused call has no line of an answered request"
 
 
 def test_the_typescript_sdk_client_through_the_stdio_proxy(tmp_path: Path) -> None:
@@ -192,10 +194,9 @@ def test_the_typescript_sdk_client_through_the_stdio_proxy(tmp_path: Path) -> No
     assert summary["seen"]["logging"] >= 1
     records = read_flushed_log(tmp_path / "logs" / "mcptrace.log")
     assert_contract(records)
-    requests_are_closed(records)
-    methods = {r["method"] for r in records if r["event"] == "request_received"}
-    assert {"tasks/get", "tasks/result"} <= methods
-    assert {r["caller_id"] for r in records if r["event"] == "request_received"} == {"ts-sdk-client"}
+    closed = requests_are_closed(records)
+    assert {"tasks/get", "tasks/result"} <= {r["method"] for r in closed.values()}
+    assert {r["caller_id"] for r in closed.values()} == {"ts-sdk-client"}
 
 
 def test_the_proxys_span_is_the_parent_of_the_servers_work_over_stdio(tmp_path: Path) -> None:
@@ -294,5 +295,5 @@ def test_the_analysis_commands_read_the_proxys_log(tmp_path: Path) -> None:
     assert repeat["tool_name"] == "echo" and repeat["request_ids"] == ids
     chain = json.loads(mcptrace("chain", ids[2], log, "--format", "json", "--no-index").stdout)
     events = [line["event"] for line in chain]
-    assert events == ["request_received", "tool_call", "response_sent"]
+    assert events == ["tool_call"]  # one line per request
     assert {line["mcp_request_id"] for line in chain} == {ids[2]}

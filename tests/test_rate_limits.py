@@ -227,8 +227,8 @@ def test_over_stdio_a_limited_call_is_one_refused_line_and_nothing_else(tmp_path
         "status": "refused", "refusal_reason": "rate_limited", "caller_id": "stdio-agent", "tool_name": "get_config",
         "transport": "stdio", "limit_scope": "tool",
     }
-    received = [r for r in records if r["event"] == "request_received" and r.get("tool_name") == "get_config"]
-    assert len(received) == 1, "the refused call has no line of an answered request"
+    served = [r for r in records if r["event"] == "tool_call" and r.get("tool_name") == "get_config"]
+    assert len(served) == 1, "the refused call has no line of an answered request"
     assert_contract(records)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from mcptrace import _fields as f
 from mcptrace.guards._tokens import TokenStore
 from mcptrace.testing import running_server
 from tests.helpers import eventually, read_log, wait_for_log
@@ -29,7 +30,7 @@ def breaker_state(base_url: str) -> float:
     text = httpx.get(f"{base_url}/metrics", timeout=10).text
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == "mcp_breaker_state" and sample.labels.get("service") == "redis":
+            if sample.name == f.M_BREAKER_STATE and sample.labels.get("service") == "redis":
                 return sample.value
     return -1.0
 

@@ -138,7 +138,8 @@ def served_by(cluster: Cluster, caller: str) -> Counter[int]:
         httpx.get(f"{replica.base_url}/health", timeout=10)
         for line in replica.log_file.read_text().splitlines():
             record = json.loads(line)
-            if record.get("caller_id") == caller and record["event"] in ("response_sent", "request_refused"):
+            closing = record["event"] in ("response_sent", "tool_call", "request_refused")
+            if record.get("caller_id") == caller and closing:
                 counts[i] += record.get("count", 1)
     return counts
 
@@ -232,7 +233,7 @@ def calls_served_by(routed: Routed, request_ids: set[str]) -> Counter[str]:
         served: Counter[str] = Counter()
         for replica, name in zip(routed.replicas, ("r1", "r2"), strict=True):
             for record in read_log(replica.log_file):
-                if record["event"] == "response_sent" and record["mcp_request_id"] in request_ids:
+                if record["event"] in ("tool_call", "response_sent") and record["mcp_request_id"] in request_ids:
                     served[name] += 1
         assert sum(served.values()) == len(request_ids)
         return served

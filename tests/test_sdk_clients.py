@@ -94,10 +94,11 @@ def test_every_line_the_server_wrote_follows_the_log_contract(server: RunningPro
     records = read_flushed_log(server.log_file)
     assert records
     assert_contract(records)
-    requests = {r["mcp_request_id"] for r in records if r["event"] == "request_received"}
-    for rid in requests:
+    closing = [r["mcp_request_id"] for r in records if r["event"] in ("tool_call", "response_sent")]
+    assert closing and len(closing) == len(set(closing)), "one line closes each request"
+    for rid in closing:
         events = [r["event"] for r in records if r.get("mcp_request_id") == rid]
-        assert events[0] == "request_received" and events[-1] == "response_sent"
+        assert events[-1] in ("tool_call", "response_sent")
     tool_calls = [r for r in records if r["event"] == "tool_call"]
     assert tool_calls
     for call in tool_calls:

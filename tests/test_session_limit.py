@@ -77,7 +77,7 @@ def metric(server: RunningProcess, name: str) -> float:
 def test_one_session_past_the_cap_is_refused_with_retry_after_until_a_session_closes(
     server: RunningProcess,
 ) -> None:
-    refused_before = metric(server, "mcp_session_limit_rejections_total")
+    refused_before = metric(server, "mcptrace_session_limit_rejections_total")
 
     async def main() -> tuple[MCPError, list[tuple[int, httpx2.Headers]]]:
         with anyio.fail_after(30):
@@ -115,7 +115,7 @@ def test_one_session_past_the_cap_is_refused_with_retry_after_until_a_session_cl
     assert "session limit" in line["error"] and str(CAP) in line["error"]
     assert line["retry_after_ms"] == int(headers["retry-after"]) * 1000
     assert_contract(read_log(server.log_file))
-    assert metric(server, "mcp_session_limit_rejections_total") == refused_before + 1
+    assert metric(server, "mcptrace_session_limit_rejections_total") == refused_before + 1
 
 
 def test_the_raw_refusal_is_json_rpc_with_the_limit_in_its_data(server: RunningProcess) -> None:
@@ -138,7 +138,7 @@ def test_the_raw_refusal_is_json_rpc_with_the_limit_in_its_data(server: RunningP
 
 
 def test_sessionless_calls_are_served_while_the_cap_is_reached(server: RunningProcess) -> None:
-    refused_before = metric(server, "mcp_session_limit_rejections_total")
+    refused_before = metric(server, "mcptrace_session_limit_rejections_total")
 
     async def main() -> None:
         with anyio.fail_after(30):
@@ -152,4 +152,4 @@ def test_sessionless_calls_are_served_while_the_cap_is_reached(server: RunningPr
                 assert active == CAP, "no session was opened for them"
 
     anyio.run(main)
-    assert metric(server, "mcp_session_limit_rejections_total") == refused_before
+    assert metric(server, "mcptrace_session_limit_rejections_total") == refused_before

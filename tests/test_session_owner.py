@@ -113,7 +113,7 @@ def test_another_principal_on_a_session_is_answered_as_if_it_did_not_exist_and_t
     text = server.log_file.read_text()
     assert alice not in text and bob not in text, "principals are logged as ids, never as tokens"
     in_session = [r for r in records if r.get("session_id") == session["mcp-session-id"]
-                  and r["event"] in ("request_received", "tool_call")]
+                  and r["event"] in ("request_received", "tool_call", "response_sent")]
     assert in_session and {r["caller_id"] for r in in_session} == {"alice"}, "nothing of Bob's ran in it"
     assert not [r for r in records if r.get("mcp_request_id") in refused and r["event"] != "request_refused"]
     assert_contract(records)

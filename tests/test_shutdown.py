@@ -25,4 +25,4 @@ def test_sigterm_flushes_every_line_and_ends_with_server_stopped(tmp_path: Path)
     records = read_log(server.log_file)
     assert records[-1]["event"] == "server_stopped"
     request_id = r.headers["x-request-id"]
-    assert [x["event"] for x in records if x["mcp_request_id"] == request_id] == ["request_received", "response_sent"]
+    assert [x["event"] for x in records if x["mcp_request_id"] == request_id] == ["response_sent"]

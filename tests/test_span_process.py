@@ -28,9 +28,9 @@ from opentelemetry.trace import Link, SpanKind, StatusCode
 
 import mcptrace
 from mcptrace import ConfigError
-from mcptrace.telemetry._otlp import CountingBatchSpanProcessor, make_resource, providers_from_env
+from mcptrace.telemetry._otlp import Providers, make_resource, providers_from_env
 from mcptrace.telemetry._spanprocess import ProcessSpanExporter
-from mcptrace.telemetry._spanwire import Rebuilder, frame, read_frame, span_rows
+from mcptrace.telemetry._spanwire import Batch, Rebuilder, frame, read_frame, span_row
 from mcptrace.testing import RunningProcess, running_server, subprocess_env
 from tests.otel_receivers import OtelTap, attrs, free_port, oteltap
 
@@ -83,6 +83,13 @@ def finished_spans(resource: Resource | None = None) -> list[Any]:
     return list(memory.get_finished_spans())
 
 
+def span_rows(spans: list[Any], sent: dict[int, Any]) -> tuple[Any, ...]:
+    """One message of finished spans, read through their public properties."""
+    batch = Batch(sent)
+    batch.rows.extend(row for span in spans if (row := span_row(span, batch)) is not None)
+    return batch.message()
+
+
 # -- the wire format -------------------------------------------------------------
 
 def test_the_child_rebuilds_spans_that_encode_to_the_same_otlp_bytes() -> None:
@@ -128,7 +135,7 @@ def test_spans_arrive_through_the_child_with_their_parents_and_scopes(monkeypatc
         with (tracer.start_as_current_span("request", kind=SpanKind.SERVER, attributes={"tool": "ping"}) as req,
               tracer.start_as_current_span("db", kind=SpanKind.CLIENT) as db):
             db.set_status(StatusCode.ERROR, "timeout")
-        exporter = _process_exporter(providers.tracer_provider)
+        exporter = _process_exporter(providers)
         try:
             parent = tap.spans.wait_for(lambda s: s.name == "request")
             child = tap.spans.wait_for(lambda s: s.name == "db")
@@ -166,7 +173,7 @@ def test_shutdown_delivers_every_queued_span_and_the_child_exits() -> None:
         for i in range(300):  # a few full batches go out at once; the rest waits in the queue
             with tracer.start_as_current_span(f"queued-{i}"):
                 pass
-        exporter = _process_exporter(providers.tracer_provider)
+        exporter = _process_exporter(providers)
         pid = until(lambda: exporter.child_pid, what="a child")
         providers.shutdown(timeout=15)
         assert not is_running(pid)
@@ -223,17 +230,13 @@ def test_thread_mode_keeps_the_exporter_in_the_server_process() -> None:
     providers = providers_from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, span_export="thread")
     try:
         assert providers.tracer_provider is not None
-        (processor,) = providers.tracer_provider._active_span_processor._span_processors
-        inner = processor._batch_processor._exporter.inner  # type: ignore[attr-defined]
-        assert type(inner).__name__ == "OTLPSpanExporter"
+        assert type(providers.span_exporter).__name__ == "OTLPSpanExporter"
     finally:
         providers.shutdown()
 
 
-def _process_exporter(provider: TracerProvider) -> ProcessSpanExporter:
-    (processor,) = provider._active_span_processor._span_processors
-    assert isinstance(processor, CountingBatchSpanProcessor)
-    exporter = processor._batch_processor._exporter.inner  # type: ignore[attr-defined]
+def _process_exporter(providers: Providers) -> ProcessSpanExporter:
+    exporter = providers.span_exporter
     assert isinstance(exporter, ProcessSpanExporter)
     return exporter
 
@@ -350,3 +353,34 @@ def test_a_killed_child_costs_counted_spans_and_a_new_child_takes_over(tmp_path:
 
 if __name__ == "__main__":
     orphan_parent(sys.argv[1])
+
+
+def test_a_request_record_becomes_its_server_span_and_a_client_span_per_dependency() -> None:
+    from mcptrace.telemetry._context import CallContext
+    from mcptrace.telemetry._spanwire import add_items
+
+    call = CallContext("req-1", "tools/call", "s-1", "7", "search", "agent-7", "acme")
+    call.transport, call.protocol_version = "http", "2025-11-25"
+    call.trace_id, call.span_id, call.parent_span_id, call.parent_remote = 0xABC, 0x11, 0x22, True
+    call.sampled, call.start_ns, call.duration_s = True, 1_000_000_000, 0.25
+    call.status, call.error, call.error_type = "error", "database unavailable", "tool_error"
+    call.client_spans = [(0x33, 0x11, "sqlite", "q1", 1_010_000_000, 1_020_000_000, "timeout", None)]
+    batch = Batch({})
+    assert add_items(batch, [call], make_resource()) == 2
+    server, client = Rebuilder().spans(batch.message())
+    assert (server.name, server.kind, server.context.span_id) == ("tools/call search", SpanKind.SERVER, 0x11)
+    assert server.parent is not None and server.parent.span_id == 0x22 and server.parent.is_remote
+    assert server.end_time == 1_250_000_000
+    assert dict(server.attributes) == {
+        "mcp.method.name": "tools/call", "mcp.protocol.version": "2025-11-25", "jsonrpc.request.id": "7",
+        "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "search", "network.transport": "tcp",
+        "mcptrace.mcp_request_id": "req-1", "mcptrace.caller_id": "agent-7", "mcptrace.tenant": "acme",
+        "mcp.session.id": "s-1", "error.type": "tool_error"}
+    assert server.status.status_code is StatusCode.ERROR and server.status.description == "database unavailable"
+    (event,) = server.events
+    assert event.name == "exception" and event.attributes["exception.message"] == "database unavailable"
+    assert (client.name, client.kind, client.parent.span_id if client.parent else None) == ("sqlite", SpanKind.CLIENT,
+                                                                                           0x11)
+    assert client.context.trace_id == 0xABC and client.status.description == "timeout"
+    assert client.attributes["mcptrace.downstream.error"] == "timeout"
+    encode_spans([server, client]).SerializeToString()  # the SDK's encoder takes them as they are

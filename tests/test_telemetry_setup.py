@@ -53,26 +53,30 @@ def test_an_unsupported_protocol_is_a_clear_config_error() -> None:
         providers_from_env({**ENDPOINT, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"})
 
 
-def _spans_per_export(env: dict[str, str]) -> int:
-    providers = providers_from_env({**ENDPOINT, **env})
-    try:
-        assert providers.tracer_provider is not None
-        (processor,) = providers.tracer_provider._active_span_processor._span_processors
-        return int(processor._batch_processor._max_export_batch_size)  # type: ignore[attr-defined]
-    finally:
-        providers.shutdown()
+def test_the_span_queue_is_bounded_by_the_standard_variable_and_what_it_drops_is_counted() -> None:
+    from mcptrace.telemetry._context import CallContext
+    from mcptrace.telemetry._drops import DropCounter
+    from mcptrace.telemetry._spanfeed import SpanFeed, feed_settings
 
-
-def test_spans_are_exported_in_small_batches_unless_the_standard_variable_says_otherwise() -> None:
-    assert _spans_per_export({}) == 64
-    assert _spans_per_export({"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "512"}) == 512
-    assert _spans_per_export({"OTEL_BSP_MAX_QUEUE_SIZE": "16"}) == 16  # never more than the queue holds
+    taken: list[int] = []
+    drops = DropCounter()
+    settings = feed_settings({"OTEL_BSP_MAX_QUEUE_SIZE": "3", "OTEL_BSP_SCHEDULE_DELAY": "60000"})
+    assert settings == {"max_queue": 3, "delay_ms": 60000.0}
+    feed = SpanFeed(lambda items: taken.append(len(items)), drops, **settings)
+    for i in range(5):
+        call = CallContext(f"req-{i}")
+        call.client_spans = [(1, 2, "db", None, 0, 1, None, None)]  # a SERVER span and a CLIENT span each
+        feed.put(call)
+    feed.shutdown()
+    assert taken == [3]
+    assert drops.snapshot() == {("traces", "queue_full"): 4}
 
 
 def _exemplars_recorded(env: dict[str, str]) -> int:
     """Exemplars a histogram keeps for one measurement made inside a sampled span."""
     reader = InMemoryMetricReader()
     providers = providers_from_env(env, extra_readers=[reader])
+    assert providers.meter_provider is not None
     histogram = providers.meter_provider.get_meter("test").create_histogram("work")
     with TracerProvider().get_tracer("test").start_as_current_span("request"):
         histogram.record(0.01)
@@ -111,6 +115,9 @@ def test_the_resource_is_named_by_otel_service_name_or_mcptrace(monkeypatch: pyt
     attributes = make_resource().attributes
     assert attributes["service.name"] == "orders-mcp"
     assert attributes["deployment.environment"] == "staging"
+    assert attributes["service.version"] == mcptrace.__version__
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "service.version=4.2.0")
+    assert make_resource().attributes["service.version"] == "4.2.0"  # the operator's variable wins
 
 
 def test_duration_buckets_resolve_milliseconds_to_minutes() -> None:
@@ -145,9 +152,9 @@ def test_guard_counters_are_published_when_metrics_are_collected() -> None:
     guards.auth_failures, guards.rate_limited = 3, 7
     guards.breaker_states["upstream"] = 2
     samples = _samples(endpoint)
-    assert samples[("mcp_auth_failures_total", ())] == 3
-    assert samples[("mcp_rate_limit_rejections_total", ())] == 7
-    assert samples[("mcp_breaker_state", (("service", "upstream"),))] == 2
+    assert samples[("mcptrace_auth_failures_total", ())] == 3
+    assert samples[("mcptrace_rate_limit_rejections_total", ())] == 7
+    assert samples[("mcptrace_breaker_state", (("service", "upstream"),))] == 2
     provider.shutdown()
 
 
@@ -218,3 +225,19 @@ def test_otlp_metrics_share_the_prometheus_aggregation_when_the_exporter_wants_c
         assert samples[("mcp_tool_duration_seconds_count", (("status", "success"), ("tool", "search")))] == 3
         assert samples[("mcp_tool_calls_total", (("status", "success"), ("tool", "search")))] == 3
         providers.shutdown()
+
+
+def test_the_dependencies_the_request_path_relies_on_are_pinned_below_untested_releases() -> None:
+    import tomllib
+    from importlib.metadata import version
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
+    requirements = {Requirement(r).name: Requirement(r) for r in pyproject["project"]["dependencies"]}
+    for name in ("mcp", "opentelemetry-api", "opentelemetry-sdk", "opentelemetry-exporter-otlp",
+                 "opentelemetry-exporter-prometheus"):
+        specifier = requirements[name].specifier
+        assert any(spec.operator == "<" for spec in specifier), f"{name} has no upper bound"
+        assert version(name) in specifier, f"{name} {version(name)} is not what the pins allow: {specifier}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import polars as pl
 
 from mcptrace import _fields as f
+from mcptrace.analysis._done import request_done
 
 SESSION_COLUMNS = [f.SESSION_ID, f.CALLER_ID, "start", "end", "requests", "calls", "errors", "tools"]
 TIMELINE_COLUMNS = ["time", "kind", "count", "detail"]
@@ -12,7 +13,7 @@ TIMELINE_COLUMNS = ["time", "kind", "count", "detail"]
 
 def sessions(frame: pl.LazyFrame) -> pl.LazyFrame:
     """One row per session id: caller, start, end, requests, tool calls, failed requests, tools used."""
-    done = pl.col(f.EVENT) == f.EV_RESPONSE_SENT
+    done = request_done()
     tool = pl.col(f.EVENT) == f.EV_TOOL_CALL
     return (
         frame.filter(pl.col(f.SESSION_ID).is_not_null())

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import polars as pl
 
 from mcptrace import _fields as f
+from mcptrace.analysis._done import request_done
 
 QUANTILES = {"p50_ms": 0.50, "p95_ms": 0.95, "p99_ms": 0.99}
 WINDOW = "window"
@@ -50,8 +51,8 @@ def tool_stats(
 
 
 def method_stats(frame: pl.LazyFrame, *, every: str | None = None) -> pl.LazyFrame:
-    """Per JSON-RPC method: the same columns as `tool_stats`, from `response_sent` lines."""
-    done = frame.filter(pl.col(f.EVENT) == f.EV_RESPONSE_SENT)
+    """Per JSON-RPC method: the same columns as `tool_stats`, from each request's closing line."""
+    done = frame.filter(request_done())
     failed = (pl.col(f.STATUS) == f.FAILURE).fill_null(False)
     return _grouped(done, [f.METHOD], every, [*_counts(failed), *_latency()])
 

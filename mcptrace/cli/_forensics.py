@@ -22,6 +22,7 @@ LOOP_COLUMNS = [
 ]
 RUN_INPUT_COLUMNS = ["client_name", "client_version", "trace_id", "parent_span_id", "baggage"]
 SESSION_INPUT_COLUMNS = [
+    "schema_version",
     "session_id",
     "caller_id",
     "mcp_request_id",
@@ -105,16 +106,17 @@ def run_stats(args: argparse.Namespace) -> int:
         return 0
     from mcptrace import _fields as f
     from mcptrace.analysis import method_stats, service_stats, tool_stats, top_callers
+    from mcptrace.analysis._done import CLOSING_EVENTS
     from mcptrace.analysis._toolsummary import STATS_COLUMNS
 
     by_columns = {
         "tool": [f.TOOL_NAME, f.STATUS, f.DURATION_MS],
-        "method": [f.METHOD, f.STATUS, f.DURATION_MS],
+        "method": [f.METHOD, f.STATUS, f.DURATION_MS, f.SCHEMA_VERSION],
         "caller": [f.CALLER_ID, f.TOOL_NAME, f.STATUS],
         "service": [f.DOWNSTREAM_CALLS, f.TOOL_NAME, f.REQUEST_ID, f.CALLER_ID, f.SESSION_ID],
     }
-    event = f.EV_RESPONSE_SENT if args.by == "method" else f.EV_TOOL_CALL
-    loaded = load_frame(args, columns=by_columns[args.by], events=[event])
+    events = list(CLOSING_EVENTS) if args.by == "method" else [f.EV_TOOL_CALL]
+    loaded = load_frame(args, columns=by_columns[args.by], events=events)
     every = args.every
     if every is not None:
         parse_duration(every)

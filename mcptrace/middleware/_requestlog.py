@@ -1,15 +1,20 @@
-"""SDK middleware: the log lines of every JSON-RPC request, and its request id on the reply.
+"""SDK middleware: one record per JSON-RPC request, its one log line, and its request id on the reply.
 
 Runs inside the official SDK's middleware chain (`MCPServer.middleware`), so it
 sees every transport: Streamable HTTP in both protocol eras, and stdio. For
-each request it binds a `CallContext`, writes `request_received`, `tool_call`
-(tools only) and `response_sent`, and puts `mcp_request_id` in the result's
-`_meta`. After `instrument()` it also hands each request to its
-`RequestTelemetry` (span attributes at the start, metrics at the end). Whatever
-happens in logging or telemetry, the request's own outcome is untouched. The
-request's lines are written to the OS (`EventLogger.commit`) before its result
-goes back to the SDK, which is what lets a crash lose no line of an answered
-request, whatever the transport or the stream the answer travels on.
+each request it fills a `CallContext` (the request's record: ids, caller,
+client, trace context, outcome, downstream calls), makes it current, and when
+the request is over writes its one line (`tool_call` for a tools/call,
+`response_sent` for anything else) and puts `mcp_request_id` in the result's
+`_meta`. The record then goes to the request's telemetry: the metrics, and the
+span built from it off the request's path (`telemetry/_tracing.py`). A request
+still running after a moment is written down as `request_received` meanwhile
+(`telemetry/_inflight.py`), so a crash leaves evidence of it.
+
+Whatever happens in logging or telemetry, the request's own outcome is
+untouched. The request's line is written to the OS (`EventLogger.commit`)
+before its result goes back to the SDK, which is what lets a crash lose no line
+of an answered request, whatever the transport or the stream the answer travels on.
 """
 
 from __future__ import annotations
@@ -30,14 +35,16 @@ from mcptrace.middleware._ids import accept_request_id, new_request_id
 from mcptrace.middleware._requests import mark_response_logged
 from mcptrace.middleware._telemetry import TOOL_ERROR, RequestTelemetry
 from mcptrace.telemetry._context import CallContext, reset_call, set_call
-from mcptrace.telemetry._log import EventLogger, bind, unbind
+from mcptrace.telemetry._inflight import InFlight
+from mcptrace.telemetry._log import EventLogger, bound_fields
+from mcptrace.telemetry._tracing import LiveSpans, RecordedSpans, exception_of, incoming_context
 
 #: Returns (caller_id, tenant) for a request, or (None, None) when it cannot tell.
 Identify = Callable[[ServerRequestContext[Any, Any]], tuple[str | None, str | None]]
 
 __all__ = [
     "IDENTITY_STATE_KEY", "SESSION_ID_STATE_KEY", "RequestLogMiddleware", "client_fields", "client_info",
-    "default_identify", "estimate_tokens", "request_fields", "with_request_id", "write_closing_lines",
+    "default_identify", "estimate_tokens", "request_fields", "with_request_id", "write_request_line",
 ]
 
 #: scope["state"] key where an auth layer leaves the authenticated (caller_id, tenant).
@@ -45,8 +52,10 @@ IDENTITY_STATE_KEY = "mcptrace.identity"
 #: scope["state"] key of the session id as the client sees it, where the HTTP layer rewrites the header.
 SESSION_ID_STATE_KEY = "mcptrace.session_id"
 
-#: Hooks called as hook(call, status, duration_s) after every tools/call (metrics, spans).
+#: Hooks called as hook(call, status, duration_s) after every tools/call.
 ToolCallHook = Callable[[CallContext, str, float], None]
+
+_TARGETED = ("tools/call", "prompts/get")
 
 
 def _headers(ctx: ServerRequestContext[Any, Any]) -> Mapping[str, str] | None:
@@ -89,7 +98,7 @@ def estimate_tokens(arguments: Any) -> int:
 
 
 class RequestLogMiddleware:
-    """Context-tier SDK middleware: request ids, call context and contract log lines."""
+    """Context-tier SDK middleware: the request's record, its log line, its span's ids, its metrics."""
 
     def __init__(
         self,
@@ -103,8 +112,14 @@ class RequestLogMiddleware:
         self.identify = identify
         self.transport = transport
         self.tool_hooks: list[ToolCallHook] = tool_hooks if tool_hooks is not None else []
-        #: Span attributes and per-request metrics, when `instrument()` attached them.
+        #: The per-request metrics, when `instrument()` attached them.
         self.telemetry: RequestTelemetry | None = None
+        #: How each request's span is made; `instrument()` sets where it goes. Without it requests
+        #: still get trace and span ids (on their line, and in the context sent downstream).
+        self.spans: RecordedSpans | LiveSpans = RecordedSpans(None)
+        #: Requests running now: one still running after `InFlight.after` seconds gets a
+        #: `request_received` line.
+        self.in_flight = InFlight(logger)
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         if ctx.request_id is None:  # a notification: nothing to answer, nothing to correlate
@@ -112,123 +127,158 @@ class RequestLogMiddleware:
         _mark_logged(ctx)
         headers = _headers(ctx)
         request_id = (accept_request_id(headers.get(f.REQUEST_ID_HEADER)) if headers else None) or new_request_id()
-        session_id = _session_id(ctx, headers)
+        method = ctx.method
         params = ctx.params or {}
-        tool_name = params.get("name") if ctx.method == "tools/call" else None
-        if not isinstance(tool_name, str):
-            tool_name = None
+        target = params.get("name") if method in _TARGETED else None
+        if not isinstance(target, str):
+            target = None
         try:
             caller_id, tenant = self.identify(ctx)
         except Exception:
             caller_id, tenant = None, None
         call = CallContext(
-            request_id=request_id, method=ctx.method, session_id=session_id, jsonrpc_id=str(ctx.request_id),
-            tool_name=tool_name, caller_id=caller_id, tenant=tenant,
+            request_id, method, _session_id(ctx, headers), str(ctx.request_id),
+            target if method == "tools/call" else None, caller_id, tenant,
         )
-        fields = request_fields(call, self.transport)
-        fields.update(_client_fields(ctx))
-        log_token = bind(**fields)
+        if method == "prompts/get":
+            call.prompt_name = target
+        call.transport = self.transport
+        meta = _client_meta(ctx, call)
+        span_token = self.spans.start(call, incoming_context(meta, headers))
         call_token = set_call(call)
         telemetry = self.telemetry
-        if telemetry is not None:
-            telemetry.start(call)
-            if tool_name is not None and telemetry.tools.unseen(tool_name):  # a new tool, or one that does not exist
-                await telemetry.learn_tools()
+        if telemetry is not None and call.tool_name is not None and telemetry.tools.unseen(call.tool_name):
+            await telemetry.learn_tools()  # a new tool, or one that does not exist
+        in_flight = self.in_flight
+        in_flight.add(call)
         start = time.perf_counter()
         try:
-            self.logger.emit(f.EV_REQUEST_RECEIVED)
             try:
                 result = await call_next(ctx)
             except MCPError as exc:
-                self._finish(ctx, call, params, start, None, exc.error.message, exc.error.code, str(exc.error.code))
+                self._finish(call, params, start, None, exc.error.message, exc.error.code, str(exc.error.code))
                 raise
             except ValidationError:
-                self._finish(ctx, call, params, start, None, "Invalid request parameters", INVALID_PARAMS,
+                self._finish(call, params, start, None, "Invalid request parameters", INVALID_PARAMS,
                              str(INVALID_PARAMS))
                 raise
             except Exception as exc:
-                self._finish(ctx, call, params, start, None, f"{type(exc).__name__}: {exc}"[:500], INTERNAL_ERROR,
+                call.exception = exception_of(exc)
+                self._finish(call, params, start, None, f"{type(exc).__name__}: {exc}"[:500], INTERNAL_ERROR,
                              type(exc).__qualname__)
                 raise
-            self._finish(ctx, call, params, start, result, None, None, None)
-            if ctx.method == "ping":  # the spec's answer to ping is an empty result; the id rides in X-Request-ID
+            self._finish(call, params, start, result, None, None, None)
+            if method == "ping":  # the spec's answer to ping is an empty result; the id rides in X-Request-ID
                 return result
             return with_request_id(result, request_id)
         finally:
+            in_flight.discard(call)
             reset_call(call_token)
-            unbind(log_token)
+            try:
+                self.spans.finish(call, span_token)
+            except Exception:
+                pass
 
     def _finish(
-        self, ctx: ServerRequestContext[Any, Any], call: CallContext, params: Mapping[str, Any], start: float,
-        result: HandlerResult, error: str | None, code: int | None, error_type: str | None,
+        self, call: CallContext, params: Mapping[str, Any], start: float, result: HandlerResult,
+        error: str | None, code: int | None, error_type: str | None,
     ) -> None:
-        """Write the closing lines and record the metrics; a failure costs detail, never the request's answer."""
-        duration_s = time.perf_counter() - start
-        status = f.FAILURE if error else f.SUCCESS
+        """Complete the record, write its line and record its metrics; a failure costs detail, never the answer."""
+        call.duration_s = time.perf_counter() - start
+        call.status = f.FAILURE if error else f.SUCCESS
+        call.error, call.error_code, call.error_type = error, code, error_type
         try:
-            status, error_type = self._write_closing_lines(call, params, duration_s, result, error, code, error_type)
+            self._complete(call, params, result)
+            line = request_line(call)
         except Exception as exc:
-            self.logger.emit(f.EV_RESPONSE_SENT, "warning", **{
-                f.STATUS: status, f.ERROR: error, f.ERROR_CODE: code,
-                f.MESSAGE: f"request log incomplete: {type(exc).__name__}",
-            })
+            line = request_line(call, fallback=f"request log incomplete: {type(exc).__name__}")
+        self.logger.write_record(line)
         if self.telemetry is not None:
-            self.telemetry.finish(ctx, call, status=status, duration_s=duration_s, error_type=error_type)
-        # The answer leaves once this returns: its lines reach the OS first, so a crash cannot lose them.
+            self.telemetry.finish(call)
+        if call.tool_name is not None:
+            for hook in self.tool_hooks:
+                try:
+                    hook(call, call.status, call.duration_s)
+                except Exception:
+                    pass
+        # The answer leaves once this returns: its line reaches the OS first, so a crash cannot lose it.
         self.logger.commit()
 
-    def _write_closing_lines(
-        self, call: CallContext, params: Mapping[str, Any], duration_s: float, result: HandlerResult,
-        error: str | None, code: int | None, error_type: str | None,
-    ) -> tuple[str, str | None]:
-        """The `tool_call` and `response_sent` lines; returns the outcome (status, error type) they logged."""
-        data = _dump(result) if call.tool_name is not None and result is not None else None  # dumped once
-        return write_closing_lines(
-            self.logger, call, params.get("arguments"), duration_s, data, error, code, error_type, self.tool_hooks,
-        )
+    @staticmethod
+    def _complete(call: CallContext, params: Mapping[str, Any], result: HandlerResult) -> None:
+        """A tool call's hashes and token estimate, and the error its result reports (`isError`)."""
+        if call.tool_name is None:
+            return
+        data = _dump(result) if result is not None else None  # dumped once
+        if call.error is None and data is not None:
+            tool_error = _tool_error(data)
+            if tool_error is not None:
+                call.status, call.error, call.error_type = f.FAILURE, tool_error, TOOL_ERROR
+        arguments = params.get("arguments") or {}
+        encoded = canonical_json(arguments)  # one encoding for the hash and the token estimate
+        call.arguments_hash = bytes_hash(encoded)
+        call.input_token_count = max(1, len(encoded) // 4) if arguments else 0
+        call.result_hash = _result_hash(data) if data is not None else None
 
 
-def write_closing_lines(
+def request_line(call: CallContext, *, fallback: str | None = None) -> dict[str, Any]:
+    """The request's one log line: `tool_call` for a tools/call, `response_sent` for any other request."""
+    tool = call.tool_name is not None
+    level = "info" if call.status == f.SUCCESS and fallback is None else "warning"
+    line: dict[str, Any] = {
+        f.TIMESTAMP: None, f.LEVEL: level, f.EVENT: f.EV_TOOL_CALL if tool else f.EV_RESPONSE_SENT,
+        f.REQUEST_ID: call.request_id, f.SESSION_ID: call.session_id, f.JSONRPC_ID: call.jsonrpc_id,
+        f.METHOD: call.method, f.CALLER_ID: call.caller_id, f.TENANT: call.tenant, f.TRANSPORT: call.transport,
+    }
+    if tool:
+        line[f.TOOL_NAME] = call.tool_name
+    _add_client_fields(line, call)
+    if tool:
+        line[f.ARGUMENTS_HASH] = call.arguments_hash
+        line[f.RESULT_HASH] = call.result_hash
+        line[f.INPUT_TOKEN_COUNT] = call.input_token_count
+    line[f.DURATION_MS] = round(call.duration_s * 1000, 3)
+    line[f.STATUS] = call.status
+    line[f.ERROR] = call.error
+    line[f.ERROR_CODE] = call.error_code
+    if tool:
+        line[f.DOWNSTREAM_CALLS] = call.downstream_calls
+    if fallback is not None:
+        line[f.MESSAGE] = fallback
+    return line
+
+
+def write_request_line(
     logger: EventLogger, call: CallContext, arguments: Any, duration_s: float, data: Any,
     error: str | None, code: int | None, error_type: str | None, tool_hooks: Sequence[ToolCallHook] = (),
 ) -> tuple[str, str | None]:
-    """Write a request's `tool_call` (tools only) and `response_sent` lines; returns (status, error type).
+    """Complete `call` and write its one line; returns (status, error type).
 
-    `data` is the result as JSON-ready data (a tool's result is hashed and its `isError` read), or None.
-    Shared by the SDK middleware and `mcptrace proxy`, so both write the same lines the same way. Run it
-    where the request's fields are bound (`telemetry._log.bind`).
+    `data` is the result as JSON-ready data (a tool's result is hashed and its
+    `isError` read), or None. For a server that relays requests rather than
+    running them (`mcptrace proxy`), so that it writes the line `mcptrace serve`
+    writes; fields bound to the current context and the logger's processors
+    (the current span's ids) are added as on any other line.
     """
-    duration_ms = round(duration_s * 1000, 3)
-    if error is None and data is not None and call.tool_name is not None:
-        error = _tool_error(data)
-        if error is not None:
-            error_type = TOOL_ERROR
-    status = f.FAILURE if error is not None else f.SUCCESS
-    level = "info" if status == f.SUCCESS else "warning"
+    call.duration_s = duration_s
+    call.status = f.FAILURE if error else f.SUCCESS
+    call.error, call.error_code, call.error_type = error, code, error_type
+    RequestLogMiddleware._complete(call, {"arguments": arguments}, data)
+    line = request_line(call)
+    line.update(bound_fields())
+    for processor in logger.processors:
+        try:
+            processor(line)
+        except Exception:
+            pass
+    logger.write_record(line)
     if call.tool_name is not None:
-        arguments = arguments or {}
-        encoded = canonical_json(arguments)  # one encoding for the hash and the token estimate
-        call.arguments_hash = bytes_hash(encoded)
-        call.result_hash = _result_hash(data) if data is not None else None
-        logger.emit(
-            f.EV_TOOL_CALL, level, **{
-                f.ARGUMENTS_HASH: call.arguments_hash,
-                f.RESULT_HASH: call.result_hash,
-                f.INPUT_TOKEN_COUNT: max(1, len(encoded) // 4) if arguments else 0,
-                f.DURATION_MS: duration_ms, f.STATUS: status, f.ERROR: error, f.ERROR_CODE: code,
-                f.DOWNSTREAM_CALLS: call.downstream_calls,
-            },
-        )
         for hook in tool_hooks:
             try:
-                hook(call, status, duration_s)
+                hook(call, call.status, duration_s)
             except Exception:
                 pass
-    logger.emit(
-        f.EV_RESPONSE_SENT, level, **{f.DURATION_MS: duration_ms, f.STATUS: status, f.ERROR: error,
-                                      f.ERROR_CODE: code},
-    )
-    return status, error_type
+    return call.status, call.error_type
 
 
 def request_fields(call: CallContext, transport: str) -> dict[str, Any]:
@@ -256,11 +306,35 @@ def client_fields(client: ClientMeta) -> dict[str, Any]:
     return fields
 
 
-def _client_fields(ctx: ServerRequestContext[Any, Any]) -> dict[str, Any]:
+def _add_client_fields(line: dict[str, Any], call: CallContext) -> None:
+    """Schema-2 fields: protocol era, declared client, the client's W3C context; then the request's span."""
+    line[f.PROTOCOL_VERSION] = call.protocol_version
+    line[f.CLIENT_NAME] = call.client_name
+    line[f.CLIENT_VERSION] = call.client_version
+    if call.client_parent_span_id is not None:
+        line[f.PARENT_SPAN_ID] = call.client_parent_span_id
+    if call.baggage is not None:
+        line[f.BAGGAGE] = call.baggage
+    if call.trace_id:
+        line[f.TRACE_ID] = format(call.trace_id, "032x")
+    if call.span_id:
+        line[f.SPAN_ID] = format(call.span_id, "016x")
+
+
+def _client_meta(ctx: ServerRequestContext[Any, Any], call: CallContext) -> Mapping[str, Any] | None:
+    """Fill the record's client fields from the request and its session; returns the request's `_meta`."""
     try:
-        return client_fields(read_client_meta(ctx))
+        client = read_client_meta(ctx)
     except Exception:
-        return {}
+        return None
+    call.protocol_version = client.protocol_version
+    call.client_name = client.client_name
+    call.client_version = client.client_version
+    call.client_trace_id = client.trace_id
+    call.client_parent_span_id = client.parent_span_id
+    call.baggage = client.baggage
+    meta: Mapping[str, Any] | None = ctx.meta
+    return meta
 
 
 def _dump(result: HandlerResult) -> Any:

@@ -1,11 +1,9 @@
-"""Per-request telemetry: mcptrace's ids on the SDK's span, and the per-request metrics.
+"""Per-request metrics, recorded from the request's record.
 
 `RequestLogMiddleware` calls it (it is not a middleware of its own: one link in
 the SDK's chain instead of two, and the request's context, timing and outcome
-are worked out once). It runs inside the SDK's span middleware, so the current
-span is the request's SERVER span. `start` adds what only mcptrace knows (its
-request id, caller, tenant, session; the SDK already names the tool);
-`finish` records `mcp.server.operation.duration` for every request and the
+are worked out once, in its record). `finish` records
+`mcp.server.operation.duration` for every request and the
 checklist's tool metrics for `tools/call` (with the caller's count and the loop
 watch). Labels stay bounded: a tool that is not registered, a method the
 server does not have, a caller past the first `MAX_CALLER_SERIES`, a protocol
@@ -14,10 +12,7 @@ version the SDK does not know are all `_unknown`. Nothing here can fail the requ
 
 from __future__ import annotations
 
-from typing import Any
-
 from mcp_types.version import KNOWN_PROTOCOL_VERSIONS
-from opentelemetry import trace
 
 from mcptrace import _fields as f
 from mcptrace._errors import METHOD_NOT_FOUND
@@ -58,42 +53,24 @@ class RequestTelemetry:
             except Exception:
                 pass
 
-    def start(self, call: CallContext) -> None:
-        """Put the call's ids on the current (SERVER) span when it is recorded."""
-        try:
-            span = trace.get_current_span()
-            if not span.is_recording():
-                return
-            attributes = {f.ATTR_REQUEST_ID: call.request_id}
-            if call.caller_id is not None:
-                attributes[f.ATTR_CALLER_ID] = call.caller_id
-            if call.tenant is not None:
-                attributes[f.ATTR_TENANT] = call.tenant
-            if call.session_id is not None:
-                attributes[f.ATTR_SESSION_ID] = call.session_id
-            span.set_attributes(attributes)
-        except Exception:
-            pass
-
-    def finish(
-        self, ctx: Any, call: CallContext, *, status: str, duration_s: float, error_type: str | None,
-    ) -> None:
+    def finish(self, call: CallContext) -> None:
         """Record the request's duration (and, for a tool, its count and duration by outcome)."""
         metrics = self.metrics
         if metrics is None:
             return
         try:
+            status, duration_s, error_type = call.status or f.SUCCESS, call.duration_s, call.error_type
             tool = self.tools.label(call.tool_name) if call.tool_name is not None else None
-            method = call.method or ctx.method
+            method = call.method or f.UNKNOWN_LABEL
             if error_type == _METHOD_NOT_FOUND:  # a method the server does not have: the client named it
                 method = f.UNKNOWN_LABEL
-            key = (method, ctx.protocol_version, tool, error_type)
+            key = (method, call.protocol_version, tool, error_type)
             attributes = self._attributes.get(key)
             if attributes is None:
                 attributes = self._operation_attributes(*key)
                 if len(self._attributes) < _MAX_CACHED_ATTRIBUTE_SETS:  # client-chosen names stay bounded
                     self._attributes[key] = attributes
-            metrics.record_operation(attributes, duration_s)
+            metrics.record_operation(attributes, duration_s, key)
             if tool is not None:
                 repeat = None
                 if status == f.SUCCESS and call.result_hash is not None:

@@ -18,6 +18,7 @@ import polars as pl
 from mcptrace import _fields as f
 from mcptrace import analysis
 from mcptrace._errors import LogReadError
+from mcptrace.analysis._done import request_done
 
 Frame = pl.DataFrame | pl.LazyFrame
 
@@ -147,7 +148,7 @@ def sessions_over_time(logs: Frame, *, every: str = "5s") -> pl.DataFrame:
         .agg(pl.len().cast(pl.Int64).alias("new_sessions"))
     )
     sessionless = (
-        frame.filter((pl.col(f.EVENT) == f.EV_REQUEST_RECEIVED) & pl.col(f.SESSION_ID).is_null())
+        frame.filter(request_done() & pl.col(f.SESSION_ID).is_null())
         .group_by(pl.col(f.TIMESTAMP).dt.truncate(every).alias("bucket"))
         .agg(pl.len().cast(pl.Int64).alias("sessionless_requests"))
     )

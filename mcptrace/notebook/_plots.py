@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from mcptrace import _fields as f
+from mcptrace.analysis._done import request_done
 from mcptrace.notebook import _frames
 from mcptrace.notebook._deps import require
 from mcptrace.notebook._frames import Frame
@@ -64,6 +65,8 @@ def waterfall(chain: Frame) -> go.Figure:
     rows: list[dict[str, Any]] = []
     received = records.filter(pl.col(f.EVENT) == f.EV_REQUEST_RECEIVED)
     sent = records.filter(pl.col(f.EVENT) == f.EV_RESPONSE_SENT)
+    if not sent.height:  # version 3: a tools/call's one line closes it
+        sent = records.filter(request_done())
     if sent.height:
         end = sent[f.TIMESTAMP][0]
         duration = sent[f.DURATION_MS][0] or 0.0

@@ -5,11 +5,12 @@ stdio-over-HTTP bridge hand every decoded message here and relay what comes
 back. Over stdio a client request may first be refused by the rate limits
 (`refuse`: one `request_refused` line and nothing else, as under `mcptrace
 serve --stdio`; over HTTP the guards in front have judged it already). A
-request then opens a `Pending` (its request id, the `request_received` line,
-its SERVER span) and may be refused by the target's breaker before it reaches
-the target; the target's answer closes it with the same `tool_call` and
-`response_sent` lines `mcptrace serve` writes (one function writes them for
-both) and gets the request id in its result's `_meta`. A message is changed
+request then opens a `Pending` (its request id, its SERVER span) and may be
+refused by the target's breaker before it reaches the target; the target's
+answer closes it with the one line `mcptrace serve` writes (`tool_call` or
+`response_sent`; one function writes it for both), and gets the request id in
+its result's `_meta`. A request the target has not answered after a moment is
+written down as `request_received` meanwhile. A message is changed
 only where the proxy adds something (the trace context on a request, the id on
 a result); everything else is relayed as it came, and what is not understood
 is counted.
@@ -38,16 +39,17 @@ from mcptrace.guards._ratelimit import RateLimiter
 from mcptrace.guards._refusals import Refusals
 from mcptrace.middleware._clientmeta import read_client_meta
 from mcptrace.middleware._ids import new_request_id
-from mcptrace.middleware._requestlog import client_fields, request_fields, with_request_id, write_closing_lines
+from mcptrace.middleware._requestlog import client_fields, request_fields, with_request_id, write_request_line
 from mcptrace.proxy._telemetry import ProxyTelemetry
 from mcptrace.telemetry._context import CallContext
+from mcptrace.telemetry._inflight import InFlight
 from mcptrace.telemetry._log import EventLogger, bound
 
 REQUEST, NOTIFICATION, RESPONSE, BATCH, UNKNOWN = "request", "notification", "response", "batch", "unknown"
 TO_TARGET, TO_CLIENT = "to_target", "to_client"
 #: The kind counted for a message relayed as it came because observing it failed (a bug, never the message's).
 UNOBSERVED = "unobserved"
-#: The name of the target's circuit breaker (in `/health` and `mcp_breaker_state`).
+#: The name of the target's circuit breaker (in `/health` and `mcptrace_breaker_state`).
 TARGET_SERVICE = "target"
 
 
@@ -162,6 +164,8 @@ class Observer:
         self.transport = transport
         self.request_timeout = request_timeout
         self.channels: weakref.WeakSet[Channel] = weakref.WeakSet()
+        #: Requests relayed and not answered yet: one still open in a moment gets a `request_received` line.
+        self.in_flight = InFlight(logger)
 
     # -- messages from the client ----------------------------------------------------------------------
 
@@ -217,9 +221,13 @@ class Observer:
             session_id=client.session_id, jsonrpc_id=str(message["id"]),
             tool_name=tool if isinstance(tool, str) else None, caller_id=caller_id, tenant=caller.tenant,
         )
+        call.transport = self.transport
+        call.protocol_version = meta_fields.get(f.PROTOCOL_VERSION)
+        call.client_name, call.client_version = meta_fields.get(f.CLIENT_NAME), meta_fields.get(f.CLIENT_VERSION)
+        call.client_parent_span_id, call.baggage = meta_fields.get(f.PARENT_SPAN_ID), meta_fields.get(f.BAGGAGE)
         fields = request_fields(call, self.transport)
         fields.update(meta_fields)
-        version = meta_fields.get(f.PROTOCOL_VERSION)
+        version = call.protocol_version
         span = self.telemetry.start_span(call, protocol_version=version, params=params, meta=meta,
                                          parent=caller.parent)
         now = time.monotonic()
@@ -227,8 +235,7 @@ class Observer:
                           span, version, method)
         channel.pending[id_key(message["id"])] = pending
         self.channels.add(channel)
-        with self._in_request(pending):
-            self.logger.emit(f.EV_REQUEST_RECEIVED)
+        self.in_flight.add(call)  # written down as `request_received` if it is still running in a moment
         if span is not None:
             carrier = self.telemetry.carrier(span)
             if carrier:
@@ -335,7 +342,7 @@ class Observer:
         call = pending.call
         with self._in_request(pending):
             try:
-                status, error_type = write_closing_lines(
+                status, error_type = write_request_line(
                     self.logger, call, pending.arguments, duration_s,
                     result if call.tool_name is not None else None, error, code, error_type,
                 )
@@ -344,5 +351,7 @@ class Observer:
                     f.STATUS: status, f.ERROR: error, f.ERROR_CODE: code,
                     f.MESSAGE: f"request log incomplete: {type(exc).__name__}",
                 })
-        self.telemetry.requests.finish(pending, call, status=status, duration_s=duration_s, error_type=error_type)
+        self.in_flight.discard(call)
+        call.status, call.duration_s, call.error_type = status, duration_s, error_type
+        self.telemetry.requests.finish(call)
         self.telemetry.end_span(pending.span, error_type=error_type, error=error)

@@ -189,6 +189,7 @@ def build_telemetry(
         if tracer_provider is not None and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
             trace.set_tracer_provider(tracer_provider)
         tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer(TRACER_NAME, __version__)
+        assert providers.meter_provider is not None  # export_providers sets up metrics
         meter = providers.meter_provider.get_meter(METER_NAME, __version__)
     else:
         from opentelemetry import metrics

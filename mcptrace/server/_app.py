@@ -6,7 +6,7 @@
               ─▶ EnvelopeMiddleware ─▶ NegotiationMiddleware ─▶ SessionLimitMiddleware ─▶ SDK
                  (one JSON-RPC          (Accept per request)      (a clear 503 with Retry-After
                   message or 400)                                   at the session cap)
-    SDK middleware chain: RateLimit (stdio) ─▶ OpenTelemetry ─▶ RequestLog ─▶ tool
+    SDK middleware chain: RateLimit (stdio) ─▶ RequestLog (record, line, span, metrics) ─▶ tool
 
 Everything up to Admission works from the request's headers: a request refused
 there never has its body read.
@@ -126,6 +126,8 @@ def build_service(config: Config, *, logger: EventLogger | None = None, transpor
     service = Service(config=config, logger=logger, mcp=mcp, deps=deps, guards=guards, telemetry=telemetry,
                       pinned=pinned)
     metrics = telemetry.instrumentation.metrics
+    for dependency in ("sqlite", "upstream"):  # the bundled tools' dependencies: error counters from 0
+        metrics.dependency(dependency)
     view = GuardMetricsView(guards)
     register_guard_metrics(metrics.meter, view)
     metrics.observe_refusals(view.refusals)

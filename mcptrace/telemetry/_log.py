@@ -1,8 +1,9 @@
 """Structured JSON log lines, one object per line, cheap enough for the hot path.
 
-Records are built from three layers, later ones winning: fields bound to the
-current context (`bind`), fields added by processors (trace ids, ...), and the
-fields passed to `emit`. A line is serialised once with orjson and handed to
+Records are built from four layers, later ones winning: the current request's
+fields (its `CallContext`: ids, caller, client), fields bound to the current
+context (`bind`), fields added by processors (trace ids, ...), and the fields
+passed to `emit`. A line is serialised once with orjson and handed to
 the sink (`_sink`), which writes it to the OS at the latest when the request's
 response is about to leave (`commit`). Writing never raises into a request: a
 sink that fails counts the line as dropped, and the log says so (`log_gap`).
@@ -17,6 +18,7 @@ from typing import Any
 
 from mcptrace import _fields as f
 from mcptrace._schema import LOG_SCHEMA_VERSION
+from mcptrace.telemetry._context import current_call
 from mcptrace.telemetry._logline import encode_line, utc_timestamp
 from mcptrace.telemetry._sink import LogSink
 
@@ -66,6 +68,9 @@ class EventLogger:
         if _LEVELS.get(level, 20) < self.min_level:
             return
         record: dict[str, Any] = {f.TIMESTAMP: utc_timestamp(), f.LEVEL: level, f.EVENT: event, f.REQUEST_ID: None}
+        call = current_call()
+        if call is not None:
+            record.update(call.log_fields())
         record.update(_bound.get())
         for processor in self.processors:
             try:
@@ -73,6 +78,23 @@ class EventLogger:
             except Exception:  # a processor must never break the request
                 pass
         record.update(fields)
+        record[f.SCHEMA_VERSION] = LOG_SCHEMA_VERSION
+        self.sink.write(encode_line(record))
+        for listener in self.listeners:
+            try:
+                listener(record)
+            except Exception:
+                pass
+
+    def write_record(self, record: dict[str, Any]) -> None:
+        """Write a record that already holds every field of its line (no bound fields, no processors).
+
+        Its `timestamp` is set now when it is None; the schema version is stamped.
+        """
+        if _LEVELS.get(record.get(f.LEVEL, "info"), 20) < self.min_level:
+            return
+        if record.get(f.TIMESTAMP) is None:
+            record[f.TIMESTAMP] = utc_timestamp()
         record[f.SCHEMA_VERSION] = LOG_SCHEMA_VERSION
         self.sink.write(encode_line(record))
         for listener in self.listeners:

@@ -16,8 +16,7 @@ import threading
 from collections.abc import Callable, Mapping
 
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
-from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricExporter, MetricsData
-from opentelemetry.sdk.metrics.view import DefaultAggregation, ExplicitBucketHistogramAggregation
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricsData
 
 DEFAULT_INTERVAL_MS = 60_000.0
 DEFAULT_TIMEOUT_MS = 30_000.0
@@ -25,21 +24,17 @@ DEFAULT_TIMEOUT_MS = 30_000.0
 Snapshot = Callable[[float], "MetricsData | None"]
 
 
-def exports_what_prometheus_keeps(exporter: MetricExporter) -> bool:
-    """Whether `exporter` wants cumulative data with the default aggregations, as the Prometheus reader keeps."""
-    temporality: Mapping[type, AggregationTemporality] = getattr(exporter, "_preferred_temporality", None) or {}
-    aggregation: Mapping[type, object] = getattr(exporter, "_preferred_aggregation", None) or {}
-    return (all(t is AggregationTemporality.CUMULATIVE for t in temporality.values())
-            and all(_default_histogram(a) for a in aggregation.values()))
+def exports_what_prometheus_keeps(env: Mapping[str, str]) -> bool:
+    """Whether the OTLP metric exporter the `OTEL_*` variables make wants what the Prometheus reader keeps.
 
-
-def _default_histogram(aggregation: object) -> bool:
-    """What the default aggregation gives a histogram: explicit buckets from the instrument's advice."""
-    if isinstance(aggregation, DefaultAggregation):
-        return True
-    return (isinstance(aggregation, ExplicitBucketHistogramAggregation)
-            and getattr(aggregation, "_boundaries", None) is None
-            and getattr(aggregation, "_record_min_max", True) is True)
+    That reader keeps cumulative data with the default aggregations: the
+    exporter wants the same unless `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`
+    asks for `delta` or `lowmemory`, or `OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION`
+    for exponential histograms.
+    """
+    temporality = env.get("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "").strip().lower()
+    histogram = env.get("OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION", "").strip().lower()
+    return temporality in ("", "cumulative") and histogram in ("", "explicit_bucket_histogram")
 
 
 def _millis(env: Mapping[str, str], name: str, default: float) -> float:
@@ -56,6 +51,8 @@ class PeriodicMetricExport:
     def __init__(self, snapshot: Snapshot, exporter: MetricExporter, *, env: Mapping[str, str]) -> None:
         self._snapshot = snapshot
         self._exporter = exporter
+        #: Applied to each collection before it is sent (mcptrace's own histograms join it there).
+        self.transform: Callable[[MetricsData], MetricsData] | None = None
         self._interval = _millis(env, "OTEL_METRIC_EXPORT_INTERVAL", DEFAULT_INTERVAL_MS) / 1000
         self._timeout_ms = _millis(env, "OTEL_METRIC_EXPORT_TIMEOUT", DEFAULT_TIMEOUT_MS)
         self._lock = threading.Lock()
@@ -75,6 +72,8 @@ class PeriodicMetricExport:
             token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
             try:
                 data = self._snapshot(self._timeout_ms)
+                if data is not None and self.transform is not None:
+                    data = self.transform(data)
                 if data is not None:
                     self._exporter.export(data, timeout_millis=self._timeout_ms)
             except Exception:

@@ -17,6 +17,7 @@ from typing import Protocol, runtime_checkable
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from mcptrace import _fields as f
+from mcptrace.telemetry._histograms import FastHistogram
 from mcptrace.telemetry._repeats import RepeatWatch
 
 #: Seconds. Dense from 1 ms to 1 s (where most tool calls land), then out to 10 minutes,
@@ -38,6 +39,8 @@ MAX_TOOL_SERIES = 2000
 _OVERFLOW = ("", "")
 _OVERFLOW_ATTRS: dict[str, bool] = {"otel.metric.overflow": True}
 _OUTCOMES = (f.SUCCESS, f.FAILURE)
+#: Dependencies whose error counter is started at 0 (see `ServerMetrics.dependency`).
+MAX_SERVICES = 200
 
 #: Every `refusal_reason` of the log contract: each is reported, 0 until it happens, so a rate
 #: or an alert over one reason has a series from the start.
@@ -53,7 +56,9 @@ DROP_KINDS: tuple[tuple[str, str], ...] = (
 class ServerMetrics:
     """Every instrument mcptrace records into; one per instrumented server."""
 
-    def __init__(self, meter: Meter) -> None:
+    def __init__(self, meter: Meter, *, fast_histograms: bool = False) -> None:
+        """`fast_histograms`: aggregate the per-request histograms here (`_histograms`), for a meter
+        provider whose readers are mcptrace's `/metrics` and its metric export, which read them out."""
         self.meter = meter
         # Counted here and reported at collection time: a dict increment per call instead of one
         # more trip through every reader's aggregation (the histogram below already takes one).
@@ -62,20 +67,36 @@ class ServerMetrics:
         meter.create_observable_counter(
             f.M_TOOL_CALLS, [self._observe_tool_calls], unit="{call}",
             description="tools/call requests by tool and outcome")
-        self.tool_duration = meter.create_histogram(
-            f.M_TOOL_DURATION, unit="s", description="tools/call duration by tool and outcome",
-            explicit_bucket_boundaries_advisory=list(TOOL_DURATION_BUCKETS))
+        #: The per-request histograms when aggregated here (see `_histograms`), else empty.
+        self.histograms: list[FastHistogram] = []
+        self._fast_tool: FastHistogram | None = None
+        self._fast_operation: FastHistogram | None = None
+        if fast_histograms:
+            self._fast_tool = FastHistogram(
+                f.M_TOOL_DURATION, "s", "tools/call duration by tool and outcome", TOOL_DURATION_BUCKETS,
+                prometheus_name=f.M_TOOL_DURATION)
+            self._fast_operation = FastHistogram(
+                f.M_OPERATION_DURATION, "s",
+                "MCP request duration as observed on the server (semantic conventions)", SEMCONV_DURATION_BUCKETS,
+                prometheus_name="mcp_server_operation_duration_seconds")
+            self.histograms = [self._fast_tool, self._fast_operation]
+        else:
+            self.tool_duration = meter.create_histogram(
+                f.M_TOOL_DURATION, unit="s", description="tools/call duration by tool and outcome",
+                explicit_bucket_boundaries_advisory=list(TOOL_DURATION_BUCKETS))
         self.downstream_errors = meter.create_counter(
             f.M_DOWNSTREAM_ERRORS, unit="{error}", description="failed calls to a dependency, by service")
-        self.operation_duration = meter.create_histogram(
-            f.M_OPERATION_DURATION, unit="s",
-            description="MCP request duration as observed on the server (semantic conventions)",
-            explicit_bucket_boundaries_advisory=list(SEMCONV_DURATION_BUCKETS))
+        if not fast_histograms:
+            self.operation_duration = meter.create_histogram(
+                f.M_OPERATION_DURATION, unit="s",
+                description="MCP request duration as observed on the server (semantic conventions)",
+                explicit_bucket_boundaries_advisory=list(SEMCONV_DURATION_BUCKETS))
         self.session_duration = meter.create_histogram(
             f.M_SESSION_DURATION, unit="s",
             description="MCP session duration as observed on the server (semantic conventions)",
             explicit_bucket_boundaries_advisory=list(SEMCONV_DURATION_BUCKETS))
         self._tool_attrs: dict[tuple[str, str], Mapping[str, str | bool]] = {}
+        self._services: set[str] = set()
         self._drop_sources: list[Callable[[], Mapping[tuple[str, str], int]]] = []
         # Per-caller calls and suspected loops: counted like the tool calls, read at collection.
         self._caller_counts: dict[tuple[str, str], int] = {}
@@ -120,7 +141,10 @@ class ServerMetrics:
                 self._caller_counts[by_caller] = n + 1
             if repeat is not None and self.loops.seen(repeat):
                 self._loop_counts[key[0]] = self._loop_counts.get(key[0], 0) + 1
-        self.tool_duration.record(duration_s, attrs)
+        if self._fast_tool is not None:
+            self._fast_tool.record(duration_s, key, attrs)
+        else:
+            self.tool_duration.record(duration_s, attrs)
 
     def start_tool_series(self, tools: Iterable[str]) -> None:
         """Report these tools' counters from 0 (both outcomes, and loops) before their first call.
@@ -154,14 +178,31 @@ class ServerMetrics:
             counts = list(self._loop_counts.items())
         return [Observation(n, {f.L_TOOL: tool} if tool else _OVERFLOW_ATTRS) for tool, n in counts]
 
-    def record_operation(self, attributes: Mapping[str, str], duration_s: float) -> None:
-        self.operation_duration.record(duration_s, attributes)
+    def record_operation(self, attributes: Mapping[str, str], duration_s: float, key: Hashable = None) -> None:
+        """One request's duration; `key` names `attributes` (the same key, the same dict), else they are hashed."""
+        if self._fast_operation is not None:
+            self._fast_operation.record(duration_s, key if key is not None else frozenset(attributes.items()),
+                                        attributes)
+        else:
+            self.operation_duration.record(duration_s, attributes)
 
     def record_session(self, duration_s: float, attributes: Mapping[str, str]) -> None:
         self.session_duration.record(duration_s, attributes)
 
     def record_downstream_error(self, service: str) -> None:
         self.downstream_errors.add(1, {f.L_SERVICE: service})
+
+    def dependency(self, service: str) -> None:
+        """Report `service`'s error counter from 0, before its first error (once per service).
+
+        Called for the dependencies a server declares at start and for any at its first
+        call: `rate()` and `increase()` then see the first error. Service names come from
+        the code (`downstream("name")`), never from clients.
+        """
+        if service in self._services or len(self._services) >= MAX_SERVICES:
+            return
+        self._services.add(service)
+        self.downstream_errors.add(0, {f.L_SERVICE: service})
 
     def observe_active_sessions(self, count: Callable[[], int]) -> None:
         """Report `count()` as `mcp_active_sessions` at each collection."""
@@ -211,7 +252,7 @@ class ServerMetrics:
             description="spans and log records that were dropped: not exported, or not written to the log")
 
     def observe_max_sessions(self, limit: int) -> None:
-        """Report the session cap as `mcp_max_sessions`, to compare `mcp_active_sessions` with."""
+        """Report the session cap as `mcptrace_max_sessions`, to compare `mcp_active_sessions` with."""
 
         def callback(options: CallbackOptions) -> Iterable[Observation]:
             return [Observation(limit)]

@@ -48,7 +48,7 @@ class PrometheusEndpoint:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.reader = SharedPrometheusReader(disable_target_info=True, registry=self.registry)
+        self.reader = SharedPrometheusReader(registry=self.registry)  # with `target_info`: the resource
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,4 +1,4 @@
-"""Telemetry for `mcptrace serve`: providers from `OTEL_*`, `/metrics`, instrumentation, shutdown."""
+"""Telemetry for `mcptrace serve`: `instrument()` with the `OTEL_*` variables, `/metrics`, the guards, shutdown."""
 
 from __future__ import annotations
 
@@ -35,8 +35,7 @@ class ServerTelemetry:
         register_guard_metrics(self.instrumentation.metrics.meter, guards)
 
     def shutdown(self, timeout: float = 5.0) -> None:
-        self.instrumentation.close()
-        self.providers.shutdown(timeout)
+        self.instrumentation.shutdown(timeout)
 
 
 def export_providers(
@@ -45,7 +44,8 @@ def export_providers(
     """The providers the `OTEL_*` variables ask for, a `/metrics` endpoint fed by the same meter, and
     `logger`'s lines bridged to the OTLP log exporter when one is configured.
 
-    `span_export` (`process` or `thread`) wins over `MCPTRACE_SPAN_EXPORT`.
+    For a server that opens its spans itself (`mcptrace proxy`). `span_export` (`process`
+    or `thread`) wins over `MCPTRACE_SPAN_EXPORT`.
     """
     prometheus = PrometheusEndpoint()
     reader = prometheus.reader
@@ -60,11 +60,17 @@ def setup_telemetry(
     server: Any, logger: EventLogger, *, transport: str = "http", env: Mapping[str, str] | None = None,
     span_export: str | None = None,
 ) -> ServerTelemetry:
-    """Instrument `server` and export as the `OTEL_*` variables say; `/metrics` is always fed."""
-    providers, prometheus = export_providers(logger, env=env, span_export=span_export)
-    instrumentation = instrument(
-        server, tracer_provider=providers.tracer_provider, meter_provider=providers.meter_provider,
-        logger=logger, transport=transport,
-    )
-    instrumentation.metrics.observe_dropped(providers.drops.snapshot)
+    """Instrument `server` and export as the `OTEL_*` variables say; `/metrics` is always fed.
+
+    `instrument()` sets the providers up itself (so each request's span is built from its
+    record); the caller serves the `/metrics` route (`ServerTelemetry.prometheus.endpoint`).
+    `span_export` (`process` or `thread`) wins over `MCPTRACE_SPAN_EXPORT`.
+    """
+    instrumentation = instrument(server, logger=logger, transport=transport, env=env, span_export=span_export,
+                                 metrics_path=None)
+    providers, prometheus = instrumentation.providers, instrumentation.prometheus
+    if providers is None or prometheus is None:
+        raise RuntimeError("the process already has OpenTelemetry providers: `mcptrace serve` sets up its own")
+    if providers.logger_provider is not None:
+        logger.listeners.append(OtlpLogBridge(providers.logger_provider))
     return ServerTelemetry(providers, prometheus, instrumentation)

@@ -31,6 +31,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -182,6 +183,7 @@ class LogSink:
         self._closed = False
         self._file: LogFile | None = None
         self._outputs: list[_Output] = []
+        self._ticks: list[Callable[[], None]] = []
         if self.path is not None:
             # A file over RLIMIT_FSIZE must fail with EFBIG, not kill the process.
             if hasattr(signal, "SIGXFSZ") and threading.current_thread() is threading.main_thread():
@@ -265,8 +267,17 @@ class LogSink:
                 counts[("logs", reason)] = output.stats.lines_dropped
         return counts
 
+    def on_tick(self, hook: Callable[[], None]) -> None:
+        """Call `hook` from the background thread every `flush_interval`, before the pending lines go out."""
+        self._ticks.append(hook)
+
     def _flush_loop(self, interval: float) -> None:
         while not self._stop.wait(interval):
+            for hook in self._ticks:
+                try:
+                    hook()
+                except Exception:  # a hook must never stop the writer
+                    pass
             with self._lock:
                 self._check_file()
                 self._drain()

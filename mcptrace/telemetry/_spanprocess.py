@@ -2,9 +2,10 @@
 
 The OTLP exporters build their protobuf messages in Python, and while they do,
 requests wait for the interpreter lock. This exporter only turns each batch
-into plain tuples and writes it, pickled, to the stdin of
-`python -m mcptrace.telemetry._spanchild` (see there), which runs the SDK's
-OTLP exporter with the same `OTEL_*` variables.
+into plain tuples (`_spanwire`: request records, or spans read through their
+public properties) and writes it, pickled, to the stdin of
+`python -m mcptrace.telemetry._spanchild` (see there), which builds the spans
+and runs the SDK's OTLP exporter with the same `OTEL_*` variables.
 
 What the caller can rely on:
 
@@ -39,8 +40,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from mcptrace._process import subprocess_env
-from mcptrace.telemetry._otlp import DropCounter
-from mcptrace.telemetry._spanwire import frame, span_rows
+from mcptrace.telemetry._drops import DropCounter
+from mcptrace.telemetry._spanwire import Batch, Item, add_items, frame, span_row, spans_in
 
 CHILD_MODULE = "mcptrace.telemetry._spanchild"
 MIN_BACKOFF = 0.2
@@ -61,7 +62,7 @@ class _Child:
         self.sent = 0
         self.acked = 0
         self.lost = 0
-        #: The resources this child was sent, by `id()` (see `span_rows`).
+        #: The resources this child was sent, by `id()` (see `_spanwire.Batch`).
         self.resources: dict[int, tuple[int, Resource]] = {}
         self._write_lock = threading.Lock()
         self._progress = threading.Condition()
@@ -196,10 +197,28 @@ class ProcessSpanExporter(SpanExporter):
             child = self._running_child()
         if child is None:
             return SpanExportResult.FAILURE
-        message = span_rows(spans, child.resources)
-        if not child.send(frame(message), len(message[3])):
+        batch = Batch(child.resources)
+        for span in spans:
+            row = span_row(span, batch)
+            if row is not None:
+                batch.rows.append(row)
+        if not child.send(frame(batch.message()), len(batch.rows)):
             return SpanExportResult.FAILURE
         return SpanExportResult.SUCCESS
+
+    def export_items(self, items: Sequence[Item], resource: Resource) -> None:
+        """Send request records (their spans carry `resource`) and other spans; what is not sent is counted."""
+        child = None
+        if not self._closed:
+            with self._lock:
+                child = self._running_child()
+        if child is None:
+            self.drops.add("traces", "export_failed", spans_in(items))
+            return
+        batch = Batch(child.resources)
+        n = add_items(batch, items, resource)
+        if not child.send(frame(batch.message()), n):
+            self.drops.add("traces", "export_failed", n)
 
     def _running_child(self) -> _Child | None:
         child = self._child
