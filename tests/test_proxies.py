@@ -151,6 +151,7 @@ class TestNginx:
         assert [(s.name, s.ok) for s in report.steps] == [
             ("initialize", True),
             ("initialized", True),
+            ("list_tools", True),
             ("tool", True),
             ("streaming", False),
         ]

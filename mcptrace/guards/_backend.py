@@ -29,7 +29,8 @@ import time
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Protocol, TypeVar
 
-from mcptrace._errors import ConfigError
+from mcptrace._errors import MissingDependencyError
+from mcptrace._install import install_hint
 from mcptrace.guards._breaker import CircuitBreaker
 from mcptrace.guards._limits import (
     ALLOWED,
@@ -317,5 +318,5 @@ def import_redis() -> Any:
     try:
         import redis.asyncio as aioredis
     except ImportError:
-        raise ConfigError("the Redis backend needs the redis package: pip install 'mcptrace[redis]'") from None
+        raise MissingDependencyError(f"the Redis backend needs the redis package: {install_hint('redis')}") from None
     return aioredis
