@@ -37,6 +37,8 @@ SESSION_INPUT_COLUMNS = [
     "tool_name",
     "message",
     "service",
+    "refusal_reason",
+    "count",
 ]
 
 

@@ -171,11 +171,18 @@ async def run_gate(url: str, options: GateOptions | None = None) -> GateReport:
     return report
 
 
+_client_warm = False
+
+
 def warm_up_client() -> float:
     """Load what the SDK client imports on its first tool call (JSON Schema validators, their metaschemas).
 
     Returns the milliseconds it took: zero when this process has already paid for it.
     """
+    global _client_warm
+    if _client_warm:
+        return 0.0
+    _client_warm = True
     start = time.perf_counter()
     from jsonschema.validators import validator_for
 
