@@ -205,7 +205,7 @@ def test_the_public_api_is_pinned() -> None:
     assert sorted(nb.__all__) == [
         "Explorer", "caller_rate", "caller_rates", "error_heatmap", "error_rates", "join_logs",
         "latency_percentiles", "latency_table", "load_logs", "load_spans", "loop_episodes", "loop_timeline",
-        "request_records", "run_summary", "runs", "runs_timeline", "sessions_over_time",
+        "request_records", "run_calls", "run_summary", "runs_timeline", "sessions_over_time",
         "spans_with_requests", "tool_calls", "waterfall",
     ]
     assert all(callable(getattr(nb, name)) for name in nb.__all__)
