@@ -146,6 +146,14 @@ class TestUserMistakes:
     def test_an_unknown_option(self) -> None:
         assert_user_error(mcptrace("stats", "--colour", "red"), "unrecognized arguments")
 
+    def test_a_number_out_of_range(self) -> None:
+        assert_user_error(mcptrace("loops", INCIDENTS, "--threshold", "1"), "--threshold", "at least 2")
+
+    def test_listing_a_token_store_that_does_not_exist(self, tmp_path: Path) -> None:
+        result = mcptrace("token", "list", "--store", tmp_path / "tokens.json")
+        assert_user_error(result, "tokens.json does not exist", "token add")
+        assert not (tmp_path / "tokens.json").exists()
+
     @pytest.mark.parametrize("command", [["serve"], ["upstream"], ["proxy", "--target", "http://127.0.0.1:9/mcp"]])
     def test_a_busy_port(self, command: list[str], tmp_path: Path) -> None:
         with socket.socket() as taken:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import __future__
 
 import importlib
+import pkgutil
 import types
 from typing import Any
 
@@ -94,3 +95,12 @@ def test_every_public_error_derives_from_the_one_base() -> None:
             value = getattr(module, name)
             if isinstance(value, type) and issubclass(value, Exception):
                 assert issubclass(value, mcptrace.MCPTraceError), f"{package}.{name}"
+
+
+def test_every_public_module_is_pinned_here() -> None:
+    """A new package or public module is a new front door: it gets its line in SURFACE first."""
+    public = {"mcptrace"} | {
+        info.name for info in pkgutil.walk_packages(mcptrace.__path__, "mcptrace.")
+        if not any(part.startswith("_") for part in info.name.split("."))
+    }
+    assert public == set(SURFACE)

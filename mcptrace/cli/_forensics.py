@@ -9,6 +9,7 @@ from mcptrace.cli._options import (
     Progress,
     UsageError,
     add_common,
+    at_least,
     load_frame,
     parse_duration,
     parse_window,
@@ -67,7 +68,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     add_common(p)
     p.add_argument(
-        "--threshold", type=int, default=5, help="identical calls in a row that make a loop (default 5)"
+        "--threshold", type=at_least(2), default=5, help="identical calls in a row that make a loop (default 5)"
     )
     p.add_argument(
         "--window",

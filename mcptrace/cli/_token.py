@@ -125,9 +125,12 @@ def _reason(exc: BaseException) -> str:
 def _list(args: argparse.Namespace) -> int:
     import time
 
+    from mcptrace.cli._options import UsageError
     from mcptrace.cli._render import emit
     from mcptrace.guards._tokens import TokenStore
 
+    if not args.store.exists():
+        raise UsageError(f"token store {args.store} does not exist (`mcptrace token add` creates it)")
     rows = [
         {
             "caller_id": entry.caller_id,

@@ -1,6 +1,6 @@
 """Notebook views of mcptrace logs: plotly figures, an ipywidgets explorer, and the HTML report.
 
-Needs the notebook extra (`pip install 'mcptrace[notebook]'`); plotly and
+Needs the notebook extra (from a clone `pip install -e '.[notebook]'`); plotly and
 ipywidgets are imported on first use, so importing this package is cheap and
 says what to install when they are missing.
 
