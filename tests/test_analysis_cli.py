@@ -150,7 +150,7 @@ def test_stats_filters_and_csv(logged: tuple[RunningProcess, Traffic]) -> None:
 def test_errors_splits_own_and_downstream_errors(logged: tuple[RunningProcess, Traffic]) -> None:
     server, traffic = logged
     report = json.loads(mcptrace("errors", server.log_file, "--format", "json").stdout)
-    assert set(report) == {"by_tool", "top_errors"}
+    assert isinstance(report, dict) and {"by_tool", "top_errors"} <= set(report)
     search = next(r for r in report["by_tool"] if r["tool_name"] == "search_database")
     assert search["errors"] == 2 and search["own_errors"] == 2 and search["downstream_errors"] == 0
     assert report["top_errors"][0]["example_request_id"] in traffic.failed
