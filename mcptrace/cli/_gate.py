@@ -89,7 +89,7 @@ def gate_options(args: argparse.Namespace) -> GateOptions:
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"{url!r} is not an http:// or https:// MCP endpoint")
     if not args.timeout > 0:
-        raise ConfigError("--timeout must be a positive number of seconds")
+        raise ConfigError("--timeout must be a positive duration (e.g. 10s)")
     token = None
     if args.token_env:
         token = os.environ.get(args.token_env)
@@ -160,7 +160,7 @@ def _probe(args: argparse.Namespace) -> int:
     from mcptrace.gate._probe import Alerting, run_probe
 
     if args.every <= 0:
-        raise ConfigError("--every must be a positive number of seconds")
+        raise ConfigError("--every must be a positive duration (e.g. 30s)")
     if args.count is not None and args.count < 1:
         raise ConfigError("--count must be at least 1")
     alerting = Alerting(after=max(1, args.alert_after), command=args.on_failure, webhook=args.webhook)
