@@ -36,7 +36,7 @@ from mcptrace.middleware._requests import mark_response_logged
 from mcptrace.middleware._telemetry import TOOL_ERROR, RequestTelemetry
 from mcptrace.telemetry._context import CallContext, reset_call, set_call
 from mcptrace.telemetry._inflight import InFlight
-from mcptrace.telemetry._log import EventLogger, bound_fields
+from mcptrace.telemetry._log import EventLogger
 from mcptrace.telemetry._tracing import LiveSpans, RecordedSpans, exception_of, incoming_context
 
 #: Returns (caller_id, tenant) for a request, or (None, None) when it cannot tell.
@@ -248,14 +248,7 @@ def write_request_line(
     call.status = f.FAILURE if error else f.SUCCESS
     call.error, call.error_code, call.error_type = error, code, error_type
     RequestLogMiddleware._complete(call, {"arguments": arguments}, data)
-    line = request_line(call)
-    line.update(bound_fields())
-    for processor in logger.processors:
-        try:
-            processor(line)
-        except Exception:
-            pass
-    logger.write_record(line)
+    logger.write_in_context(request_line(call))
     return call.status, call.error_type
 
 
