@@ -205,7 +205,37 @@ def test_from_an_installed_wheel_the_hint_names_the_extras_packages(tmp_path: Pa
     assert str(ROOT) not in result.stderr
 
 
+def documented_shapes() -> dict[str, str]:
+    """docs/cli.md's table: command (its first words) -> `list` or `object`."""
+    shapes = {}
+    for line in (ROOT / "docs" / "cli.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("| `") and len(cells) >= 2 and cells[1] in ("list", "object"):
+            shapes[cells[0].strip("`").replace(" ID", "").replace(" URL", "")] = cells[1]
+    return shapes
+
+
 class TestFormats:
+    @pytest.mark.parametrize(
+        "command",
+        ["chain", "stats", "errors", "loops", "runs", "sessions", "sessions --timeline", "index", "report"],
+    )
+    def test_the_json_shape_is_the_documented_one(self, command: str, tmp_path: Path) -> None:
+        log = tmp_path / "mcptrace.log"
+        log.write_bytes(INCIDENTS.read_bytes())
+        words = command.split()
+        args: list[str | Path] = [words[0], *(["req-6e8696a78c69ce3c"] if command == "chain" else []), log, *words[1:]]
+        if command == "report":
+            args += ["-o", tmp_path / "r.html"]
+        result = mcptrace(*args, "--format", "json", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        expected = {"list": list, "object": dict}[documented_shapes()[command]]
+        value = json.loads(result.stdout)
+        assert isinstance(value, expected) and value
+
+    def test_every_command_that_prints_data_has_its_shape_documented(self) -> None:
+        assert {" ".join(words) for words in DATA_COMMANDS} | {"sessions --timeline"} == set(documented_shapes())
+
     def test_report_prints_what_it_wrote_as_one_object(self, tmp_path: Path) -> None:
         result = mcptrace("report", INCIDENTS, "-o", tmp_path / "r.html", "--format", "json")
         assert result.returncode == 0, result.stderr
