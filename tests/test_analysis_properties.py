@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mcptrace.analysis import assign_runs, build_index, chain, load, loops, runs, tool_stats
-from mcptrace.analysis._lookup import lookup
+from mcptrace.logs._lookup import lookup
 
 T0 = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)
 SETTINGS = settings(
@@ -29,7 +29,7 @@ def frame_of(rows: list[dict[str, Any]]) -> pl.LazyFrame:
 
 
 def load_schema() -> pl.Schema:
-    from mcptrace.analysis._load import read_schema
+    from mcptrace.logs._parse import read_schema
 
     return read_schema()
 

@@ -6,18 +6,18 @@ from datetime import datetime
 from typing import Any
 
 from mcptrace import _fields as f
-from mcptrace.analysis._search import record_time
-from mcptrace.analysis._sources import Paths
+from mcptrace.logs._lookup import lookup
+from mcptrace.logs._search import record_time
+from mcptrace.logs._sources import Paths
 
 
 def report_text(paths: Paths = None, *, top: int = 10) -> str:
     """Loops found, p99 and error rate per tool, and the chain of one failed request (a downstream failure first)."""
     import polars as pl
 
-    from mcptrace.analysis._load import load
-    from mcptrace.analysis._lookup import lookup
     from mcptrace.analysis._loops import loops
     from mcptrace.analysis._stats import tool_stats
+    from mcptrace.logs._load import load
 
     loaded = load(paths)
     frame = loaded.frame.collect().lazy()

@@ -107,7 +107,7 @@ def run_stats(args: argparse.Namespace) -> int:
     from mcptrace import _fields as f
     from mcptrace.analysis import method_stats, service_stats, tool_stats, top_callers
     from mcptrace.analysis._done import CLOSING_EVENTS
-    from mcptrace.analysis._toolsummary import STATS_COLUMNS
+    from mcptrace.logs._toolsummary import STATS_COLUMNS
 
     by_columns = {
         "tool": [f.TOOL_NAME, f.STATUS, f.DURATION_MS],
@@ -145,7 +145,7 @@ def _stats_from_summary(args: argparse.Namespace) -> bool:
     whole = args.every is None and args.since is None and args.until is None and not args.caller
     if args.by != "tool" or not whole or args.no_index:
         return False
-    from mcptrace.analysis._toolsummary import STATS_COLUMNS, indexed_tool_stats
+    from mcptrace.logs._toolsummary import STATS_COLUMNS, indexed_tool_stats
 
     found = indexed_tool_stats(args.paths or None, tools=args.tool)
     if found is None:
