@@ -161,7 +161,7 @@ def _expand(spec: list[tuple[str, str, str, str, int]]) -> list[dict[str, Any]]:
             i = len(rows)
             rows.append(
                 {
-                    "timestamp": T0 + timedelta(seconds=i),
+                    "timestamp": T0 + timedelta(milliseconds=100 * i),  # machine speed: no poll
                     "event": "tool_call",
                     "mcp_request_id": f"q{i}",
                     "caller_id": caller,
@@ -236,7 +236,7 @@ def test_a_planted_cycle_is_found_with_its_period(period: int, times: int, noise
 def _same_call(results: list[str]) -> list[dict[str, Any]]:
     return [
         {
-            "timestamp": T0 + timedelta(seconds=i),
+            "timestamp": T0 + timedelta(milliseconds=100 * i),
             "event": "tool_call",
             "mcp_request_id": f"q{i}",
             "caller_id": "looper",

@@ -84,11 +84,11 @@ def test_the_most_severe_loop_episode_is_the_planted_one(logs: pl.DataFrame) -> 
     assert loop["end"] <= truth["end"] + timedelta(seconds=2)
 
 
-def test_a_steady_probe_ranks_below_the_loop(logs: pl.DataFrame) -> None:
-    episodes = nb.loop_episodes(logs)
-    probe = episodes.filter(pl.col("caller_id") == "ci-probe")
-    assert probe.height and set(probe["severity"]) <= {"low", "medium"}
-    assert probe["rate"].max() < episodes["rate"][0] / 3
+def test_a_steady_probe_is_a_poll_not_a_loop(logs: pl.DataFrame) -> None:
+    assert nb.loop_episodes(logs).filter(pl.col("caller_id") == "ci-probe").is_empty()
+    polls = nb.loop_episodes(logs, include_polls=True).filter(pl.col("caller_id") == "ci-probe")
+    assert polls.height and set(polls["kind"]) == {"poll"} and set(polls["severity"]) == {"low"}
+    assert polls["period_s"].median() == pytest.approx(1.0, abs=0.25)
 
 
 def test_loop_timeline_bands_the_episodes_and_opens_one(logs: pl.DataFrame) -> None:

@@ -51,11 +51,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run_errors)
 
     p = sub.add_parser(
-        "loops", help="agent loops: repeats, cycles, near-duplicate retries and call-rate spikes"
+        "loops",
+        help="agent loops: repeats, cycles, near-duplicate retries and call-rate spikes, told apart "
+        "from retry storms and polls",
     )
     add_common(p)
     p.add_argument(
-        "--threshold", type=int, default=5, help="identical calls in a row that make a loop (default 5)"
+        "--threshold",
+        type=int,
+        default=5,
+        help="fewest calls of a loop: identical calls in a row, or a cycle's calls (default 5)",
     )
     p.add_argument(
         "--window",
@@ -65,12 +70,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--per",
-        choices=("session", "caller", "run"),
-        default="session",
-        help="whose calls are compared: a caller in a session (default), a caller, or a run",
+        choices=("run", "session", "caller"),
+        default="run",
+        help="whose calls are compared: a run (default: session, baggage run id, trace, or idle gap), "
+        "a caller in a session, or a caller across its runs",
     )
     p.add_argument(
         "--gap", type=parse_duration, default="5m", help="with --per run: inactivity that ends a run"
+    )
+    p.add_argument(
+        "--polls", action="store_true", help="also list steady probes and polls (kind poll), never loops"
     )
     p.set_defaults(func=run_loops)
 
@@ -209,7 +218,8 @@ def run_loops(args: argparse.Namespace) -> int:
         by = (f.CALLER_ID,)
     else:
         by = (f.CALLER_ID, f.SESSION_ID)
-    rows = _rows(loops(frame, by=by, threshold=args.threshold, window=args.window))
+    found = loops(frame, by=by, threshold=args.threshold, window=args.window, include_polls=args.polls)
+    rows = _rows(found)
     columns = [c for c in EPISODE_COLUMNS if c != "tools"]
     emit(rows, columns, args.format)
     return 0
