@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-from mcptrace._schema import SUPPORTED_SCHEMA_VERSIONS
+from mcptrace._schema import LOG_SCHEMA_VERSION
 from sample_logs._readme import find_incidents, load, render_readme
 from tests.helpers import assert_contract
 from tests.notebook_helpers import ROOT, SAMPLE_LOGS, planted
@@ -19,7 +19,7 @@ def test_every_line_keeps_to_the_log_contract() -> None:
     records = [json.loads(line) for p in files for line in p.read_text().splitlines()]
     assert len(records) > 1000
     assert_contract(records)
-    assert {r["schema_version"] for r in records} <= set(SUPPORTED_SCHEMA_VERSIONS)
+    assert {r["schema_version"] for r in records} == {LOG_SCHEMA_VERSION}
 
 
 def test_the_set_stays_small() -> None:
