@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mcptrace.analysis._chain import chain, downstream, outcomes
+    from mcptrace.analysis._incidents import incidents
     from mcptrace.analysis._loops import loops
     from mcptrace.analysis._report import format_chain, report_text
     from mcptrace.analysis._runs import assign_runs, runs
@@ -41,6 +42,7 @@ _EXPORTS: dict[str, str] = {
     "chain": "mcptrace.analysis._chain",
     "downstream": "mcptrace.analysis._chain",
     "outcomes": "mcptrace.analysis._chain",
+    "incidents": "mcptrace.analysis._incidents",
     "IndexReport": "mcptrace.logs._index",
     "build_index": "mcptrace.logs._index",
     "CorruptLine": "mcptrace.logs._loadreport",
@@ -79,6 +81,7 @@ __all__ = [
     "error_messages",
     "error_sources",
     "format_chain",
+    "incidents",
     "load",
     "loops",
     "method_stats",
