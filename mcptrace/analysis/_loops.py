@@ -232,8 +232,9 @@ def rate_spikes(calls: pl.LazyFrame, *, every: str, factor: float, min_calls: in
         calls.with_columns(pl.col(f.TIMESTAMP).dt.truncate(every).alias("_w"))
         .group_by(_ACTOR, "_w")
         .agg(pl.len().alias("_c"))
-        .with_columns(pl.col("_c").median().over(_ACTOR).alias("_median"))
-        .filter((pl.col("_c") >= min_calls) & (pl.col("_c") >= factor * pl.col("_median")))
+        .with_columns(pl.col("_c").median().over(_ACTOR).alias("_median"), pl.len().over(_ACTOR).alias("_n"))
+        # a usual rate needs a few windows to be known: a short log's one or two windows have none
+        .filter((pl.col("_c") >= min_calls) & (pl.col("_c") >= factor * pl.col("_median")) & (pl.col("_n") >= 3))
     )
     tagged = calls.with_columns(pl.col(f.TIMESTAMP).dt.truncate(every).alias("_w")).join(
         windows.select(_ACTOR, "_w"), on=[_ACTOR, "_w"], how="semi"
