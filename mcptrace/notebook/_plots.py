@@ -188,7 +188,7 @@ def error_heatmap(logs: Frame, *, every: str = "5s") -> go.Figure:
             zmin=0,
             zmax=1,
             colorscale="Reds",
-            colorbar={"title": "errors", "tickformat": ".0%"},
+            colorbar={"title": "calls failed", "tickformat": ".0%"},
             hovertemplate="%{y}<br>%{x}<br>%{z:.0%} of %{customdata} calls failed<extra></extra>",
         )
     )
@@ -303,6 +303,7 @@ def caller_rate(logs: Frame, *, every: str = "5s") -> go.Figure:
     return styled(
         fig,
         title + " (tool calls served; requests refused on the right axis)",
+        legend={"x": 1.1},  # past the right axis
         yaxis={"title": "tool calls / s", "rangemode": "tozero"},
         yaxis2={
             "title": {"text": "refused requests / s", "font": {"color": ERROR_COLOR}},
@@ -343,6 +344,7 @@ def sessions_over_time(logs: Frame, *, every: str = "5s") -> go.Figure:
         fig,
         title,
         barmode="group",
+        legend={"x": 1.1},  # past the right axis
         xaxis={"title": TIME_AXIS},
         yaxis={"title": "sessions", "rangemode": "tozero", "dtick": 1 if most <= 10 else None},
         yaxis2={

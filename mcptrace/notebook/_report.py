@@ -229,7 +229,8 @@ _CSS = """
 body { font-family: system-ui, sans-serif; margin: 24px auto; max-width: 1240px; padding: 0 12px; color: #222; }
 section { margin: 24px 0; border-top: 1px solid #eee; padding-top: 8px; }
 table { border-collapse: collapse; font-size: 13px; width: 100%; }
-td, th { border: 1px solid #ddd; padding: 4px 8px; text-align: left; vertical-align: top; overflow-wrap: anywhere; }
+td, th { border: 1px solid #ddd; padding: 4px 8px; text-align: left; vertical-align: top; overflow-wrap: break-word; }
+table.findings td:not(:nth-child(6)), table.findings th { white-space: nowrap; }
 table.findings tr.high td:nth-child(2) { color: #d62728; font-weight: 600; }
 table.findings tr.medium td:nth-child(2) { color: #ff7f0e; font-weight: 600; }
 footer { color: #888; font-size: 12px; margin-top: 32px; }

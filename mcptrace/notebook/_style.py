@@ -32,11 +32,13 @@ TIME_AXIS = "time (UTC)"
 
 
 def styled(fig: go.Figure, title: str, **extra: Any) -> go.Figure:
+    # the legend beside the plot, never over an axis title; six entries at most fit any height
+    legend = {"orientation": "v", "x": 1.02, "xanchor": "left", "y": 1, "yanchor": "top", **extra.pop("legend", {})}
     fig.update_layout(
         title=title,
         template="plotly_white",
         margin={"l": 60, "r": 20, "t": 50, "b": 40},
-        legend={"orientation": "h", "y": -0.2},
+        legend=legend,
         **extra,
     )
     fig.update_yaxes(automargin=True)
