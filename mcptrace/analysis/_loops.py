@@ -177,7 +177,10 @@ def near_duplicates(
     tagged = calls.with_columns(_runs_of(brk).alias("_ep"))
     # Only runs whose arguments actually vary (identical ones are `repeat`s).
     varied = tagged.with_columns(pl.col(f.ARGUMENTS_HASH).n_unique().over(_ACTOR, "_ep").alias("_n"))
-    return _episode("near_duplicate", varied.filter(pl.col("_n") > 1), threshold)
+    # Different questions that all fail alike are work hitting a failure (the outage is the story), not a loop.
+    return _episode("near_duplicate", varied.filter(pl.col("_n") > 1), threshold).filter(
+        pl.col("errors") * 2 < pl.col("count")
+    )
 
 
 def cycles(
