@@ -107,3 +107,13 @@ def test_the_sample_logs_probe_is_a_poll_and_the_planted_loop_is_high() -> None:
     truth = planted()["agent_loop"]
     (loop,) = found.filter(pl.col("kind") == "repeat").iter_rows(named=True)
     assert (loop["caller_id"], loop["severity"]) == (truth["caller_id"], "high")
+
+
+def test_the_demo_poller_failing_during_the_outage_is_a_retry_storm_not_a_loop() -> None:
+    from mcptrace.analysis import load
+    from tests.notebook_helpers import ROOT
+
+    found = loops(load([ROOT / "sample_logs" / "demo-v2.jsonl"], use_index=False).frame).collect()
+    kinds = {(e["caller_id"], e["kind"], e["severity"]) for e in found.iter_rows(named=True)}
+    assert ("looping-agent", "repeat", "high") in kinds
+    assert {k for c, k, _ in kinds if c == "status-poller"} == {"retry_storm"}
