@@ -7,6 +7,7 @@ import csv
 import io
 import json
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import polars as pl
 from hypothesis import given, settings
@@ -145,3 +146,12 @@ def test_a_background_without_the_columns_of_refusals_still_reads() -> None:
     background(log)
     lines = frame(log.lines).select("timestamp", "event", "mcp_request_id", "tool_name", "status", "duration_ms")
     assert incidents(lines).collect().columns == INCIDENT_COLUMNS
+
+
+def test_a_corrupt_line_is_reported_with_its_place_and_the_incidents_still_come(tmp_path: Path) -> None:
+    log = tmp_path / "mcptrace.log"
+    log.write_text((SAMPLE_LOGS / "mcptrace.log").read_text() + '{"timestamp": "2026-12-05T07:15:00Z", "ev\n')
+    done = mcptrace("incidents", log, "--no-index", "--format", "json")
+    assert len(json.loads(done.stdout)) == 5
+    assert f"{log}:" in done.stderr or "mcptrace.log:" in done.stderr
+    assert "Traceback" not in done.stderr
