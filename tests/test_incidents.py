@@ -155,3 +155,18 @@ def test_a_corrupt_line_is_reported_with_its_place_and_the_incidents_still_come(
     assert len(json.loads(done.stdout)) == 5
     assert f"{log}:" in done.stderr or "mcptrace.log:" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_breaker_that_opened_is_a_dependency_outage_even_with_few_failures() -> None:
+    import random
+
+    log = Log(random.Random(5))
+    background(log)
+    at = T0 + timedelta(minutes=5)
+    for n in range(3):
+        log.call(at + timedelta(seconds=n), "agent-1", "fetch_upstream", downstream_failed=True)
+    log.add(at + timedelta(seconds=3), "breaker_state_changed", mcp_request_id=None, service="upstream",
+            breaker_state="open", message="upstream: closed -> open")
+    (row,) = incidents(frame(log.lines)).collect().to_dicts()
+    assert (row["kind"], row["subject"], row["severity"]) == ("dependency_outage", "upstream", "high")
+    assert "breaker opened" in row["summary"] and row["evidence"]["errors"] == 3
