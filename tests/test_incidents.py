@@ -170,3 +170,8 @@ def test_a_breaker_that_opened_is_a_dependency_outage_even_with_few_failures() -
     (row,) = incidents(frame(log.lines)).collect().to_dicts()
     assert (row["kind"], row["subject"], row["severity"]) == ("dependency_outage", "upstream", "high")
     assert "breaker opened" in row["summary"] and row["evidence"]["errors"] == 3
+
+
+def test_a_bad_bucket_is_a_one_line_error() -> None:
+    done = mcptrace("incidents", SAMPLE_LOGS, "--no-index", "--every", "5x", check=False)
+    assert done.returncode == 2 and "not a time bucket: '5x'" in done.stderr and "Traceback" not in done.stderr

@@ -113,7 +113,7 @@ def error_spikes(calls: pl.DataFrame, limits: Thresholds, *, exclude: set[str]) 
         .join(usual, on=f.TOOL_NAME)
         .with_columns(
             (
-                (pl.col("_errors") >= 2)
+                (pl.col("_errors") >= 3)
                 & (pl.col("_errors") / pl.col("_calls") >= limits.spike_share)
                 & (pl.col("_errors") / pl.col("_calls") >= limits.spike_factor * pl.col("_usual"))
             ).alias("_hot")

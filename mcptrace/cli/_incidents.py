@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from typing import Any
 
 from mcptrace.cli._options import add_common, load_frame
@@ -17,8 +18,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Find and rank what went wrong in the logs, one row per cause, most severe first. Times are UTC.",
     )
     add_common(p)
-    p.add_argument("--every", default="10s", help="time bucket of the error and latency baselines (default 10s)")
+    p.add_argument(
+        "--every", type=_bucket, default="10s", help="time bucket of the error and latency baselines (default 10s)"
+    )
     p.set_defaults(func=run_incidents)
+
+
+def _bucket(text: str) -> str:
+    """A whole number of ms, s, m, h or d: what a time bucket can be."""
+    if not re.fullmatch(r"[1-9]\d*(ms|s|m|h|d)", text.strip()):
+        raise argparse.ArgumentTypeError(f"not a time bucket: {text!r} (use e.g. 10s, 1m, 5m)")
+    return text.strip()
 
 
 def _evidence(value: dict[str, Any] | None) -> dict[str, Any]:
@@ -28,9 +38,6 @@ def _evidence(value: dict[str, Any] | None) -> dict[str, Any]:
 def run_incidents(args: argparse.Namespace) -> int:
     from mcptrace.analysis import incidents
     from mcptrace.analysis._incidents import COLUMNS, EVENTS, INCIDENT_COLUMNS
-    from mcptrace.cli._options import parse_duration
-
-    parse_duration(args.every)
     loaded = load_frame(args, columns=COLUMNS, events=EVENTS)
     rows = incidents(loaded.frame, every=args.every).collect().to_dicts()
     for row in rows:
