@@ -46,8 +46,8 @@ print(len(rows))
 IN_PROCESS_SCRIPT = """
 import json, sys, time, statistics
 path, rid = sys.argv[1], sys.argv[2]
-from mcptrace.analysis._lookup import lookup
-from mcptrace.analysis._toolsummary import indexed_tool_stats
+from mcptrace.logs._lookup import lookup
+from mcptrace.logs._toolsummary import indexed_tool_stats
 def median(fn, n):
     times = []
     for _ in range(n):

@@ -31,7 +31,7 @@ def test_importing_the_analysis_layer_loads_no_server_code() -> None:
 
 def test_the_chain_lookup_loads_neither_polars_nor_pyarrow() -> None:
     modules = loaded_modules(
-        "from mcptrace.cli import build_parser\nfrom mcptrace.analysis._lookup import lookup\n"
+        "from mcptrace.cli import build_parser\nfrom mcptrace.logs._lookup import lookup\n"
         "import mcptrace.cli._chain"
     )
     assert not modules & {"polars", "pyarrow", *SERVER_MODULES}

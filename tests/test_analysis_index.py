@@ -11,9 +11,9 @@ import polars as pl
 import pytest
 
 from mcptrace.analysis import build_index, load, tool_stats
-from mcptrace.analysis._index import auto_index
-from mcptrace.analysis._lookup import lookup
 from mcptrace.cli import main
+from mcptrace.logs._index import auto_index
+from mcptrace.logs._lookup import lookup
 
 
 def write(path: Path, first: int, n: int) -> None:

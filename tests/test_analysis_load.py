@@ -172,7 +172,7 @@ def test_a_directory_scan_leaves_out_files_of_exported_spans(tmp_path: Path) -> 
     [b"", b"\n", b"\n\n\n", b"a\n\nb", b"a\n\nb\n", b'{"x":"a,b\\"c"}\n{"y":1}\n', b"x\r\ny\r\n", b"'q\n\"\n#c\n"],
 )
 def test_the_line_count_is_every_newline_plus_an_unterminated_last_line(tmp_path: Path, data: bytes) -> None:
-    from mcptrace.analysis._load import count_lines
+    from mcptrace.logs._lines import count_lines
 
     path = tmp_path / "x.log"
     path.write_bytes(data)

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mcptrace.analysis import assign_runs, build_index, chain, load, loops, runs, tool_stats
-from mcptrace.analysis._lookup import lookup
+from mcptrace.logs._lookup import lookup
 
 T0 = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)
 SETTINGS = settings(
@@ -29,7 +29,7 @@ def frame_of(rows: list[dict[str, Any]]) -> pl.LazyFrame:
 
 
 def load_schema() -> pl.Schema:
-    from mcptrace.analysis._load import read_schema
+    from mcptrace.logs._parse import read_schema
 
     return read_schema()
 
@@ -161,7 +161,7 @@ def _expand(spec: list[tuple[str, str, str, str, int]]) -> list[dict[str, Any]]:
             i = len(rows)
             rows.append(
                 {
-                    "timestamp": T0 + timedelta(seconds=i),
+                    "timestamp": T0 + timedelta(milliseconds=100 * i),  # machine speed: no poll
                     "event": "tool_call",
                     "mcp_request_id": f"q{i}",
                     "caller_id": caller,
@@ -236,7 +236,7 @@ def test_a_planted_cycle_is_found_with_its_period(period: int, times: int, noise
 def _same_call(results: list[str]) -> list[dict[str, Any]]:
     return [
         {
-            "timestamp": T0 + timedelta(seconds=i),
+            "timestamp": T0 + timedelta(milliseconds=100 * i),
             "event": "tool_call",
             "mcp_request_id": f"q{i}",
             "caller_id": "looper",

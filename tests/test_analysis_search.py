@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mcptrace.analysis import _scan
-from mcptrace.analysis._lookup import lookup
-from mcptrace.analysis._scan import find_all, lines_at
+from mcptrace.logs import _scan
+from mcptrace.logs._lookup import lookup
+from mcptrace.logs._scan import find_all, lines_at
 
 
 def occurrences(data: bytes, needle: bytes) -> list[int]:

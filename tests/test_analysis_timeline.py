@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from mcptrace.analysis import active_sessions, method_stats, sessions, timeline
-from mcptrace.analysis._load import read_schema
+from mcptrace.logs._parse import read_schema
 
 T0 = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)
 

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mcptrace.analysis import build_index, load, tool_stats
-from mcptrace.analysis._toolsummary import indexed_tool_stats
 from mcptrace.cli import main
+from mcptrace.logs._toolsummary import indexed_tool_stats
 from mcptrace.testing import subprocess_env
 
 STATS_COLUMNS = ["tool_name", "calls", "errors", "error_rate", "p50_ms", "p95_ms", "p99_ms"]

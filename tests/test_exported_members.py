@@ -23,15 +23,19 @@ SURFACE: dict[str, set[str]] = {
     },
     "mcptrace.analysis": {
         "CorruptLine", "IndexReport", "LoadReport", "Loaded", "Source", "active_sessions", "assign_runs",
-        "build_index", "chain", "downstream_calls", "error_messages", "error_sources", "format_chain", "load",
-        "loops", "method_stats", "outcomes", "report_text", "resolve_sources", "runs", "service_stats",
+        "build_index", "chain", "downstream_calls", "error_messages", "error_sources", "format_chain", "incidents",
+        "load", "loops", "method_stats", "outcomes", "report_text", "resolve_sources", "runs", "service_stats",
         "sessions", "timeline", "tool_stats", "top_callers",
     },
     "mcptrace.notebook": {
-        "Explorer", "caller_rate", "caller_rates", "error_heatmap", "error_rates", "join_logs",
-        "latency_percentiles", "latency_table", "load_logs", "load_spans", "loop_episodes", "loop_timeline",
-        "request_records", "run_calls", "run_summary", "runs_timeline", "sessions_over_time",
-        "spans_with_requests", "tool_calls", "waterfall",
+        "Explorer", "caller_rate", "caller_rates", "error_heatmap", "error_rates", "incident_table",
+        "incident_timeline", "join_logs", "latency_percentiles", "latency_table", "load_logs", "load_spans",
+        "loop_episodes", "loop_timeline", "refusals", "refusals_over_time", "request_records", "run_calls",
+        "run_summary", "runs_timeline", "sessions_over_time", "spans_with_requests", "tool_calls", "waterfall",
+    },
+    "mcptrace.logs": {
+        "CorruptLine", "IndexReport", "LoadReport", "Loaded", "LookupResult", "Source", "build_index", "load",
+        "lookup", "resolve_sources",
     },
     "mcptrace.guards": {
         "BreakerOpenError", "BreakerPolicy", "Breakers", "CircuitBreaker", "Decision", "GuardStats", "Identity",

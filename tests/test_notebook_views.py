@@ -56,7 +56,20 @@ def test_latency_percentiles_show_the_slow_window(logs: pl.DataFrame) -> None:
     assert inside["p50"].min() > 1000
     assert before["p95"].max() < 500
     fig = nb.latency_percentiles(logs, tools=["fetch_upstream"])
-    assert [t.name for t in fig.data] == ["fetch_upstream p50", "fetch_upstream p95", "fetch_upstream p99"]
+    assert [t.name for t in fig.data] == ["fetch_upstream p50", "fetch_upstream p95"]
+
+
+def test_every_figure_has_a_title_axis_titles_and_at_most_six_series(logs: pl.DataFrame) -> None:
+    figures = [
+        nb.latency_percentiles(logs), nb.caller_rate(logs), nb.error_heatmap(logs), nb.loop_timeline(logs),
+        nb.sessions_over_time(logs), nb.runs_timeline(logs),
+    ]
+    for fig in figures:
+        assert fig.layout.title.text and fig.layout.xaxis.title.text and fig.layout.yaxis.title.text
+        assert len({t.name for t in fig.data}) <= 6, fig.layout.title.text
+        if fig.layout.xaxis.type == "date" or "time" in fig.layout.xaxis.title.text:
+            assert "UTC" in fig.layout.xaxis.title.text
+    assert "more with tools=" in nb.latency_percentiles(logs).layout.title.text
 
 
 def test_error_heatmap_shows_the_outage_as_a_red_column(logs: pl.DataFrame) -> None:
@@ -84,11 +97,11 @@ def test_the_most_severe_loop_episode_is_the_planted_one(logs: pl.DataFrame) -> 
     assert loop["end"] <= truth["end"] + timedelta(seconds=2)
 
 
-def test_a_steady_probe_ranks_below_the_loop(logs: pl.DataFrame) -> None:
-    episodes = nb.loop_episodes(logs)
-    probe = episodes.filter(pl.col("caller_id") == "ci-probe")
-    assert probe.height and set(probe["severity"]) <= {"low", "medium"}
-    assert probe["rate"].max() < episodes["rate"][0] / 3
+def test_a_steady_probe_is_a_poll_not_a_loop(logs: pl.DataFrame) -> None:
+    assert nb.loop_episodes(logs).filter(pl.col("caller_id") == "ci-probe").is_empty()
+    polls = nb.loop_episodes(logs, include_polls=True).filter(pl.col("caller_id") == "ci-probe")
+    assert polls.height and set(polls["kind"]) == {"poll"} and set(polls["severity"]) == {"low"}
+    assert polls["period_s"].median() == pytest.approx(1.0, abs=0.25)
 
 
 def test_loop_timeline_bands_the_episodes_and_opens_one(logs: pl.DataFrame) -> None:
@@ -108,7 +121,13 @@ def test_caller_rate_puts_the_loop_and_the_storm_above_every_regular_agent(logs:
     loud = {TRUTH["agent_loop"]["caller_id"], TRUTH["rate_limit_storm"]["caller_id"]}
     regular = max(rate for caller, rate in peaks.items() if caller not in loud)
     assert all(peaks[caller] > regular for caller in loud), peaks
-    assert {t.name for t in nb.caller_rate(logs).data} == set(peaks)
+    fig = nb.caller_rate(logs)
+    names = {t.name for t in fig.data}
+    assert loud <= names and "other" in names and len(names) <= 6
+    # the storm's refusals are a series of their own, on the right axis, with markers so a short burst shows
+    (refused,) = [t for t in fig.data if t.name.startswith("refused")]
+    assert refused.yaxis == "y2" and "markers" in refused.mode and max(refused.y) > 100
+    assert fig.layout.yaxis.rangemode == "tozero"
 
 
 def test_sessions_over_time_counts_sessions_and_sessionless_traffic(logs: pl.DataFrame) -> None:
@@ -201,11 +220,23 @@ def test_explorer_loads_other_logs_from_its_paths_box(tmp_path: Path) -> None:
     assert set(explorer.request_box.options) <= set(explorer.logs["mcp_request_id"].drop_nulls())
 
 
+def test_refusals_show_the_auth_failures_and_the_storm(logs: pl.DataFrame) -> None:
+    table = nb.refusals(logs)
+    by_reason = dict(table.group_by("refusal_reason").agg(pl.col("refused").sum()).iter_rows())
+    assert by_reason["unauthenticated"] >= 10 and by_reason["rate_limited"] + by_reason["suspended"] > 500
+    fig = nb.refusals_over_time(logs)
+    assert fig.layout.yaxis.rangemode == "tozero" and "UTC" in fig.layout.xaxis.title.text
+    assert {t.name.split(" · ")[0] for t in fig.data} == set(by_reason)
+    timeline = nb.incident_timeline(nb.incident_table(logs))
+    assert sum(len(t.y) for t in timeline.data) == 5
+
+
 def test_the_public_api_is_pinned() -> None:
     assert sorted(nb.__all__) == [
-        "Explorer", "caller_rate", "caller_rates", "error_heatmap", "error_rates", "join_logs",
-        "latency_percentiles", "latency_table", "load_logs", "load_spans", "loop_episodes", "loop_timeline",
-        "request_records", "run_calls", "run_summary", "runs_timeline", "sessions_over_time",
+        "Explorer", "caller_rate", "caller_rates", "error_heatmap", "error_rates", "incident_table",
+        "incident_timeline", "join_logs", "latency_percentiles", "latency_table", "load_logs", "load_spans",
+        "loop_episodes", "loop_timeline", "refusals", "refusals_over_time", "request_records", "run_calls",
+        "run_summary", "runs_timeline", "sessions_over_time",
         "spans_with_requests", "tool_calls", "waterfall",
     ]
     assert all(callable(getattr(nb, name)) for name in nb.__all__)

@@ -94,6 +94,8 @@ def test_traces_and_logs_join_on_trace_id_and_request_id(monkeypatch: pytest.Mon
     assert findings["lines_in_requests"] > 1000
     assert findings["lines_joined_to_a_span"] == findings["lines_in_requests"]
     assert findings["request_ids_agree"] is True
-    assert set(findings["refusals_only_in_logs"]) >= {"auth_failed", "rate_limited"}
+    assert "request_refused" in findings["refusals_only_in_logs"]
     assert findings["outage_request"]["span_error_type"] == "HTTP 503"
     assert len(findings["outage_request"]["trace_id"]) == 32
+    # every CLIENT span against its downstream_call line, call by call
+    assert 0 <= findings["max_client_span_minus_line_ms"] < 1.0

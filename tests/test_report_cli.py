@@ -13,7 +13,12 @@ from mcptrace.testing import subprocess_env
 from tests.notebook_helpers import SAMPLE_LOGS
 
 Report = tuple[Path, subprocess.CompletedProcess[str]]
-FIGURES = {"errors", "latency", "callers", "loops", "runs", "sessions", "request-1", "request-2", "request-3"}
+#: The overview figures, and one call chain per incident whose requests reached a tool (the sample logs'
+#: slow tool, outage and agent loop; the auth failures and the storm are refusals, shown in `refusals`).
+FIGURES = {
+    "incidents", "errors", "latency", "callers", "refusals", "loops", "runs", "sessions",
+    "incident-1", "incident-2", "incident-3",
+}
 
 
 def mcptrace(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -42,6 +47,21 @@ def test_report_is_one_page_with_plotly_embedded_once(report: Report) -> None:
     assert "<script src=" not in page  # nothing fetched from the network
     assert set(re.findall(r'id="fig-([\w-]+)"', page)) == FIGURES
     assert "agent-triage" in page and "HTTP 503" in page
+
+
+def test_the_page_opens_with_the_findings_linked_to_their_figures(report: Report) -> None:
+    out, _ = report
+    page = (out / "incident.html").read_text()
+    findings = page[page.index("<section id='findings'>") :]
+    assert page.index("<section id='findings'>") < page.index('id="fig-incidents"')
+    rows = re.findall(r"<tr class='(\w+)'>(.*?)</tr>", findings[: findings.index("</table>")])
+    kinds = [re.findall(r"<td>(.*?)</td>", cells)[2] for _, cells in rows]
+    assert sorted(kinds) == sorted(
+        ["latency_regression", "dependency_outage", "agent_loop", "rate_limit_storm", "auth_failures"]
+    )
+    links = set(re.findall(r"<a href='#([\w-]+)'>", findings))
+    assert {"incident-1", "incident-2", "incident-3", "refusals", "latency", "errors", "loops"} <= links
+    assert all(f"<section id='{name}'>" in page for name in links)
 
 
 def test_png_export_writes_every_figure(report: Report) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-from mcptrace._schema import SUPPORTED_SCHEMA_VERSIONS
+from mcptrace._schema import LOG_SCHEMA_VERSION
 from sample_logs._readme import find_incidents, load, render_readme
 from tests.helpers import assert_contract
 from tests.notebook_helpers import ROOT, SAMPLE_LOGS, planted
@@ -19,7 +19,7 @@ def test_every_line_keeps_to_the_log_contract() -> None:
     records = [json.loads(line) for p in files for line in p.read_text().splitlines()]
     assert len(records) > 1000
     assert_contract(records)
-    assert {r["schema_version"] for r in records} <= set(SUPPORTED_SCHEMA_VERSIONS)
+    assert {r["schema_version"] for r in records} == {LOG_SCHEMA_VERSION}
 
 
 def test_the_set_stays_small() -> None:
@@ -61,3 +61,16 @@ def test_readme_is_what_the_logs_say() -> None:
     assert (ROOT / "sample_logs" / "README.md").read_text() == expected, (
         "sample_logs/README.md is stale: run python sample_logs/generate.py --readme"
     )
+
+
+def test_each_client_span_covers_its_downstream_call_line_and_little_more() -> None:
+    """Span and line time the same dependency call: the span opens before the line's clock starts and
+    closes after the line is written, so, call by call, it is never shorter and at most 1 ms longer."""
+    spans = {r["span_id"]: r for r in map(json.loads, SPANS.read_text().splitlines()) if r["kind"] == "client"}
+    lines = [json.loads(line) for line in (SAMPLE_LOGS / "mcptrace.log").read_text().splitlines()]
+    calls = [r for r in lines if r["event"] == "downstream_call"]
+    assert calls
+    for line in calls:
+        span = spans[line["span_id"]]
+        assert span["name"] == line["service"]
+        assert 0 <= span["duration_ms"] - line["duration_ms"] < 1.0, (line["mcp_request_id"], span, line)

@@ -1,5 +1,8 @@
 """Forensics over mcptrace's JSON logs: load them, then ask pure `LazyFrame -> LazyFrame` questions.
 
+The reading (`load`, `build_index`, sources, the load report) is `mcptrace.logs`;
+its public names are re-exported here so that one import serves a notebook.
+
     from mcptrace.analysis import load, tool_stats
     loaded = load(["logs/"])                  # files, globs, directories, .gz/.zst, "-"
     print(tool_stats(loaded.frame).collect())
@@ -15,14 +18,11 @@ import typing as _typing
 
 if _typing.TYPE_CHECKING:
     from mcptrace.analysis._chain import chain, downstream_calls, outcomes
-    from mcptrace.analysis._index import IndexReport, build_index
-    from mcptrace.analysis._load import Loaded, load
-    from mcptrace.analysis._loadreport import CorruptLine, LoadReport
+    from mcptrace.analysis._incidents import incidents
     from mcptrace.analysis._loops import loops
     from mcptrace.analysis._report import format_chain, report_text
     from mcptrace.analysis._runs import assign_runs, runs
     from mcptrace.analysis._sessions import active_sessions, sessions, timeline
-    from mcptrace.analysis._sources import Source, resolve_sources
     from mcptrace.analysis._stats import (
         error_messages,
         error_sources,
@@ -31,33 +31,38 @@ if _typing.TYPE_CHECKING:
         tool_stats,
         top_callers,
     )
+    from mcptrace.logs._index import IndexReport, build_index
+    from mcptrace.logs._load import Loaded, load
+    from mcptrace.logs._loadreport import CorruptLine, LoadReport
+    from mcptrace.logs._sources import Source, resolve_sources
 
 _EXPORTS: dict[str, str] = {
-    "chain": "_chain",
-    "downstream_calls": "_chain",
-    "outcomes": "_chain",
-    "IndexReport": "_index",
-    "build_index": "_index",
-    "CorruptLine": "_loadreport",
-    "LoadReport": "_loadreport",
-    "Loaded": "_load",
-    "load": "_load",
-    "loops": "_loops",
-    "format_chain": "_report",
-    "report_text": "_report",
-    "assign_runs": "_runs",
-    "runs": "_runs",
-    "active_sessions": "_sessions",
-    "sessions": "_sessions",
-    "timeline": "_sessions",
-    "Source": "_sources",
-    "resolve_sources": "_sources",
-    "error_messages": "_stats",
-    "error_sources": "_stats",
-    "method_stats": "_stats",
-    "service_stats": "_stats",
-    "tool_stats": "_stats",
-    "top_callers": "_stats",
+    "chain": "mcptrace.analysis._chain",
+    "downstream_calls": "mcptrace.analysis._chain",
+    "outcomes": "mcptrace.analysis._chain",
+    "incidents": "mcptrace.analysis._incidents",
+    "IndexReport": "mcptrace.logs._index",
+    "build_index": "mcptrace.logs._index",
+    "CorruptLine": "mcptrace.logs._loadreport",
+    "LoadReport": "mcptrace.logs._loadreport",
+    "Loaded": "mcptrace.logs._load",
+    "load": "mcptrace.logs._load",
+    "loops": "mcptrace.analysis._loops",
+    "format_chain": "mcptrace.analysis._report",
+    "report_text": "mcptrace.analysis._report",
+    "assign_runs": "mcptrace.analysis._runs",
+    "runs": "mcptrace.analysis._runs",
+    "active_sessions": "mcptrace.analysis._sessions",
+    "sessions": "mcptrace.analysis._sessions",
+    "timeline": "mcptrace.analysis._sessions",
+    "Source": "mcptrace.logs._sources",
+    "resolve_sources": "mcptrace.logs._sources",
+    "error_messages": "mcptrace.analysis._stats",
+    "error_sources": "mcptrace.analysis._stats",
+    "method_stats": "mcptrace.analysis._stats",
+    "service_stats": "mcptrace.analysis._stats",
+    "tool_stats": "mcptrace.analysis._stats",
+    "top_callers": "mcptrace.analysis._stats",
 }
 
 __all__ = [
@@ -74,6 +79,7 @@ __all__ = [
     "error_messages",
     "error_sources",
     "format_chain",
+    "incidents",
     "load",
     "loops",
     "method_stats",
@@ -93,7 +99,7 @@ def __getattr__(name: str) -> _typing.Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'mcptrace.analysis' has no attribute {name!r}")
-    value = getattr(_importlib.import_module(f"mcptrace.analysis.{module}"), name)
+    value = getattr(_importlib.import_module(module), name)
     globals()[name] = value
     return value
 

@@ -1,7 +1,8 @@
 """Agent loops found after the fact, across every agent that called the server.
 
-Four kinds of episode, each per actor (by default a caller in a session; a
-caller alone when the traffic has no sessions):
+Four kinds of episode, each per actor (by default a run: a session, a run id in
+the baggage, the client's trace, or a caller's stretch of activity; see
+`analysis.runs`), so two conversations of one client are never mixed up:
 
 - `repeat`: the same tool with the same arguments and the same result, N times
   in a row (agent frameworks stop at 3 to 5; the default threshold is 5). Such
@@ -16,6 +17,21 @@ caller alone when the traffic has no sessions):
 
 The result is part of every key: the same arguments with a changing result is
 polling or pagination, and is not flagged.
+
+Two look-alikes are told apart from loops, because on-call cannot act on them
+as loops:
+
+- `retry_storm`: a `repeat` whose calls mostly failed: one caller retrying a
+  failing call (a symptom of the failure, or a client without back-off);
+- `poll`: a `repeat` or `cycle` at a steady cadence (the time from one repetition
+  to the next varies by at most `poll_cv` of its mean, per call, and the calls are on average
+  at least `poll_min_period` apart): a health probe or a poller whose answer did not change. Polls are
+  left out unless `include_polls=True`.
+
+Severity says what an episode burned, not only how many calls it made: a loop
+at machine speed (two calls a second or more) is high once it has made 50
+calls, a slow one only once it has gone on for ten minutes; many errors or a
+very large count is high at any speed.
 """
 
 from __future__ import annotations
@@ -26,18 +42,24 @@ from datetime import timedelta
 import polars as pl
 
 from mcptrace import _fields as f
+from mcptrace.analysis._runs import RUN_ID, assign_runs
 
 KIND = "kind"
+#: The kinds that are agent loops (what `loops` reports besides retry storms, spikes and polls).
+LOOP_KINDS = ("repeat", "cycle", "near_duplicate")
 EPISODE_COLUMNS = [
     KIND,
     f.CALLER_ID,
     f.SESSION_ID,
+    "run",
     f.TOOL_NAME,
     "tools",
     "start",
     "end",
     "count",
+    "errors",
     "rate",
+    "period_s",
     "severity",
     "request_ids",
 ]
@@ -65,19 +87,25 @@ def _calls(frame: pl.LazyFrame, by: Sequence[str]) -> pl.LazyFrame:
     )
 
 
-def _severity(count: pl.Expr, threshold: int) -> pl.Expr:
-    return (
-        pl.when(count >= 4 * threshold)
-        .then(pl.lit("high"))
-        .when(count >= 2 * threshold)
-        .then(pl.lit("medium"))
-        .otherwise(pl.lit("low"))
-    )
+def severity(count: pl.Expr, rate: pl.Expr, seconds: pl.Expr, errors: pl.Expr) -> pl.Expr:
+    """`high`, `medium` or `low` from what an episode burned: calls, calls per minute, time and errors."""
+    fast = rate >= 120.0
+    high = (fast & (count >= 50)) | (count >= 500) | ((seconds >= 600) & (rate >= 6.0)) | (errors >= 100)
+    medium = (fast & (count >= 20)) | (count >= 100) | ((seconds >= 120) & (rate >= 2.0)) | (errors >= 20)
+    return pl.when(high).then(pl.lit("high")).when(medium).then(pl.lit("medium")).otherwise(pl.lit("low"))
 
 
-def _episode(kind: str, group: pl.LazyFrame, threshold: int) -> pl.LazyFrame:
-    """Aggregate rows tagged with `_ep` into episodes of at least `threshold` calls."""
+def _episode(kind: str, group: pl.LazyFrame, threshold: int, *, lag: int = 1) -> pl.LazyFrame:
+    """Aggregate rows tagged with `_ep` into episodes of at least `threshold` calls.
+
+    `period_s` is the median time between one call and the one `lag` calls later (a cycle's
+    period), and `_cv` how much that varies (standard deviation over mean, the longest gap
+    left out so that one pause does not hide a steady cadence).
+    """
     seconds = (pl.col("end") - pl.col("start")).dt.total_milliseconds().cast(pl.Float64) / 1000.0
+    gaps = pl.col(f.TIMESTAMP).sort().diff(n=lag).dt.total_microseconds().cast(pl.Float64) / 1e6
+    steady = gaps.filter(gaps.rank("ordinal", descending=True) > 1)
+    failed = (pl.col(f.STATUS) == f.FAILURE).fill_null(False)
     return (
         group.group_by(_ACTOR, "_ep")
         .agg(
@@ -87,14 +115,21 @@ def _episode(kind: str, group: pl.LazyFrame, threshold: int) -> pl.LazyFrame:
             pl.col(f.TIMESTAMP).min().alias("start"),
             pl.col(f.TIMESTAMP).max().alias("end"),
             pl.len().cast(pl.Int64).alias("count"),
+            failed.sum().cast(pl.Int64).alias("errors"),
+            gaps.median().alias("period_s"),
+            (steady.std() / steady.mean()).alias("_cv"),
             pl.col(f.REQUEST_ID).sort_by(_POS).alias("request_ids"),
         )
         .filter(pl.col("count") >= threshold)
         .with_columns(
             pl.lit(kind).alias(KIND),
+            pl.lit(lag).alias("_lag"),
+            pl.col(_ACTOR).str.replace_all("\x1f", " ", literal=True).alias("run"),
             pl.col("tools").list.join("→").alias(f.TOOL_NAME),
             (pl.col("count").cast(pl.Float64) * 60.0 / pl.max_horizontal(seconds, pl.lit(1.0))).alias("rate"),
-            _severity(pl.col("count"), threshold).alias("severity"),
+        )
+        .with_columns(
+            severity(pl.col("count"), pl.col("rate"), seconds, pl.col("errors")).alias("severity")
         )
     )
 
@@ -142,13 +177,17 @@ def near_duplicates(
     tagged = calls.with_columns(_runs_of(brk).alias("_ep"))
     # Only runs whose arguments actually vary (identical ones are `repeat`s).
     varied = tagged.with_columns(pl.col(f.ARGUMENTS_HASH).n_unique().over(_ACTOR, "_ep").alias("_n"))
-    return _episode("near_duplicate", varied.filter(pl.col("_n") > 1), threshold)
+    # Different questions that all fail alike are work hitting a failure (the outage is the story), not a loop.
+    return _episode("near_duplicate", varied.filter(pl.col("_n") > 1), threshold).filter(
+        pl.col("errors") * 2 < pl.col("count")
+    )
 
 
 def cycles(
-    calls: pl.LazyFrame, *, periods: Sequence[int], min_repeats: int, window: timedelta
+    calls: pl.LazyFrame, *, periods: Sequence[int], min_repeats: int, window: timedelta, threshold: int = 0
 ) -> pl.LazyFrame:
-    """Periodic stretches with at least two distinct calls per period; the smallest period wins."""
+    """Periodic stretches with at least two distinct calls per period, `min_repeats` periods long and
+    `threshold` calls at least; the smallest period wins."""
     found = []
     for p in periods:
         gap = pl.col(f.TIMESTAMP).diff().over(_ACTOR)
@@ -173,7 +212,7 @@ def cycles(
             .with_columns(pl.format("{}:{}", pl.lit(p), pl.col("_r")).alias("_ep"))
         )
         found.append(
-            _episode("cycle", members, p * min_repeats).with_columns(
+            _episode("cycle", members, max(threshold, p * min_repeats), lag=p).with_columns(
                 pl.lit(p).alias("period"), pl.col("request_ids").list.first().alias("_a")
             )
         )
@@ -196,8 +235,9 @@ def rate_spikes(calls: pl.LazyFrame, *, every: str, factor: float, min_calls: in
         calls.with_columns(pl.col(f.TIMESTAMP).dt.truncate(every).alias("_w"))
         .group_by(_ACTOR, "_w")
         .agg(pl.len().alias("_c"))
-        .with_columns(pl.col("_c").median().over(_ACTOR).alias("_median"))
-        .filter((pl.col("_c") >= min_calls) & (pl.col("_c") >= factor * pl.col("_median")))
+        .with_columns(pl.col("_c").median().over(_ACTOR).alias("_median"), pl.len().over(_ACTOR).alias("_n"))
+        # a usual rate needs a few windows to be known: a short log's one or two windows have none
+        .filter((pl.col("_c") >= min_calls) & (pl.col("_c") >= factor * pl.col("_median")) & (pl.col("_n") >= 3))
     )
     tagged = calls.with_columns(pl.col(f.TIMESTAMP).dt.truncate(every).alias("_w")).join(
         windows.select(_ACTOR, "_w"), on=[_ACTOR, "_w"], how="semi"
@@ -205,10 +245,28 @@ def rate_spikes(calls: pl.LazyFrame, *, every: str, factor: float, min_calls: in
     return _episode("rate_spike", tagged.with_columns(pl.col("_w").alias("_ep")), min_calls)
 
 
+def _classify(episodes: pl.LazyFrame, *, poll_cv: float, poll_min_period: float) -> pl.LazyFrame:
+    """Repeats that mostly failed are retry storms; steady repeats and cycles are polls, of low severity."""
+    kind = pl.col(KIND)
+    retry = (kind == "repeat") & (pl.col("errors") * 2 >= pl.col("count"))
+    # The time one repetition takes is the sum of `lag` gaps, which varies sqrt(lag) times less than
+    # one gap does: scaled back, a four-step cycle paced by a model's thinking is not mistaken for steady.
+    cv = pl.col("_cv").fill_nan(None).fill_null(1.0) * pl.col("_lag").cast(pl.Float64).sqrt()
+    steady = (cv <= poll_cv) & (
+        pl.col("period_s").fill_null(0.0) / pl.col("_lag") >= poll_min_period
+    )
+    poll = kind.is_in(["repeat", "cycle"]) & steady
+    return episodes.with_columns(
+        pl.when(retry).then(pl.lit("retry_storm")).when(poll).then(pl.lit("poll")).otherwise(kind).alias(KIND),
+        pl.when(poll & ~retry).then(pl.lit("low")).otherwise(pl.col("severity")).alias("severity"),
+    )
+
+
 def loops(
     frame: pl.LazyFrame,
     *,
-    by: Sequence[str] = (f.CALLER_ID, f.SESSION_ID),
+    by: Sequence[str] | None = None,
+    gap: timedelta = timedelta(minutes=5),
     threshold: int = 5,
     window: timedelta = timedelta(minutes=10),
     cycle_periods: Sequence[int] = (2, 3, 4, 5, 6),
@@ -217,19 +275,37 @@ def loops(
     spike_every: str = "1m",
     spike_factor: float = 5.0,
     spike_min_calls: int = 60,
+    poll_cv: float = 0.35,
+    poll_min_period: float = 0.5,
+    include_polls: bool = False,
 ) -> pl.LazyFrame:
     """Loop episodes, one row each: the columns of `EPISODE_COLUMNS`.
 
-    `by` is the actor whose calls are compared (`("run_id",)` with `runs`' output);
-    consecutive calls further apart than `window` never belong to one episode.
-    `rate` is calls per minute over the episode.
+    `by` is the actor whose calls are compared; by default each run of `analysis.assign_runs`
+    (cut after `gap` of inactivity), `(caller_id,)` compares a caller's calls across its runs.
+    Consecutive calls further apart than `window` never belong to one episode; `threshold`
+    is the fewest calls of a repeat, a near-duplicate run and a cycle. `rate` is calls per
+    minute over the episode, `period_s` the median seconds between repetitions.
     """
+    if by is None:
+        frame, by = assign_runs(frame, gap=gap), (RUN_ID,)
     calls = _calls(frame, by).cache()
+    periodic = pl.concat(
+        [
+            repeats(calls, threshold=threshold, window=window),
+            cycles(
+                calls, periods=cycle_periods, min_repeats=cycle_repeats, window=window, threshold=threshold
+            ).drop("period"),
+        ],
+        how="diagonal_relaxed",
+    )
     parts = [
-        repeats(calls, threshold=threshold, window=window),
+        _classify(periodic, poll_cv=poll_cv, poll_min_period=poll_min_period),
         near_duplicates(calls, threshold=near_duplicate_threshold or threshold, window=window),
-        cycles(calls, periods=cycle_periods, min_repeats=cycle_repeats, window=window).drop("period"),
         rate_spikes(calls, every=spike_every, factor=spike_factor, min_calls=spike_min_calls),
     ]
     cols = [pl.col(c) for c in EPISODE_COLUMNS]
-    return pl.concat([p.select(cols) for p in parts], how="vertical").sort("start", KIND)
+    found = pl.concat([p.select(cols) for p in parts], how="vertical")
+    if not include_polls:
+        found = found.filter(pl.col(KIND) != "poll")
+    return found.sort("start", KIND)

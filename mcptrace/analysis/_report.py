@@ -6,18 +6,20 @@ from datetime import datetime
 from typing import Any
 
 from mcptrace import _fields as f
-from mcptrace.analysis._search import record_time
-from mcptrace.analysis._sources import Paths
+from mcptrace.logs._lookup import lookup
+from mcptrace.logs._search import record_time
+from mcptrace.logs._sources import Paths
 
 
 def report_text(paths: Paths = None, *, top: int = 10) -> str:
-    """Loops found, p99 and error rate per tool, and the chain of one failed request (a downstream failure first)."""
+    """The incidents, most severe first; p99 and error rate per tool; loops apart from retry storms; and the
+    chain of one failed request (a downstream failure first)."""
     import polars as pl
 
-    from mcptrace.analysis._load import load
-    from mcptrace.analysis._lookup import lookup
-    from mcptrace.analysis._loops import loops
+    from mcptrace.analysis._incidents import incidents
+    from mcptrace.analysis._loops import LOOP_KINDS, loops
     from mcptrace.analysis._stats import tool_stats
+    from mcptrace.logs._load import load
 
     loaded = load(paths)
     frame = loaded.frame.collect().lazy()
@@ -27,6 +29,10 @@ def report_text(paths: Paths = None, *, top: int = 10) -> str:
         f"read {len(loaded.report.files)} file(s), {loaded.report.lines} line(s)"
         + (f"; {summary}" if summary else "")
     )
+    found = incidents(frame).collect()
+    lines += ["", f"Incidents: {found.height}"]
+    for row in found.head(top).iter_rows(named=True):
+        lines.append(f"  {row['severity']:<6} {row['kind']:<18} {row['start']:%H:%M:%S}  {row['summary']}")
     stats = tool_stats(frame).collect()
     lines += ["", "Per tool: calls, error rate, p99"]
     for row in stats.sort("calls", descending=True).head(top).iter_rows(named=True):
@@ -34,12 +40,15 @@ def report_text(paths: Paths = None, *, top: int = 10) -> str:
         rate = row["error_rate"] * 100
         lines.append(f"  {str(row[f.TOOL_NAME]):<24} {row['calls']:>7}  {rate:5.1f}% errors  p99 {p99}")
     episodes = loops(frame).collect()
-    lines += ["", f"Agent loops: {episodes.height}"]
-    for row in episodes.head(top).iter_rows(named=True):
-        lines.append(
-            f"  {row['kind']:<14} {row[f.CALLER_ID] or '-'} {row[f.TOOL_NAME]} x{row['count']} "
-            f"({row['rate']:.0f}/min, {row['severity']}) from {row['start']:%H:%M:%S}"
-        )
+    groups = (("Agent loops", LOOP_KINDS), ("Retry storms and call-rate spikes", ("retry_storm", "rate_spike")))
+    for title, kinds in groups:
+        part = episodes.filter(pl.col("kind").is_in(kinds))
+        lines += ["", f"{title}: {part.height}"]
+        for row in part.head(top).iter_rows(named=True):
+            lines.append(
+                f"  {row['kind']:<14} {row[f.CALLER_ID] or '-'} {row[f.TOOL_NAME]} x{row['count']} "
+                f"({row['rate']:.0f}/min, {row['severity']}) from {row['start']:%H:%M:%S}"
+            )
     # The most telling failure: the latest whose dependency failed under it, else the latest one.
     failed = (
         frame.filter((pl.col(f.EVENT) == f.EV_TOOL_CALL) & (pl.col(f.STATUS) == f.FAILURE))

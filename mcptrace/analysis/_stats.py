@@ -1,7 +1,6 @@
 """Calls, errors, error rates and latency percentiles, per tool, method, caller and service.
 
-Percentiles use linear interpolation between closest ranks (numpy's and
-polars' default; `statistics.quantiles(method="inclusive")`).
+Percentiles use linear interpolation between closest ranks (see `mcptrace.logs._aggregates`).
 """
 
 from __future__ import annotations
@@ -11,22 +10,11 @@ from collections.abc import Sequence
 import polars as pl
 
 from mcptrace import _fields as f
+from mcptrace.analysis._chain import downstream_calls
 from mcptrace.analysis._done import request_done
+from mcptrace.logs._aggregates import counts, latency
 
-QUANTILES = {"p50_ms": 0.50, "p95_ms": 0.95, "p99_ms": 0.99}
 WINDOW = "window"
-
-
-def _latency(column: str = f.DURATION_MS) -> list[pl.Expr]:
-    return [pl.col(column).quantile(q, interpolation="linear").alias(name) for name, q in QUANTILES.items()]
-
-
-def _counts(failed: pl.Expr) -> list[pl.Expr]:
-    return [
-        pl.len().cast(pl.Int64).alias("calls"),
-        failed.sum().cast(pl.Int64).alias("errors"),
-        failed.mean().alias("error_rate"),
-    ]
 
 
 def _grouped(frame: pl.LazyFrame, by: Sequence[str], every: str | None, aggs: list[pl.Expr]) -> pl.LazyFrame:
@@ -47,14 +35,14 @@ def tool_stats(
     """
     calls = frame.filter(pl.col(f.EVENT) == f.EV_TOOL_CALL)
     failed = (pl.col(f.STATUS) == f.FAILURE).fill_null(False)
-    return _grouped(calls, by, every, [*_counts(failed), *_latency()])
+    return _grouped(calls, by, every, [*counts(failed), *latency()])
 
 
 def method_stats(frame: pl.LazyFrame, *, every: str | None = None) -> pl.LazyFrame:
     """Per JSON-RPC method: the same columns as `tool_stats`, from each request's closing line."""
     done = frame.filter(request_done())
     failed = (pl.col(f.STATUS) == f.FAILURE).fill_null(False)
-    return _grouped(done, [f.METHOD], every, [*_counts(failed), *_latency()])
+    return _grouped(done, [f.METHOD], every, [*counts(failed), *latency()])
 
 
 def top_callers(frame: pl.LazyFrame, *, limit: int = 10) -> pl.LazyFrame:
@@ -63,7 +51,7 @@ def top_callers(frame: pl.LazyFrame, *, limit: int = 10) -> pl.LazyFrame:
     return (
         frame.filter(pl.col(f.EVENT) == f.EV_TOOL_CALL)
         .group_by(f.CALLER_ID)
-        .agg(*_counts(failed), pl.col(f.TOOL_NAME).n_unique().alias("tools"))
+        .agg(*counts(failed), pl.col(f.TOOL_NAME).n_unique().alias("tools"))
         .sort(["calls", f.CALLER_ID], descending=[True, False], nulls_last=True)
         .head(limit)
     )
@@ -71,10 +59,8 @@ def top_callers(frame: pl.LazyFrame, *, limit: int = 10) -> pl.LazyFrame:
 
 def service_stats(frame: pl.LazyFrame) -> pl.LazyFrame:
     """Per downstream service: calls, errors, error_rate and latency, from the tool calls' records."""
-    from mcptrace.analysis._chain import downstream_calls
-
     failed = (pl.col(f.STATUS) == f.FAILURE).fill_null(False)
-    return downstream_calls(frame).group_by(f.SERVICE).agg(*_counts(failed), *_latency()).sort(f.SERVICE)
+    return downstream_calls(frame).group_by(f.SERVICE).agg(*counts(failed), *latency()).sort(f.SERVICE)
 
 
 def error_sources(frame: pl.LazyFrame) -> pl.LazyFrame:

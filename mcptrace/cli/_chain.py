@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mcptrace.analysis._lookup import lookup
+    from mcptrace.logs._lookup import lookup
 
     if args.by == "session" and args.jsonrpc_id is None:
         raise NotFound("--by session needs --jsonrpc-id (JSON-RPC ids restart in every session)")
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _keep(record: dict[str, Any], args: argparse.Namespace) -> bool:
-    from mcptrace.analysis._search import record_time
+    from mcptrace.logs._search import record_time
 
     if args.since is not None and record_time(record) < args.since:
         return False

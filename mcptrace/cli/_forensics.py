@@ -64,11 +64,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run_errors)
 
     p = sub.add_parser(
-        "loops", help="agent loops: repeats, cycles, near-duplicate retries and call-rate spikes"
+        "loops",
+        help="agent loops: repeats, cycles, near-duplicate retries and call-rate spikes, told apart "
+        "from retry storms and polls",
     )
     add_common(p)
     p.add_argument(
-        "--threshold", type=at_least(2), default=5, help="identical calls in a row that make a loop (default 5)"
+        "--threshold",
+        type=at_least(2),
+        default=5,
+        help="fewest calls of a loop: identical calls in a row, or a cycle's calls (default 5)",
     )
     p.add_argument(
         "--window",
@@ -78,13 +83,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--per",
-        choices=("session", "caller", "run"),
-        default="session",
-        help="whose calls are compared: a caller in a session (default), a caller, or a run",
+        choices=("run", "session", "caller"),
+        default="run",
+        help="whose calls are compared: a run (default: session, baggage run id, trace, or idle gap), "
+        "a caller in a session, or a caller across its runs",
     )
     p.add_argument(
         "--gap", type=parse_duration, default="5m",
         help="with --per run: inactivity that ends a run; with a unit (default 5m)",
+    )
+    p.add_argument(
+        "--polls", action="store_true", help="also list steady probes and polls (kind poll), never loops"
     )
     p.set_defaults(func=run_loops)
 
@@ -129,7 +138,7 @@ def run_stats(args: argparse.Namespace) -> int:
     from mcptrace import _fields as f
     from mcptrace.analysis import method_stats, service_stats, tool_stats, top_callers
     from mcptrace.analysis._done import CLOSING_EVENTS
-    from mcptrace.analysis._toolsummary import STATS_COLUMNS
+    from mcptrace.logs._toolsummary import STATS_COLUMNS
 
     by_columns = {
         "tool": [f.TOOL_NAME, f.STATUS, f.DURATION_MS],
@@ -165,7 +174,7 @@ def _stats_from_summary(args: argparse.Namespace) -> bool:
     whole = args.every is None and args.since is None and args.until is None and not args.caller
     if args.by != "tool" or not whole or args.no_index:
         return False
-    from mcptrace.analysis._toolsummary import STATS_COLUMNS, indexed_tool_stats
+    from mcptrace.logs._toolsummary import STATS_COLUMNS, indexed_tool_stats
 
     found = indexed_tool_stats(args.paths or None, tools=args.tool)
     if found is None:
@@ -245,7 +254,8 @@ def run_loops(args: argparse.Namespace) -> int:
         by = (f.CALLER_ID,)
     else:
         by = (f.CALLER_ID, f.SESSION_ID)
-    rows = _rows(loops(frame, by=by, threshold=args.threshold, window=args.window))
+    found = loops(frame, by=by, threshold=args.threshold, window=args.window, include_polls=args.polls)
+    rows = _rows(found)
     columns = [c for c in EPISODE_COLUMNS if c != "tools"]
     emit(rows, columns, args.format)
     return 0

@@ -155,7 +155,7 @@ def load_frame(
     those fields is several times faster than parsing whole lines.
     """
     from mcptrace.analysis import load
-    from mcptrace.analysis._index import auto_index
+    from mcptrace.logs._index import auto_index
 
     progress = Progress()
     if not args.no_index:

@@ -10,12 +10,15 @@ says what to install when they are missing.
 """
 
 from mcptrace.notebook._explorer import Explorer
+from mcptrace.notebook._findings import incident_timeline, refusals_over_time
 from mcptrace.notebook._frames import (
     caller_rates,
     error_rates,
+    incident_table,
     latency_table,
     load_logs,
     loop_episodes,
+    refusals,
     request_records,
     run_calls,
     run_summary,
@@ -38,6 +41,8 @@ __all__ = [
     "caller_rates",
     "error_heatmap",
     "error_rates",
+    "incident_table",
+    "incident_timeline",
     "join_logs",
     "latency_percentiles",
     "latency_table",
@@ -45,6 +50,8 @@ __all__ = [
     "load_spans",
     "loop_episodes",
     "loop_timeline",
+    "refusals",
+    "refusals_over_time",
     "request_records",
     "run_calls",
     "run_summary",

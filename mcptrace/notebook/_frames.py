@@ -192,3 +192,45 @@ def run_calls(logs: Frame, *, gap: timedelta = timedelta(minutes=5)) -> pl.DataF
 def run_summary(logs: Frame, *, gap: timedelta = timedelta(minutes=5)) -> pl.DataFrame:
     """One row per run (`analysis.runs`): `run_id, rule, caller_id, client_name, start, end, calls, ...`."""
     return analysis.runs(_lazy(logs), gap=gap).collect().sort("start")
+
+
+#: Refusal events of log versions 1 and 2, and the version-3 reason each one is.
+_OLD_REFUSALS = {f.EV_AUTH_FAILED: f.R_UNAUTHENTICATED, f.EV_RATE_LIMITED: f.R_RATE_LIMITED}
+
+
+def refusals(logs: Frame, *, every: str = "5s") -> pl.DataFrame:
+    """Requests a guard refused, per bucket, reason and who was refused (the caller, else the
+    credential's principal, else the client address): `bucket, refusal_reason, subject, refused`.
+
+    An aggregated `request_refused` line counts as its `count` requests; older logs'
+    `auth_failed` and `rate_limited` lines count one each.
+    """
+    bucket_seconds(every)
+    frame = _lazy(logs)
+    schema = frame.collect_schema()
+
+    def col(name: str) -> pl.Expr:
+        return pl.col(name) if name in schema else pl.lit(None, dtype=pl.String)
+
+    reason = col(f.REFUSAL_REASON)
+    for event, name in _OLD_REFUSALS.items():
+        reason = pl.when(pl.col(f.EVENT) == event).then(pl.lit(name)).otherwise(reason)
+    count = pl.col(f.COUNT).fill_null(1) if f.COUNT in schema else pl.lit(1)
+    return (
+        frame.filter(pl.col(f.EVENT).is_in([f.EV_REQUEST_REFUSED, *_OLD_REFUSALS]))
+        .group_by(
+            pl.col(f.TIMESTAMP).dt.truncate(every).alias("bucket"),
+            reason.fill_null("refused").alias(f.REFUSAL_REASON),
+            pl.coalesce(col(f.CALLER_ID), col(f.PRINCIPAL), col(f.CLIENT_ADDRESS), pl.lit("(unknown)")).alias(
+                "subject"
+            ),
+        )
+        .agg(count.sum().cast(pl.Int64).alias("refused"))
+        .sort("bucket", f.REFUSAL_REASON, "subject")
+        .collect()
+    )
+
+
+def incident_table(logs: Frame, **thresholds: object) -> pl.DataFrame:
+    """`analysis.incidents` of the logs, most severe first (the report's and the notebooks' findings)."""
+    return analysis.incidents(_lazy(logs), **thresholds).collect()

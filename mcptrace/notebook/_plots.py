@@ -15,42 +15,31 @@ import polars as pl
 from mcptrace import _fields as f
 from mcptrace.analysis._done import request_done
 from mcptrace.notebook import _frames
-from mcptrace.notebook._deps import require
 from mcptrace.notebook._frames import Frame
+from mcptrace.notebook._style import (
+    DOWNSTREAM_COLOR,
+    ERROR_COLOR,
+    MAX_SERIES,
+    OK_COLOR,
+    TIME_AXIS,
+    colors,
+    empty_figure,
+    line_mode,
+    plotly_go,
+    shorten,
+    styled,
+    top_series,
+)
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
-ERROR_COLOR = "#d62728"
 #: Loop episode severity (from `analysis.loops`) -> colour; "" is a call in no episode.
 SEVERITY_COLORS = {"": "#1f77b4", "low": "#bcbd22", "medium": "#ff7f0e", "high": "#9467bd"}
 _SEVERITY_RANK = {"high": 0, "medium": 1, "low": 2}
-OK_COLOR = "#1f77b4"
-DOWNSTREAM_COLOR = "#7f7f7f"
 _WATERFALL_HOVER = "%{y}<br>%{customdata[0]:.1f} ms, %{customdata[1]}<br>%{customdata[2]}<extra></extra>"
 _LATENCY_HOVER = "%{y:.1f} ms<br>%{x}<br>%{customdata} calls<extra></extra>"
 _DASHES = {"p50": "solid", "p95": "dash", "p99": "dot"}
-
-
-def _go() -> Any:
-    return require("plotly.graph_objects")
-
-
-def _layout(fig: go.Figure, title: str, **extra: Any) -> go.Figure:
-    fig.update_layout(
-        title=title,
-        template="plotly_white",
-        margin={"l": 60, "r": 20, "t": 50, "b": 40},
-        legend={"orientation": "h", "y": -0.15},
-        **extra,
-    )
-    return fig
-
-
-def _empty(title: str, why: str) -> go.Figure:
-    fig = _go().Figure()
-    fig.add_annotation(text=why, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
-    return _layout(fig, title, xaxis={"visible": False}, yaxis={"visible": False})
 
 
 def waterfall(chain: Frame) -> go.Figure:
@@ -60,7 +49,7 @@ def waterfall(chain: Frame) -> go.Figure:
     """
     records = _frames._eager(chain).sort(f.TIMESTAMP)
     if records.is_empty():
-        return _empty("Call chain", "no log lines for this request id")
+        return empty_figure("Call chain", "no log lines for this request id")
     request_id = records[f.REQUEST_ID][0]
     rows: list[dict[str, Any]] = []
     received = records.filter(pl.col(f.EVENT) == f.EV_REQUEST_RECEIVED)
@@ -84,9 +73,9 @@ def waterfall(chain: Frame) -> go.Figure:
         end = down[f.TIMESTAMP]
         rows.append(_row(f"{down[f.SERVICE]} #{n}", end - _ms(down[f.DURATION_MS] or 0), end, down, depth=2))
     if not rows:
-        return _empty(f"Call chain {request_id}", "this request has no timed steps")
+        return empty_figure(f"Call chain {request_id}", "this request has no timed steps")
     origin = min(r["start"] for r in rows)
-    go = _go()
+    go = plotly_go()
     fig = go.Figure(
         go.Bar(
             orientation="h",
@@ -98,19 +87,19 @@ def waterfall(chain: Frame) -> go.Figure:
             hovertemplate=_WATERFALL_HOVER,
         )
     )
-    fig.update_yaxes(autorange="reversed")
-    fig.update_xaxes(title_text="ms since the request arrived")
+    fig.update_yaxes(autorange="reversed", title_text="step")
+    fig.update_xaxes(title_text="ms since the request arrived", rangemode="tozero")
     for r in rows:
         if r["error"]:
             fig.add_annotation(
                 x=(r["end"] - origin).total_seconds() * 1000,
                 y=_indent(r),
-                text=f"✖ {r['error'][:60]}",
+                text=f"✖ {shorten(r['error'])}",
                 showarrow=False,
                 xanchor="left",
                 font={"color": ERROR_COLOR},
             )
-    return _layout(fig, f"Call chain {request_id}", height=max(220, 60 + 40 * len(rows)), showlegend=False)
+    return styled(fig, f"Call chain {request_id}", height=max(220, 60 + 40 * len(rows)), showlegend=False)
 
 
 def _indent(row: dict[str, Any]) -> str:
@@ -148,17 +137,23 @@ def latency_percentiles(
     table = _frames.latency_table(logs, every=every, tools=tools, start=start, end=end)
     title = "Tool latency percentiles"
     if table.is_empty():
-        return _empty(title, "no tool calls in this selection")
-    go = _go()
+        return empty_figure(title, "no tool calls in this selection")
+    # Two percentiles of the busiest three tools: six lines at most; `tools=` picks others.
+    busiest = (
+        table.group_by(f.TOOL_NAME).agg(pl.col("calls").sum()).sort("calls", f.TOOL_NAME, descending=[True, False])
+    )
+    shown = busiest[f.TOOL_NAME].head(MAX_SERIES // 2).to_list()
+    go = plotly_go()
     fig = go.Figure()
-    palette = _palette()
-    for i, ((tool,), rows) in enumerate(table.group_by(f.TOOL_NAME, maintain_order=True)):
-        for name, _ in _frames.PERCENTILES:
+    palette = colors()
+    for i, tool in enumerate(shown):
+        rows = table.filter(pl.col(f.TOOL_NAME) == tool).sort("bucket")
+        for name in ("p50", "p95"):
             fig.add_trace(
                 go.Scatter(
                     x=rows["bucket"],
                     y=rows[name],
-                    mode="lines+markers",
+                    mode=line_mode(rows.height),
                     name=f"{tool} {name}",
                     legendgroup=str(tool),
                     line={"color": palette[i % len(palette)], "dash": _DASHES[name]},
@@ -166,8 +161,12 @@ def latency_percentiles(
                     hovertemplate=f"{tool} {name}: " + _LATENCY_HOVER,
                 )
             )
-    fig.update_yaxes(title_text="ms", type="log")
-    return _layout(fig, title)
+    hidden = busiest.height - len(shown)
+    if hidden:
+        title += f" (busiest {len(shown)} tools; {hidden} more with tools=[...])"
+    fig.update_yaxes(title_text="ms (log scale)", type="log")
+    fig.update_xaxes(title_text=TIME_AXIS)
+    return styled(fig, title)
 
 
 def error_heatmap(logs: Frame, *, every: str = "5s") -> go.Figure:
@@ -175,11 +174,11 @@ def error_heatmap(logs: Frame, *, every: str = "5s") -> go.Figure:
     table = _frames.error_rates(logs, every=every)
     title = "Error rate by tool"
     if table.is_empty():
-        return _empty(title, "no tool calls")
+        return empty_figure(title, "no tool calls")
     wide = table.pivot(on=f.TOOL_NAME, index="bucket", values="error_rate").sort("bucket")
     calls = table.pivot(on=f.TOOL_NAME, index="bucket", values="calls").sort("bucket")
     tools = [c for c in wide.columns if c != "bucket"]
-    go = _go()
+    go = plotly_go()
     fig = go.Figure(
         go.Heatmap(
             x=wide["bucket"],
@@ -189,11 +188,13 @@ def error_heatmap(logs: Frame, *, every: str = "5s") -> go.Figure:
             zmin=0,
             zmax=1,
             colorscale="Reds",
-            colorbar={"title": "errors", "tickformat": ".0%"},
+            colorbar={"title": "calls failed", "tickformat": ".0%"},
             hovertemplate="%{y}<br>%{x}<br>%{z:.0%} of %{customdata} calls failed<extra></extra>",
         )
     )
-    return _layout(fig, title, height=max(250, 80 + 45 * len(tools)))
+    fig.update_xaxes(title_text=TIME_AXIS)
+    fig.update_yaxes(title_text="tool")
+    return styled(fig, title, height=max(250, 80 + 45 * len(tools)))
 
 
 def _severity_of_calls(calls: pl.DataFrame, episodes: pl.DataFrame) -> pl.Series:
@@ -221,8 +222,8 @@ def loop_timeline(
         episodes = _frames.loop_episodes(logs)
     title = "Loop episodes"
     if calls.is_empty():
-        return _empty(title, "no tool calls")
-    go = _go()
+        return empty_figure(title, "no tool calls")
+    go = plotly_go()
     fig = go.Figure()
     calls = calls.with_columns(_severity_of_calls(calls, episodes).alias("severity"))
     for severity in ("", "low", "medium", "high"):
@@ -258,34 +259,71 @@ def loop_timeline(
             pad = max((end - start) * 0.25, _ms(1000))
             fig.update_xaxes(range=[start - pad, end + pad])
             title = f"Loop episode #{episode}"
-    return _layout(fig, title, height=350)
+    fig.update_xaxes(title_text=TIME_AXIS)
+    fig.update_yaxes(title_text="caller")
+    return styled(fig, title, height=350)
 
 
 def caller_rate(logs: Frame, *, every: str = "5s") -> go.Figure:
     """Tool calls per second for each caller: who is hammering the server, and since when."""
     table = _frames.caller_rates(logs, every=every)
+    refused = _frames.refusals(logs, every=every)
     title = "Request rate per caller"
-    if table.is_empty():
-        return _empty(title, "no tool calls")
-    go = _go()
+    if table.is_empty() and refused.is_empty():
+        return empty_figure(title, "no tool calls")
+    seconds = _frames.bucket_seconds(every)
+    go = plotly_go()
     fig = go.Figure()
-    for (caller,), rows in table.group_by(f.CALLER_ID, maintain_order=True):
+    palette = colors()
+    served = top_series(table, f.CALLER_ID, "calls", n=MAX_SERIES - 2)
+    served = served.group_by(f.CALLER_ID, "bucket").agg(pl.col("calls").sum()).sort("bucket")
+    order = served.group_by(f.CALLER_ID).agg(pl.col("calls").max()).sort("calls", descending=True)[f.CALLER_ID]
+    for i, caller in enumerate(order):
+        rows = served.filter(pl.col(f.CALLER_ID) == caller)
         fig.add_trace(
             go.Scatter(
-                x=rows["bucket"], y=rows["per_second"], mode="lines", name=str(caller), line={"shape": "hv"}
+                x=rows["bucket"], y=rows["calls"] / seconds, mode=line_mode(rows.height), name=str(caller),
+                line={"shape": "hv", "color": palette[i % len(palette)]},
+                hovertemplate=f"{caller}: " + "%{y:.1f} calls/s<br>%{x}<extra></extra>",
             )
         )
-    fig.update_yaxes(title_text="calls / s")
-    return _layout(fig, title)
+    if refused.height:
+        per_bucket = refused.group_by("bucket").agg(pl.col("refused").sum(), pl.col("subject").unique()).sort("bucket")
+        who = sorted(set(refused["subject"]))
+        name = "refused: " + shorten(", ".join(who), 40)
+        fig.add_trace(
+            go.Scatter(
+                x=per_bucket["bucket"], y=per_bucket["refused"] / seconds, mode=line_mode(per_bucket.height),
+                name=name, line={"shape": "hv", "color": ERROR_COLOR, "dash": "dash"}, yaxis="y2",
+                customdata=[", ".join(s) for s in per_bucket["subject"]],
+                hovertemplate="refused: %{y:.1f} requests/s<br>%{customdata}<br>%{x}<extra></extra>",
+            )
+        )
+    fig.update_xaxes(title_text=TIME_AXIS)
+    return styled(
+        fig,
+        title + " (tool calls served; requests refused on the right axis)",
+        legend={"x": 1.1},  # past the right axis
+        yaxis={"title": "tool calls / s", "rangemode": "tozero"},
+        yaxis2={
+            "title": {"text": "refused requests / s", "font": {"color": ERROR_COLOR}},
+            "overlaying": "y",
+            "side": "right",
+            "rangemode": "tozero",
+            "showgrid": False,
+            "tickmode": "auto",
+        },
+    )
 
 
 def sessions_over_time(logs: Frame, *, every: str = "5s") -> go.Figure:
     """Active and new sessions per bucket, next to requests that carried no session at all."""
     table = _frames.sessions_over_time(logs, every=every)
-    title = "Sessions over time"
+    title = f"Sessions over time (per {every} bucket)"
     if table.is_empty():
-        return _empty(title, "no requests")
-    go = _go()
+        return empty_figure(title, "no requests")
+    most = int(table.select(pl.max_horizontal("active_sessions", "new_sessions").max()).item() or 0)
+    go = plotly_go()
     fig = go.Figure(
         [
             go.Bar(
@@ -296,18 +334,27 @@ def sessions_over_time(logs: Frame, *, every: str = "5s") -> go.Figure:
                 x=table["bucket"],
                 y=table["sessionless_requests"],
                 name="requests without a session",
-                mode="lines",
+                mode=line_mode(table.height),
                 yaxis="y2",
                 line={"color": "#ff7f0e"},
             ),
         ]
     )
-    return _layout(
+    return styled(
         fig,
         title,
         barmode="group",
-        yaxis={"title": "sessions"},
-        yaxis2={"title": "sessionless requests", "overlaying": "y", "side": "right"},
+        legend={"x": 1.1},  # past the right axis
+        xaxis={"title": TIME_AXIS},
+        yaxis={"title": "sessions", "rangemode": "tozero", "dtick": 1 if most <= 10 else None},
+        yaxis2={
+            "title": "sessionless requests",
+            "overlaying": "y",
+            "side": "right",
+            "rangemode": "tozero",
+            "tickmode": "auto",
+            "showgrid": False,
+        },
     )
 
 
@@ -319,11 +366,11 @@ def runs_timeline(
     calls = _frames.run_calls(logs, gap=gap)
     title = "Agent runs"
     if calls.is_empty():
-        return _empty(title, "no tool calls")
+        return empty_figure(title, "no tool calls")
     if episodes is None:
         episodes = _frames.loop_episodes(logs)
     summary = _frames.run_summary(logs, gap=gap)
-    go = _go()
+    go = plotly_go()
     fig = go.Figure()
     labels = {r["run_id"]: _run_label(r) for r in summary.iter_rows(named=True)}
     fig.add_trace(
@@ -358,9 +405,9 @@ def runs_timeline(
                 hovertemplate="%{customdata[0]} %{customdata[2]}<br>%{customdata[1]}<br>%{x}<extra></extra>",
             )
         )
-    fig.update_xaxes(type="date")
-    fig.update_yaxes(autorange="reversed")
-    return _layout(fig, title, height=max(300, 80 + 28 * summary.height))
+    fig.update_xaxes(type="date", title_text=TIME_AXIS)
+    fig.update_yaxes(autorange="reversed", title_text="run (caller · rule id)")
+    return styled(fig, title, height=max(300, 80 + 28 * summary.height))
 
 
 def _run_label(run: dict[str, Any]) -> str:
@@ -368,8 +415,3 @@ def _run_label(run: dict[str, Any]) -> str:
     run_id: str = run["run_id"].removeprefix(f"{run['rule']}:")
     short = run_id if len(run_id) <= 18 else run_id[:15] + "…"
     return f"{run[f.CALLER_ID]} · {run['rule']} {short}"
-
-
-def _palette() -> list[str]:
-    colors: list[str] = require("plotly.express").colors.qualitative.Plotly
-    return colors

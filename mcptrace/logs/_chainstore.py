@@ -23,6 +23,9 @@ from typing import Any
 
 import orjson
 
+from mcptrace.logs._manifest import fresh_index_dir
+from mcptrace.logs._search import record_time
+
 STORE_SUFFIX = ".bin"
 TABLE_SUFFIX = ".idx"
 BLOCK_BYTES = 256 * 1024
@@ -184,9 +187,6 @@ def _candidate_blocks(table: Path, request_id: str) -> list[tuple[int, int]]:
 
 def lookup_in_store(sources: Sequence[Any], request_id: str) -> list[dict[str, Any]] | None:
     """Records from a fresh index for these sources, or None when there is no fresh index."""
-    from mcptrace.analysis._manifest import fresh_index_dir
-    from mcptrace.analysis._search import record_time
-
     directories = fresh_index_dir(sources)
     if directories is None:
         return None

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from mcptrace.analysis._sources import INDEX_DIRNAME
+from mcptrace.logs._sources import INDEX_DIRNAME
 
 MANIFEST = "manifest.json"
 #: Bumped when the index layout changes; older indexes are rebuilt.

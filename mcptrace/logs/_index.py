@@ -20,21 +20,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import polars as pl
 
 from mcptrace import _fields as f
-from mcptrace.analysis._chainstore import merge_parts, write_store
-from mcptrace.analysis._load import Progress, parse_block, read_schema
-from mcptrace.analysis._loadreport import CorruptLine, LoadReport
-from mcptrace.analysis._manifest import (
+from mcptrace.logs._chainstore import merge_parts, write_store
+from mcptrace.logs._loadreport import CorruptLine, LoadReport
+from mcptrace.logs._manifest import (
     fresh_segments,
     index_dir,
     read_manifest,
     segment_key,
     write_manifest,
 )
-from mcptrace.analysis._sources import Paths, Source, iter_blocks, resolve_sources
-from mcptrace.analysis._toolsummary import MANIFEST_KEY, write_summary
+from mcptrace.logs._parse import parse_block, read_schema
+from mcptrace.logs._sources import Paths, Progress, Source, iter_blocks, resolve_sources
+from mcptrace.logs._toolsummary import MANIFEST_KEY, write_summary
 
 ROW_GROUP_ROWS = 64 * 1024
 #: JSON bytes indexed at a time: each part is sorted on its own (bounded memory).
@@ -199,8 +200,6 @@ def auto_index(
     Returns the report when it built an index, None otherwise (small logs, a fresh
     index already, stdin, or the first query of these files as they are now).
     """
-    import orjson
-
     sources = [s for s in resolve_sources(paths) if s.name != "<stdin>"]
     if not sources or sum(s.path.stat().st_size for s in sources) < min_bytes:
         return None

@@ -15,7 +15,7 @@ import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -47,6 +47,8 @@ DEMO_DIR = "mcptrace-demo"
 
 #: What every reader accepts: one path, several, or None for the server's default log.
 Paths = Sequence[str | os.PathLike[str]] | str | os.PathLike[str] | None
+#: Called with (bytes done, bytes in all) as a long read goes on.
+Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)

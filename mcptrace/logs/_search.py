@@ -21,8 +21,8 @@ import orjson
 
 from mcptrace import _fields as f
 from mcptrace._errors import LogReadError
-from mcptrace.analysis._scan import find_all, lines_at
-from mcptrace.analysis._sources import Source, iter_blocks
+from mcptrace.logs._scan import find_all, lines_at
+from mcptrace.logs._sources import Source, iter_blocks
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -138,7 +138,7 @@ def count_lines(sources: Sequence[Source]) -> int:
     total = 0
     for source in sources:
         if source.compression is None:
-            from mcptrace.analysis._load import count_lines as count_file
+            from mcptrace.logs._lines import count_lines as count_file
 
             total += count_file(source.path)
         else:

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mcptrace import _fields as f
-from mcptrace.analysis._search import close_ids, count_lines, search_field
-from mcptrace.analysis._sources import Paths, Source, resolve_sources
+from mcptrace.logs._chainstore import lookup_in_store
+from mcptrace.logs._search import close_ids, count_lines, search_field
+from mcptrace.logs._sources import Paths, Source, resolve_sources
 
 
 @dataclass
@@ -46,8 +47,6 @@ def lookup(
     """Every record whose `key` is `value`, in time order."""
     sources = resolve_sources(paths)
     if use_index and key == f.REQUEST_ID:
-        from mcptrace.analysis._chainstore import lookup_in_store
-
         records = lookup_in_store(sources, value)
         if records is not None:
             return LookupResult(records, sources, key, from_index=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mcptrace.analysis._sources import Source
+from mcptrace.logs._sources import Source
 
 #: Corrupt lines kept verbatim in a report (all of them are counted).
 MAX_EXAMPLES = 1000

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mcptrace import _fields as f
-from mcptrace.analysis._loadreport import CorruptLine, LoadReport
-from mcptrace.analysis._manifest import fresh_segments, read_manifest
-from mcptrace.analysis._sources import Paths, resolve_sources
+from mcptrace.logs._aggregates import QUANTILES, counts, latency
+from mcptrace.logs._loadreport import CorruptLine, LoadReport
+from mcptrace.logs._manifest import fresh_segments, read_manifest
+from mcptrace.logs._sources import Paths, resolve_sources
 
 if TYPE_CHECKING:
     import polars as pl
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
 DURATIONS_FILE = "tool_durations.f8"
 #: Key of the summary in a segment's manifest entry.
 MANIFEST_KEY = "tool_calls"
-QUANTILES = {"p50_ms": 0.50, "p95_ms": 0.95, "p99_ms": 0.99}
 STATS_COLUMNS = [f.TOOL_NAME, "calls", "errors", "error_rate", *QUANTILES]
 
 
@@ -38,14 +38,13 @@ def write_summary(calls: pl.DataFrame, directory: Path) -> dict[str, Any]:
     """Write the durations of `calls` (tool_name, failed, duration_ms) and return the manifest entry."""
     import polars as pl
 
-    from mcptrace.analysis._stats import _counts, _latency
 
     tools = []
     offset = 0
     # The same aggregations as `tool_stats`, so a single file's rows are exactly what it computes.
     rows = (
         calls.group_by(f.TOOL_NAME)
-        .agg(*_counts(pl.col("failed")), *_latency(), pl.col(f.DURATION_MS).drop_nulls().alias("durations"))
+        .agg(*counts(pl.col("failed")), *latency(), pl.col(f.DURATION_MS).drop_nulls().alias("durations"))
         .sort(f.TOOL_NAME, nulls_last=True)
     )
     with open(directory / DURATIONS_FILE, "wb") as out:
