@@ -12,7 +12,9 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +23,16 @@ from mcptrace.testing import RunningProcess, running_server, subprocess_env
 
 ROOT = Path(__file__).resolve().parents[1]
 INCIDENTS = ROOT / "sample_logs" / "incidents" / "mcptrace.log"
+
+
+def first_line_of(**fields: str) -> dict[str, Any]:
+    """The first line of the sample log whose fields have these values."""
+    with INCIDENTS.open(encoding="utf-8") as lines:
+        for line in lines:
+            record = json.loads(line)
+            if all(record.get(key) == value for key, value in fields.items()):
+                return record
+    raise AssertionError(f"no line with {fields} in {INCIDENTS}")
 DEMO_V2 = ROOT / "sample_logs" / "demo-v2.jsonl"
 
 #: Every command that prints data, with the arguments it needs to do so.
@@ -224,7 +236,8 @@ class TestFormats:
         log = tmp_path / "mcptrace.log"
         log.write_bytes(INCIDENTS.read_bytes())
         words = command.split()
-        args: list[str | Path] = [words[0], *(["req-6e8696a78c69ce3c"] if command == "chain" else []), log, *words[1:]]
+        request_id = first_line_of(event="response_sent")["mcp_request_id"]
+        args: list[str | Path] = [words[0], *([request_id] if command == "chain" else []), log, *words[1:]]
         if command == "report":
             args += ["-o", tmp_path / "r.html"]
         result = mcptrace(*args, "--format", "json", cwd=tmp_path)
@@ -270,18 +283,17 @@ class TestFormats:
         assert as_csv.splitlines()[0] == "caller_id,tenant,key,tools,expires_at"
         assert token not in listed.stdout + as_csv
 
-    def test_sessions_timeline_reads_in_the_order_things_happened(self, tmp_path: Path) -> None:
-        log = tmp_path / "mcptrace.log"
-        stop = ('{"timestamp":"2026-11-25T15:18:30.000Z","level":"info","event":"server_stopped",'
-                '"mcp_request_id":null,"message":"SIGTERM","transport":"http","schema_version":2}\n')
-        log.write_text(INCIDENTS.read_text() + stop)
-        events = json.loads(mcptrace("sessions", "--timeline", log, "--format", "json").stdout)
+    def test_sessions_timeline_reads_in_the_order_things_happened(self) -> None:
+        events = json.loads(mcptrace("sessions", "--timeline", INCIDENTS, "--format", "json").stdout)
         times = [e["time"] for e in events]
         assert times == sorted(times)
         kinds = [e["kind"] for e in events]
+        # The sample log opens with a server start and ends with its stop.
         assert kinds[0] == "start" and kinds[-1] == "stop" and "restart" not in kinds
         auth = next(e for e in events if e["kind"] == "auth_failures")
-        assert auth["time"] == "2026-11-25T15:16:51.692000Z"  # the first failure, not its minute
+        first_failure = first_line_of(event="request_refused", refusal_reason="unauthenticated")["timestamp"]
+        stamped = datetime.fromisoformat(first_failure.replace("Z", "+00:00"))
+        assert auth["time"] == stamped.strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # the first failure, not its minute
 
 
 @pytest.fixture(scope="module")
