@@ -41,6 +41,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from mcptrace import _fields as f
 from mcptrace.middleware._ids import new_request_id
+from mcptrace.server._coalesce import CoalescingTransport
 
 #: What the protocol logs when it cuts a connection off (the server turns it into a log line).
 HEAD_TIMEOUT_MESSAGE = "Request head not received in time."
@@ -82,10 +83,15 @@ def head_deadline_protocol(seconds: float, *, max_head_bytes: int = 16 * 1024) -
     class HeadDeadlineProtocol(H11Protocol):
         _head_timer: asyncio.TimerHandle | None = None
         _discarding = False
+        transport: CoalescingTransport
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
+            super().connection_made(CoalescingTransport(transport, self.loop))
             self._arm()
+
+        def on_response_complete(self) -> None:
+            self.transport.flush()  # the answer is whole: it leaves now, not when the step ends
+            super().on_response_complete()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
