@@ -65,23 +65,40 @@ class SuspendedShortcut:
         self.path = path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        known = self.tokens.known
-        if known and scope["type"] == "http" and scope["path"] == self.path:
-            for key, value in scope["headers"]:
-                if key == b"authorization":
-                    identity = known.get(value)
-                    if identity is not None:
-                        left_ms = self.limiter.suspended_for(identity.limit_key)
-                        if left_ms is not None:
-                            await self._refuse(scope, send, identity, left_ms)
-                            return
-                        del known[value]  # the suspension is over: the whole chain judges it again
-                    break
+        if self.tokens.known and scope["type"] == "http" and scope["path"] == self.path:
+            answer = self.refusal(scope["headers"], scope.get("client"))
+            if answer is not None:
+                status, headers, body = answer
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
         await self.app(scope, receive, send)
 
-    async def _refuse(self, scope: Scope, send: Send, identity: Identity, left_ms: int) -> None:
+    def refusal(
+        self, headers: list[tuple[bytes, bytes]], client: tuple[str, int] | None,
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+        """The answer (status, headers, body) to a request to the MCP endpoint with these headers when its
+        token is remembered suspended and still is (the refusal then recorded); None to pass it on."""
+        known = self.tokens.known
+        if not known:
+            return None
+        for key, value in headers:
+            if key == b"authorization":
+                identity = known.get(value)
+                if identity is None:
+                    return None
+                left_ms = self.limiter.suspended_for(identity.limit_key)
+                if left_ms is None:
+                    del known[value]  # the suspension is over: the whole chain judges it again
+                    return None
+                return self._refuse(headers, client, identity, left_ms)
+        return None
+
+    def _refuse(
+        self, headers: list[tuple[bytes, bytes]], client: tuple[str, int] | None, identity: Identity, left_ms: int,
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         incoming = session_id = tool = method = None
-        for key, value in scope["headers"]:
+        for key, value in headers:
             if key == _ID_HEADER:
                 incoming = value.decode("latin-1")
             elif key == b"mcp-session-id":
@@ -91,7 +108,6 @@ class SuspendedShortcut:
             elif key == b"mcp-name":
                 tool = value.decode("latin-1")
         request_id = accept_request_id(incoming) or new_request_id()
-        client = scope.get("client")
         self.refusals.record(
             f.R_SUSPENDED, request_id, http_status=429, caller_id=identity.caller_id,
             tenant=identity.tenant or None, principal=identity.principal,
@@ -102,8 +118,7 @@ class SuspendedShortcut:
         error = RateLimitedError(left_ms, scope=SCOPE_SUSPENDED)
         body = jsonrpc_error_body(error.code, error.message, error.data)
         retry_after = max(1, -(-left_ms // 1000))  # whole seconds, rounded up
-        await send({"type": "http.response.start", "status": 429, "headers": [
+        return 429, [
             _CONTENT_TYPE, (b"content-length", b"%d" % len(body)), (b"retry-after", b"%d" % retry_after),
             (_ID_HEADER, request_id.encode()),
-        ]})
-        await send({"type": "http.response.body", "body": body})
+        ], body
