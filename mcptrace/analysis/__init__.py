@@ -10,13 +10,11 @@ its names are resolved on first use: the `chain` command's lookup, which needs
 neither polars nor pyarrow, does not pay for them.
 """
 
-from __future__ import annotations
+import importlib as _importlib
+import typing as _typing
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from mcptrace.analysis._chain import chain, downstream, outcomes
+if _typing.TYPE_CHECKING:
+    from mcptrace.analysis._chain import chain, downstream_calls, outcomes
     from mcptrace.analysis._index import IndexReport, build_index
     from mcptrace.analysis._load import Loaded, load
     from mcptrace.analysis._loadreport import CorruptLine, LoadReport
@@ -36,7 +34,7 @@ if TYPE_CHECKING:
 
 _EXPORTS: dict[str, str] = {
     "chain": "_chain",
-    "downstream": "_chain",
+    "downstream_calls": "_chain",
     "outcomes": "_chain",
     "IndexReport": "_index",
     "build_index": "_index",
@@ -72,7 +70,7 @@ __all__ = [
     "assign_runs",
     "build_index",
     "chain",
-    "downstream",
+    "downstream_calls",
     "error_messages",
     "error_sources",
     "format_chain",
@@ -91,14 +89,14 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'mcptrace.analysis' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"mcptrace.analysis.{module}"), name)
+    value = getattr(_importlib.import_module(f"mcptrace.analysis.{module}"), name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+    return sorted({*globals(), *__all__})

@@ -71,10 +71,10 @@ def top_callers(frame: pl.LazyFrame, *, limit: int = 10) -> pl.LazyFrame:
 
 def service_stats(frame: pl.LazyFrame) -> pl.LazyFrame:
     """Per downstream service: calls, errors, error_rate and latency, from the tool calls' records."""
-    from mcptrace.analysis._chain import downstream
+    from mcptrace.analysis._chain import downstream_calls
 
     failed = (pl.col(f.STATUS) == f.FAILURE).fill_null(False)
-    return downstream(frame).group_by(f.SERVICE).agg(*_counts(failed), *_latency()).sort(f.SERVICE)
+    return downstream_calls(frame).group_by(f.SERVICE).agg(*_counts(failed), *_latency()).sort(f.SERVICE)
 
 
 def error_sources(frame: pl.LazyFrame) -> pl.LazyFrame:
