@@ -13,7 +13,7 @@ every server it starts is stopped at the end. Figures printed:
   server cannot hide its queue), for both servers, and their ratios;
 - memory per open session and RSS after N abandoned sessions (default 5,000);
   idle expiry and the session cap, with the errors a client sees;
-- noisy neighbour: one caller floods `ping` from 6 connections while another
+- noisy neighbour: one caller floods `ping` from 6 connections (aiohttp, keep-alive) while another
   calls every 50 ms; the second caller's p50 and p99 flooded vs alone (goal
   <= 1.5x each). mcptrace runs with bearer tokens and a per-caller limit of 25
   calls/s (the victim's 20/s stays under it), so the flooder is refused at
@@ -442,30 +442,52 @@ async def idle_and_cap(target: Target) -> dict[str, Any]:
 
 
 async def flood_main(url: str, *, token: str | None, connections: int, seconds: float) -> dict[str, float]:
-    """The noisy caller: `connections` sessions calling `ping` back to back until SIGINT or `seconds`."""
+    """The noisy caller: `connections` sessions calling `ping` back to back until SIGINT or `seconds`.
+
+    The sessions are opened as every client here opens them; the flood itself goes through aiohttp's
+    keep-alive pool (its parser is in C), so that one process can send calls faster than the server refuses
+    them, as a real flood does, instead of being held back by its own client's CPU.
+    """
+    import aiohttp
+
     flooders = await sessions(url, connections, token=token, name="flood")
     counts = {"ok": 0, "refused": 0}
+    base = {"accept": ACCEPT, "content-type": "application/json", "mcp-method": "tools/call", "mcp-name": "ping"}
+    if token:
+        base["authorization"] = f"Bearer {token}"
     print("flooding", flush=True)
     started = time.monotonic()
     deadline = started + seconds
 
-    async def flood(s: Session) -> None:
+    async def flood(http: aiohttp.ClientSession, s: Session) -> None:
+        headers = {**base, **s.session}
         while time.monotonic() < deadline:
-            counts["ok" if await s.call("ping") else "refused"] += 1
+            s.next_id += 1
+            body = {"jsonrpc": "2.0", "id": s.next_id, "method": "tools/call",
+                    "params": {"name": "ping", "arguments": {}}}
+            try:
+                async with http.post(url, data=json.dumps(body), headers=headers) as r:
+                    content = await r.read()
+                    ok = r.status == 200 and b'"result"' in content and b'"isError":true' not in content
+            except aiohttp.ClientError:
+                ok = False
+            counts["ok" if ok else "refused"] += 1
 
-    with anyio.open_signal_receiver(signal.SIGINT) as signals:
-        async with anyio.create_task_group() as tg:
-            for s in flooders:
-                tg.start_soon(flood, s)
+    connector = aiohttp.TCPConnector(limit=connections)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as http:
+        with anyio.open_signal_receiver(signal.SIGINT) as signals:
+            async with anyio.create_task_group() as tg:
+                for s in flooders:
+                    tg.start_soon(flood, http, s)
 
-            async def stop_on_signal() -> None:
-                async for _ in signals:
-                    tg.cancel_scope.cancel()
-                    return
+                async def stop_on_signal() -> None:
+                    async for _ in signals:
+                        tg.cancel_scope.cancel()
+                        return
 
-            tg.start_soon(stop_on_signal)
-            await anyio.sleep(seconds)
-            tg.cancel_scope.cancel()
+                tg.start_soon(stop_on_signal)
+                await anyio.sleep(seconds)
+                tg.cancel_scope.cancel()
     return {**counts, "seconds": time.monotonic() - started}
 
 

@@ -27,7 +27,7 @@ MIB = 1024 * 1024
 @pytest.fixture(scope="module")
 def tokens(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     store = TokenStore(tmp_path_factory.mktemp("tokens") / "tokens.json")
-    return store.path, {name: store.add(name, tenant="acme") for name in ("flooder", "a", "b", "c")}
+    return store.path, {name: store.add(name, tenant="acme") for name in ("flooder", "a", "b", "c", "d")}
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +117,37 @@ def test_a_suspended_caller_is_refused_before_its_body(
     [line] = wait_for_log(server.log_file, lambda r: r.get("refusal_reason") == "suspended"
                           and r.get("caller_id") == "flooder")[:1]
     assert line["http_status"] == 429 and line["status"] == "refused"
+
+
+def _answer_parts(reply: bytes) -> tuple[bytes, set[bytes], dict[str, object]]:
+    top, _, body = reply.partition(b"\r\n\r\n")
+    status, *lines = top.split(b"\r\n")
+    names = {line.partition(b":")[0].strip().lower() for line in lines} - {b"date", b"server"}
+    return status, names, json.loads(body)
+
+
+def test_a_suspended_token_gets_the_same_answer_from_the_outermost_layer_as_from_admission(
+    server: RunningProcess, tokens: tuple[Path, dict[str, str]]
+) -> None:
+    """The first refusal as suspended comes from admission, which remembers the token; the next ones are
+    answered before any other layer runs: same status, headers and JSON-RPC error, same refusal lines,
+    and nobody else is affected."""
+    d = tokens[1]["d"]
+    replies = [call(server, d) for _ in range(8)]
+    suspended = [r for r in replies if b'"scope":"suspended"' in r]
+    assert len(suspended) >= 2, [r[:12] for r in replies]
+    (first_status, first_names, first), (status, names, later) = (_answer_parts(r) for r in suspended[:2])
+    assert first_status == status == b"HTTP/1.1 429 Too Many Requests"
+    assert first_names == names == {b"content-type", b"content-length", b"retry-after", b"x-request-id"}
+    for answer in (first, later):
+        assert answer["id"] is None and answer["error"]["code"] == -32000  # type: ignore[index]
+        assert answer["error"]["message"] == "Rate limit exceeded"  # type: ignore[index]
+        assert answer["error"]["data"]["scope"] == "suspended"  # type: ignore[index]
+        assert 0 < answer["error"]["data"]["retryAfterMs"] <= 60_000  # type: ignore[index]
+    assert call(server, tokens[1]["b"], INIT).startswith(b"HTTP/1.1 200")  # another caller is served
+    lines = wait_for_log(server.log_file, lambda r: r.get("refusal_reason") == "suspended"
+                         and r.get("caller_id") == "d")
+    assert all(r["http_status"] == 429 and r["principal"] for r in lines)
 
 
 def test_the_body_budget_answers_503_with_retry_after_past_it(

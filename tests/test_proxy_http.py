@@ -132,6 +132,26 @@ def test_each_post_is_answered_in_the_form_its_accept_header_asks_for(front: Run
         assert answer["result"]["_meta"][META_ID] == r.headers["x-request-id"]
 
 
+def test_each_call_is_counted_in_both_duration_histograms_of_metrics(front: RunningProcess) -> None:
+    """The tool's and the operation's duration histograms, with the labels `mcptrace serve` gives them."""
+    series = {"mcp_tool_duration_seconds_count{": 'tool="echo"',
+              "mcp_server_operation_duration_seconds_count{": 'gen_ai_tool_name="echo"'}
+
+    def counts(scrape: str) -> dict[str, float]:
+        return {name: sum(float(line.rsplit(" ", 1)[1]) for line in scrape.splitlines()
+                          if line.startswith(name) and label in line) for name, label in series.items()}
+
+    params = {"name": "echo", "arguments": {"message": "m"}}
+    call = {"jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": params}
+    with httpx.Client(timeout=30) as http:
+        session = _session(http, front.url)
+        before = counts(http.get(f"{front.base_url}/metrics").text)
+        for _ in range(3):
+            assert http.post(front.url, json=call, headers={**BOTH, **session}).status_code == 200
+        after = counts(http.get(f"{front.base_url}/metrics").text)
+    assert {name: after[name] - before[name] for name in series} == dict.fromkeys(series, 3.0)
+
+
 def test_what_the_proxy_does_not_understand_is_relayed_unchanged_and_counted(
     everything: str, proxy: RunningProcess,
 ) -> None:

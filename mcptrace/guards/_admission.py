@@ -40,6 +40,7 @@ from mcptrace.guards._limits import SCOPE_CALLER, SCOPE_SUSPENDED
 from mcptrace.guards._ratelimit import RateLimiter
 from mcptrace.guards._refusals import Refusals
 from mcptrace.guards._sessions import SessionTable, handshake_era
+from mcptrace.guards._shortcut import SuspendedTokens
 from mcptrace.middleware._body import BodyBudget, BodyProblem, declared_length, drain, read_body_within
 from mcptrace.middleware._clientmeta import META_CLIENT_INFO
 from mcptrace.middleware._requests import jsonrpc_error_body, mark_response_logged, replay_body, request_id_of
@@ -111,6 +112,7 @@ class AdmissionMiddleware:
         sessions: SessionTable | None,
         max_body_bytes: int,
         body_timeout: float,
+        suspended: SuspendedTokens | None = None,
         path: str = "/mcp",
     ) -> None:
         self.app = app
@@ -121,6 +123,7 @@ class AdmissionMiddleware:
         self.sessions = sessions
         self.max_body_bytes = max_body_bytes
         self.body_timeout = body_timeout
+        self.suspended = suspended
         self.path = path.rstrip("/")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -199,6 +202,8 @@ class AdmissionMiddleware:
         if decision.allowed:
             return True
         suspended = decision.scope == SCOPE_SUSPENDED
+        if suspended and self.suspended is not None:
+            self.suspended.remember(scope, identity)  # its next requests are refused by the outermost layer
         self._record(
             f.R_SUSPENDED if suspended else f.R_RATE_LIMITED, scope, slot, identity, request, 429,
             retry_after_ms=decision.retry_after_ms, limit_scope=decision.scope, tool=tool,

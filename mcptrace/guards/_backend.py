@@ -103,6 +103,10 @@ class MemoryBackend:
     ) -> Decision:
         return self.decide_now(caller, tool, policy, include_caller=include_caller)
 
+    def suspended_until(self, caller: str) -> float | None:
+        """When `caller`'s suspension ends (this backend's clock), or None when it is not suspended."""
+        return self._suspended_until.get(caller)
+
     def decide_now(
         self, caller: str, tool: str | None, policy: LimitPolicy, *, include_caller: bool = True
     ) -> Decision:

@@ -56,6 +56,8 @@ class CircuitBreaker:
         self._on_transition = on_transition
         self._state = CLOSED
         self._outcomes: deque[tuple[float, bool]] = deque()
+        #: How many of `_outcomes` are failures, kept as they come and go (a sum per call grew with the rate).
+        self._failures = 0
         self._opened_at = 0.0
         self._trial_running = False
 
@@ -86,6 +88,7 @@ class CircuitBreaker:
         if self._state == HALF_OPEN:
             self._trial_running = False
             self._outcomes.clear()
+            self._failures = 0
             if ok:
                 self._move(CLOSED)
             else:
@@ -94,18 +97,21 @@ class CircuitBreaker:
         if self._state == OPEN:
             return  # a straggler from before the breaker opened
         self._outcomes.append((now, ok))
+        if not ok:
+            self._failures += 1
         while self._outcomes and now - self._outcomes[0][0] > self.policy.window:
-            self._outcomes.popleft()
-        failures = sum(1 for _, good in self._outcomes if not good)
+            if not self._outcomes.popleft()[1]:
+                self._failures -= 1
         if (
             len(self._outcomes) >= self.policy.min_calls
-            and failures / len(self._outcomes) >= self.policy.failure_rate
+            and self._failures / len(self._outcomes) >= self.policy.failure_rate
         ):
             self._open(now)
 
     def _open(self, now: float) -> None:
         self._opened_at = now
         self._outcomes.clear()
+        self._failures = 0
         self._move(OPEN)
 
     def _move(self, new: str) -> None:

@@ -77,6 +77,20 @@ class RateLimiter:
             self.stats.suspensions += 1
         return self._refused(decision)
 
+    def suspended_for(self, caller: str) -> int | None:
+        """Milliseconds left of `caller`'s suspension as this process knows it (no round trip), counted as
+        one refusal; None when no suspension is known (then `check` decides)."""
+        until, clock = self._suspended_until.get(caller), self._clock
+        if until is None and isinstance(self.backend, MemoryBackend):
+            until, clock = self.backend.suspended_until(caller), self.backend.clock
+        if until is None:
+            return None
+        left = until - clock()
+        if left <= 0:
+            return None
+        self.stats.rate_limited[SCOPE_SUSPENDED] += 1
+        return math.ceil(left * 1000)
+
     def _refused(self, decision: Decision) -> Decision:
         self.stats.rate_limited[decision.scope or "unknown"] += 1
         return decision

@@ -25,6 +25,7 @@ from mcptrace.guards._ratelimit import RateLimiter
 from mcptrace.guards._refusals import Refusals
 from mcptrace.guards._revocations import RevocationFeed, RevokedKeys, replica_name
 from mcptrace.guards._sessions import SessionMiddleware, SessionTable
+from mcptrace.guards._shortcut import SuspendedShortcut, SuspendedTokens
 from mcptrace.guards._stats import GuardStats
 from mcptrace.guards._tokens import TokenStore
 from mcptrace.middleware._body import BodyBudget
@@ -47,6 +48,8 @@ class Guards:
     authenticator: Authenticator | None = None
     #: This replica's copy of the revocations shared through Redis, kept by `feed`.
     feed: RevocationFeed | None = None
+    #: Tokens found suspended, refused by the outermost layer (`shortcut_http`) while the suspension lasts.
+    suspended: SuspendedTokens = field(default_factory=lambda: SuspendedTokens(enabled=False))
     _background: anyio.CancelScope | None = field(default=None, init=False, repr=False)
 
     @asynccontextmanager
@@ -160,7 +163,7 @@ def build_guards(
     refusals = Refusals(logger, stats=stats, transport=transport)
     return Guards(
         stats=stats, limiter=limiter, breakers=breakers, backend=backend, refusals=refusals,
-        authenticator=authenticator, feed=feed,
+        authenticator=authenticator, feed=feed, suspended=SuspendedTokens(enabled=authenticator is not None),
     )
 
 
@@ -171,12 +174,18 @@ def wrap_http(app: ASGIApp, guards: Guards, config: Config, logger: EventLogger)
         sessions = SessionTable(idle_seconds=config.session_idle_seconds, per_principal=config.sessions_per_caller)
     app = AdmissionMiddleware(
         app, limiter=guards.limiter, refusals=guards.refusals, logger=logger, sessions=sessions,
+        suspended=guards.suspended,
         budget=BodyBudget(config.body_budget_bytes, config.body_budget_for_caller),
         max_body_bytes=config.max_body_bytes, body_timeout=config.body_timeout,
     )
     if sessions is not None:
         app = SessionMiddleware(app, table=sessions, refusals=guards.refusals, replica_id=config.replica_id)
     return AuthMiddleware(app, authenticator=guards.authenticator, refusals=guards.refusals, stats=guards.stats)
+
+
+def shortcut_http(app: ASGIApp, guards: Guards) -> ASGIApp:
+    """The outermost layer: a suspended token's requests refused before any other layer runs."""
+    return SuspendedShortcut(app, tokens=guards.suspended, limiter=guards.limiter, refusals=guards.refusals)
 
 
 def auth_policy(config: Config) -> str | None:

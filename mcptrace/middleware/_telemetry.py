@@ -45,9 +45,13 @@ class RequestTelemetry:
         self._attributes: dict[tuple[str, str | None, str | None, str | None], dict[str, str]] = {}
 
     async def learn_tools(self) -> None:
-        """Read the server's tool names again (at most once a second) and start their series at 0."""
+        """Read the server's tool names again (at most once a second) and start their series at 0.
+
+        Called for every call naming a tool not known yet: a client calling made-up names costs one
+        listing and one pass over the series a second, not one per call."""
+        before = self.tools.names
         await self.tools.refresh()
-        if self.metrics is not None:
+        if self.metrics is not None and self.tools.names is not before:
             try:
                 self.metrics.start_tool_series(self.tools.names)
             except Exception:

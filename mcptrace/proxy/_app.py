@@ -1,6 +1,7 @@
 """The HTTP side of the proxy: serve's layers in front of a forwarding endpoint.
 
-    client ─▶ RequestIdMiddleware ─▶ HostCheck ─▶ Auth ─▶ Sessions ─▶ Admission ─▶ NegotiationMiddleware ─▶ routes
+    client ─▶ SuspendedShortcut (a token found suspended: its 429 here, no other layer runs)
+           ─▶ RequestIdMiddleware ─▶ HostCheck ─▶ Auth ─▶ Sessions ─▶ Admission ─▶ NegotiationMiddleware ─▶ routes
                 (id, rejections)     (Host,      (token,   (owner,     (limits,      (Accept per request)
                                       Origin)     or 401)   or 404)     quotas,                 /mcp ─▶ endpoint
                                                                         budget, body)   /health /livez /metrics
@@ -28,7 +29,7 @@ from starlette.types import ASGIApp
 from mcptrace import _fields as f
 from mcptrace.guards._auth import RESOURCE_METADATA_PATH, resource_metadata
 from mcptrace.guards._backend import RedisBackend
-from mcptrace.guards._setup import wrap_http
+from mcptrace.guards._setup import shortcut_http, wrap_http
 from mcptrace.middleware._hostcheck import HostCheckMiddleware, host_rules
 from mcptrace.middleware._negotiate import NegotiationMiddleware
 from mcptrace.middleware._requests import RequestIdMiddleware
@@ -102,7 +103,7 @@ def build_front(service: ProxyService, endpoint: Endpoint, *, target: str) -> AS
     app: ASGIApp = _McpFirst(endpoint, Starlette(routes=routes, lifespan=lifespan))
     app = wrap_http(NegotiationMiddleware(app), service.guards, config, service.logger)
     app = HostCheckMiddleware(app, rules=host_rules(config.host))
-    return RequestIdMiddleware(app, logger=service.logger)
+    return shortcut_http(RequestIdMiddleware(app, logger=service.logger), service.guards)
 
 
 class _McpFirst:

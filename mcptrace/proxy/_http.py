@@ -43,6 +43,7 @@ from mcptrace.proxy._observe import (
     classify,
 )
 from mcptrace.proxy._service import ProxyService
+from mcptrace.proxy._target import TargetClient
 from mcptrace.proxy._telemetry import header_context
 
 #: Hop-by-hop headers (RFC 9110 section 7.6.1) and the ones the proxy sets itself.
@@ -73,7 +74,7 @@ class HttpForwarder:
         self.observer = service.observer
         self.counts = service.telemetry.counts
         self.strip_authorization = service.guards.authenticator is not None
-        self.client: httpx2.AsyncClient | None = None
+        self.client = TargetClient(read_timeout=service.config.request_timeout, max_connections=200)
         #: What each session's client declared at `initialize`, by the target's `Mcp-Session-Id`.
         self.sessions: OrderedDict[str, ClientState] = OrderedDict()
         self.max_sessions = service.config.max_sessions
@@ -82,21 +83,19 @@ class HttpForwarder:
         service.telemetry.target_up = lambda: self.up
 
     async def start(self) -> None:
-        timeout = httpx2.Timeout(self.service.config.request_timeout, connect=5.0)
-        self.client = httpx2.AsyncClient(timeout=timeout, limits=httpx2.Limits(max_connections=200))
+        await self.client.start()
 
     async def aclose(self) -> None:
-        if self.client is not None:
-            await self.client.aclose()
+        await self.client.aclose()
 
     async def check(self) -> dict[str, Any]:
         """The target answers HTTP on its MCP endpoint: any answer below 500 (a stateful server refuses a
         sessionless `ping` with 400, and that refusal shows it is serving)."""
-        assert self.client is not None
         body = b'{"jsonrpc":"2.0","id":"mcptrace-health","method":"ping"}'
         try:
-            response = await self.client.post(self.url, content=body, timeout=2.0, headers={
-                "content-type": "application/json", "accept": "application/json, text/event-stream"})
+            response = await self.client.send("POST", self.url, [
+                (b"content-type", b"application/json"), (b"accept", b"application/json, text/event-stream"),
+            ], body, timeout=2.0)
             await response.aclose()
         except httpx2.HTTPError as exc:
             self.up = False
@@ -198,11 +197,8 @@ class HttpForwarder:
         self, scope: Scope, receive: Receive, send: Send, body: bytes, channel: Channel, pendings: list[Pending],
         refusals: list[dict[str, Any]], caller: Caller,
     ) -> None:
-        assert self.client is not None
-        request = self.client.build_request("POST", self.url, headers=self._headers(scope, pendings, caller),
-                                            content=body)
         try:
-            response = await self.client.send(request, stream=True)
+            response = await self.client.send("POST", self.url, self._headers(scope, pendings, caller), body)
         except httpx2.HTTPError as exc:
             self.up = isinstance(exc, httpx2.ReadTimeout)  # it took the request: reachable, but too slow
             error = self._transport_error(exc)
@@ -335,15 +331,13 @@ class HttpForwarder:
 
     async def _other(self, scope: Scope, receive: Receive, send: Send) -> None:
         """GET (the server's own stream) and DELETE (end of session): passed on, GET streams observed."""
-        assert self.client is not None
         if scope["method"] == "DELETE":
             session_id = _header(scope, b"mcp-session-id")
             if session_id is not None:
                 self.sessions.pop(session_id, None)
         caller = self._caller(scope)
-        request = self.client.build_request(scope["method"], self.url, headers=self._headers(scope, [], caller))
         try:
-            response = await self.client.send(request, stream=True)
+            response = await self.client.send(scope["method"], self.url, self._headers(scope, [], caller))
         except httpx2.HTTPError as exc:
             self.up = False
             await _send_json(send, 502, None, fallback=self._transport_error(exc))

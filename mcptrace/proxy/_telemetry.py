@@ -11,6 +11,7 @@ middleware uses. Gauges describing the target are read at collection time.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -26,9 +27,10 @@ from mcptrace import _fields as f
 from mcptrace._version import __version__
 from mcptrace.middleware._telemetry import RequestTelemetry
 from mcptrace.telemetry._context import CallContext
+from mcptrace.telemetry._histograms import HistogramCollector, with_histograms
 from mcptrace.telemetry._log import EventLogger
 from mcptrace.telemetry._metrics import METER_NAME, GuardCounters, ServerMetrics, register_guard_metrics
-from mcptrace.telemetry._otlp import Providers
+from mcptrace.telemetry._otlp import Providers, metrics_export_enabled, sdk_disabled
 from mcptrace.telemetry._prometheus import PrometheusEndpoint
 from mcptrace.telemetry._setup import export_providers
 from mcptrace.telemetry._tracing import TRACER_NAME, add_trace_ids
@@ -198,7 +200,16 @@ def build_telemetry(
         meter = metrics.get_meter(METER_NAME, __version__)
     if add_trace_ids not in logger.processors:
         logger.processors.append(add_trace_ids)
-    server_metrics = ServerMetrics(meter)
+    # The per-request histograms are aggregated in plain Python, as `instrument()` does, when every
+    # reader of them is the proxy's own (`/metrics` and its metric export): no SDK measurement per call.
+    fast = (providers is not None and prometheus is not None and not sdk_disabled(os.environ)
+            and (providers.metric_export is not None or not metrics_export_enabled(os.environ)))
+    server_metrics = ServerMetrics(meter, fast_histograms=fast)
+    if fast and providers is not None and prometheus is not None:
+        histograms = server_metrics.histograms
+        prometheus.registry.register(HistogramCollector(histograms))
+        if providers.metric_export is not None:
+            providers.metric_export.transform = lambda data: with_histograms(data, histograms, METER_NAME)
     if providers is not None:
         server_metrics.observe_dropped(providers.drops.snapshot)
     requests = RequestTelemetry(server_metrics, transport=_NETWORK_TRANSPORT.get(transport, transport))

@@ -1,6 +1,7 @@
 """Assembling `mcptrace serve`: the SDK server, our tools, and the layers around them.
 
-    client ─▶ RequestIdMiddleware ─▶ HostCheck ─▶ Auth ─▶ Sessions ─▶ Admission ─────────────────────▶
+    client ─▶ SuspendedShortcut (a token found suspended: its 429 here, no other layer runs)
+           ─▶ RequestIdMiddleware ─▶ HostCheck ─▶ Auth ─▶ Sessions ─▶ Admission ─────────────────────▶
                 (id, rejections)     (Host,      (token,   (owner,     (limits, quotas, budget; then the
                                       Origin)     or 401)   or 404)     body; then tools and tool limits)
               ─▶ EnvelopeMiddleware ─▶ NegotiationMiddleware ─▶ SessionLimitMiddleware ─▶ SDK
@@ -33,7 +34,7 @@ from mcptrace._version import __version__
 from mcptrace.guards._auth import RESOURCE_METADATA_PATH, resource_metadata
 from mcptrace.guards._backend import RedisBackend
 from mcptrace.guards._sdk import RateLimitMiddleware, ToolFilterMiddleware
-from mcptrace.guards._setup import GuardMetricsView, Guards, build_guards, wrap_http
+from mcptrace.guards._setup import GuardMetricsView, Guards, build_guards, shortcut_http, wrap_http
 from mcptrace.middleware._clientmeta import TraceMetaGuard
 from mcptrace.middleware._envelope import EnvelopeMiddleware
 from mcptrace.middleware._hostcheck import HostCheckMiddleware, host_rules, transport_security
@@ -199,7 +200,7 @@ def build_app(service: Service) -> ASGIApp:
         inner = capped
     app: ASGIApp = wrap_http(EnvelopeMiddleware(NegotiationMiddleware(inner)), service.guards, config, service.logger)
     app = HostCheckMiddleware(app, rules=host_rules(config.host))
-    app = RequestIdMiddleware(app, logger=service.logger)
+    app = shortcut_http(RequestIdMiddleware(app, logger=service.logger), service.guards)
     return _with_lifespan(app, service)
 
 

@@ -25,22 +25,23 @@ request (a bad chunk in a body the app refused without reading), there is one
 answer only: the parser's 400, or the app's when it started first; the other
 goes nowhere, as an answer to a client that left does, instead of raising.
 
-This builds on uvicorn's h11 protocol class and its `conn` (an `h11.Connection`),
-`cycle` and `flow` attributes; the uvicorn version is pinned below its next minor
-release in `pyproject.toml`, and `tests/test_slow_clients.py`,
-`tests/test_abuse_http.py` and `tests/test_edges.py` exercise every path.
+This builds on uvicorn's httptools protocol class (llhttp, in C: about a third
+of the CPU of h11 per request) and its `cycle` and `flow` attributes; the
+uvicorn version is pinned below its next minor release in `pyproject.toml`, and
+`tests/test_slow_clients.py`, `tests/test_abuse_http.py` and `tests/test_edges.py`
+exercise every path.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-import h11
 import orjson
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from mcptrace import _fields as f
 from mcptrace.middleware._ids import new_request_id
+from mcptrace.server._coalesce import CoalescingTransport
 
 #: What the protocol logs when it cuts a connection off (the server turns it into a log line).
 HEAD_TIMEOUT_MESSAGE = "Request head not received in time."
@@ -56,7 +57,6 @@ _RESPONSE = (
     b"content-length: %d\r\n"
     b"\r\n" % len(_BODY)
 ) + _BODY
-_ANSWERED = (h11.SEND_BODY, h11.DONE, h11.MUST_CLOSE, h11.CLOSED)
 
 
 def head_too_large_response(request_id: str, limit: int) -> bytes:
@@ -72,20 +72,27 @@ def head_too_large_response(request_id: str, limit: int) -> bytes:
     )
 
 
-def head_deadline_protocol(seconds: float, *, max_head_bytes: int = 16 * 1024) -> type[H11Protocol]:
-    """uvicorn's h11 protocol, with a deadline of `seconds` for each request head and a size bound on it.
+def head_deadline_protocol(seconds: float, *, max_head_bytes: int = 16 * 1024) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol, with a deadline of `seconds` for each request head and a size bound on it.
 
     The clock starts when a connection opens, and again when the first byte of a
     later request arrives (an idle keep-alive connection stays uvicorn's business).
     """
-
-    class HeadDeadlineProtocol(H11Protocol):
+    class HeadDeadlineProtocol(HttpToolsProtocol):
         _head_timer: asyncio.TimerHandle | None = None
         _discarding = False
+        _awaiting_head = True  # the next bytes belong to a request head
+        _head_seen = 0  # bytes of the head being received (counted from the chunk it starts in)
+        _tail = b""  # the last bytes of that head so far, for an end (CRLF CRLF) split across chunks
+        transport: CoalescingTransport
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
+            super().connection_made(CoalescingTransport(transport, self.loop))
             self._arm()
+
+        def on_response_complete(self) -> None:
+            self.transport.flush()  # the answer is whole: it leaves now, not when the step ends
+            super().on_response_complete()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
@@ -94,37 +101,44 @@ def head_deadline_protocol(seconds: float, *, max_head_bytes: int = 16 * 1024) -
         def data_received(self, data: bytes) -> None:
             if self._discarding:
                 return
-            if self.conn.their_state is h11.IDLE and self._head_too_large(data):
-                return
-            if self._head_timer is None and self._between_requests():
-                self._arm()
-            super().data_received(data)
-
-        def handle_events(self) -> None:
+            if self._awaiting_head:
+                if self._head_too_large(data):
+                    return
+                if self._head_timer is None and self._between_requests():
+                    self._arm()
             before = self.cycle
-            super().handle_events()
+            super().data_received(data)
             cycle = self.cycle
-            if cycle is not before and cycle is not None:  # a request head was parsed: its cycle has started
-                self._disarm()
-                if cycle.more_body:  # the body is read when the app asks for it, not before the guards judged
-                    self.flow.pause_reading()
+            if cycle is not before and cycle is not None and cycle.more_body:
+                self.flow.pause_reading()  # the body is read when the app asks for it, not before the guards judged
+
+        def on_headers_complete(self) -> None:
+            self._awaiting_head, self._head_seen, self._tail = False, 0, b""
+            self._disarm()
+            super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            self._awaiting_head = True
+            super().on_message_complete()
 
         def send_400_response(self, msg: str) -> None:
-            if self.conn.our_state in _ANSWERED:  # the app answered already: nothing more can be said
-                self.transport.close()
+            cycle = self.cycle
+            if cycle is not None and cycle.response_started and cycle.more_body:
+                self.transport.close()  # the app answered this request already: nothing more can be said
             else:
                 super().send_400_response(msg)
-            cycle = self.cycle
             if cycle is not None and not cycle.response_complete:
                 cycle.disconnected = True  # what the app still sends goes nowhere, as for a client that left
                 cycle.message_event.set()
 
         def _head_too_large(self, data: bytes) -> bool:
-            pending = self.conn.trailing_data[0]
-            if len(pending) + len(data) <= max_head_bytes:
+            seen = self._head_seen + len(data)
+            if seen <= max_head_bytes:
+                self._head_seen = seen
+                self._tail = (self._tail + data)[-3:]
                 return False
-            end = (pending + data).find(b"\r\n\r\n")
-            if end != -1 and end + 4 <= max_head_bytes:
+            end = (self._tail + data).find(b"\r\n\r\n")
+            if end != -1 and self._head_seen - len(self._tail) + end + 4 <= max_head_bytes:
                 return False
             request_id = new_request_id()
             self.logger.warning(HEAD_TOO_LARGE_MESSAGE, extra={"mcptrace_request_id": request_id})
@@ -150,10 +164,9 @@ def head_deadline_protocol(seconds: float, *, max_head_bytes: int = 16 * 1024) -
 
         def _expired(self) -> None:
             self._head_timer = None
-            if self.transport.is_closing() or not self._between_requests():
+            if self.transport.is_closing() or not self._between_requests() or not self._awaiting_head:
                 return
-            pending, _ = self.conn.trailing_data
-            if pending:  # part of a head arrived: say why the request ends
+            if self._head_seen:  # part of a head arrived: say why the request ends
                 self.logger.warning(HEAD_TIMEOUT_MESSAGE)
                 self.transport.write(_RESPONSE)
             self.transport.close()

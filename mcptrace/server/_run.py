@@ -87,7 +87,6 @@ def run_http(
         calls, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=30,
         timeout_keep_alive=30,
         http=head_deadline_protocol(config.header_timeout, max_head_bytes=config.max_header_bytes),
-        h11_max_incomplete_event_size=max(config.max_header_bytes, 16 * 1024),
     ))
     if ready_file is not None:
         _announce_when_started(server, ready_file, url)
