@@ -29,11 +29,15 @@ from mcptrace.logs._search import record_time
 STORE_SUFFIX = ".bin"
 TABLE_SUFFIX = ".idx"
 BLOCK_BYTES = 256 * 1024
+#: Block size of the parts that are merged (each merged part holds one block in memory).
+PART_BLOCK_BYTES = 64 * 1024
 #: The part number a merged store is written under.
 MERGED_PART = 9999
 
 
-def write_store(directory: Path, rows: Iterable[tuple[str, bytes]], *, part: int = 0) -> int:
+def write_store(
+    directory: Path, rows: Iterable[tuple[str, bytes]], *, part: int = 0, block_bytes: int = BLOCK_BYTES
+) -> int:
     """Write (request id, raw line) pairs, already sorted by id, as one part; returns its block count."""
     import zstandard
 
@@ -64,7 +68,7 @@ def write_store(directory: Path, rows: Iterable[tuple[str, bytes]], *, part: int
         for rid, line in rows:
             # Never split one request across blocks: a lookup then reads exactly one block
             # unless the request itself is larger than a block.
-            if size >= BLOCK_BYTES and rid != last:
+            if size >= block_bytes and rid != last:
                 flush()
             if not pending:
                 first = rid
@@ -93,8 +97,9 @@ def iter_part(table: Path) -> Iterator[tuple[str, bytes]]:
 def merge_parts(directory: Path) -> None:
     """Merge the sorted parts of a store into one, so a lookup reads a single block.
 
-    A streaming k-way merge: memory stays bounded by one block per part. Equal
-    ids keep the order of the parts (which is the order of the log).
+    A streaming k-way merge: memory stays bounded by one block per part (write
+    the parts with `PART_BLOCK_BYTES`). Equal ids keep the order of the parts
+    (which is the order of the log).
     """
     tables = sorted(directory.glob("chains-*" + TABLE_SUFFIX))
     if len(tables) < 2:

@@ -34,26 +34,64 @@ MANIFEST_KEY = "tool_calls"
 STATS_COLUMNS = [f.TOOL_NAME, "calls", "errors", "error_rate", *QUANTILES]
 
 
-def write_summary(calls: pl.DataFrame, directory: Path) -> dict[str, Any]:
-    """Write the durations of `calls` (tool_name, failed, duration_ms) and return the manifest entry."""
-    import polars as pl
+class SummaryWriter:
+    """Sums up a segment's tool calls block by block, its durations spilled to disk tool by tool.
 
+    Only counts are held per tool; the durations go to one scratch file per
+    tool as they come, so memory does not grow with the log. `finish` then
+    reads one tool's durations at a time (8 bytes per call) to compute its
+    percentiles with the same expressions as `tool_stats`.
+    """
 
-    tools = []
-    offset = 0
-    # The same aggregations as `tool_stats`, so a single file's rows are exactly what it computes.
-    rows = (
-        calls.group_by(f.TOOL_NAME)
-        .agg(*counts(pl.col("failed")), *latency(), pl.col(f.DURATION_MS).drop_nulls().alias("durations"))
-        .sort(f.TOOL_NAME, nulls_last=True)
-    )
-    with open(directory / DURATIONS_FILE, "wb") as out:
-        for row in rows.iter_rows(named=True):
-            values = pl.Series(row.pop("durations") or [], dtype=pl.Float64).to_numpy()
-            out.write(values.astype("<f8", copy=False).tobytes())
-            tools.append({**row, "offset": offset, "count": len(values)})
-            offset += len(values)
-    return {"file": DURATIONS_FILE, "tools": tools}
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._tools: dict[str | None, list[int]] = {}  # tool -> [scratch number, calls, errors]
+
+    def add(self, calls: pl.DataFrame) -> None:
+        """Add (tool_name, failed, duration_ms) rows."""
+        import polars as pl
+
+        if not calls.height:
+            return
+        for (name,), group in calls.group_by(f.TOOL_NAME, maintain_order=True):
+            tool = self._tools.setdefault(name, [len(self._tools), 0, 0])
+            tool[1] += group.height
+            tool[2] += int(group.get_column("failed").sum())
+            values = group.get_column(f.DURATION_MS).drop_nulls().cast(pl.Float64).to_numpy()
+            with open(self._scratch(tool[0]), "ab") as out:
+                out.write(values.astype("<f8", copy=False).tobytes())
+
+    def finish(self) -> dict[str, Any]:
+        """Write the durations file (grouped by tool, tools sorted) and return the manifest entry."""
+        import numpy as np
+        import polars as pl
+
+        tools = []
+        offset = 0
+        names = sorted(self._tools, key=lambda n: (n is None, n or ""))
+        with open(self._directory / DURATIONS_FILE, "wb") as out:
+            for name in names:
+                number, calls, errors = self._tools[name]
+                scratch = self._scratch(number)
+                values = np.fromfile(scratch, dtype="<f8") if scratch.exists() else np.empty(0, "<f8")
+                scratch.unlink(missing_ok=True)
+                # The same aggregations as `tool_stats`, so a single file's rows are exactly what it computes.
+                failed = pl.concat(
+                    [pl.repeat(True, errors, eager=True), pl.repeat(False, calls - errors, eager=True)]
+                )
+                row = (
+                    pl.DataFrame({"failed": failed})
+                    .select(*counts(pl.col("failed")))
+                    .hstack(pl.DataFrame({f.DURATION_MS: values}).select(*latency()))
+                    .row(0, named=True)
+                )
+                out.write(values.tobytes())
+                tools.append({f.TOOL_NAME: name, **row, "offset": offset, "count": len(values)})
+                offset += len(values)
+        return {"file": DURATIONS_FILE, "tools": tools}
+
+    def _scratch(self, number: int) -> Path:
+        return self._directory / f"durations-{number}.scratch"
 
 
 def indexed_tool_stats(
