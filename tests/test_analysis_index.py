@@ -15,6 +15,7 @@ from polars.testing import assert_frame_equal
 from mcptrace.analysis import IndexReport, build_index, load, tool_stats
 from mcptrace.cli import main
 from mcptrace.logs import _index as index_module
+from mcptrace.logs._chainstore import lookup_lines, merge_parts, write_store
 from mcptrace.logs._index import auto_index
 from mcptrace.logs._lookup import lookup
 from mcptrace.logs._toolsummary import indexed_tool_stats
@@ -165,3 +166,17 @@ def test_an_interrupted_index_leaves_no_part_of_its_segment(tmp_path: Path) -> N
     assert leftovers == []
     assert not lookup([log], value="req-00000").from_index
     assert build_index([log]).rows == load([log], use_index=False).frame.collect().height
+
+
+def test_more_runs_than_one_merge_takes_are_merged_in_rounds(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    rows = [(f"id-{i * 37 % 101:03d}", f'{{"n": {i}}}'.encode()) for i in range(400)]
+    for part in range(9):  # nine sorted runs, merged three at a time
+        write_store(store, sorted(rows[part::9], key=lambda r: r[0]), part=part, block_bytes=64)
+    merge_parts(store, fan_in=3)
+    assert [p.name for p in store.glob("chains-*.idx")] == ["chains-all.idx"]
+    for rid in ("id-000", "id-050", "id-100"):
+        # Equal ids come in the order of the runs, and within a run in the order they were written.
+        positions = sorted((i for i, (r, _) in enumerate(rows) if r == rid), key=lambda i: (i % 9, i))
+        assert lookup_lines(store, rid) == [{"n": i} for i in positions]

@@ -2,7 +2,7 @@
 
 Layout of an index directory (see `_manifest` for where it lives):
 
-    data/date=2026-11-25/<segment>-<n>.parquet  rows in log order, 64k-row groups (see `_dataset`)
+    data/date=2026-11-25/<segment>-<n>.parquet  rows in log order, a row group per block (see `_dataset`)
     segments/<segment>/chains.bin|chains.idx     raw lines by request id (see `_chainstore`)
     segments/<segment>/tool_durations.f8         per-tool latencies (see `_toolsummary`)
     manifest.json                                segments, line counts, corrupt lines
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,9 +96,9 @@ def build_index(
 
             def step(read: int, before: int = done, size: int = size) -> None:
                 if progress is not None:
-                    progress(before + min(read, size), total)
+                    progress(before + min(read, size), total)  # a compressed file reads more than its size
 
-            built[key], blocks = _index_source(source, directory, key, block_bytes=block_bytes, progress=step)
+            built[key], blocks = _index_source(source, directory, key, block_bytes=block_bytes, on_read=step)
             report.indexed.append(source.name)
             report.blocks += blocks
         done += source.path.stat().st_size
@@ -135,9 +135,11 @@ def _still_there(key: str, info: dict[str, Any]) -> bool:
 
 
 def _index_source(
-    source: Source, directory: Path, key: str, *, block_bytes: int, progress: Progress
+    source: Source, directory: Path, key: str, *, block_bytes: int, on_read: Callable[[int], None]
 ) -> tuple[dict[str, Any], int]:
     """Index one file block by block; returns its manifest entry and the number of blocks read.
+
+    `on_read` is told the bytes read so far after each block.
 
     Whatever happens (a damaged file, Ctrl-C), a segment is either complete or absent.
     """
@@ -167,7 +169,7 @@ def _index_source(
             del data
             runs.add(block)
             del block
-            progress(read, 0)
+            on_read(read)
         runs.close()
         tools = summary.finish()
         days.close()
