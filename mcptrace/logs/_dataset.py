@@ -1,9 +1,10 @@
-"""The index's Parquet dataset, written as the log is read: one file per segment and day, rows in log order.
+"""The index's Parquet dataset, written as the log is read: files per segment and day, rows in log order.
 
 Each block's rows are appended to the file of their day as a row group of
 their own, as soon as they are parsed: nothing is held between blocks, so
 writing costs the same memory for a 1 MB log and a 40 GB one, and the row
-groups are as large as a block's rows (about 20,000 for the default block).
+groups are as large as a block's rows (about 10,000 for the default block),
+`MAX_ROW_GROUPS` of them per file.
 The rows keep the order of the log, so reading the index gives the rows in
 the same order as reading the JSON, ties included.
 
@@ -26,6 +27,9 @@ __all__ = ["DayFiles", "segment_files"]
 
 #: Day files open at once; a day met again after its file was closed gets another file.
 MAX_OPEN_FILES = 8
+#: Row groups per file: a writer keeps every row group's metadata until it closes, so a
+#: file is closed after this many and the day goes on in a new one.
+MAX_ROW_GROUPS = 128
 _PARTIAL = ".partial"
 #: Plain strings, not string views: every Parquet reader knows them, and pyarrow writes them.
 _COMPAT = pl.CompatLevel.oldest()
@@ -43,6 +47,7 @@ class DayFiles:
         self._directory = directory / "data"
         self._key = key
         self._open: dict[dt.date, pq.ParquetWriter] = {}
+        self._groups: dict[dt.date, int] = {}
         self._written: list[Path] = []
 
     def add(self, frame: pl.DataFrame) -> None:
@@ -84,11 +89,18 @@ class DayFiles:
         writer = self._open.pop(day, None)
         if writer is None:
             if len(self._open) >= MAX_OPEN_FILES:
-                self._open.pop(next(iter(self._open))).close()  # the least recently used
+                oldest = next(iter(self._open))  # the least recently used
+                self._open.pop(oldest).close()
+                self._groups.pop(oldest, None)
             folder = self._directory / f"date={day}"
             folder.mkdir(parents=True, exist_ok=True)
-            path = folder / f"{self._key}-{len(self._written):04d}.parquet{_PARTIAL}"
+            path = folder / f"{self._key}-{len(self._written):06d}.parquet{_PARTIAL}"
             writer = pq.ParquetWriter(path, table.schema, compression="zstd", write_statistics=True)
             self._written.append(path)
-        self._open[day] = writer  # most recently used last
         writer.write_table(table, row_group_size=frame.height)
+        self._groups[day] = self._groups.get(day, 0) + 1
+        if self._groups[day] >= MAX_ROW_GROUPS:
+            writer.close()
+            del self._groups[day]
+        else:
+            self._open[day] = writer  # most recently used last
