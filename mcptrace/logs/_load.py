@@ -8,6 +8,7 @@ follows the size of the answer, not of the logs.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +20,19 @@ from mcptrace._errors import LogReadError
 from mcptrace.logs._index import indexed_frame
 from mcptrace.logs._lines import count_lines, scan_lines, small_line_chunks
 from mcptrace.logs._loadreport import CorruptLine, LoadReport
-from mcptrace.logs._parse import TS_FORMAT, as_text_timestamp, parse_block, read_schema
+from mcptrace.logs._parse import (
+    LINE,
+    NUMBER,
+    ODD,
+    TS_FORMAT,
+    judge_lines,
+    lazy_rows,
+    odd_line,
+    parse_block,
+    read_schema,
+    settle,
+    text_schema,
+)
 from mcptrace.logs._sources import Paths, Progress, Source, iter_blocks, resolve_sources
 
 __all__ = ["CorruptLine", "LoadReport", "Loaded", "load"]
@@ -45,8 +58,9 @@ def load(
     `columns` narrows what is parsed (timestamp and event are always kept);
     `where` filters rows block by block; `events` keeps only those events, and
     lets a plain file skip parsing the lines that cannot be one of them (see
-    `_scan_events`). Lines without a timestamp or an event,
-    bad JSON and wrongly typed values are counted in the report, never raised.
+    `_scan_file`). Every line is judged by the reading rules (`_parse`): the
+    ones that are not records are counted in the report with file:line and
+    a reason, never raised, and so are values read as null.
     When `mcptrace index` has indexed exactly these files as they are now, the
     Parquet index is read instead (`use_index=False` forces the JSON).
     """
@@ -67,25 +81,23 @@ def load(
     total = sum(_size(s) for s in sources)
     frames: list[pl.DataFrame] = []
     for source in sources:
-        fast = None
         if source.compression is None:
-            fast = (
-                _scan_events(source, schema, where, events)
-                if events and all(_PLAIN_NAME.fullmatch(e) for e in events)
-                else _scan_whole(source, schema, where)
-            )
-        if fast is not None:
-            frame, n_lines = fast
-            report.lines += n_lines
-            report.bytes_read += _size(source)
-            if frame.height:
-                frames.append(frame)
-            if progress is not None:
-                progress(report.bytes_read, total)
-            continue
+            try:
+                frame = _scan_file(source, schema, where, events, report)
+            except pl.exceptions.PolarsError:  # polars refused a run of lines: each block is judged alone
+                frame = None
+            if frame is not None:
+                report.bytes_read += _size(source)
+                if frame.height:
+                    frames.append(frame)
+                if progress is not None:
+                    progress(report.bytes_read, total)
+                continue
         try:
             for first_line, block in iter_blocks(source):
-                frame = parse_block(block, first_line=first_line, source=source, schema=schema, report=report)
+                frame = parse_block(
+                    block, first_line=first_line, source=source, schema=schema, report=report, events=events
+                )
                 report.bytes_read += len(block)
                 if where is not None and frame.height:
                     frame = frame.filter(where)
@@ -99,65 +111,109 @@ def load(
     return Loaded(data.lazy(), report)
 
 
-def _scan_whole(source: Source, schema: pl.Schema, where: pl.Expr | None) -> tuple[pl.DataFrame, int] | None:
-    """The common case, at polars' native speed: a plain file whose every line is good.
+def _scan_file(
+    source: Source, schema: pl.Schema, where: pl.Expr | None, events: Sequence[str] | None, report: LoadReport
+) -> pl.DataFrame | None:
+    """A plain file in one polars pass on every core, by the same rules as `parse_block`.
 
-    None when the file has anything to report (a line that does not parse, a
-    missing timestamp or event): the caller then reads it block by block,
-    which finds each bad line and its number.
+    Lines that cannot be one JSON object are set aside by their text in that
+    pass and judged one by one, so a corrupt line costs only its own bytes.
+    With `events`, lines that cannot hold one of them (their text does not
+    contain the name, nor a `\\u` escape, nor an `"event"` key) are not decoded.
+    None when polars refuses a run of lines that looked whole (an object where
+    text belongs): the caller then reads the file block by block.
     """
-    frame = _collect_checked(pl.scan_ndjson(source.path, schema=as_text_timestamp(schema)), where)
-    return None if frame is None else (frame, count_lines(source.path))
-
-
-def _scan_events(
-    source: Source, schema: pl.Schema, where: pl.Expr | None, events: Sequence[str]
-) -> tuple[pl.DataFrame, int] | None:
-    """`_scan_whole` for a query about a few events, parsing only the lines that can be one of them.
-
-    A line whose event is `tool_call` holds the text `tool_call` (or a `\\u`
-    escape that spells it), so the other lines are passed over by a substring
-    search, which costs a fraction of parsing them. Lines that do not look like
-    one JSON object (`{...}`), a truncated last line for one, are parsed too, so
-    that they fail and the file is read block by block, which reports them with
-    their line numbers. None in that case, as in `_scan_whole`.
-    """
-    line = pl.col("line")
-    maybe = line.str.contains("\\u", literal=True)
-    for event in events:
-        maybe = maybe | line.str.contains(event, literal=True)
-    whole = line.str.starts_with("{") & (line.str.ends_with("}") | line.str.ends_with("}\r"))
-    misshapen = ~whole & (line.str.len_bytes() > 0)
+    line = pl.col(LINE)
     # Counted first: the count maps the whole file for a moment, and then nothing else is held.
     n_lines = count_lines(source.path)
-    records = (
-        scan_lines(source.path)
-        .filter(maybe | misshapen)
-        .select(line.str.json_decode(pl.Struct(as_text_timestamp(schema))).struct.unnest())
-    )
-    with small_line_chunks():
-        frame = _collect_checked(records, where)
-    return None if frame is None else (frame, n_lines)
-
-
-def _collect_checked(records: pl.LazyFrame, where: pl.Expr | None) -> pl.DataFrame | None:
-    """The rows matching `where`, timestamps converted; None if any row lacks a timestamp or event."""
-    stamp = pl.col(f.TIMESTAMP).str.to_datetime(TS_FORMAT, time_unit="us", time_zone="UTC", strict=False)
-    bad = pl.col(f.TIMESTAMP).is_null() | pl.col(f.EVENT).is_null()
-    keep = pl.lit(True) if where is None else where.fill_null(False)
-    try:
-        # Row-wise expressions only: the streaming engine then holds one batch at a time.
-        frame = (
-            records.with_columns(stamp)
-            .with_columns(keep.alias("_keep"), bad.alias("_bad"))
-            .filter(pl.col("_keep") | pl.col("_bad"))
-            .collect(engine="streaming")
+    lines = scan_lines(source.path).with_row_index(NUMBER, offset=1).with_columns(pl.col(NUMBER).cast(pl.Int64))
+    if events and all(_PLAIN_NAME.fullmatch(e) for e in events):
+        maybe = line.str.contains("\\u", literal=True) | ~line.str.contains('"' + f.EVENT + '"', literal=True)
+        for event in events:
+            maybe = maybe | line.str.contains(event, literal=True)
+        lines = lines.filter(maybe | odd_line(line))
+    rows = lazy_rows(lines, schema)
+    fast = _fast_where(where, schema)
+    if fast is not None:
+        stamp = pl.col(f.TIMESTAMP).str.to_datetime(TS_FORMAT, time_unit="us", time_zone="UTC", strict=False)
+        unsure = pl.col(f.TIMESTAMP).is_null() | pl.col(f.EVENT).is_null() | pl.col(ODD).is_not_null()
+        keep = fast.fill_null(False) | unsure
+        rows = (
+            rows.with_columns(pl.col(f.TIMESTAMP).alias("_stamp_text"))
+            .with_columns(stamp)
+            .filter(keep)
+            .with_columns(pl.col("_stamp_text").alias(f.TIMESTAMP))
+            .drop("_stamp_text")
         )
-    except Exception:
+    with small_line_chunks():
+        collected = rows.collect(engine="streaming")
+    report.lines += n_lines
+    since = report.mark()
+    odd = collected.filter(pl.col(ODD).is_not_null())
+    collected = collected.filter(pl.col(ODD).is_null())
+    if odd.height:
+        judged = judge_lines(
+            odd.select(pl.col(NUMBER), pl.col(ODD).alias(LINE)),
+            schema=schema,
+            source=source,
+            report=report,
+            raw=lambda numbers: _raw_lines(source, numbers, odd),
+            last_unterminated=n_lines if not _ends_with_newline(source) else None,
+            events=events,
+        )
+    frame = settle(
+        collected, schema, source=source, report=report, text_of=lambda n: lines_by_number(source, n), events=events
+    )
+    if odd.height:
+        frame = pl.concat([frame, judged], how="vertical").sort(NUMBER)
+    report.in_line_order(since)
+    frame = frame.drop(NUMBER)
+    return frame if where is None else frame.filter(where)
+
+
+def _fast_where(where: pl.Expr | None, schema: pl.Schema) -> pl.Expr | None:
+    """`where`, if it can be applied inside the scan (it reads only text fields and the timestamp)."""
+    if where is None:
         return None
-    if frame.get_column("_bad").any():
-        return None
-    return frame.drop("_keep", "_bad")
+    texts = {n for n, t in text_schema(schema).items() if t == pl.String() and t == schema[n]}
+    names = set(where.meta.root_names())
+    return where if names <= texts | {f.TIMESTAMP} else None
+
+
+def _raw_lines(source: Source, numbers: list[int], odd: pl.DataFrame) -> dict[int, bytes]:
+    """Exact bytes of odd lines: their text, unless it was read lossily (then from the file)."""
+    texts = dict(zip(odd.get_column(NUMBER).to_list(), odd.get_column(ODD).to_list(), strict=True))
+    out = {n: texts.get(n, "").encode() for n in numbers}
+    lossy = sorted(n for n in numbers if "\ufffd" in texts.get(n, ""))
+    if lossy:
+        out.update(lines_by_number(source, lossy))
+    return out
+
+
+def lines_by_number(source: Source, numbers: list[int]) -> dict[int, bytes]:
+    """The raw lines with these (sorted) numbers, in one pass over the file."""
+    wanted = iter(numbers)
+    target = next(wanted, None)
+    out: dict[int, bytes] = {}
+    for first_line, block in iter_blocks(source):
+        count = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+        while target is not None and target < first_line + count:
+            lines = block.split(b"\n")
+            while target is not None and target < first_line + count:
+                out[target] = lines[target - first_line]
+                target = next(wanted, None)
+        if target is None:
+            break
+    return out
+
+
+def _ends_with_newline(source: Source) -> bool:
+    try:
+        with open(source.path, "rb") as fh:
+            fh.seek(-1, os.SEEK_END)
+            return fh.read(1) == b"\n"
+    except OSError:
+        return True
 
 
 #: Event names that JSON writes only as themselves or with `\u` escapes (never `\/` or `\"`).
@@ -169,5 +225,3 @@ def _size(source: Source) -> int:
         return source.path.stat().st_size
     except OSError:
         return 0
-
-
