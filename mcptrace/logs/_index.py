@@ -33,15 +33,14 @@ from mcptrace.logs._manifest import (
     segment_key,
     write_manifest,
 )
-from mcptrace.logs._parse import parse_block, read_schema
+from mcptrace.logs._parse import parse_block, read_schema, text_column
 from mcptrace.logs._sources import Paths, Progress, Source, iter_blocks, resolve_sources
-from mcptrace.logs._toolsummary import MANIFEST_KEY, write_summary
+from mcptrace.logs._toolsummary import MANIFEST_KEY, summary_input, write_summary
 
 ROW_GROUP_ROWS = 64 * 1024
 #: JSON bytes indexed at a time: each part is sorted on its own (bounded memory).
 PART_BYTES = 128 * 1024 * 1024
 _ID_IN_LINE = r'"' + f.REQUEST_ID + r'"\s*:\s*"([^"]+)"'
-_EMPTY_CALLS = pl.DataFrame(schema={f.TOOL_NAME: pl.String, "failed": pl.Boolean, f.DURATION_MS: pl.Float64})
 
 
 @dataclass
@@ -105,15 +104,12 @@ def _index_source(source: Source, directory: Path, key: str) -> dict[str, Any]:
     for part, (first_line, block) in enumerate(iter_blocks(source, block_size=PART_BYTES)):
         data = parse_block(block, first_line=first_line, source=source, schema=schema, report=load_report)
         rows += data.height
-        calls.append(
-            data.filter(pl.col(f.EVENT) == f.EV_TOOL_CALL).select(
-                f.TOOL_NAME, (pl.col(f.STATUS) == f.FAILURE).fill_null(False).alias("failed"), f.DURATION_MS
-            )
-        )
+        calls.append(summary_input(data))
         _write_parquet(data, directory, f"{key}-{part:04d}")
-        lines = pl.Series("line", block.split(b"\n"), dtype=pl.Binary)
-        del block
-        ids = lines.cast(pl.String, strict=False).str.extract(_ID_IN_LINE, 1)
+        split = block.split(b"\n")
+        lines = pl.Series("line", split, dtype=pl.Binary)
+        ids = text_column(split, block).str.extract(_ID_IN_LINE, 1)
+        del block, split
         raw = (
             pl.DataFrame({"id": ids, "line": lines})
             .filter(pl.col("id").is_not_null())
@@ -126,7 +122,7 @@ def _index_source(source: Source, directory: Path, key: str) -> dict[str, Any]:
             part=part,
         )
     merge_parts(store)
-    summary = write_summary(pl.concat(calls) if calls else _EMPTY_CALLS, store)
+    summary = write_summary(pl.concat(calls) if calls else summary_input(pl.DataFrame(schema=schema)), store)
     return {
         MANIFEST_KEY: summary,
         "source": source.name,

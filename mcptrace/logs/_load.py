@@ -71,13 +71,21 @@ def load(
         columns = [*columns, *(c for c in where.meta.root_names() if c not in columns)]
     schema = read_schema(columns)
     sources = resolve_sources(paths)
+    fallback = None
     if use_index:
-        indexed = indexed_frame(sources)
-        if indexed is not None:
-            lazy, report = indexed
-            lazy = lazy.select(list(schema))
-            return Loaded(lazy if where is None else lazy.filter(where), report)
+        try:
+            indexed = indexed_frame(sources)
+            if indexed is not None:
+                lazy, report = indexed
+                lazy = lazy.select(list(schema))
+                # Collected here, as the JSON path does: a damaged index is found now, not by the query.
+                data = (lazy if where is None else lazy.filter(where)).collect()
+                return Loaded(data.lazy(), report)
+        except Exception as exc:  # whatever is wrong with the index, the logs themselves still answer
+            fallback = f"the index of these logs cannot be read ({_short(exc)}): read the JSON logs instead"
     report = LoadReport(files=[s.name for s in sources])
+    if fallback is not None:
+        report.unreadable.append(fallback)
     total = sum(_size(s) for s in sources)
     frames: list[pl.DataFrame] = []
     for source in sources:
@@ -218,6 +226,11 @@ def _ends_with_newline(source: Source) -> bool:
 
 #: Event names that JSON writes only as themselves or with `\u` escapes (never `\/` or `\"`).
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_.:-]+")
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:120]}" if text else type(exc).__name__
 
 
 def _size(source: Source) -> int:

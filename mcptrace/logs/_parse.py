@@ -39,6 +39,7 @@ __all__ = [
     "parse_block",
     "read_schema",
     "settle",
+    "text_column",
     "text_schema",
 ]
 
@@ -291,8 +292,7 @@ def lines_frame(block: bytes, first_line: int) -> tuple[pl.DataFrame, list[bytes
     raw = block.split(b"\n")
     if raw and raw[-1] == b"":
         raw.pop()
-    column = pl.Series(LINE, raw, dtype=pl.Binary).cast(pl.String, strict=False)
-    frame = pl.DataFrame([column]).with_row_index(NUMBER, offset=first_line)
+    frame = pl.DataFrame([text_column(raw, block)]).with_row_index(NUMBER, offset=first_line)
     return frame.with_columns(pl.col(NUMBER).cast(pl.Int64)), raw
 
 
@@ -321,3 +321,19 @@ def parse_block(
     )
     report.in_line_order(since)
     return frame.drop(NUMBER)
+
+
+def text_column(raw: list[bytes], block: bytes) -> pl.Series:
+    """The lines of `block` (split into `raw`) as text; a line that is not UTF-8 is null, never an error."""
+    try:
+        block.decode("utf-8")
+    except UnicodeDecodeError:  # rare: only then is each line decoded on its own
+        return pl.Series(LINE, [_utf8_or_none(line) for line in raw], dtype=pl.String)
+    return pl.Series(LINE, raw, dtype=pl.Binary).cast(pl.String)
+
+
+def _utf8_or_none(line: bytes) -> str | None:
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        return None

@@ -31,20 +31,40 @@ if TYPE_CHECKING:
 DURATIONS_FILE = "tool_durations.f8"
 #: Key of the summary in a segment's manifest entry.
 MANIFEST_KEY = "tool_calls"
-STATS_COLUMNS = [f.TOOL_NAME, "calls", "errors", "error_rate", *QUANTILES]
+STATS_COLUMNS = [f.TOOL_NAME, "calls", "errors", "error_rate", "refused", *QUANTILES]
+
+
+def summary_input(data: pl.DataFrame) -> pl.DataFrame:
+    """What `write_summary` needs of a part of the rows: (tool_name, call, failed, duration_ms, refused)."""
+    import polars as pl
+
+    from mcptrace.logs._refusals import is_refusal, refusals  # polars expressions: not for the summary's reader
+
+    call = pl.col(f.EVENT) == f.EV_TOOL_CALL
+    return data.filter(call | is_refusal()).select(
+        f.TOOL_NAME,
+        call.alias("call"),
+        (pl.col(f.STATUS) == f.FAILURE).fill_null(False).alias("failed"),
+        f.DURATION_MS,
+        refusals().cast(pl.Int64).alias("refused"),
+    )
 
 
 def write_summary(calls: pl.DataFrame, directory: Path) -> dict[str, Any]:
-    """Write the durations of `calls` (tool_name, failed, duration_ms) and return the manifest entry."""
+    """Write the durations of `calls` (see `summary_input`) and return the manifest entry."""
     import polars as pl
-
 
     tools = []
     offset = 0
+    call = pl.col("call")
     # The same aggregations as `tool_stats`, so a single file's rows are exactly what it computes.
     rows = (
         calls.group_by(f.TOOL_NAME)
-        .agg(*counts(pl.col("failed")), *latency(), pl.col(f.DURATION_MS).drop_nulls().alias("durations"))
+        .agg(
+            *counts(pl.col("failed"), call=call, refused=pl.col("refused")),
+            *latency(call=call),
+            pl.col(f.DURATION_MS).filter(call).drop_nulls().alias("durations"),
+        )
         .sort(f.TOOL_NAME, nulls_last=True)
     )
     with open(directory / DURATIONS_FILE, "wb") as out:
@@ -71,8 +91,8 @@ def indexed_tool_stats(
     directory, keys = found
     manifest = read_manifest(directory) or {}
     segments = [manifest["segments"][k] for k in keys]
-    if any(MANIFEST_KEY not in s for s in segments):
-        return None  # indexed before summaries were kept: the Parquet path answers
+    if any(MANIFEST_KEY not in s or any("refused" not in t for t in s[MANIFEST_KEY]["tools"]) for s in segments):
+        return None  # indexed before these summaries were kept: the Parquet path answers
     report = LoadReport(files=[s.name for s in sources])
     for segment in segments:
         report.lines += segment["lines"]
@@ -93,6 +113,7 @@ def _merged(
 
     calls: dict[str | None, int] = {}
     errors: dict[str | None, int] = {}
+    refused: dict[str | None, int] = {}
     durations: dict[str | None, list[Any]] = {}
     for key, segment in zip(keys, segments, strict=True):
         path = directory / "segments" / key / segment[MANIFEST_KEY]["file"]
@@ -102,22 +123,34 @@ def _merged(
                 continue
             calls[name] = calls.get(name, 0) + entry["calls"]
             errors[name] = errors.get(name, 0) + entry["errors"]
+            refused[name] = refused.get(name, 0) + entry["refused"]
             durations.setdefault(name, []).append(
                 np.fromfile(path, dtype="<f8", count=entry["count"], offset=8 * entry["offset"])
             )
     rows = []
     for name in sorted(calls, key=lambda n: (n is None, n or "")):
-        values = np.concatenate(durations[name])
+        values = np.sort(np.concatenate(durations[name]))
         row: dict[str, Any] = {
             f.TOOL_NAME: name,
             "calls": calls[name],
             "errors": errors[name],
             "error_rate": errors[name] / calls[name] if calls[name] else None,
+            "refused": refused[name],
         }
-        if len(values):
-            quantiles = np.quantile(values, list(QUANTILES.values()), method="linear")
-            row.update({k: float(q) for k, q in zip(QUANTILES, quantiles, strict=True)})
-        else:
-            row.update(dict.fromkeys(QUANTILES))
+        row.update({k: _quantile(values, q) for k, q in QUANTILES.items()})
         rows.append(row)
     return rows
+
+
+def _quantile(ordered: Any, q: float) -> float | None:
+    """Linear interpolation between closest ranks with polars' arithmetic (numpy's rounds differently
+    above the midpoint), so an index over several files answers to the last digit what `tool_stats` does."""
+    if not len(ordered):
+        return None
+    position = (len(ordered) - 1) * q
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    lower, upper = float(ordered[low]), float(ordered[high])
+    if lower == upper or position == low:
+        return lower
+    return (position - low) * (upper - lower) + lower

@@ -1,0 +1,152 @@
+"""One judgement per line, whatever reads it: the same counts from every command, indexed or not.
+
+Also: bytes that are not UTF-8 crash nothing, a damaged index falls back to the
+JSON logs and says so once, and a refused request is counted as refused (never
+as a failure), whoever the caller and whatever the log version.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from mcptrace.analysis import build_index, load, refused_requests, report_text, tool_stats, top_callers
+from mcptrace.testing import subprocess_env
+
+
+def mcptrace(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mcptrace", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=120,
+    )
+
+
+def call(i: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "timestamp": f"2026-11-25T14:00:{i % 60:02d}.{i // 60:03d}Z",
+        "level": "info",
+        "event": "tool_call",
+        "schema_version": 3,
+        "mcp_request_id": f"req-{i:04d}",
+        "tool_name": "search",
+        "caller_id": "agent-a",
+        "session_id": "s1",
+        "duration_ms": 10.0 + i,
+        "status": "success",
+        **extra,
+    }
+
+
+def write(path: Path, lines: list[bytes | dict[str, Any]]) -> Path:
+    path.write_bytes(b"".join((x if isinstance(x, bytes) else orjson.dumps(x)) + b"\n" for x in lines))
+    return path
+
+
+def json_out(*args: str | Path) -> Any:
+    out = mcptrace(*args, "--format", "json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_a_number_written_as_text_is_the_same_call_for_every_command(tmp_path: Path) -> None:
+    log = write(
+        tmp_path / "x.log",
+        [
+            call(0),
+            call(1, duration_ms="12.5"),
+            call(2, status={"code": "ok"}),  # not a status: read as null, noted, still a call
+            call(3, status="error", error="boom"),
+        ],
+    )
+    for index in (False, True):
+        if index:
+            build_index([log])
+        (stats,) = json_out("stats", log)
+        (by_caller,) = json_out("stats", "--by", "caller", log)
+        runs = json_out("runs", log)
+        (errors,) = json_out("errors", log)
+        assert stats["calls"] == by_caller["calls"] == sum(r["calls"] for r in runs) == 4
+        assert stats["errors"] == by_caller["errors"] == errors["by_tool"][0]["errors"] == 1
+        assert stats["p50_ms"] == 12.25  # 10, 12.5, 12, 13
+    warned = mcptrace("stats", log, "--no-index").stderr
+    assert f"{log}:3: status: expected str, got dict; read as null" in warned
+
+
+def test_bytes_that_are_not_utf8_crash_nothing_and_are_reported_with_their_line(tmp_path: Path) -> None:
+    lines: list[bytes | dict[str, Any]] = [call(i) for i in range(6)]
+    lines[2] = orjson.dumps(call(2)).replace(b"search", b"se\xffarch")
+    log = write(tmp_path / "x.log", lines)
+    for command in ("stats", "errors", "loops", "runs", "sessions"):
+        out = mcptrace(command, log, "--no-index")
+        assert out.returncode == 0, out.stderr
+        assert f"{log}:3: not UTF-8" in out.stderr
+    assert mcptrace("index", log).returncode == 0
+    (stats,) = json_out("stats", log)
+    assert stats["calls"] == 5
+    out = mcptrace("chain", "req-0004", log)
+    assert out.returncode == 0 and "req-0004" in out.stdout
+
+
+def test_an_index_that_cannot_be_read_falls_back_to_the_json_and_says_so_once(tmp_path: Path) -> None:
+    log = write(tmp_path / "x.log", [call(i) for i in range(20)])
+    report = build_index([log])
+    for part in report.directory.glob("data/**/*.parquet"):
+        part.write_bytes(b"PAR1 this is not parquet any more")
+    loaded = load([log], columns=["tool_name"])
+    assert loaded.frame.collect().height == 20
+    assert loaded.report.summary().count("cannot be read") == 1
+    out = mcptrace("stats", log, "--by", "caller", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)[0]["calls"] == 20
+    assert out.stderr.count("read the JSON logs instead") == 1
+
+
+def refusals() -> list[bytes | dict[str, Any]]:
+    """The same refusals as version 3 writes them (aggregated) and as versions 1 and 2 wrote them."""
+    v3 = {"level": "warning", "event": "request_refused", "schema_version": 3, "status": "refused"}
+    return [
+        call(0),
+        call(1, status="error", error="boom"),
+        # An authenticated caller rate-limited 7 times within a second: one line.
+        {**v3, "timestamp": "2026-11-25T14:00:02.000Z", "mcp_request_id": "req-r1", "caller_id": "agent-a",
+         "tool_name": "search", "refusal_reason": "rate_limited", "count": 7, "last_request_id": "req-r7"},
+        # An unauthenticated client: no caller, no tool.
+        {**v3, "timestamp": "2026-11-25T14:00:03.000Z", "mcp_request_id": "req-u1",
+         "refusal_reason": "unauthenticated", "http_status": 401},
+        # Version 2: one line per refusal, under the old event names.
+        {"timestamp": "2026-11-25T14:00:04.000Z", "event": "rate_limited", "schema_version": 2,
+         "mcp_request_id": "req-v2", "caller_id": "agent-b", "tool_name": "search", "limit_scope": "suspended",
+         "status": "error"},
+        {"timestamp": "2026-11-25T14:00:05.000Z", "event": "auth_failed", "schema_version": 2,
+         "mcp_request_id": "req-v2a", "http_status": 401},
+    ]
+
+
+def test_refused_requests_are_counted_next_to_failures_for_every_caller_and_version(tmp_path: Path) -> None:
+    log = write(tmp_path / "x.log", refusals())
+    frame = load([log]).frame
+    by_tool = {r["tool_name"]: r for r in tool_stats(frame).collect().to_dicts()}
+    assert (by_tool["search"]["calls"], by_tool["search"]["errors"], by_tool["search"]["refused"]) == (2, 1, 8)
+    assert (by_tool[None]["calls"], by_tool[None]["refused"], by_tool[None]["error_rate"]) == (0, 2, None)
+    callers = {r["caller_id"]: r["refused"] for r in top_callers(frame).collect().to_dicts()}
+    assert callers == {"agent-a": 7, "agent-b": 1, None: 2}
+    reasons = {(r["tool_name"], r["refusal_reason"]): r["count"] for r in refused_requests(frame).collect().to_dicts()}
+    assert reasons == {("search", "rate_limited"): 7, ("search", "suspended"): 1, (None, "unauthenticated"): 2}
+    for index in (False, True):
+        if index:
+            build_index([log])
+        stats = {r["tool_name"]: r for r in json_out("stats", log)}
+        assert stats["search"]["refused"] == 8 and stats["search"]["errors"] == 1
+        (errors,) = json_out("errors", log)
+        assert sum(r["refused"] for r in errors["by_tool"]) == 10
+        assert sum(r["count"] for r in errors["refused"]) == 10
+    text = report_text([log])
+    assert "search" in text and "8 refused" in text
