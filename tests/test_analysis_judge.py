@@ -14,8 +14,24 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from mcptrace.analysis import build_index, load, refused_requests, report_text, tool_stats, top_callers
+from mcptrace.analysis import (
+    build_index,
+    error_messages,
+    error_sources,
+    load,
+    loops,
+    method_stats,
+    outcomes,
+    refused_requests,
+    report_text,
+    runs,
+    sessions,
+    tool_stats,
+    top_callers,
+)
 from mcptrace.testing import subprocess_env
 
 
@@ -150,3 +166,101 @@ def test_refused_requests_are_counted_next_to_failures_for_every_caller_and_vers
         assert sum(r["count"] for r in errors["refused"]) == 10
     text = report_text([log])
     assert "search" in text and "8 refused" in text
+
+
+# --- Indexed and unindexed answers are identical, over generated logs with malformed lines ---------------
+
+_TOOLS = ["search", "fetch", None]
+_CALLERS = ["agent-a", "agent-b", None]
+_MALFORMED = [
+    b"{not json",
+    b'{"timestamp":"2026-11-25T14:00:00.000Z","event":"tool_c',  # torn by a crash
+    b'{"timestamp":"2026-11-25T14:00:00.000Z","event":"tool_call","tool_name":"se\xff"}',  # not UTF-8
+    b'{"timestamp":"2026-11-25T14:00:00.000Z","event":"tool_call","tool_name":{"x":1}}',  # object for text
+    b'{"event":"tool_call","tool_name":"search"}',  # no timestamp
+    b'{"timestamp":"yesterday","event":"tool_call"}',
+    b"[1, 2]",
+    b"   ",
+]
+
+
+@st.composite
+def log_lines(draw: st.DrawFn) -> list[bytes]:
+    """Lines as the server writes them (with ties in time, numbers as text, refusals), and damage."""
+    lines = []
+    for i in range(draw(st.integers(min_value=0, max_value=40))):
+        second = draw(st.integers(min_value=0, max_value=5))  # few distinct times: many ties
+        naive = i % 7 == 3 and draw(st.booleans())  # no offset: read as UTC everywhere
+        stamp = f"2026-11-25T14:00:{second:02d}.000" + ("" if naive else "Z")
+        kind = draw(st.sampled_from(["call", "call", "call", "response", "refused", "rate_limited"]))
+        base = {
+            "timestamp": stamp,
+            "mcp_request_id": f"req-{draw(st.integers(min_value=0, max_value=30)):03d}",
+            "caller_id": draw(st.sampled_from(_CALLERS)),
+            "session_id": draw(st.sampled_from(["s1", "s2", None])),
+            "tool_name": draw(st.sampled_from(_TOOLS)),
+            "schema_version": 3,
+        }
+        if kind == "call":
+            duration: Any = draw(st.sampled_from([1.0, 2.5, 7.25, 30.0, None, "12.5", True]))
+            status = draw(st.sampled_from(["success", "success", "error"]))
+            record = {**base, "event": "tool_call", "duration_ms": duration, "status": status,
+                      "error": "boom" if status == "error" else None,
+                      "arguments_hash": draw(st.sampled_from(["a1", "a2"])), "result_hash": "r1"}
+        elif kind == "response":
+            record = {**base, "event": "response_sent", "method": "tools/list", "status": "success",
+                      "duration_ms": 1.0}
+        elif kind == "refused":
+            record = {**base, "event": "request_refused", "status": "refused", "refusal_reason": "rate_limited",
+                      "count": draw(st.integers(min_value=1, max_value=9))}
+        else:
+            record = {**base, "event": "rate_limited", "schema_version": 2, "status": "error"}
+        lines.append(orjson.dumps(record))
+        if draw(st.integers(min_value=0, max_value=9)) == 0:
+            lines.append(draw(st.sampled_from(_MALFORMED)))
+    return lines
+
+
+def _answers(paths: list[Path]) -> dict[str, Any]:
+    loaded = load(paths)
+    frame = loaded.frame.collect().lazy()
+    queries = {
+        "tool_stats": tool_stats(frame),
+        "by_caller": top_callers(frame, limit=100),
+        "by_method": method_stats(frame),
+        "error_messages": error_messages(frame),
+        "error_sources": error_sources(frame),
+        "refused": refused_requests(frame),
+        "runs": runs(frame),
+        "loops": loops(frame, threshold=2),
+        "loops_per_caller": loops(frame, by=("caller_id",), threshold=2),
+        "sessions": sessions(frame),
+        "outcomes": outcomes(frame),
+    }
+    out: dict[str, Any] = {name: q.collect().to_dicts() for name, q in queries.items()}
+    report = loaded.report
+    out["report"] = (report.lines, report.corrupt_count, [(c.file, c.line, c.reason) for c in report.corrupt])
+    return out
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(older=log_lines(), newer=log_lines(), torn=st.booleans())
+def test_indexed_and_unindexed_answers_are_identical(
+    tmp_path_factory: Any, older: list[bytes], newer: list[bytes], torn: bool
+) -> None:
+    folder = tmp_path_factory.mktemp("same")
+    rotated = folder / "mcptrace.log.1"
+    rotated.write_bytes(b"".join(line + b"\n" for line in older))
+    current = folder / "mcptrace.log"
+    current.write_bytes(b"".join(line + b"\n" for line in newer) + (b'{"timestamp":"2026-11' if torn else b""))
+    paths = [rotated, current]
+    from_json = _answers(paths)
+    build_index(paths)
+    from_index = _answers(paths)
+    for name, answer in from_json.items():
+        assert from_index[name] == answer, name
+    from mcptrace.logs._toolsummary import indexed_tool_stats
+
+    summary = indexed_tool_stats(paths)
+    assert summary is not None
+    assert summary[0] == from_json["tool_stats"]

@@ -13,9 +13,12 @@ from mcptrace import _fields as f
 if TYPE_CHECKING:
     import polars as pl
 
-__all__ = ["QUANTILES", "counts", "latency"]
+__all__ = ["DECIMALS", "QUANTILES", "counts", "latency"]
 
 QUANTILES = {"p50_ms": 0.50, "p95_ms": 0.95, "p99_ms": 0.99}
+#: Percentiles are given to the nanosecond: beyond that, the last digit of an interpolation depends on
+#: the order of the arithmetic (polars itself differs between kernels), and answers must not.
+DECIMALS = 6
 
 
 def latency(column: str = f.DURATION_MS, *, call: pl.Expr | None = None) -> list[pl.Expr]:
@@ -23,7 +26,9 @@ def latency(column: str = f.DURATION_MS, *, call: pl.Expr | None = None) -> list
     import polars as pl  # not at the top: `stats` from an index's summary runs without polars
 
     values = pl.col(column) if call is None else pl.col(column).filter(call.fill_null(False))
-    return [values.quantile(q, interpolation="linear").alias(name) for name, q in QUANTILES.items()]
+    return [
+        values.quantile(q, interpolation="linear").round(DECIMALS).alias(name) for name, q in QUANTILES.items()
+    ]
 
 
 def counts(failed: pl.Expr, *, call: pl.Expr | None = None, refused: pl.Expr | None = None) -> list[pl.Expr]:

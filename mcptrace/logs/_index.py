@@ -160,7 +160,8 @@ def indexed_frame(sources: Sequence[Source]) -> tuple[pl.LazyFrame, LoadReport] 
         return None
     directory, keys = found
     manifest = read_manifest(directory) or {}
-    files = [p for k in keys for p in (directory / "data").glob(f"date=*/{k}-*.parquet")]
+    # Sorted: each segment's parts in the order of its lines (rows of equal time keep the order written).
+    files = [p for k in keys for p in sorted((directory / "data").glob(f"date=*/{k}-*.parquet"))]
     report = LoadReport(files=[s.name for s in sources])
     for k in keys:
         info = manifest["segments"][k]

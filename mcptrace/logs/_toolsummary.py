@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mcptrace import _fields as f
-from mcptrace.logs._aggregates import QUANTILES, counts, latency
+from mcptrace.logs._aggregates import DECIMALS, QUANTILES, counts, latency
 from mcptrace.logs._loadreport import CorruptLine, LoadReport
 from mcptrace.logs._manifest import fresh_segments, read_manifest
 from mcptrace.logs._sources import Paths, resolve_sources
@@ -143,14 +143,11 @@ def _merged(
 
 
 def _quantile(ordered: Any, q: float) -> float | None:
-    """Linear interpolation between closest ranks with polars' arithmetic (numpy's rounds differently
-    above the midpoint), so an index over several files answers to the last digit what `tool_stats` does."""
+    """Linear interpolation between closest ranks, to `DECIMALS` places as `latency` gives it."""
     if not len(ordered):
         return None
     position = (len(ordered) - 1) * q
     low = int(position)
     high = min(low + 1, len(ordered) - 1)
     lower, upper = float(ordered[low]), float(ordered[high])
-    if lower == upper or position == low:
-        return lower
-    return (position - low) * (upper - lower) + lower
+    return round(lower + (upper - lower) * (position - low), DECIMALS)
