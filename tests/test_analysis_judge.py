@@ -218,6 +218,10 @@ def log_lines(draw: st.DrawFn) -> list[bytes]:
         lines.append(orjson.dumps(record))
         if draw(st.integers(min_value=0, max_value=9)) == 0:
             lines.append(draw(st.sampled_from(_MALFORMED)))
+        if lines and draw(st.integers(min_value=0, max_value=14)) == 0:
+            lines.append(draw(st.sampled_from(lines)))  # written twice (a replayed line)
+        if draw(st.integers(min_value=0, max_value=19)) == 0:
+            lines.append(orjson.dumps({**base, "event": "tool_call", "schema_version": 9}))
     return lines
 
 
@@ -239,7 +243,15 @@ def _answers(paths: list[Path]) -> dict[str, Any]:
     }
     out: dict[str, Any] = {name: q.collect().to_dicts() for name, q in queries.items()}
     report = loaded.report
-    out["report"] = (report.lines, report.corrupt_count, [(c.file, c.line, c.reason) for c in report.corrupt])
+    # An index keeps the first 50 examples of each kind per file; every line is counted.
+    out["report"] = (
+        report.lines,
+        report.corrupt_count,
+        [(c.file, c.line, c.reason) for c in report.corrupt][:50],
+        report.duplicates_count,
+        [(c.file, c.line) for c in report.duplicates][:50],
+        report.newer_schema,
+    )
     return out
 
 
@@ -264,3 +276,63 @@ def test_indexed_and_unindexed_answers_are_identical(
     summary = indexed_tool_stats(paths)
     assert summary is not None
     assert summary[0] == from_json["tool_stats"]
+
+
+def test_an_exact_repeat_of_a_line_is_counted_once_and_reported(tmp_path: Path) -> None:
+    lines: list[bytes | dict[str, Any]] = [call(i) for i in range(10)]
+    lines.insert(3, call(1))  # the same line again, two lines later
+    lines.append(call(0))
+    lines.append(call(0, duration_ms=99.0))  # same request id, another line: not a repeat
+    log = write(tmp_path / "x.log", lines)
+    for index in (False, True):
+        if index:
+            build_index([log])
+        loaded = load([log])
+        assert loaded.frame.collect().height == 11
+        assert [(d.file, d.line) for d in loaded.report.duplicates] == [(str(log), 4), (str(log), 12)]
+        assert "2 exact duplicate line(s) counted once" in loaded.report.summary()
+        (stats,) = json_out("stats", log)
+        assert stats["calls"] == 11
+
+
+def test_a_repeat_in_a_later_block_of_the_file_is_found_too(tmp_path: Path) -> None:
+    from mcptrace.logs._load import load as load_blocks
+
+    lines: list[bytes | dict[str, Any]] = [call(i) for i in range(50)]
+    lines.append(call(2))
+    log = write(tmp_path / "x.log.gz", [])
+    import gzip
+
+    log.write_bytes(gzip.compress(b"".join(orjson.dumps(x) + b"\n" for x in lines)))
+    loaded = load_blocks([log])
+    assert loaded.frame.collect().height == 50 and loaded.report.duplicates_count == 1
+
+
+def test_lines_of_a_newer_schema_are_read_counted_and_warned_once(tmp_path: Path) -> None:
+    log = write(tmp_path / "x.log", [call(0), call(1, schema_version=4), call(2, schema_version=4), call(3)])
+    for index in (False, True):
+        if index:
+            build_index([log])
+        out = mcptrace("stats", log, "--by", "caller")
+        assert out.returncode == 0, out.stderr
+        assert out.stderr.count("2 line(s) of schema v4: upgrade mcptrace") == 1
+        assert load([log]).frame.collect().height == 4
+
+
+def test_warnings_name_an_indexed_file_as_it_is_called_now(tmp_path: Path) -> None:
+    log = write(tmp_path / "mcptrace.log", [call(0), b"{torn", call(1)])
+    build_index([log])
+    rotated = log.rename(tmp_path / "mcptrace.log.1")
+    (tmp_path / "mcptrace.log").write_bytes(b"")
+    loaded = load([tmp_path])
+    assert [(c.file, c.line) for c in loaded.report.corrupt] == [(str(rotated), 2)]
+
+
+def test_a_timestamp_without_an_offset_is_utc_in_every_command(tmp_path: Path) -> None:
+    log = write(tmp_path / "x.log", [call(0, timestamp="2026-11-25T14:00:00.250"), call(1)])
+    rows = load([log]).frame.collect()
+    assert rows.height == 2 and str(rows["timestamp"][0]) == "2026-11-25 14:00:00.250000+00:00"
+    (stats,) = json_out("stats", log, "--since", "2026-11-25T14:00:00.200Z", "--no-index")
+    assert stats["calls"] == 2
+    chained = json_out("chain", "req-0000", log, "--no-index")
+    assert chained[0]["timestamp"] == "2026-11-25T14:00:00.250"

@@ -13,7 +13,6 @@ source file: after a rotation only the new file is indexed again.
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from mcptrace.logs._manifest import (
     segment_key,
     write_manifest,
 )
-from mcptrace.logs._parse import parse_block, read_schema, text_column
+from mcptrace.logs._parse import Seen, parse_block, read_schema, text_column
 from mcptrace.logs._sources import Paths, Progress, Source, iter_blocks, resolve_sources
 from mcptrace.logs._toolsummary import MANIFEST_KEY, summary_input, write_summary
 
@@ -84,11 +83,11 @@ def build_index(paths: Paths = None, *, progress: Progress | None = None) -> Ind
     for stale in set(segments) - set(keys):
         _remove_segment(directory, stale)
         del segments[stale]
-    for key in keys:
+    for source, key in zip(sources, keys, strict=True):
         info = segments[key]
         report.rows += info["rows"]
         report.corrupt_count += info["corrupt_count"]
-        report.corrupt.extend(CorruptLine(**c) for c in info["corrupt"])
+        report.corrupt.extend(CorruptLine(**{**c, "file": source.name}) for c in info["corrupt"])
     write_manifest(directory, {"segments": segments})
     return report
 
@@ -101,8 +100,9 @@ def _index_source(source: Source, directory: Path, key: str) -> dict[str, Any]:
     store.mkdir(parents=True, exist_ok=True)
     rows = 0
     calls: list[pl.DataFrame] = []
+    seen = Seen()
     for part, (first_line, block) in enumerate(iter_blocks(source, block_size=PART_BYTES)):
-        data = parse_block(block, first_line=first_line, source=source, schema=schema, report=load_report)
+        data = parse_block(block, first_line=first_line, source=source, schema=schema, report=load_report, seen=seen)
         rows += data.height
         calls.append(summary_input(data))
         _write_parquet(data, directory, f"{key}-{part:04d}")
@@ -127,9 +127,7 @@ def _index_source(source: Source, directory: Path, key: str) -> dict[str, Any]:
         MANIFEST_KEY: summary,
         "source": source.name,
         "rows": rows,
-        "lines": load_report.lines,
-        "corrupt_count": load_report.corrupt_count,
-        "corrupt": [dataclasses.asdict(c) for c in load_report.corrupt[:50]],
+        **load_report.segment_entry(),
     }
 
 
@@ -163,11 +161,8 @@ def indexed_frame(sources: Sequence[Source]) -> tuple[pl.LazyFrame, LoadReport] 
     # Sorted: each segment's parts in the order of its lines (rows of equal time keep the order written).
     files = [p for k in keys for p in sorted((directory / "data").glob(f"date=*/{k}-*.parquet"))]
     report = LoadReport(files=[s.name for s in sources])
-    for k in keys:
-        info = manifest["segments"][k]
-        report.lines += info["lines"]
-        report.corrupt_count += info["corrupt_count"]
-        report.corrupt.extend(CorruptLine(**c) for c in info["corrupt"])
+    for source, k in zip(sources, keys, strict=True):
+        report.add_segment(manifest["segments"][k], source.name)
     schema = read_schema()
     if not files:
         if any(manifest["segments"][k]["rows"] for k in keys):

@@ -25,6 +25,7 @@ from mcptrace.logs._parse import (
     NUMBER,
     ODD,
     TS_FORMAT,
+    Seen,
     judge_lines,
     lazy_rows,
     odd_line,
@@ -101,10 +102,17 @@ def load(
                 if progress is not None:
                     progress(report.bytes_read, total)
                 continue
+        seen = Seen()
         try:
             for first_line, block in iter_blocks(source):
                 frame = parse_block(
-                    block, first_line=first_line, source=source, schema=schema, report=report, events=events
+                    block,
+                    first_line=first_line,
+                    source=source,
+                    schema=schema,
+                    report=report,
+                    events=events,
+                    seen=seen,
                 )
                 report.bytes_read += len(block)
                 if where is not None and frame.height:
@@ -159,6 +167,7 @@ def _scan_file(
     since = report.mark()
     odd = collected.filter(pl.col(ODD).is_not_null())
     collected = collected.filter(pl.col(ODD).is_null())
+    collected = Seen().drop_repeats(collected, source=source, report=report, events=events)
     if odd.height:
         judged = judge_lines(
             odd.select(pl.col(NUMBER), pl.col(ODD).alias(LINE)),

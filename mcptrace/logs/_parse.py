@@ -23,7 +23,7 @@ import orjson
 import polars as pl
 
 from mcptrace import _fields as f
-from mcptrace._schema import polars_schema
+from mcptrace._schema import LOG_SCHEMA_VERSION, polars_schema
 from mcptrace.logs._judge import judge_line, parse_timestamp
 from mcptrace.logs._loadreport import LoadReport
 from mcptrace.logs._sources import Source
@@ -32,6 +32,7 @@ __all__ = [
     "LINE",
     "NUMBER",
     "ODD",
+    "Seen",
     "TS_FORMAT",
     "judge_lines",
     "lazy_rows",
@@ -50,6 +51,7 @@ _RUN = 1 << 16
 LINE = "line"
 NUMBER = "_n"
 ODD = "_odd"
+HASH = "_hash"
 _SCALARS_AS_TEXT = (pl.Datetime, pl.Int64, pl.Float64)
 
 
@@ -102,11 +104,56 @@ def lazy_rows(lines: pl.LazyFrame, schema: pl.Schema) -> pl.LazyFrame:
         .with_columns(odd_line(line).alias(ODD))
         .select(
             pl.col(NUMBER),
-            pl.when(pl.col(ODD)).then(pl.lit("{}")).otherwise(line).str.json_decode(pl.Struct(text_schema(schema)))
+            pl.when(pl.col(ODD)).then(pl.lit("{}")).otherwise(line).str.json_decode(pl.Struct(_decoded_schema(schema)))
             .struct.unnest(),
             pl.when(pl.col(ODD)).then(line.fill_null("")).alias(ODD),
+            pl.when(~pl.col(ODD)).then(line.hash()).alias(HASH),
         )
     )
+
+
+def _decoded_schema(schema: pl.Schema) -> pl.Schema:
+    """`text_schema`, with the schema version always (a newer one is counted, see `settle`)."""
+    decoded = text_schema(schema)
+    if f.SCHEMA_VERSION not in decoded:
+        decoded = pl.Schema({**decoded, f.SCHEMA_VERSION: pl.String()})
+    return decoded
+
+
+class Seen:
+    """The lines of one file read so far (by a 64-bit hash of their text): a line read again is a repeat.
+
+    Kept per file: blocks of one file are read in order, and each repeat is
+    dropped and reported with its line number, so it is counted once.
+    """
+
+    def __init__(self) -> None:
+        self._hashes: list[pl.Series] = []
+
+    def drop_repeats(
+        self, rows: pl.DataFrame, *, source: Source, report: LoadReport, events: Sequence[str] | None = None
+    ) -> pl.DataFrame:
+        """`rows` (decoded, with line numbers and hashes) without the repeats of earlier lines.
+
+        Repeats of lines of other `events` are dropped without a word: the query never reads them.
+        """
+        if HASH not in rows.columns or not rows.height:
+            return rows
+        hashes = rows.get_column(HASH)
+        repeat = hashes.is_not_null() & (
+            pl.DataFrame([hashes, rows.get_column(NUMBER)])
+            .select(pl.col(NUMBER) != pl.col(NUMBER).min().over(HASH))
+            .to_series()
+        )
+        if self._hashes:
+            repeat = repeat | hashes.is_in(pl.concat(self._hashes))
+        self._hashes.append(hashes.filter(~repeat & hashes.is_not_null()))
+        if not repeat.any():
+            return rows
+        told = repeat if events is None else repeat & rows.get_column(f.EVENT).is_in(list(events)).fill_null(True)
+        for number in rows.get_column(NUMBER).filter(told).to_list():
+            report.add_duplicate(source, number)
+        return rows.filter(~repeat)
 
 
 def settle(
@@ -152,6 +199,7 @@ def settle(
         report.add_note(source, number, note)
     stamps, text, event = frame.get_column(f.TIMESTAMP), rows.get_column(f.TIMESTAMP), frame.get_column(f.EVENT)
     bad = stamps.is_null() | event.is_null()
+    _count_newer(rows, ~bad, report)
     if not bad.any():
         return frame
     indices = bad.arg_true().to_list()
@@ -168,6 +216,16 @@ def settle(
             problems.append("missing event")
         report.add_corrupt(source, numbers[i], " and ".join(problems), raw.get(numbers[i], b""))
     return frame.filter(~bad)
+
+
+def _count_newer(rows: pl.DataFrame, accepted: pl.Series, report: LoadReport) -> None:
+    """Count the accepted lines of a schema version newer than this reader's (read by today's rules)."""
+    if f.SCHEMA_VERSION not in rows.columns:
+        return
+    versions = rows.get_column(f.SCHEMA_VERSION).cast(pl.Int64, strict=False)
+    newer = versions.filter(accepted & (versions > LOG_SCHEMA_VERSION).fill_null(False))
+    for version, count in newer.value_counts().iter_rows():
+        report.add_newer(version, count)
 
 
 def _kind(dtype: pl.DataType) -> str:
@@ -205,11 +263,16 @@ def judge_lines(
     raw: Callable[[list[int]], dict[int, bytes]],
     last_unterminated: int | None = None,
     events: Sequence[str] | None = None,
+    seen: Seen | None = None,
 ) -> pl.DataFrame:
-    """Rows of the schema (with their line number first) for a frame of (line number, text or null)."""
+    """Rows of the schema (with their line number first) for a frame of (line number, text or null).
+
+    `seen` holds the lines of the same file read before these (repeats are dropped and reported).
+    """
     rows = _decoded(lines.filter(~blank_line(pl.col(LINE))), schema)
     odd = rows.filter(pl.col(ODD).is_not_null())
     rows = rows.filter(pl.col(ODD).is_null())
+    rows = (seen or Seen()).drop_repeats(rows, source=source, report=report, events=events)
     extra = []
     if odd.height:
         numbers = odd.get_column(NUMBER).to_list()
@@ -304,8 +367,12 @@ def parse_block(
     schema: pl.Schema,
     report: LoadReport,
     events: Sequence[str] | None = None,
+    seen: Seen | None = None,
 ) -> pl.DataFrame:
-    """Judge a block of whole lines (only the file's last block can end without a newline: a torn line)."""
+    """Judge a block of whole lines (only the file's last block can end without a newline: a torn line).
+
+    Pass the same `seen` for every block of one file, so a line repeated in a later block is found.
+    """
     lines, raw = lines_frame(block, first_line)
     report.lines += len(raw)
     unterminated = first_line + len(raw) - 1 if raw and not block.endswith(b"\n") else None
@@ -318,6 +385,7 @@ def parse_block(
         raw=lambda numbers: {n: raw[n - first_line] for n in numbers},
         last_unterminated=unterminated,
         events=events,
+        seen=seen,
     )
     report.in_line_order(since)
     return frame.drop(NUMBER)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from mcptrace import _fields as f
 from mcptrace.logs._aggregates import DECIMALS, QUANTILES, counts, latency
-from mcptrace.logs._loadreport import CorruptLine, LoadReport
+from mcptrace.logs._loadreport import LoadReport
 from mcptrace.logs._manifest import fresh_segments, read_manifest
 from mcptrace.logs._sources import Paths, resolve_sources
 
@@ -94,10 +94,8 @@ def indexed_tool_stats(
     if any(MANIFEST_KEY not in s or any("refused" not in t for t in s[MANIFEST_KEY]["tools"]) for s in segments):
         return None  # indexed before these summaries were kept: the Parquet path answers
     report = LoadReport(files=[s.name for s in sources])
-    for segment in segments:
-        report.lines += segment["lines"]
-        report.corrupt_count += segment["corrupt_count"]
-        report.corrupt.extend(CorruptLine(**c) for c in segment["corrupt"])
+    for source, segment in zip(sources, segments, strict=True):
+        report.add_segment(segment, source.name)
     if len(segments) == 1:
         entries = segments[0][MANIFEST_KEY]["tools"]
         rows = [{k: e[k] for k in STATS_COLUMNS} for e in entries if tools is None or e[f.TOOL_NAME] in tools]
