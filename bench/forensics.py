@@ -164,6 +164,55 @@ def measure(cmd: list[str], *, repeat: int, cold: list[Path] | None = None) -> d
     return result
 
 
+def corrupt_copy(log: Path, target: Path, *, every: int = 1000) -> int:
+    """`log` with one line in `every` damaged the ways real logs are: torn by a crash (half a line, then
+    the next one), bytes that are not UTF-8, garbage. Returns the number of damaged lines."""
+    damaged = 0
+    with open(log, "rb") as src, open(target, "wb", buffering=4 * 1024 * 1024) as out:
+        for i, line in enumerate(src):
+            if i % every == every // 2:
+                kind = damaged % 3
+                damaged += 1
+                if kind == 0:
+                    line = line[: len(line) // 2] + b"\n"
+                elif kind == 1:
+                    line = line[:20] + b"\xff\xfe" + line[20:]
+                else:
+                    line = b"#&%! not a log line\n"
+            out.write(line)
+    return damaged
+
+
+def corrupt_rows(log: Path, *, repeat: int) -> list[tuple[str, dict[str, float], str | None]]:
+    """`stats` on the log, then on a copy with 0.1% damaged lines, side by side (each damaged line is set
+    aside in the same pass: the goal is at most 1.1x the clean log)."""
+    py = sys.executable
+    bad = log.with_name(log.stem + "-corrupt.log")
+    if not bad.exists():
+        corrupt_copy(log, bad)
+    rows: list[tuple[str, dict[str, float], str | None]] = []
+    for name, path in (("mcptrace stats (unindexed, clean)", log), ("mcptrace stats (unindexed, 0.1% corrupt)", bad)):
+        warm(path)
+        cmd = [py, "-m", "mcptrace", "stats", str(path), "--no-index", "--format", "json"]
+        print(f"  {name} ...", file=sys.stderr, flush=True)
+        rows.append((name, measure(cmd, repeat=repeat), "mcptrace stats (unindexed, clean)" if path == bad else None))
+    return rows
+
+
+def print_rows(rows: list[tuple[str, dict[str, float], str | None]]) -> None:
+    by_name = {name: m for name, m, _ in rows}
+    print("| command | warm (s) | cold (s) | peak RSS (MB) | peak private (MB) | warm vs baseline |")
+    print("|---|---:|---:|---:|---:|---|")
+    for name, m, base in rows:
+        ratio = ""
+        if base and base in by_name:
+            b = by_name[base]
+            ratio = (f"{m['warm'] / b['warm']:.2f}x {base}; RSS {m['peak_mb'] / b['peak_mb']:.2f}x, "
+                     f"private {m['private_mb'] / max(b['private_mb'], 1):.2f}x")
+        cold = f"{m['cold']:.2f}" if "cold" in m else ""
+        print(f"| {name} | {m['warm']:.2f} | {cold} | {m['peak_mb']:.0f} | {m['private_mb']:.0f} | {ratio} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -173,6 +222,9 @@ def main() -> None:
     )
     parser.add_argument("--workdir", type=Path, default=None, help="where to keep the generated log (reused)")
     parser.add_argument("--repeat", type=int, default=3, help="warm runs of each command (the median is kept)")
+    parser.add_argument(
+        "--corrupt-only", action="store_true", help="only the clean versus 0.1%% corrupt rows (quick)"
+    )
     args = parser.parse_args()
 
     workdir = args.workdir or Path(tempfile.gettempdir()) / "mcptrace-bench"
@@ -194,6 +246,14 @@ def main() -> None:
     rid = facts["failed_ids"][len(facts["failed_ids"]) // 2]
     py = sys.executable
     load_at_start = os.getloadavg()[0]
+    if args.corrupt_only:
+        rows_only = corrupt_rows(log, repeat=args.repeat)
+        print(
+            f"\nLog: {log.stat().st_size / 1e9:.2f} GB; {os.cpu_count()} CPUs; load average "
+            f"{load_at_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end\n"
+        )
+        print_rows(rows_only)
+        return
     warm(log)
     rows: list[tuple[str, dict[str, float], str | None]] = []
 
@@ -247,6 +307,7 @@ def main() -> None:
         baseline="duckdb per-tool percentiles",
     )
     inproc = json.loads(timed([py, "-c", IN_PROCESS_SCRIPT, str(log), rid])[2])
+    rows += corrupt_rows(log, repeat=args.repeat)
 
     by_name = {name: m for name, m, _ in rows}
     print()
@@ -255,16 +316,7 @@ def main() -> None:
         f"{os.cpu_count()} CPUs; load average {load_at_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
     )
     print()
-    print("| command | warm (s) | cold (s) | peak RSS (MB) | peak private (MB) | warm vs baseline |")
-    print("|---|---:|---:|---:|---:|---|")
-    for name, m, base in rows:
-        ratio = ""
-        if base and base in by_name:
-            b = by_name[base]
-            ratio = (f"{m['warm'] / b['warm']:.2f}x {base}; RSS {m['peak_mb'] / b['peak_mb']:.2f}x, "
-                     f"private {m['private_mb'] / max(b['private_mb'], 1):.2f}x")
-        cold = f"{m['cold']:.2f}" if "cold" in m else ""
-        print(f"| {name} | {m['warm']:.2f} | {cold} | {m['peak_mb']:.0f} | {m['private_mb']:.0f} | {ratio} |")
+    print_rows(rows)
     print()
     print(
         f"Index: built in {index_seconds:.1f}s (peak {build[1]:.0f} MB); {index_bytes / 1e6:.1f} MB on disk "

@@ -1,7 +1,7 @@
 """The reading rules of `mcptrace._schema.READING_RULES`, one line at a time, in plain Python.
 
-Most lines never come here: polars reads them in bulk (`_parse.decode_lines`)
-with the same rules. A line comes here when polars refuses it (bad JSON, an
+Most lines never come here: polars reads them in bulk (`_parse.lazy_rows` and
+`_parse.settle`) with the same rules. A line comes here when polars refuses it (bad JSON, an
 object where text belongs, a list that is not one) or when it is found by a
 search (`chain`); this module then says whether it is a record, and if so
 returns it repaired so that polars reads it exactly as a clean line. No

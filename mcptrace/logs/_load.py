@@ -12,12 +12,14 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
 
 from mcptrace import _fields as f
 from mcptrace._errors import LogReadError
 from mcptrace.logs._index import indexed_frame
+from mcptrace.logs._judge import judge_line
 from mcptrace.logs._lines import count_lines, scan_lines, small_line_chunks
 from mcptrace.logs._loadreport import CorruptLine, LoadReport
 from mcptrace.logs._parse import (
@@ -166,8 +168,11 @@ def _scan_file(
     report.lines += n_lines
     since = report.mark()
     odd = collected.filter(pl.col(ODD).is_not_null())
-    collected = collected.filter(pl.col(ODD).is_null())
+    if odd.height:
+        collected = collected.filter(pl.col(ODD).is_null())
     collected = Seen().drop_repeats(collected, source=source, report=report, events=events)
+    if odd.height:
+        odd = _set_aside_bad_bytes(odd, source, report)
     if odd.height:
         judged = judge_lines(
             odd.select(pl.col(NUMBER), pl.col(ODD).alias(LINE)),
@@ -181,8 +186,8 @@ def _scan_file(
     frame = settle(
         collected, schema, source=source, report=report, text_of=lambda n: lines_by_number(source, n), events=events
     )
-    if odd.height:
-        frame = pl.concat([frame, judged], how="vertical").sort(NUMBER)
+    if odd.height and judged.height:  # repaired lines (rare) go back to their place: a merge, not a sort
+        frame = frame.merge_sorted(judged.select(frame.columns), key=NUMBER)
     report.in_line_order(since)
     frame = frame.drop(NUMBER)
     return frame if where is None else frame.filter(where)
@@ -197,6 +202,25 @@ def _fast_where(where: pl.Expr | None, schema: pl.Schema) -> pl.Expr | None:
     return where if names <= texts | {f.TIMESTAMP} else None
 
 
+def _set_aside_bad_bytes(odd: pl.DataFrame, source: Source, report: LoadReport) -> pl.DataFrame:
+    """Reject at once the lines read lossily that would be rejected anyway: they are not UTF-8.
+
+    Only a lossy line that reads as a record from its lossy text needs its
+    exact bytes from the file (it may hold a U+FFFD that was written as such).
+    """
+    lossy = odd.get_column(ODD).str.contains("\ufffd", literal=True)
+    if not lossy.any():
+        return odd
+    keep = []
+    for number, text, is_lossy in zip(odd.get_column(NUMBER), odd.get_column(ODD), lossy, strict=True):
+        if is_lossy and judge_line(text.encode()).record is None:
+            report.add_corrupt(source, number, "not UTF-8", text.encode())
+            keep.append(False)
+        else:
+            keep.append(True)
+    return odd.filter(pl.Series(keep, dtype=pl.Boolean))
+
+
 def _raw_lines(source: Source, numbers: list[int], odd: pl.DataFrame) -> dict[int, bytes]:
     """Exact bytes of odd lines: their text, unless it was read lossily (then from the file)."""
     texts = dict(zip(odd.get_column(NUMBER).to_list(), odd.get_column(ODD).to_list(), strict=True))
@@ -208,20 +232,51 @@ def _raw_lines(source: Source, numbers: list[int], odd: pl.DataFrame) -> dict[in
 
 
 def lines_by_number(source: Source, numbers: list[int]) -> dict[int, bytes]:
-    """The raw lines with these (sorted) numbers, in one pass over the file."""
-    wanted = iter(numbers)
-    target = next(wanted, None)
+    """The raw lines of a plain file with these (sorted) numbers, in one pass that stops at the last.
+
+    The file is mapped, not read: newlines are counted a window at a time with
+    numpy, and only the wanted lines are copied out, so a few bad lines cost a
+    scan at memory speed rather than a second read of the log.
+    """
+    import numpy as np
+
+    wanted = sorted(set(numbers))
     out: dict[int, bytes] = {}
-    for first_line, block in iter_blocks(source):
-        count = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
-        while target is not None and target < first_line + count:
-            lines = block.split(b"\n")
-            while target is not None and target < first_line + count:
-                out[target] = lines[target - first_line]
-                target = next(wanted, None)
-        if target is None:
-            break
+    if not wanted:
+        return out
+    try:
+        data = np.memmap(source.path, dtype=np.uint8, mode="r")
+    except (OSError, ValueError):  # empty or unreadable: nothing to show
+        return out
+    if 1 in wanted:
+        out[1] = _line_from(data, 0)
+    targets = iter(n for n in wanted if n > 1)
+    target = next(targets, None)
+    before = 0  # newlines before `pos`
+    pos = 0
+    while target is not None and pos < len(data):
+        window = np.flatnonzero(data[pos : pos + _WINDOW] == 10)
+        while target is not None and target - 1 <= before + len(window):
+            start = pos + int(window[target - 2 - before]) + 1  # just after the (target-1)-th newline
+            out[target] = _line_from(data, start)
+            target = next(targets, None)
+        before += len(window)
+        pos += _WINDOW
     return out
+
+
+_WINDOW = 64 * 1024 * 1024
+
+
+def _line_from(data: Any, start: int) -> bytes:
+    end = start
+    while end < len(data):
+        piece = bytes(data[end : end + 65536])
+        cut = piece.find(b"\n")
+        if cut >= 0:
+            return bytes(data[start : end + cut])
+        end += len(piece)
+    return bytes(data[start:])
 
 
 def _ends_with_newline(source: Source) -> bool:

@@ -285,7 +285,7 @@ def judge_lines(
         text_of=raw,
         events=events,
     )
-    return frame.sort(NUMBER)
+    return frame.sort(NUMBER) if extra else frame  # rows are in line order; repaired ones are not
 
 
 def _decoded(lines: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
