@@ -1,6 +1,6 @@
 """mcptrace: run MCP servers in production and investigate them when they break."""
 
-from typing import TYPE_CHECKING
+import typing as _typing
 
 from mcptrace._errors import (
     AuthError,
@@ -17,7 +17,7 @@ from mcptrace._errors import (
 )
 from mcptrace._version import __version__
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from mcptrace._config import Config
     from mcptrace._schema import LOG_FIELDS, LOG_SCHEMA_VERSION, polars_schema
     from mcptrace.guards._stats import GuardStats
@@ -57,6 +57,10 @@ def __getattr__(name: str) -> object:
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
 
 
 __all__ = [

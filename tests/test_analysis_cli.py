@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import subprocess
 import sys
@@ -147,10 +149,22 @@ def test_stats_filters_and_csv(logged: tuple[RunningProcess, Traffic]) -> None:
 
 def test_errors_splits_own_and_downstream_errors(logged: tuple[RunningProcess, Traffic]) -> None:
     server, traffic = logged
-    (report,) = json.loads(mcptrace("errors", server.log_file, "--format", "json").stdout)
+    report = json.loads(mcptrace("errors", server.log_file, "--format", "json").stdout)
+    assert isinstance(report, dict) and {"by_tool", "top_errors"} <= set(report)
     search = next(r for r in report["by_tool"] if r["tool_name"] == "search_database")
     assert search["errors"] == 2 and search["own_errors"] == 2 and search["downstream_errors"] == 0
     assert report["top_errors"][0]["example_request_id"] in traffic.failed
+
+
+def test_errors_as_csv_holds_both_tables_each_row_naming_its_own(logged: tuple[RunningProcess, Traffic]) -> None:
+    server, _ = logged
+    rows = list(csv.DictReader(io.StringIO(mcptrace("errors", server.log_file, "--format", "csv").stdout)))
+    by_tool = [r for r in rows if r["table"] == "by_tool"]
+    top = [r for r in rows if r["table"] == "top_errors"]
+    assert {r["tool_name"] for r in by_tool} == {"search_database", "fetch_upstream"}
+    search = next(r for r in by_tool if r["tool_name"] == "search_database")
+    assert (search["calls"], search["own_errors"], search["error"]) == ("8", "2", "")
+    assert top and all(r["error"] and r["calls"] == "" for r in top)
 
 
 def test_the_index_answers_the_same_and_is_rebuilt_when_a_source_changes(

@@ -88,7 +88,7 @@ def test_a_number_written_as_text_is_the_same_call_for_every_command(tmp_path: P
         (stats,) = json_out("stats", log)
         (by_caller,) = json_out("stats", "--by", "caller", log)
         runs = json_out("runs", log)
-        (errors,) = json_out("errors", log)
+        errors = json_out("errors", log)
         assert stats["calls"] == by_caller["calls"] == sum(r["calls"] for r in runs) == 4
         assert stats["errors"] == by_caller["errors"] == errors["by_tool"][0]["errors"] == 1
         assert stats["p50_ms"] == 12.25  # 10, 12.5, 12, 13
@@ -161,7 +161,7 @@ def test_refused_requests_are_counted_next_to_failures_for_every_caller_and_vers
             build_index([log])
         stats = {r["tool_name"]: r for r in json_out("stats", log)}
         assert stats["search"]["refused"] == 8 and stats["search"]["errors"] == 1
-        (errors,) = json_out("errors", log)
+        errors = json_out("errors", log)
         assert sum(r["refused"] for r in errors["by_tool"]) == 10
         assert sum(r["count"] for r in errors["refused"]) == 10
     text = report_text([log])

@@ -89,7 +89,7 @@ def test_the_timeline_shows_a_restart_an_error_burst_a_storm_and_a_drop_in_sessi
     )
     events = timeline(frame_of(rows)).collect()
     kinds = events.get_column("kind").to_list()
-    assert kinds == ["restart", "session_drop", "error_burst", "rate_limit_storm", "breaker"]
+    assert kinds == ["start", "session_drop", "error_burst", "rate_limit_storm", "breaker"]
     drop = events.row(1, named=True)
     assert drop["count"] == 8 and "2" in drop["detail"]
     assert events.filter(pl.col("kind") == "error_burst")["count"].to_list() == [6]
@@ -109,3 +109,19 @@ def test_version_3_refusals_count_toward_storms_by_the_requests_they_stand_for()
     events = timeline(frame_of(rows)).collect()
     assert [(e["kind"], e["count"]) for e in events.iter_rows(named=True)] == [
         ("rate_limit_storm", 10), ("auth_failures", 12)]
+
+
+def test_counted_incidents_are_stamped_when_they_began_and_a_stop_is_a_stop() -> None:
+    start = T0 + timedelta(seconds=4)
+    rows: list[dict[str, Any]] = [{"timestamp": start, "event": "server_started", "message": "listening"}]
+    rows += [
+        {"timestamp": T0 + timedelta(seconds=51 + k * 0.5), "event": "auth_failed", "caller_id": None}
+        for k in range(12)
+    ]
+    rows.append({"timestamp": T0 + timedelta(seconds=70), "event": "server_stopped", "message": "SIGTERM"})
+    events = timeline(frame_of(rows), every="1m").collect()
+    assert [(e["kind"], e["time"]) for e in events.iter_rows(named=True)] == [
+        ("start", start),
+        ("auth_failures", T0 + timedelta(seconds=51)),
+        ("stop", T0 + timedelta(seconds=70)),
+    ]

@@ -51,7 +51,7 @@ class TestGate:
         assert main(["gate", server.url, "--json"]) == 0
         report = json.loads(capsys.readouterr().out)
         assert report["ok"] is True
-        assert [s["name"] for s in report["steps"]] == ["initialize", "initialized", "tool"]
+        assert [s["name"] for s in report["steps"]] == ["initialize", "initialized", "list_tools", "tool"]
         assert all(s["ok"] and s["duration_ms"] > 0 for s in report["steps"])
         assert report["server"]["name"] == "mcptrace"
         assert report["protocol_version"] == "2025-11-25"

@@ -184,7 +184,9 @@ def test_without_plotly_a_view_says_what_to_install() -> None:
         f"logs = nb.load_logs({str(SAMPLE_LOGS)!r})\n"
         "try:\n    nb.error_heatmap(logs)\nexcept ImportError as exc:\n    print(exc)\n"
     )
-    assert "pip install 'mcptrace[notebook]'" in result.stdout, result.stderr
+    # Run from this clone, the hint installs the clone (the package index may not have mcptrace).
+    clone = Path(nb.__file__).resolve().parents[2]
+    assert f"pip install -e '{clone}[notebook]'" in result.stdout, result.stderr
 
 
 def test_explorer_loads_other_logs_from_its_paths_box(tmp_path: Path) -> None:
@@ -203,7 +205,7 @@ def test_the_public_api_is_pinned() -> None:
     assert sorted(nb.__all__) == [
         "Explorer", "caller_rate", "caller_rates", "error_heatmap", "error_rates", "join_logs",
         "latency_percentiles", "latency_table", "load_logs", "load_spans", "loop_episodes", "loop_timeline",
-        "request_records", "run_summary", "runs", "runs_timeline", "sessions_over_time",
+        "request_records", "run_calls", "run_summary", "runs_timeline", "sessions_over_time",
         "spans_with_requests", "tool_calls", "waterfall",
     ]
     assert all(callable(getattr(nb, name)) for name in nb.__all__)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import ssl
 import time
 from collections.abc import Iterator
@@ -150,6 +151,7 @@ class TestNginx:
         assert [(s.name, s.ok) for s in report.steps] == [
             ("initialize", True),
             ("initialized", True),
+            ("list_tools", True),
             ("tool", True),
             ("streaming", False),
         ]
@@ -196,3 +198,22 @@ class TestCaddy:
     def test_the_gate_passes_with_its_streaming_check(self, caddy: Proxy, cert: Certificate) -> None:
         report = anyio.run(run_gate, caddy.url, GateOptions(check_streaming=True, verify=str(cert.cert)))
         assert report.ok, report.lines()
+
+    def test_a_body_sent_slowly_reaches_the_server_whole(self, caddy: Proxy, tls: ssl.SSLContext) -> None:
+        init = json.dumps(initialize_message("slow-body")).encode()
+
+        def trickle() -> Iterator[bytes]:
+            for i in range(0, len(init), 16):
+                time.sleep(0.02)
+                yield init[i : i + 16]
+
+        headers = {"accept": f"application/json, {SSE}", "content-type": "application/json"}
+        r = httpx.post(caddy.url, content=trickle(), headers=headers, verify=tls, timeout=30)
+        assert r.status_code == 200, r.text
+        assert "mcp-session-id" in r.headers
+
+    def test_a_body_announced_past_2_mib_is_refused_at_caddy(self, caddy: Proxy, tls: ssl.SSLContext) -> None:
+        body = b"x" * (2 * 1024 * 1024 + 1)
+        r = httpx.post(caddy.url, content=body, verify=tls, timeout=30)
+        assert r.status_code == 413
+        assert "x-request-id" not in r.headers  # answered by Caddy, never forwarded

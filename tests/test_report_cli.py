@@ -64,4 +64,4 @@ def test_missing_logs_are_a_clear_error(tmp_path: Path) -> None:
 def test_a_bad_bucket_size_is_a_clear_error(tmp_path: Path) -> None:
     result = mcptrace("report", str(SAMPLE_LOGS), "--every", "5 minutes", "-o", "r.html", cwd=tmp_path)
     assert result.returncode == 2
-    assert "bucket size '5 minutes'" in result.stderr and "Traceback" not in result.stderr
+    assert "--every: not a duration: '5 minutes'" in result.stderr and "Traceback" not in result.stderr

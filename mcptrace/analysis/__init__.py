@@ -13,13 +13,11 @@ its names are resolved on first use: the `chain` command's lookup, which needs
 neither polars nor pyarrow, does not pay for them.
 """
 
-from __future__ import annotations
+import importlib as _importlib
+import typing as _typing
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from mcptrace.analysis._chain import chain, downstream, outcomes
+if _typing.TYPE_CHECKING:
+    from mcptrace.analysis._chain import chain, downstream_calls, outcomes
     from mcptrace.analysis._loops import loops
     from mcptrace.analysis._report import format_chain, report_text
     from mcptrace.analysis._runs import assign_runs, runs
@@ -40,7 +38,7 @@ if TYPE_CHECKING:
 
 _EXPORTS: dict[str, str] = {
     "chain": "mcptrace.analysis._chain",
-    "downstream": "mcptrace.analysis._chain",
+    "downstream_calls": "mcptrace.analysis._chain",
     "outcomes": "mcptrace.analysis._chain",
     "IndexReport": "mcptrace.logs._index",
     "build_index": "mcptrace.logs._index",
@@ -77,7 +75,7 @@ __all__ = [
     "assign_runs",
     "build_index",
     "chain",
-    "downstream",
+    "downstream_calls",
     "error_messages",
     "error_sources",
     "format_chain",
@@ -97,14 +95,14 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'mcptrace.analysis' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(_importlib.import_module(module), name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+    return sorted({*globals(), *__all__})

@@ -51,7 +51,7 @@ def chain(
     )
 
 
-def downstream(frame: pl.LazyFrame) -> pl.LazyFrame:
+def downstream_calls(frame: pl.LazyFrame) -> pl.LazyFrame:
     """One row per downstream call, nested under the tool call that made it.
 
     Columns: request id, tool, caller, session, the tool call's timestamp and

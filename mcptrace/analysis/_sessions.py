@@ -57,11 +57,13 @@ def timeline(
 ) -> pl.LazyFrame:
     """Incidents in time order: time, kind, count, detail.
 
-    Kinds: `restart` (server started or stopped), `error_burst` (a window with at
+    Kinds: `start` and `stop` (the server started or stopped), `error_burst` (a window with at
     least `error_burst` failed tool calls and an error rate of `error_rate`),
     `breaker` (a circuit breaker changed state), `rate_limit_storm` and
     `auth_failures` (at least `storm` such lines in a window), and
     `session_drop` (active sessions fell by `session_drop` or more: often a restart).
+    Counted kinds are bucketed by `every` but stamped with the time of their window's
+    first such line, so the timeline reads in the order things happened.
     """
     win = pl.col(f.TIMESTAMP).dt.truncate(every).alias("time")
     columns = [
@@ -73,7 +75,8 @@ def timeline(
 
     restarts = frame.filter(pl.col(f.EVENT).is_in([f.EV_SERVER_STARTED, f.EV_SERVER_STOPPED])).select(
         pl.col(f.TIMESTAMP).alias("time"),
-        pl.lit("restart").alias("kind"),
+        pl.when(pl.col(f.EVENT) == f.EV_SERVER_STOPPED).then(pl.lit("stop")).otherwise(pl.lit("start"))
+        .alias("kind"),
         pl.lit(1).alias("count"),
         pl.concat_str([pl.col(f.EVENT), pl.col(f.MESSAGE).fill_null("")], separator=" ")
         .str.strip_chars()
@@ -84,12 +87,14 @@ def timeline(
         frame.filter(pl.col(f.EVENT) == f.EV_TOOL_CALL)
         .group_by(win)
         .agg(
+            pl.col(f.TIMESTAMP).filter(failed).min().alias("_first"),
             failed.sum().alias("count"),
             failed.mean().alias("_rate"),
             pl.col(f.TOOL_NAME).filter(failed).drop_nulls().unique().sort().str.join(", ").alias("detail"),
         )
         .filter((pl.col("count") >= error_burst) & (pl.col("_rate") >= error_rate))
         .with_columns(
+            pl.col("_first").alias("time"),
             pl.lit("error_burst").alias("kind"),
             pl.format(
                 "{}% of tool calls failed: {}", (pl.col("_rate") * 100).round(0), pl.col("detail")
@@ -119,11 +124,12 @@ def timeline(
             frame.filter((pl.col(f.EVENT) == event) | refused.fill_null(False))
             .group_by(win)
             .agg(
+                pl.col(f.TIMESTAMP).min().alias("_first"),
                 pl.col(f.COUNT).fill_null(1).sum().cast(pl.UInt32).alias("count"),
                 pl.col(f.CALLER_ID).drop_nulls().unique().sort().head(5).str.join(", ").alias("detail"),
             )
             .filter(pl.col("count") >= storm)
-            .with_columns(pl.lit(kind).alias("kind"))
+            .with_columns(pl.col("_first").alias("time"), pl.lit(kind).alias("kind"))
         )
 
     drops = (
@@ -145,4 +151,5 @@ def timeline(
         storms(f.EV_AUTH_FAILED, [f.R_UNAUTHENTICATED], "auth_failures"),
         drops,
     ]
-    return pl.concat([p.select(columns) for p in parts], how="vertical").sort("time", "kind", "detail", nulls_last=True)
+    # At equal times the order of `parts` holds: a start or stop before what it explains.
+    return pl.concat([p.select(columns) for p in parts], how="vertical").sort("time", maintain_order=True)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import polars as pl
 
 from mcptrace import _fields as f
-from mcptrace.analysis._chain import downstream
+from mcptrace.analysis._chain import downstream_calls
 from mcptrace.analysis._done import request_done
 from mcptrace.logs._aggregates import counts, latency
 from mcptrace.logs._refusals import is_refusal, refusal_reason, refusals
@@ -72,7 +72,7 @@ def top_callers(frame: pl.LazyFrame, *, limit: int = 10) -> pl.LazyFrame:
 def service_stats(frame: pl.LazyFrame) -> pl.LazyFrame:
     """Per downstream service: calls, errors, error_rate and latency, from the tool calls' records."""
     failed = (pl.col(f.STATUS) == f.FAILURE).fill_null(False)
-    return downstream(frame).group_by(f.SERVICE).agg(*counts(failed), *latency()).sort(f.SERVICE)
+    return downstream_calls(frame).group_by(f.SERVICE).agg(*counts(failed), *latency()).sort(f.SERVICE)
 
 
 def error_sources(frame: pl.LazyFrame) -> pl.LazyFrame:

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
-from mcptrace.cli._options import Progress, add_common, load_frame, parse_duration, report_problems
-from mcptrace.cli._render import emit
+from mcptrace.cli._options import (
+    Progress,
+    UsageError,
+    add_common,
+    at_least,
+    load_frame,
+    parse_duration,
+    parse_window,
+    report_problems,
+)
+from mcptrace.cli._render import add_format, dump_json, emit
 
 ERROR_COLUMNS = ["tool_name", "status", "error", "mcp_request_id", "downstream_calls"]
 LOOP_COLUMNS = [
@@ -30,6 +38,8 @@ SESSION_INPUT_COLUMNS = [
     "tool_name",
     "message",
     "service",
+    "refusal_reason",
+    "count",
 ]
 
 
@@ -42,7 +52,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default="tool",
         help="group by tool (default), JSON-RPC method, caller or downstream service",
     )
-    p.add_argument("--every", metavar="WINDOW", help="one row per time window and group (1m, 5m, 1h)")
+    p.add_argument(
+        "--every", type=parse_window, metavar="WINDOW",
+        help="one row per time window and group; a duration with its unit (30s, 5m, 1h)",
+    )
     p.set_defaults(func=run_stats)
 
     p = sub.add_parser("errors", help="the most frequent errors, and own versus downstream errors per tool")
@@ -55,13 +68,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     add_common(p)
     p.add_argument(
-        "--threshold", type=int, default=5, help="identical calls in a row that make a loop (default 5)"
+        "--threshold", type=at_least(2), default=5, help="identical calls in a row that make a loop (default 5)"
     )
     p.add_argument(
         "--window",
         type=parse_duration,
         default="10m",
-        help="calls further apart than this never belong to one loop (default 10m)",
+        help="calls further apart than this never belong to one loop; with a unit (default 10m)",
     )
     p.add_argument(
         "--per",
@@ -70,14 +83,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="whose calls are compared: a caller in a session (default), a caller, or a run",
     )
     p.add_argument(
-        "--gap", type=parse_duration, default="5m", help="with --per run: inactivity that ends a run"
+        "--gap", type=parse_duration, default="5m",
+        help="with --per run: inactivity that ends a run; with a unit (default 5m)",
     )
     p.set_defaults(func=run_loops)
 
     p = sub.add_parser("sessions", help="sessions (start, end, calls, errors) and the incident timeline")
     add_common(p)
     p.add_argument("--timeline", action="store_true", help="print the incident timeline instead")
-    p.add_argument("--every", default="1m", help="timeline window (default 1m)")
+    p.add_argument(
+        "--every", type=parse_window, default="1m", metavar="WINDOW",
+        help="timeline window; a duration with its unit (30s, 5m, 1h; default 1m)",
+    )
     p.set_defaults(func=run_sessions)
 
     p = sub.add_parser(
@@ -85,7 +102,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     add_common(p)
     p.add_argument(
-        "--gap", type=parse_duration, default="5m", help="inactivity that ends a sessionless run (default 5m)"
+        "--gap", type=parse_duration, default="5m",
+        help="inactivity that ends a sessionless run; with a unit (default 5m)",
     )
     p.add_argument(
         "--loops", action="store_true", help="print the loops found per run and per caller instead"
@@ -93,7 +111,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run_runs)
 
     p = sub.add_parser("index", help="write a Parquet index beside the logs so later queries skip the JSON")
-    p.add_argument("paths", nargs="*", metavar="PATH", help="log files, globs or directories")
+    p.add_argument(
+        "paths", nargs="*", metavar="PATH",
+        help="log files, globs or directories (default: where `mcptrace serve` writes)",
+    )
+    add_format(p)
     p.set_defaults(func=run_index)
 
 
@@ -119,8 +141,6 @@ def run_stats(args: argparse.Namespace) -> int:
     events = [*(CLOSING_EVENTS if args.by == "method" else [f.EV_TOOL_CALL]), *REFUSAL_EVENTS]
     loaded = load_frame(args, columns=by_columns[args.by], events=events)
     every = args.every
-    if every is not None:
-        parse_duration(every)
     if args.by == "tool":
         rows = _rows(tool_stats(loaded.frame, every=every))
         columns = STATS_COLUMNS
@@ -171,13 +191,16 @@ def run_errors(args: argparse.Namespace) -> int:
     sources = _rows(error_sources(loaded.frame))
     refused = _rows(refused_requests(loaded.frame, limit=args.limit))
     if args.format == "json":
-        emit([{"by_tool": sources, "top_errors": messages, "refused": refused}], [], "json")
+        dump_json({"by_tool": sources, "top_errors": messages, "refused": refused})
         return 0
     msg_cols = [f.TOOL_NAME, "count", "first", "last", "example_request_id", f.ERROR]
     src_cols = [f.TOOL_NAME, "calls", "errors", "downstream_errors", "own_errors", "refused"]
     ref_cols = [f.TOOL_NAME, f.REFUSAL_REASON, "count", "first", "last", "example_request_id", "callers"]
     if args.format == "csv":
-        emit(messages, msg_cols, "csv")
+        # One flat table: `table` names the section each row belongs to; other sections' columns are empty.
+        flat = [{"table": "by_tool", **r} for r in sources] + [{"table": "top_errors", **r} for r in messages]
+        flat += [{"table": "refused", **r} for r in refused]
+        emit(flat, ["table", *src_cols, *msg_cols[1:], f.REFUSAL_REASON, "callers"], "csv")
         return 0
     print("Errors per tool (own versus downstream), and requests refused before they ran:")
     emit(sources, src_cols, "table")
@@ -195,13 +218,27 @@ def run_index(args: argparse.Namespace) -> int:
     progress = Progress("indexing")
     try:
         report = build_index(args.paths or None, progress=progress)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     finally:
         progress.done()
-    print(
-        f"index {report.directory}: {report.rows} rows; indexed {len(report.indexed)} file(s), "
-        f"reused {len(report.reused)}",
-        file=sys.stderr,
-    )
+    row = {
+        "directory": str(report.directory),
+        "rows": report.rows,
+        "indexed": report.indexed,
+        "reused": report.reused,
+        "corrupt_lines": report.corrupt_count,
+        "unreadable": report.unreadable,
+    }
+    if args.format == "json":
+        dump_json(row)
+    elif args.format == "csv":
+        emit([row], list(row), "csv")
+    else:
+        print(
+            f"index {report.directory}: {report.rows} rows; indexed {len(report.indexed)} file(s), "
+            f"reused {len(report.reused)}"
+        )
     report_problems(report)
     return 0
 

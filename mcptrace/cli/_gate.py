@@ -6,9 +6,15 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from mcptrace._errors import ConfigError
+from mcptrace.cli._options import parse_seconds
+from mcptrace.cli._render import add_format
+
+#: The CSV columns of a gate report: one row per step.
+STEP_COLUMNS = ("url", "name", "ok", "duration_ms", "detail")
 
 if TYPE_CHECKING:
     from mcptrace.gate._gate import GateOptions, GateReport
@@ -37,7 +43,10 @@ def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="JSON",
         help="arguments of --streaming-tool as a JSON object",
     )
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds allowed per step (default 30)")
+    parser.add_argument(
+        "--timeout", type=parse_seconds, default=30.0, metavar="DURATION",
+        help="time allowed per step (10s, 1m; a bare number is seconds; default 30s)",
+    )
     parser.add_argument("--cacert", metavar="FILE", help="CA bundle to verify an https URL against")
 
 
@@ -47,13 +56,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     gate.add_argument("url", help="the MCP endpoint, e.g. https://mcp.example.com/mcp")
     add_gate_arguments(gate)
-    gate.add_argument("--json", action="store_true", help="print the report as JSON (for CI)")
+    add_format(gate, json_alias=True)
     gate.set_defaults(func=_gate)
 
     probe = sub.add_parser("probe", help="run the gate on a schedule: a log line and metrics per run, alerts")
-    probe.add_argument("url")
+    probe.add_argument("url", help="the MCP endpoint, e.g. https://mcp.example.com/mcp")
     add_gate_arguments(probe)
-    probe.add_argument("--every", type=float, required=True, metavar="SECONDS", help="seconds between runs")
+    probe.add_argument(
+        "--every", type=parse_seconds, required=True, metavar="DURATION",
+        help="time between runs (30s, 5m; a bare number is seconds)",
+    )
     probe.add_argument("--count", type=int, help="stop after N runs (default: run until interrupted)")
     probe.add_argument(
         "--alert-after",
@@ -77,7 +89,7 @@ def gate_options(args: argparse.Namespace) -> GateOptions:
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"{url!r} is not an http:// or https:// MCP endpoint")
     if not args.timeout > 0:
-        raise ConfigError("--timeout must be a positive number of seconds")
+        raise ConfigError("--timeout must be a positive duration (e.g. 10s)")
     token = None
     if args.token_env:
         token = os.environ.get(args.token_env)
@@ -117,14 +129,21 @@ def _verify(cacert: str | None) -> Any:
         raise ConfigError(f"--cacert {cacert}: {exc}") from None
 
 
-def print_report(report: GateReport, *, as_json: bool) -> None:
-    if as_json:
+def print_report(report: GateReport, *, fmt: str) -> None:
+    """JSON: `GateReport.to_dict()`; CSV: one row per step; table: a line per step, then PASS or FAIL."""
+    if fmt == "json":
         print(json.dumps(report.to_dict(), indent=2))
+        return
+    if fmt == "csv":
+        from mcptrace.cli._render import emit
+
+        emit([{"url": report.url, **asdict(s)} for s in report.steps], STEP_COLUMNS, "csv")
         return
     for line in report.lines():
         print(line, file=sys.stdout if line.startswith("ok") else sys.stderr)
     verdict = "PASS" if report.ok else "FAIL"
-    print(f"{verdict} {report.url} ({report.duration_ms:.0f} ms)")
+    print(f"{verdict} {report.url} ({report.duration_ms:.0f} ms; client start-up "
+          f"{report.client_import_ms:.0f} ms before the first step, not counted)")
 
 
 def _gate(args: argparse.Namespace) -> int:
@@ -133,7 +152,7 @@ def _gate(args: argparse.Namespace) -> int:
     from mcptrace.gate._gate import run_gate
 
     report = anyio.run(run_gate, args.url, gate_options(args))
-    print_report(report, as_json=args.json)
+    print_report(report, fmt=args.format)
     return 0 if report.ok else 1
 
 
@@ -141,7 +160,7 @@ def _probe(args: argparse.Namespace) -> int:
     from mcptrace.gate._probe import Alerting, run_probe
 
     if args.every <= 0:
-        raise ConfigError("--every must be a positive number of seconds")
+        raise ConfigError("--every must be a positive duration (e.g. 30s)")
     if args.count is not None and args.count < 1:
         raise ConfigError("--count must be at least 1")
     alerting = Alerting(after=max(1, args.alert_after), command=args.on_failure, webhook=args.webhook)

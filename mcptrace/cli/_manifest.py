@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mcptrace.cli._options import parse_seconds
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     manifest = sub.add_parser("manifest", help="hash-pinned remote tools and prompts")
@@ -14,7 +16,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "urls", nargs="+", metavar="URL", help="immutable resource URLs (a version or digest in them)"
     )
     build.add_argument("-o", "--output", type=Path, required=True, help="manifest file to write")
-    build.add_argument("--timeout", type=float, default=10.0, help="seconds per fetch (default 10)")
+    build.add_argument(
+        "--timeout", type=parse_seconds, default=10.0, metavar="DURATION",
+        help="time allowed per fetch (10s, 1m; a bare number is seconds; default 10s)",
+    )
     build.set_defaults(func=_build)
 
 

@@ -6,23 +6,58 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from mcptrace._errors import MCPTraceError
-from mcptrace.cli._render import FORMATS
+from mcptrace.cli._render import add_format
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+_BARE_NUMBER = re.compile(r"^\d+(?:\.\d+)?$")
+
+
 def parse_duration(text: str) -> timedelta:
-    """`90s`, `5m`, `1.5h`, `2d`."""
+    """`90s`, `5m`, `1.5h`, `2d`: a number with its unit (a bare number is refused: 5 what?)."""
     m = _RELATIVE.match(text.strip())
     if not m:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 30s, 5m, 2h, 1d)")
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (give a unit: e.g. 30s, 5m, 2h, 1d)")
     return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+
+
+def parse_window(text: str) -> str:
+    """A time-bucket width (`30s`, `5m`, `1h`), returned as the polars duration string the analysis takes."""
+    delta = parse_duration(text)
+    ms = round(delta.total_seconds() * 1000)
+    if ms <= 0:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (a window must be longer than 0)")
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
+
+
+def parse_seconds(text: str) -> float:
+    """A duration in seconds for timeouts and intervals: `30s`, `5m`, `1h`, or a bare number of seconds."""
+    if _BARE_NUMBER.match(text.strip()):
+        return float(text)
+    return parse_duration(text).total_seconds()
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number no smaller than `minimum`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 def parse_time(text: str) -> datetime:
@@ -53,7 +88,7 @@ def add_common(parser: argparse.ArgumentParser, *, paths: bool = True) -> None:
     parser.add_argument("--until", type=parse_time, help="only lines before this time")
     parser.add_argument("--tool", action="append", help="only this tool (repeatable)")
     parser.add_argument("--caller", action="append", help="only this caller id (repeatable)")
-    parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
+    add_format(parser)
     parser.add_argument(
         "--no-index", action="store_true", help="read the raw logs even when an index is fresh"
     )
@@ -126,6 +161,8 @@ def load_frame(
     if not args.no_index:
         try:
             built = auto_index(args.paths or None, progress=Progress("indexing (second query of these logs)"))
+        except MCPTraceError:  # the user's mistake (a missing path): `load` says it once, as for --no-index
+            built = None
         except Exception as exc:  # an index is an optimisation: the JSON logs still answer
             built = None
             print(
@@ -176,7 +213,8 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
     guards.add_argument("--rate-limit-tools", metavar="TOOL=RATE/BURST,...",
                         help="per (caller, tool) buckets; `*` sets the default")
     guards.add_argument("--suspend-after", type=int, help="violations that suspend a caller")
-    guards.add_argument("--suspend-seconds", type=float, help="how long a suspension lasts")
+    guards.add_argument("--suspend-seconds", type=parse_seconds, metavar="DURATION",
+                        help="how long a suspension lasts (30s, 10m; a bare number is seconds)")
     parser.add_argument("--ready-file", type=Path, help="write the server URL to this file once it accepts requests")
 
 
@@ -197,3 +235,7 @@ def server_config(args: argparse.Namespace, **overrides: Any) -> Any:
 
 class NotFound(MCPTraceError):
     """What was asked for is not in the logs."""
+
+
+class UsageError(MCPTraceError):
+    """The command line asks for something that cannot be done (nothing to index, a bad combination)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from mcptrace._errors import ConfigError
-from mcptrace.cli._options import add_server_options, server_config
+from mcptrace.cli._options import add_server_options, parse_seconds, server_config
 
 _EPILOG = """\
 modes:
@@ -24,8 +24,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     proxy.add_argument("--http", action="store_true",
                        help="serve the stdio server CMD over Streamable HTTP (on --host/--port)")
     add_server_options(proxy)
-    proxy.add_argument("--request-timeout", type=float, metavar="SECONDS",
-                       help="seconds the server has to answer a request (default 300)")
+    proxy.add_argument("--request-timeout", type=parse_seconds, metavar="DURATION",
+                       help="time the server has to answer a request (30s, 5m; a bare number is seconds; default 5m)")
     proxy.add_argument("--target-max-message-bytes", type=int, metavar="BYTES",
                        help="largest message accepted from the server (default 16 MiB)")
     proxy.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]",

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from mcptrace.cli._gate import add_gate_arguments, gate_options, print_report
+from mcptrace.cli._render import add_format
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,7 +20,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     update.add_argument("--name", required=True, help="entry name under mcpServers")
     update.add_argument("--url", required=True, help="the MCP endpoint the entry will point at")
     add_gate_arguments(update)
-    update.add_argument("--json", action="store_true", help="print the gate report as JSON")
+    add_format(update, json_alias=True)
     update.set_defaults(func=_update)
 
 
@@ -32,7 +33,7 @@ def _update(args: argparse.Namespace) -> int:
     check_name(args.name)
     read_registry(args.registry)  # a malformed file is reported before any network traffic
     report = anyio.run(run_gate, args.url, gate_options(args))
-    print_report(report, as_json=args.json)
+    print_report(report, fmt=args.format)
     try:
         change = apply_update(args.registry, name=args.name, url=args.url, report=report)
     except RegistryRefused as exc:

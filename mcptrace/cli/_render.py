@@ -48,12 +48,12 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], out: IO[str] |
         print("  ".join(parts).rstrip(), file=out)
 
 
-def dump_json(rows: Sequence[dict[str, Any]], out: IO[str] | None = None) -> None:
+def dump_json(value: Sequence[dict[str, Any]] | dict[str, Any], out: IO[str] | None = None) -> None:
+    """A list of rows, or one object for the commands documented to print one (docs/cli.md)."""
     out = out or sys.stdout
+    data = value if isinstance(value, dict) else list(value)
     out.write(
-        orjson.dumps(
-            list(rows), option=orjson.OPT_INDENT_2 | orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z, default=str
-        ).decode()
+        orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z, default=str).decode()
     )
     out.write("\n")
 
@@ -87,3 +87,12 @@ def emit(
         dump_csv(rows, columns, out)
     else:
         table(rows, columns, out)
+
+
+def add_format(parser: Any, *, json_alias: bool = False) -> None:
+    """`--format table|json|csv`; `json_alias` keeps an older `--json` working, hidden from the help."""
+    import argparse
+
+    parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
+    if json_alias:
+        parser.add_argument("--json", dest="format", action="store_const", const="json", help=argparse.SUPPRESS)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from mcptrace.cli._options import parse_window
+from mcptrace.cli._render import add_format, dump_json, emit
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,8 +24,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     report.add_argument("-o", "--output", type=Path, default=Path("report.html"), help="HTML file to write")
     report.add_argument("--png", type=Path, metavar="DIR", help="also write every figure as DIR/NAME.png")
-    report.add_argument("--every", default="5s", help="time bucket of the time series (default 5s)")
+    report.add_argument(
+        "--every", type=parse_window, default="5s", metavar="WINDOW",
+        help="time bucket of the time series; a duration with its unit (1s, 30s, 5m; default 5s)",
+    )
     report.add_argument("--title", help="page title")
+    add_format(report)
     report.set_defaults(func=_report)
 
 
@@ -37,8 +43,14 @@ def _report(args: argparse.Namespace) -> int:
         paths = [Config.from_env().resolved_log_file]
     report = build_report(paths, every=args.every, title=args.title)
     out = report.write_html(args.output)
-    print(f"wrote {out} ({len(report.figures)} figures)", file=sys.stderr)
-    if args.png:
-        pngs = report.write_pngs(args.png)
-        print(f"wrote {len(pngs)} PNG files to {args.png}", file=sys.stderr)
+    pngs = report.write_pngs(args.png) if args.png else []
+    row = {"html": str(out), "figures": sorted(report.figures), "pngs": [str(p) for p in pngs]}
+    if args.format == "json":
+        dump_json(row)
+    elif args.format == "csv":
+        emit([row], list(row), "csv")
+    else:
+        print(f"wrote {out} ({len(report.figures)} figures)")
+        if args.png:
+            print(f"wrote {len(pngs)} PNG files to {args.png}")
     return 0

@@ -19,11 +19,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve.set_defaults(func=_serve)
 
     upstream = sub.add_parser("upstream", help="run the demo upstream HTTP API with switchable faults")
-    upstream.add_argument("--host", default="127.0.0.1")
-    upstream.add_argument("--port", type=int, default=8766)
-    upstream.add_argument("--latency-ms", type=float, default=0.0)
-    upstream.add_argument("--fail-rate", type=float, default=0.0)
-    upstream.add_argument("--ready-file", type=Path)
+    upstream.add_argument("--host", default="127.0.0.1", help="address to bind (loopback only; default 127.0.0.1)")
+    upstream.add_argument("--port", type=int, default=8766, help="port to bind (default 8766; 0 picks a free one)")
+    upstream.add_argument("--latency-ms", type=float, default=0.0, help="added to every answer, in milliseconds")
+    upstream.add_argument("--fail-rate", type=float, default=0.0, help="share of requests answered 500 (0 to 1)")
+    upstream.add_argument("--ready-file", type=Path, help="write the URL to this file once it accepts requests")
     upstream.set_defaults(func=_upstream)
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mcptrace.cli._options import parse_seconds
+from mcptrace.cli._render import add_format
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     token = sub.add_parser("token", help="add, revoke and list bearer tokens")
@@ -22,25 +25,29 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="NAME",
         help="allow only this tool (repeatable; default: every tool)",
     )
-    add.add_argument("--ttl", type=float, metavar="SECONDS", help="expire the token after this many seconds")
+    add.add_argument(
+        "--ttl", type=parse_seconds, metavar="DURATION",
+        help="expire the token after this long (30s, 12h, 90d; a bare number is seconds)",
+    )
     add.set_defaults(func=_add)
 
     revoke = actions.add_parser(
         "revoke",
         help="revoke every token of a caller: refused from the next request on, once this returns 0",
     )
-    revoke.add_argument("caller")
+    revoke.add_argument("caller", help="caller id whose tokens are revoked")
     revoke.add_argument(
         "--redis-url",
         help="also revoke on every replica sharing this Redis; returns once each live replica confirmed",
     )
     revoke.add_argument(
-        "--confirm-timeout", type=float, default=2.0, metavar="SECONDS",
-        help="how long to wait for the replicas' confirmations (default 2)",
+        "--confirm-timeout", type=parse_seconds, default=2.0, metavar="DURATION",
+        help="how long to wait for the replicas' confirmations (0.5s, 2s, 1m; a bare number is seconds; default 2s)",
     )
     revoke.set_defaults(func=_revoke)
 
     listing = actions.add_parser("list", help="list callers, tenants, tools and expiry (never tokens)")
+    add_format(listing)
     listing.set_defaults(func=_list)
 
     for parser in (add, revoke, listing):
@@ -118,15 +125,31 @@ def _reason(exc: BaseException) -> str:
 def _list(args: argparse.Namespace) -> int:
     import time
 
+    from mcptrace.cli._options import UsageError
+    from mcptrace.cli._render import emit
     from mcptrace.guards._tokens import TokenStore
 
+    if not args.store.exists():
+        raise UsageError(f"token store {args.store} does not exist (`mcptrace token add` creates it)")
+    rows = [
+        {
+            "caller_id": entry.caller_id,
+            "tenant": entry.tenant,
+            "key": entry.identity().key,
+            "tools": list(entry.tools) if entry.tools is not None else None,
+            "expires_at": None if entry.expires_at is None
+            else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(entry.expires_at)),
+        }
+        for entry in TokenStore(args.store).entries()
+    ]
+    if args.format != "table":
+        emit(rows, list(_LIST_COLUMNS), args.format)
+        return 0
     print(f"{'CALLER':<24} {'TENANT':<16} {'KEY':<20} {'TOOLS':<30} EXPIRES")
-    for entry in TokenStore(args.store).entries():
-        tools = ",".join(entry.tools) if entry.tools is not None else "*"
-        expires = (
-            "never"
-            if entry.expires_at is None
-            else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(entry.expires_at))
-        )
-        print(f"{entry.caller_id:<24} {entry.tenant:<16} {entry.identity().key:<20} {tools:<30} {expires}")
+    for row in rows:
+        tools = ",".join(row["tools"]) if row["tools"] is not None else "*"
+        print(f"{row['caller_id']:<24} {row['tenant']:<16} {row['key']:<20} {tools:<30} {row['expires_at'] or 'never'}")
     return 0
+
+
+_LIST_COLUMNS = ("caller_id", "tenant", "key", "tools", "expires_at")

@@ -8,6 +8,10 @@ in one line, so a CI log or an alert names the broken step, not just "down".
 
 The official SDK client drives the wire (SSE or JSON answers alike); the steps
 are taken one by one through `ClientSession` so each can be timed on its own.
+A new client's first tool call loads the SDK's JSON Schema machinery (imports
+and metaschemas, often a second or more); the gate loads it before the first
+step and reports that time apart as `client_import_ms`, so each step's time is
+the server's and the network's, not this process's start-up.
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ class GateReport:
     server_name: str | None = None
     server_version: str | None = None
     protocol_version: str | None = None
+    #: Time spent loading the client's lazily imported modules before the first step (not in any step).
+    client_import_ms: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -77,6 +83,7 @@ class GateReport:
             "duration_ms": self.duration_ms,
             "server": {"name": self.server_name, "version": self.server_version},
             "protocol_version": self.protocol_version,
+            "client_import_ms": self.client_import_ms,
             "steps": [asdict(s) for s in self.steps],
         }
 
@@ -105,7 +112,7 @@ class GateOptions:
 async def run_gate(url: str, options: GateOptions | None = None) -> GateReport:
     """Run every step against `url`; never raises for a broken server (the report says what broke)."""
     options = options or GateOptions()
-    report = GateReport(url=url)
+    report = GateReport(url=url, client_import_ms=warm_up_client())
     transport_errors: list[str] = []
 
     async def on_message(message: Any) -> None:
@@ -145,6 +152,7 @@ async def run_gate(url: str, options: GateOptions | None = None) -> GateReport:
             steps: list[tuple[str, Callable[[], Awaitable[str]]]] = [
                 ("initialize", lambda: _initialize(session, report)),
                 ("initialized", lambda: _initialized(session)),
+                ("list_tools", lambda: _list_tools(session, options)),
                 ("tool", lambda: _call_tool(session, options.tool, options.arguments)),
             ]
             if options.check_streaming:
@@ -161,6 +169,25 @@ async def run_gate(url: str, options: GateOptions | None = None) -> GateReport:
             elapsed = round((time.perf_counter() - started) * 1000, 2)
             report.steps.append(Step(name, False, elapsed, _describe(exc)))
     return report
+
+
+_client_warm = False
+
+
+def warm_up_client() -> float:
+    """Load what the SDK client imports on its first tool call (JSON Schema validators, their metaschemas).
+
+    Returns the milliseconds it took: zero when this process has already paid for it.
+    """
+    global _client_warm
+    if _client_warm:
+        return 0.0
+    _client_warm = True
+    start = time.perf_counter()
+    from jsonschema.validators import validator_for
+
+    validator_for({}).check_schema({"type": "object", "properties": {"result": {"type": "string"}}})
+    return round((time.perf_counter() - start) * 1000, 2)
 
 
 async def _timed(
@@ -221,6 +248,17 @@ async def _initialized(session: ClientSession) -> str:
     # A notification has no answer; an immediate `ping` proves the session survived it.
     await session.send_ping()
     return "notification accepted; session answers ping"
+
+
+async def _list_tools(session: ClientSession, options: GateOptions) -> str:
+    # The SDK lists tools before a first call anyway (to validate results): done here, it is timed on its own.
+    result = await session.list_tools()
+    names = {t.name for t in result.tools}
+    wanted = [options.tool] + ([options.streaming_tool] if options.check_streaming else [])
+    missing = [n for n in wanted if n not in names]
+    if missing:  # not a failure by itself: the call says what the server makes of it
+        return f"{len(names)} tools; {', '.join(missing)} not among them"
+    return f"{len(names)} tools, {', '.join(wanted)} among them"
 
 
 async def _call_tool(session: ClientSession, name: str, arguments: dict[str, Any]) -> str:

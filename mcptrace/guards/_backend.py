@@ -3,8 +3,9 @@
 A backend makes the whole decision for one request in one step: is the caller
 suspended; is there a token in each bucket the request draws from (the caller's,
 and the (caller, tool) one for a tool call); if not, count the violation and
-suspend after too many. In Redis that step is a Lua script, so it is atomic
-across replicas and costs one round trip. Redis also holds revoked credential
+suspend after too many. The rule is written once, in `_decision`, with its Lua
+form beside it: in Redis that step is a script, so it is atomic across replicas
+and costs one round trip. Redis also holds revoked credential
 keys (`_revocations` keeps every replica's copy of them in step).
 
 Redis is never trusted to answer quickly: each call has a deadline
@@ -29,8 +30,17 @@ import time
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Protocol, TypeVar
 
-from mcptrace._errors import ConfigError
+from mcptrace._errors import MissingDependencyError
+from mcptrace._install import install_hint
 from mcptrace.guards._breaker import CircuitBreaker
+from mcptrace.guards._decision import (
+    DECIDE_LUA,
+    count_violation,
+    refill,
+    refusing_bucket,
+    suspension_left_ms,
+    wait_for_token,
+)
 from mcptrace.guards._limits import (
     ALLOWED,
     SCOPE_CALLER,
@@ -84,7 +94,7 @@ class MemoryBackend:
         self.clock = clock
         self.max_buckets = max_buckets
         self._buckets: dict[tuple[str, str], tuple[float, float]] = {}
-        self._violations: dict[str, tuple[int, float]] = {}
+        self._violations: dict[str, tuple[int, float | None]] = {}
         self._suspended_until: dict[str, float] = {}
         self._revoked: set[str] = set()
 
@@ -96,25 +106,24 @@ class MemoryBackend:
     def decide_now(
         self, caller: str, tool: str | None, policy: LimitPolicy, *, include_caller: bool = True
     ) -> Decision:
+        """The rule of `_decision`, on this process's state."""
         now = self.clock()
-        until = self._suspended_until.get(caller)
-        if until is not None:
-            if until > now:
-                return Decision(False, SCOPE_SUSPENDED, math.ceil((until - now) * 1000))
-            del self._suspended_until[caller]
+        left = suspension_left_ms(self._suspended_until.get(caller), now)
+        if left is not None:
+            return Decision(False, SCOPE_SUSPENDED, left)
+        self._suspended_until.pop(caller, None)
         buckets = buckets_for(policy, tool, include_caller=include_caller)
-        levels = [self._level((caller, name), limit, now) for _, name, limit in buckets]
-        waits = [_wait(tokens, limit) for tokens, (_, _, limit) in zip(levels, buckets, strict=True)]
+        state = self._buckets
+        levels = [refill(state.get((caller, name)), limit, now) for _, name, limit in buckets]
+        waits = [wait_for_token(level, limit) for level, (_, _, limit) in zip(levels, buckets, strict=True)]
         if all(w == 0 for w in waits):
             if len(self._buckets) >= self.max_buckets:
                 self._prune(now, policy)
-            for tokens, (_, name, _) in zip(levels, buckets, strict=True):
-                self._buckets[(caller, name)] = (tokens - 1, now)
+            for level, (_, name, _) in zip(levels, buckets, strict=True):
+                self._buckets[(caller, name)] = (level - 1, now)
             return ALLOWED
-        count, started = self._violations.get(caller, (0, now))
-        if now - started >= policy.suspend_window:
-            count, started = 0, now
-        count += 1
+        count, started = self._violations.get(caller, (0, None))
+        count, started = count_violation(count, started, now, policy)
         if count >= policy.suspend_after:
             self._violations.pop(caller, None)
             self._suspended_until[caller] = now + policy.suspend_seconds
@@ -122,12 +131,8 @@ class MemoryBackend:
                 False, SCOPE_SUSPENDED, math.ceil(policy.suspend_seconds * 1000), suspended_now=True
             )
         self._violations[caller] = (count, started)
-        worst = max(range(len(waits)), key=lambda i: (waits[i], i))  # the tool bucket wins a tie
+        worst = refusing_bucket(waits)
         return Decision(False, buckets[worst][0], math.ceil(waits[worst] * 1000))
-
-    def _level(self, key: tuple[str, str], limit: Limit, now: float) -> float:
-        tokens, last = self._buckets.get(key, (limit.burst, now))
-        return min(limit.burst, tokens + max(0.0, now - last) * limit.rate)
 
     def _prune(self, now: float, policy: LimitPolicy) -> None:
         """Forget buckets that have refilled completely: they hold nothing a fresh bucket would not."""
@@ -147,63 +152,13 @@ class MemoryBackend:
         return None
 
 
-def _wait(tokens: float, limit: Limit) -> float:
-    return 0.0 if tokens >= 1 else (1 - tokens) / limit.rate
-
-
-# KEYS: suspended, violations, then one key per bucket
-# ARGV: suspend_after, window s, suspension s, then rate and burst per bucket
-# Returns {allowed, 1-based index of the bucket that refused (0: suspended), retry ms, suspended now}.
-_DECIDE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local left = redis.call('PTTL', KEYS[1])
-if left > 0 then return {0, 0, left, 0} end
-local n = #KEYS - 2
-local tokens, waits = {}, {}
-local blocked = false
-for i = 1, n do
-  local rate, burst = tonumber(ARGV[2 + 2 * i]), tonumber(ARGV[3 + 2 * i])
-  local v = redis.call('HMGET', KEYS[2 + i], 'tokens', 'ts')
-  local level = tonumber(v[1]) or burst
-  local ts = tonumber(v[2]) or now
-  level = math.min(burst, level + math.max(0, now - ts) * rate)
-  tokens[i] = level
-  waits[i] = 0
-  if level < 1 then
-    waits[i] = (1 - level) / rate
-    blocked = true
-  end
-end
-if not blocked then
-  for i = 1, n do
-    local rate, burst = tonumber(ARGV[2 + 2 * i]), tonumber(ARGV[3 + 2 * i])
-    redis.call('HSET', KEYS[2 + i], 'tokens', tostring(tokens[i] - 1), 'ts', tostring(now))
-    redis.call('PEXPIRE', KEYS[2 + i], math.ceil(burst / rate * 1000) + 1000)
-  end
-  return {1, 0, 0, 0}
-end
-local count = redis.call('INCR', KEYS[2])
-if count == 1 then redis.call('PEXPIRE', KEYS[2], math.ceil(tonumber(ARGV[2]) * 1000)) end
-if count >= tonumber(ARGV[1]) then
-  local ms = math.ceil(tonumber(ARGV[3]) * 1000)
-  redis.call('SET', KEYS[1], '1', 'PX', ms)
-  redis.call('DEL', KEYS[2])
-  return {0, 0, ms, 1}
-end
-local worst = 1
-for i = 2, n do
-  if waits[i] >= waits[worst] then worst = i end
-end
-return {0, worst, math.ceil(waits[worst] * 1000), 0}
-"""
-
-
 class RedisBackend:
     """Shared state in Redis (the `redis` extra). Time is Redis's own clock, the same for every replica.
 
     `breaker` (the server passes its `redis` breaker) turns a struggling Redis
     into immediate `BackendUnavailable`s instead of one deadline per request.
+    `clock` replaces Redis's clock (seconds, monotonic): for tests that drive
+    time by hand and compare this backend with `MemoryBackend` on one clock.
     """
 
     def __init__(
@@ -213,15 +168,17 @@ class RedisBackend:
         prefix: str = "mcptrace",
         timeout: float = DEFAULT_REDIS_TIMEOUT,
         breaker: CircuitBreaker | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         aioredis = import_redis()
         self.url = url
+        self.clock = clock
         self.prefix = prefix
         self.timeout = timeout
         self.breaker = breaker
         self._client: Any = aioredis.from_url(url, socket_timeout=max(timeout, BACKGROUND_TIMEOUT),
                                               socket_connect_timeout=max(timeout, BACKGROUND_TIMEOUT))
-        self._decide = self._client.register_script(_DECIDE)
+        self._decide = self._client.register_script(DECIDE_LUA)
         self._background: set[asyncio.Task[Any]] = set()
 
     def _key(self, caller: str, part: str) -> str:
@@ -262,7 +219,7 @@ class RedisBackend:
     async def warm_up(self) -> None:
         """Connect and load the decision script before the first request needs them (errors are ignored)."""
         try:
-            await asyncio.wait_for(self._client.script_load(_DECIDE), BACKGROUND_TIMEOUT)
+            await asyncio.wait_for(self._client.script_load(DECIDE_LUA), BACKGROUND_TIMEOUT)
         except Exception:
             pass
 
@@ -270,11 +227,10 @@ class RedisBackend:
         self, caller: str, tool: str | None, policy: LimitPolicy, *, include_caller: bool = True
     ) -> Decision:
         buckets = buckets_for(policy, tool, include_caller=include_caller)
-        if not buckets:
-            return ALLOWED
-        keys = [self._key(caller, "suspended"), self._key(caller, "violations")]
+        keys = [self._key(caller, "suspension"), self._key(caller, "strikes")]
         keys += [self._key(caller, name) for _, name, _ in buckets]
-        args: list[float] = [policy.suspend_after, policy.suspend_window, policy.suspend_seconds]
+        now = "" if self.clock is None else self.clock()
+        args: list[float | str] = [policy.suspend_after, policy.suspend_window, policy.suspend_seconds, now]
         for _, _, limit in buckets:
             args += [limit.rate, limit.burst]
         allowed, index, retry_ms, suspended_now = await self.call(lambda: self._decide(keys=keys, args=args))
@@ -317,5 +273,5 @@ def import_redis() -> Any:
     try:
         import redis.asyncio as aioredis
     except ImportError:
-        raise ConfigError("the Redis backend needs the redis package: pip install 'mcptrace[redis]'") from None
+        raise MissingDependencyError(f"the Redis backend needs the redis package: {install_hint('redis')}") from None
     return aioredis

@@ -10,12 +10,10 @@ never the other way round. Names are resolved on first use, so finding one
 request (`lookup`) needs neither polars nor pyarrow.
 """
 
-from __future__ import annotations
+import importlib as _importlib
+import typing as _typing
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from mcptrace.logs._index import IndexReport, build_index
     from mcptrace.logs._load import Loaded, load
     from mcptrace.logs._loadreport import CorruptLine, LoadReport
@@ -49,14 +47,14 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'mcptrace.logs' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"mcptrace.logs.{module}"), name)
+    value = getattr(_importlib.import_module(f"mcptrace.logs.{module}"), name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+    return sorted({*globals(), *__all__})

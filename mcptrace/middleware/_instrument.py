@@ -150,7 +150,7 @@ def instrument(
         prometheus.registry.register(HistogramCollector(histograms))
         if providers.metric_export is not None:
             providers.metric_export.transform = lambda data: with_histograms(data, histograms, METER_NAME)
-    server_metrics.observe_active_sessions(lambda: active_sessions(server))
+    server_metrics.observe_active_sessions(lambda: _open_sessions(server))
 
     if logger is None and log_file is not None:
         logger = EventLogger(LogSink(log_file))
@@ -213,7 +213,7 @@ def _tool_lister(server: Any) -> Callable[[], Awaitable[list[str]]] | None:
     return names
 
 
-def active_sessions(server: Any) -> int:
+def _open_sessions(server: Any) -> int:
     """Open Streamable HTTP sessions of `server` (0 before it serves HTTP, and when stateless)."""
     try:
         manager = server.session_manager

@@ -20,7 +20,7 @@ of an answered request, whatever the transport or the stream the answer travels 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
@@ -36,7 +36,7 @@ from mcptrace.middleware._requests import mark_response_logged
 from mcptrace.middleware._telemetry import TOOL_ERROR, RequestTelemetry
 from mcptrace.telemetry._context import CallContext, reset_call, set_call
 from mcptrace.telemetry._inflight import InFlight
-from mcptrace.telemetry._log import EventLogger, bound_fields
+from mcptrace.telemetry._log import EventLogger
 from mcptrace.telemetry._tracing import LiveSpans, RecordedSpans, exception_of, incoming_context
 
 #: Returns (caller_id, tenant) for a request, or (None, None) when it cannot tell.
@@ -44,16 +44,13 @@ Identify = Callable[[ServerRequestContext[Any, Any]], tuple[str | None, str | No
 
 __all__ = [
     "IDENTITY_STATE_KEY", "SESSION_ID_STATE_KEY", "RequestLogMiddleware", "client_fields", "client_info",
-    "default_identify", "estimate_tokens", "request_fields", "with_request_id", "write_request_line",
+    "default_identify", "request_fields", "with_request_id", "write_request_line",
 ]
 
 #: scope["state"] key where an auth layer leaves the authenticated (caller_id, tenant).
 IDENTITY_STATE_KEY = "mcptrace.identity"
 #: scope["state"] key of the session id as the client sees it, where the HTTP layer rewrites the header.
 SESSION_ID_STATE_KEY = "mcptrace.session_id"
-
-#: Hooks called as hook(call, status, duration_s) after every tools/call.
-ToolCallHook = Callable[[CallContext, str, float], None]
 
 _TARGETED = ("tools/call", "prompts/get")
 
@@ -92,11 +89,6 @@ def _mark_logged(ctx: ServerRequestContext[Any, Any]) -> None:
         mark_response_logged(scope)
 
 
-def estimate_tokens(arguments: Any) -> int:
-    """Estimated input tokens of a call's arguments: canonical JSON bytes / 4 (no tokenizer download)."""
-    return max(1, len(canonical_json(arguments)) // 4) if arguments else 0
-
-
 class RequestLogMiddleware:
     """Context-tier SDK middleware: the request's record, its log line, its span's ids, its metrics."""
 
@@ -106,12 +98,10 @@ class RequestLogMiddleware:
         *,
         identify: Identify = default_identify,
         transport: str = "http",
-        tool_hooks: list[ToolCallHook] | None = None,
     ) -> None:
         self.logger = logger
         self.identify = identify
         self.transport = transport
-        self.tool_hooks: list[ToolCallHook] = tool_hooks if tool_hooks is not None else []
         #: The per-request metrics, when `instrument()` attached them.
         self.telemetry: RequestTelemetry | None = None
         #: How each request's span is made; `instrument()` sets where it goes. Without it requests
@@ -195,12 +185,6 @@ class RequestLogMiddleware:
         self.logger.write_record(line)
         if self.telemetry is not None:
             self.telemetry.finish(call)
-        if call.tool_name is not None:
-            for hook in self.tool_hooks:
-                try:
-                    hook(call, call.status, call.duration_s)
-                except Exception:
-                    pass
         # The answer leaves once this returns: its line reaches the OS first, so a crash cannot lose it.
         self.logger.commit()
 
@@ -250,7 +234,7 @@ def request_line(call: CallContext, *, fallback: str | None = None) -> dict[str,
 
 def write_request_line(
     logger: EventLogger, call: CallContext, arguments: Any, duration_s: float, data: Any,
-    error: str | None, code: int | None, error_type: str | None, tool_hooks: Sequence[ToolCallHook] = (),
+    error: str | None, code: int | None, error_type: str | None,
 ) -> tuple[str, str | None]:
     """Complete `call` and write its one line; returns (status, error type).
 
@@ -264,20 +248,7 @@ def write_request_line(
     call.status = f.FAILURE if error else f.SUCCESS
     call.error, call.error_code, call.error_type = error, code, error_type
     RequestLogMiddleware._complete(call, {"arguments": arguments}, data)
-    line = request_line(call)
-    line.update(bound_fields())
-    for processor in logger.processors:
-        try:
-            processor(line)
-        except Exception:
-            pass
-    logger.write_record(line)
-    if call.tool_name is not None:
-        for hook in tool_hooks:
-            try:
-                hook(call, call.status, duration_s)
-            except Exception:
-                pass
+    logger.write_in_context(request_line(call))
     return call.status, call.error_type
 
 

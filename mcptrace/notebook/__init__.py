@@ -1,6 +1,6 @@
 """Notebook views of mcptrace logs: plotly figures, an ipywidgets explorer, and the HTML report.
 
-Needs the notebook extra (`pip install 'mcptrace[notebook]'`); plotly and
+Needs the notebook extra (from a clone `pip install -e '.[notebook]'`); plotly and
 ipywidgets are imported on first use, so importing this package is cheap and
 says what to install when they are missing.
 
@@ -13,14 +13,14 @@ from mcptrace.notebook._explorer import Explorer
 from mcptrace.notebook._frames import (
     caller_rates,
     error_rates,
+    latency_table,
     load_logs,
     loop_episodes,
     request_records,
+    run_calls,
     run_summary,
-    runs,
     tool_calls,
 )
-from mcptrace.notebook._frames import latency_percentiles as latency_table
 from mcptrace.notebook._plots import (
     caller_rate,
     error_heatmap,
@@ -46,8 +46,8 @@ __all__ = [
     "loop_episodes",
     "loop_timeline",
     "request_records",
+    "run_calls",
     "run_summary",
-    "runs",
     "runs_timeline",
     "sessions_over_time",
     "spans_with_requests",

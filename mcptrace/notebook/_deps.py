@@ -6,8 +6,7 @@ import importlib
 from types import ModuleType
 
 from mcptrace._errors import MissingDependencyError
-
-INSTALL_HINT = "pip install 'mcptrace[notebook]'"
+from mcptrace._install import install_hint
 
 
 def require(module: str) -> ModuleType:
@@ -17,5 +16,5 @@ def require(module: str) -> ModuleType:
     except ImportError as exc:
         top = module.partition(".")[0]
         raise MissingDependencyError(
-            f"{top} is needed for mcptrace's notebook views and reports: {INSTALL_HINT}"
+            f"{top} is needed for mcptrace's notebook views and reports: {install_hint('notebook')}"
         ) from exc

@@ -99,7 +99,7 @@ def _stats(logs: Frame, every: str, by: str, start: datetime | None, end: dateti
     return stats.rename({"window": "bucket"}).sort(by, "bucket")
 
 
-def latency_percentiles(
+def latency_table(
     logs: Frame,
     *,
     every: str = "5s",
@@ -183,7 +183,7 @@ def loop_episodes(logs: Frame, **options: object) -> pl.DataFrame:
     )
 
 
-def runs(logs: Frame, *, gap: timedelta = timedelta(minutes=5)) -> pl.DataFrame:
+def run_calls(logs: Frame, *, gap: timedelta = timedelta(minutes=5)) -> pl.DataFrame:
     """Every tool call with its `run_id` and the `rule` that grouped it (`analysis.assign_runs`), plus
     the `started` and `failed` columns of `tool_calls`."""
     tagged = analysis.assign_runs(_lazy(logs), gap=gap).select(f.REQUEST_ID, "run_id", "rule").collect()

@@ -145,7 +145,7 @@ def latency_percentiles(
     end: datetime | None = None,
 ) -> go.Figure:
     """Tool-call latency p50/p95/p99 per tool over time (colour per tool, dash per percentile)."""
-    table = _frames.latency_percentiles(logs, every=every, tools=tools, start=start, end=end)
+    table = _frames.latency_table(logs, every=every, tools=tools, start=start, end=end)
     title = "Tool latency percentiles"
     if table.is_empty():
         return _empty(title, "no tool calls in this selection")
@@ -316,7 +316,7 @@ def runs_timeline(
 ) -> go.Figure:
     """One row per agent run (`analysis.runs`: session, baggage, trace or caller+gap), calls as marks,
     failed calls red, calls in a high-severity loop marked."""
-    calls = _frames.runs(logs, gap=gap)
+    calls = _frames.run_calls(logs, gap=gap)
     title = "Agent runs"
     if calls.is_empty():
         return _empty(title, "no tool calls")

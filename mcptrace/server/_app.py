@@ -44,7 +44,7 @@ from mcptrace.middleware._sessionlimit import SessionLimitMiddleware
 from mcptrace.server._arguments import ArgumentCheckingServer
 from mcptrace.server._db import Database
 from mcptrace.server._health import HealthChecker
-from mcptrace.server._remote import LoadReport, load_pinned_resources
+from mcptrace.server._remote import LoadedPins, load_pinned_resources
 from mcptrace.server._tools import DEFAULT_TENANT, Dependencies, register_tools
 from mcptrace.telemetry import _context
 from mcptrace.telemetry._log import EventLogger, LogSink
@@ -94,7 +94,7 @@ class Service:
     telemetry: ServerTelemetry | None = None
     started: float = field(default_factory=time.monotonic)
     health: HealthChecker | None = None
-    pinned: LoadReport | None = None
+    pinned: LoadedPins | None = None
 
     async def aclose(self) -> None:
         if self.deps.http is not None:
@@ -203,7 +203,7 @@ def build_app(service: Service) -> ASGIApp:
     return _with_lifespan(app, service)
 
 
-def _with_pinned_check(body: dict[str, Any], pinned: LoadReport) -> dict[str, Any]:
+def _with_pinned_check(body: dict[str, Any], pinned: LoadedPins) -> dict[str, Any]:
     """Resources served from the verified cache (the origin changed or failed) make the service degraded."""
     stale = pinned.from_cache
     check = (

@@ -50,7 +50,7 @@ FETCH_TIMEOUT_SECONDS = 10.0
 
 
 @dataclass
-class LoadReport:
+class LoadedPins:
     """What start-up loaded, and from where: `remote` (verified now) or `cache` (verified earlier)."""
 
     loaded: dict[str, str] = field(default_factory=dict)  # url -> source
@@ -129,9 +129,9 @@ class PinnedLoader:
             description="remote resources whose bytes did not match their pinned hash",
         )
 
-    def load(self) -> tuple[list[Document], LoadReport]:
+    def load(self) -> tuple[list[Document], LoadedPins]:
         """Every resource verified (now or earlier), or `ConfigError` naming those with no verified copy."""
-        report = LoadReport()
+        report = LoadedPins()
         documents: list[Document] = []
         missing: list[str] = []
         with httpx.Client(timeout=self.timeout, follow_redirects=False) as client:
@@ -160,7 +160,7 @@ class PinnedLoader:
         return self.cache_dir / f"{resource.sha256}.json"
 
     def _verified_bytes(
-        self, client: httpx.Client, resource: PinnedResource, report: LoadReport
+        self, client: httpx.Client, resource: PinnedResource, report: LoadedPins
     ) -> bytes | None:
         context: dict[str, Any] = {
             f.RESOURCE_URL: resource.url,
@@ -215,7 +215,7 @@ class PinnedLoader:
     def _from_cache(
         self,
         resource: PinnedResource,
-        report: LoadReport,
+        report: LoadedPins,
         context: dict[str, Any],
         problem: str,
     ) -> bytes | None:
@@ -260,7 +260,7 @@ def load_pinned_resources(
     cache_dir: Path,
     logger: EventLogger,
     meter_provider: metrics.MeterProvider | None = None,
-) -> LoadReport:
+) -> LoadedPins:
     """Verify every resource of `manifest` and register it on `server`; `ConfigError` refuses the start."""
     loader = PinnedLoader(manifest, cache_dir=cache_dir, logger=logger, meter_provider=meter_provider)
     documents, report = loader.load()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import socket
 import sys
@@ -19,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mcptrace import _fields as f
 from mcptrace._config import Config
+from mcptrace._errors import ConfigError
 from mcptrace._version import __version__
 from mcptrace.guards._setup import auth_policy
 from mcptrace.middleware._ids import new_request_id
@@ -38,7 +40,14 @@ def bind_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host.strip("[]"), port))
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as exc:
+        sock.close()
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {reason} (pick another --port, or 0 for a free one)"
+        ) from None
     sock.set_inheritable(True)
     return sock
 

@@ -22,7 +22,7 @@ from mcptrace.telemetry._context import current_call
 from mcptrace.telemetry._logline import encode_line, utc_timestamp
 from mcptrace.telemetry._sink import LogSink
 
-__all__ = ["EventLogger", "LogSink", "bind", "bound", "bound_fields", "null_logger", "unbind", "utc_timestamp"]
+__all__ = ["EventLogger", "LogSink", "bind", "bound", "null_logger", "unbind", "utc_timestamp"]
 
 Processor = Callable[[MutableMapping[str, Any]], None]
 
@@ -48,10 +48,6 @@ def bound(**fields: Any) -> Iterator[None]:
         yield
     finally:
         _bound.reset(token)
-
-
-def bound_fields() -> dict[str, Any]:
-    return _bound.get()
 
 
 class EventLogger:
@@ -102,6 +98,17 @@ class EventLogger:
                 listener(record)
             except Exception:
                 pass
+
+    def write_in_context(self, record: dict[str, Any]) -> None:
+        """Write a record built elsewhere as if emitted here: the fields bound to the current context and
+        the processors' (the current span's ids) are added, then it is written as by `write_record`."""
+        record.update(_bound.get())
+        for processor in self.processors:
+            try:
+                processor(record)
+            except Exception:  # a processor must never break the request
+                pass
+        self.write_record(record)
 
     def commit(self) -> None:
         """Write every line emitted so far to the OS: call it just before a response leaves."""

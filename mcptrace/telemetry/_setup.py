@@ -9,7 +9,6 @@ from typing import Any
 from mcptrace.middleware._instrument import Instrumentation, instrument
 from mcptrace.telemetry._log import EventLogger
 from mcptrace.telemetry._logbridge import OtlpLogBridge
-from mcptrace.telemetry._metrics import GuardCounters, register_guard_metrics
 from mcptrace.telemetry._otlp import Providers, providers_from_env
 from mcptrace.telemetry._prometheus import PrometheusEndpoint
 
@@ -29,10 +28,6 @@ class ServerTelemetry:
             "spans_dropped": drops.total("traces"),
             "logs_dropped": drops.total("logs"),
         }
-
-    def register_guards(self, guards: GuardCounters) -> None:
-        """Publish the guard layer's counters (auth, rate limits, breakers) with the other metrics."""
-        register_guard_metrics(self.instrumentation.metrics.meter, guards)
 
     def shutdown(self, timeout: float = 5.0) -> None:
         self.instrumentation.shutdown(timeout)
