@@ -115,7 +115,8 @@ READING_RULES: Final[dict[str, str]] = {
     "time zone": "a timestamp with an offset is converted to UTC; a timestamp without one is UTC",
     "numbers as text": 'a number written as text (`"12.5"`) is read as that number; an integer field takes '
     "a whole number written with a fraction (`3.0`)",
-    "text from scalars": "a number or a boolean where text belongs is read as its JSON text",
+    "text from scalars": "a number or a boolean where text belongs is read as text (`true`, `7`, `1.5`; "
+    "a whole float without its `.0`)",
     "wrong type": "any other value of the wrong type (an object where text belongs, text that is no number) "
     "is read as null and noted with file:line; the rest of the line is kept",
     "nested": "the entries of `downstream_calls` and `baggage` follow the same rules, field by field",

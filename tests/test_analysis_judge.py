@@ -336,3 +336,78 @@ def test_a_timestamp_without_an_offset_is_utc_in_every_command(tmp_path: Path) -
     assert stats["calls"] == 2
     chained = json_out("chain", "req-0000", log, "--no-index")
     assert chained[0]["timestamp"] == "2026-11-25T14:00:00.250"
+
+
+# --- The bulk reading (polars) and the line-by-line judge (plain Python) apply the same rules ---------------
+
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**40), max_value=2**40),
+    # Below 2**53: a whole float beyond it in an integer field may be read with other last digits.
+    st.floats(min_value=-(2.0**53), max_value=2.0**53, allow_nan=False, width=32),
+    st.sampled_from(["12.5", "7", "3.0", "slow", "", "error", "success"]),
+    st.just({"code": "ok"}),
+    st.just([1, 2]),
+)
+
+
+@st.composite
+def judged_lines(draw: st.DrawFn) -> dict[str, Any]:
+    record: dict[str, Any] = {}
+    if draw(st.integers(min_value=0, max_value=9)):
+        record["timestamp"] = draw(
+            st.sampled_from(["2026-11-25T14:00:00.000Z", "2026-11-25T15:00:00+01:00", "2026-11-25T14:00:00", "x"])
+        )
+    if draw(st.integers(min_value=0, max_value=9)):
+        record["event"] = draw(st.sampled_from(["tool_call", 5, {"a": 1}]))
+    for name in ("duration_ms", "error_code", "status", "tool_name"):
+        if draw(st.booleans()):
+            record[name] = draw(_VALUES)
+    return record
+
+
+def _polars_text(value: Any) -> str:
+    import polars as pl
+
+    line = orjson.dumps({"v": value}).decode()
+    text: str = pl.DataFrame({"l": [line]}).select(pl.col("l").str.json_decode(pl.Struct({"v": pl.String})))[0, 0]["v"]
+    return text
+
+
+def _as_read(value: Any, kind: str) -> Any:
+    """What the judge's repaired value is once read: numbers as numbers, scalars where text belongs as JSON text."""
+    if value is None:
+        return None
+    if kind == "str":  # as polars' JSON reader writes a scalar: true, 7, 1.5, 0 (for 0.0)
+        return value if isinstance(value, str) else _polars_text(value)
+    return float(value) if kind == "float" else int(value)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(record=judged_lines(), compressed=st.booleans())
+def test_the_bulk_reader_and_the_line_judge_agree_on_every_line(
+    tmp_path_factory: Any, record: dict[str, Any], compressed: bool
+) -> None:
+    import gzip
+
+    from mcptrace.logs._judge import judge_line, parse_timestamp
+
+    line = orjson.dumps(record)
+    folder = tmp_path_factory.mktemp("one")
+    path = folder / ("x.log.gz" if compressed else "x.log")  # the block path, or the one-pass scan
+    path.write_bytes(gzip.compress(line + b"\n") if compressed else line + b"\n")
+    loaded = load([path], use_index=False)
+    rows = loaded.frame.collect().to_dicts()
+    verdict = judge_line(line)
+    if verdict.record is None:
+        assert rows == [] and loaded.report.corrupt_count == 1
+        return
+    assert len(rows) == 1 and loaded.report.corrupt_count == 0
+    (row,) = rows
+    assert row["timestamp"] == parse_timestamp(verdict.record["timestamp"])
+    assert row["event"] == _as_read(verdict.record["event"], "str")
+    kinds = {"duration_ms": "float", "error_code": "int", "status": "str", "tool_name": "str"}
+    for name, kind in kinds.items():
+        assert row[name] == _as_read(verdict.record.get(name), kind), name
+    assert loaded.report.notes_count == len(verdict.notes)

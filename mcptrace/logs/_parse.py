@@ -197,7 +197,9 @@ def settle(
     frame = frame.insert_column(0, numbers)
     for number, note in notes:
         report.add_note(source, number, note)
-    stamps, text, event = frame.get_column(f.TIMESTAMP), rows.get_column(f.TIMESTAMP), frame.get_column(f.EVENT)
+    no_text = pl.Series([None] * rows.height, dtype=pl.String)  # no line of `rows` had one
+    text = rows.get_column(f.TIMESTAMP) if f.TIMESTAMP in rows.columns else no_text
+    stamps, event = frame.get_column(f.TIMESTAMP), frame.get_column(f.EVENT)
     bad = stamps.is_null() | event.is_null()
     _count_newer(rows, ~bad, report)
     if not bad.any():
