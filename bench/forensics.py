@@ -168,6 +168,55 @@ def measure(cmd: list[str], *, repeat: int, cold: list[Path] | None = None) -> d
     return result
 
 
+def corrupt_copy(log: Path, target: Path, *, every: int = 1000) -> int:
+    """`log` with one line in `every` damaged the ways real logs are: torn by a crash (half a line, then
+    the next one), bytes that are not UTF-8, garbage. Returns the number of damaged lines."""
+    damaged = 0
+    with open(log, "rb") as src, open(target, "wb", buffering=4 * 1024 * 1024) as out:
+        for i, line in enumerate(src):
+            if i % every == every // 2:
+                kind = damaged % 3
+                damaged += 1
+                if kind == 0:
+                    line = line[: len(line) // 2] + b"\n"
+                elif kind == 1:
+                    line = line[:20] + b"\xff\xfe" + line[20:]
+                else:
+                    line = b"#&%! not a log line\n"
+            out.write(line)
+    return damaged
+
+
+def corrupt_rows(log: Path, *, repeat: int) -> list[tuple[str, dict[str, float], str | None]]:
+    """`stats` on the log, then on a copy with 0.1% damaged lines, side by side (each damaged line is set
+    aside in the same pass: the goal is at most 1.1x the clean log)."""
+    py = sys.executable
+    bad = log.with_name(log.stem + "-corrupt.log")
+    if not bad.exists():
+        corrupt_copy(log, bad)
+    rows: list[tuple[str, dict[str, float], str | None]] = []
+    for name, path in (("mcptrace stats (unindexed, clean)", log), ("mcptrace stats (unindexed, 0.1% corrupt)", bad)):
+        warm(path)
+        cmd = [py, "-m", "mcptrace", "stats", str(path), "--no-index", "--format", "json"]
+        print(f"  {name} ...", file=sys.stderr, flush=True)
+        rows.append((name, measure(cmd, repeat=repeat), "mcptrace stats (unindexed, clean)" if path == bad else None))
+    return rows
+
+
+def print_rows(rows: list[tuple[str, dict[str, float], str | None]]) -> None:
+    by_name = {name: m for name, m, _ in rows}
+    print("| command | warm (s) | cold (s) | peak RSS (MB) | peak private (MB) | warm vs baseline |")
+    print("|---|---:|---:|---:|---:|---|")
+    for name, m, base in rows:
+        ratio = ""
+        if base and base in by_name:
+            b = by_name[base]
+            ratio = (f"{m['warm'] / b['warm']:.2f}x {base}; RSS {m['peak_mb'] / b['peak_mb']:.2f}x, "
+                     f"private {m['private_mb'] / max(b['private_mb'], 1):.2f}x")
+        cold = f"{m['cold']:.2f}" if "cold" in m else ""
+        print(f"| {name} | {m['warm']:.2f} | {cold} | {m['peak_mb']:.0f} | {m['private_mb']:.0f} | {ratio} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -180,6 +229,9 @@ def main() -> None:
         help="where to keep the generated logs, reused by the next run (default: a temporary directory, deleted)",
     )
     parser.add_argument("--repeat", type=int, default=3, help="warm runs of each command (the median is kept)")
+    parser.add_argument(
+        "--corrupt-only", action="store_true", help="only the clean versus 0.1%% corrupt rows (quick)"
+    )
     args = parser.parse_args()
     sizes = [float(s) for s in args.sizes.split(",") if s.strip()]
 
@@ -189,7 +241,9 @@ def main() -> None:
     goals: list[tuple[float, dict[str, float]]] = []
     try:
         for size_gb in sizes:
-            goals.append((size_gb, bench_size(size_gb, workdir, repeat=args.repeat, keep=keep)))
+            goals.append(
+                (size_gb, bench_size(size_gb, workdir, repeat=args.repeat, keep=keep, corrupt_only=args.corrupt_only))
+            )
     finally:
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -200,13 +254,17 @@ def main() -> None:
           "| chain unindexed / rg -F: time |")
     print("|---|---:|---:|---|---|")
     for _, g in goals:
+        if not g:
+            continue  # --corrupt-only
         rg = f"{g['chain_vs_rg']:.2f}x" if "chain_vs_rg" in g else "(no rg)"
         print(f"| {g['gb']:.2f} GB | {g['index_s']:.1f} | {g['index_peak_mb']:.0f} (goal <= 400) "
               f"| {g['stats_vs_duckdb']:.2f}x, {g['stats_rss_vs_duckdb']:.2f}x (goal <= 1.0x) "
               f"| {rg} (goal <= 1.5x) |")
 
 
-def bench_size(size_gb: float, workdir: Path, *, repeat: int, keep: bool) -> dict[str, float]:
+def bench_size(
+    size_gb: float, workdir: Path, *, repeat: int, keep: bool, corrupt_only: bool = False
+) -> dict[str, float]:
     """Every row for one generated log; the log and its index are deleted afterwards unless `keep`."""
     log = workdir / f"bench-{size_gb:g}gb.log"
     facts_file = log.with_suffix(".facts.json")
@@ -224,7 +282,9 @@ def bench_size(size_gb: float, workdir: Path, *, repeat: int, keep: bool) -> dic
             file=sys.stderr,
         )
     try:
-        return _bench_log(log, json.loads(facts_file.read_text()), index_root, repeat=repeat)
+        return _bench_log(
+            log, json.loads(facts_file.read_text()), index_root, repeat=repeat, corrupt_only=corrupt_only
+        )
     finally:
         shutil.rmtree(index_root, ignore_errors=True)
         if not keep:
@@ -232,11 +292,21 @@ def bench_size(size_gb: float, workdir: Path, *, repeat: int, keep: bool) -> dic
             facts_file.unlink(missing_ok=True)
 
 
-def _bench_log(log: Path, facts: dict[str, Any], index_root: Path, *, repeat: int) -> dict[str, float]:
+def _bench_log(
+    log: Path, facts: dict[str, Any], index_root: Path, *, repeat: int, corrupt_only: bool
+) -> dict[str, float]:
     shutil.rmtree(index_root, ignore_errors=True)
     rid = facts["failed_ids"][len(facts["failed_ids"]) // 2]
     py = sys.executable
     load_at_start = os.getloadavg()[0]
+    if corrupt_only:
+        rows_only = corrupt_rows(log, repeat=repeat)
+        print(
+            f"\nLog: {log.stat().st_size / 1e9:.2f} GB; {os.cpu_count()} CPUs; load average "
+            f"{load_at_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end\n"
+        )
+        print_rows(rows_only)
+        return {}
     warm(log)
     rows: list[tuple[str, dict[str, float], str | None]] = []
 
@@ -291,6 +361,7 @@ def _bench_log(log: Path, facts: dict[str, Any], index_root: Path, *, repeat: in
         baseline="duckdb per-tool percentiles",
     )
     inproc = json.loads(timed([py, "-c", IN_PROCESS_SCRIPT, str(log), rid])[2])
+    rows += corrupt_rows(log, repeat=repeat)
 
     by_name = {name: m for name, m, _ in rows}
     print()
@@ -299,16 +370,7 @@ def _bench_log(log: Path, facts: dict[str, Any], index_root: Path, *, repeat: in
         f"{os.cpu_count()} CPUs; load average {load_at_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
     )
     print()
-    print("| command | warm (s) | cold (s) | peak RSS (MB) | peak private (MB) | warm vs baseline |")
-    print("|---|---:|---:|---:|---:|---|")
-    for name, m, base in rows:
-        ratio = ""
-        if base and base in by_name:
-            b = by_name[base]
-            ratio = (f"{m['warm'] / b['warm']:.2f}x {base}; RSS {m['peak_mb'] / b['peak_mb']:.2f}x, "
-                     f"private {m['private_mb'] / max(b['private_mb'], 1):.2f}x")
-        cold = f"{m['cold']:.2f}" if "cold" in m else ""
-        print(f"| {name} | {m['warm']:.2f} | {cold} | {m['peak_mb']:.0f} | {m['private_mb']:.0f} | {ratio} |")
+    print_rows(rows)
     print()
     print(
         f"Index: built in {index_seconds:.1f}s (load average {load_at_index:.1f}), peak RSS {build[1]:.0f} MB "

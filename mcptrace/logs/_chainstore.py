@@ -15,15 +15,13 @@ every part it finds, so a store left in parts still answers.
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import mmap
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
-
+from mcptrace.logs._judge import judge_line
 from mcptrace.logs._manifest import fresh_index_dir
 from mcptrace.logs._search import record_time
 
@@ -162,9 +160,10 @@ def _lookup_part(table: Path, request_id: str) -> list[dict[str, Any]]:
             while pos > 0 or (pos == 0 and block.startswith(key)):
                 end = block.find(b"\n", pos)
                 end = len(block) if end < 0 else end
-                # A corrupt line was counted when the index was built; it is not a record.
-                with contextlib.suppress(orjson.JSONDecodeError):
-                    out.append(orjson.loads(block[pos + len(key) : end]))
+                # A rejected line was counted when the index was built; it is not a record.
+                verdict = judge_line(block[pos + len(key) : end])
+                if verdict.record is not None:
+                    out.append(verdict.record)
                 if not block.startswith(key, end + 1):
                     break
                 pos = end + 1

@@ -19,7 +19,6 @@ the memory an index takes depends on the block size, not on the log's size.
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -40,9 +39,9 @@ from mcptrace.logs._manifest import (
     segment_key,
     write_manifest,
 )
-from mcptrace.logs._parse import parse_block, read_schema
+from mcptrace.logs._parse import Seen, parse_block, read_schema, text_column
 from mcptrace.logs._sources import Paths, Progress, Source, _rotated_siblings, iter_blocks, resolve_sources
-from mcptrace.logs._toolsummary import MANIFEST_KEY, SummaryWriter
+from mcptrace.logs._toolsummary import MANIFEST_KEY, SummaryWriter, summary_input
 
 #: JSON bytes parsed at a time. The parser holds several times a block while it works, so this
 #: is what bounds the memory of `mcptrace index`; larger blocks are hardly faster.
@@ -111,11 +110,11 @@ def build_index(
         _remove_segment(directory, stale)
         del segments[stale]
     write_manifest(directory, {"segments": segments})
-    for key in keys:
+    for source, key in zip(sources, keys, strict=True):
         info = segments[key]
         report.rows += info["rows"]
         report.corrupt_count += info["corrupt_count"]
-        report.corrupt.extend(CorruptLine(**c) for c in info["corrupt"])
+        report.corrupt.extend(CorruptLine(**{**c, "file": source.name}) for c in info["corrupt"])
     return report
 
 
@@ -154,18 +153,17 @@ def _index_source(
     rows = 0
     blocks = 0
     read = 0
+    seen = Seen()  # exact repeats of a line are counted once, across blocks
     try:
         for first_line, block in iter_blocks(source, block_size=block_bytes):
             blocks += 1
             read += len(block)
-            data = parse_block(block, first_line=first_line, source=source, schema=schema, report=load_report)
+            data = parse_block(
+                block, first_line=first_line, source=source, schema=schema, report=load_report, seen=seen
+            )
             rows += data.height
             days.add(data)
-            summary.add(
-                data.filter(pl.col(f.EVENT) == f.EV_TOOL_CALL).select(
-                    f.TOOL_NAME, (pl.col(f.STATUS) == f.FAILURE).fill_null(False).alias("failed"), f.DURATION_MS
-                )
-            )
+            summary.add(summary_input(data))
             del data
             runs.add(block)
             del block
@@ -182,9 +180,7 @@ def _index_source(
         "source": source.name,
         "path": str(source.path.resolve()),
         "rows": rows,
-        "lines": load_report.lines,
-        "corrupt_count": load_report.corrupt_count,
-        "corrupt": [dataclasses.asdict(c) for c in load_report.corrupt[:50]],
+        **load_report.segment_entry(),
     }
     return entry, blocks
 
@@ -199,8 +195,10 @@ class _Runs:
         self._runs = 0
 
     def add(self, block: bytes) -> None:
-        lines = pl.Series("line", block.split(b"\n"), dtype=pl.Binary)
-        ids = lines.cast(pl.String, strict=False).str.extract(_ID_IN_LINE, 1)
+        split = block.split(b"\n")
+        lines = pl.Series("line", split, dtype=pl.Binary)
+        ids = text_column(split, block).str.extract(_ID_IN_LINE, 1)
+        del split
         pairs = pl.DataFrame({"id": ids, "line": lines}).filter(pl.col("id").is_not_null())
         self._held.append(pairs)
         self._bytes += len(block)
@@ -240,11 +238,8 @@ def indexed_frame(sources: Sequence[Source]) -> tuple[pl.LazyFrame, LoadReport] 
     manifest = read_manifest(directory) or {}
     files = [p for k in keys for p in segment_files(directory, k)]
     report = LoadReport(files=[s.name for s in sources])
-    for k in keys:
-        info = manifest["segments"][k]
-        report.lines += info["lines"]
-        report.corrupt_count += info["corrupt_count"]
-        report.corrupt.extend(CorruptLine(**c) for c in info["corrupt"])
+    for source, k in zip(sources, keys, strict=True):
+        report.add_segment(manifest["segments"][k], source.name)
     schema = read_schema()
     if not files:
         if any(manifest["segments"][k]["rows"] for k in keys):
