@@ -61,9 +61,10 @@ out = {}
 out["chain_indexed"] = median(lambda: lookup([path], value=rid), 21)
 out["chain_unindexed"] = median(lambda: lookup([path], value=rid, use_index=False), 3)
 out["stats_summary"] = median(lambda: indexed_tool_stats([path]), 5)
-cols = ["tool_name", "status", "duration_ms"]
+from mcptrace.logs._refusals import REFUSAL_COLUMNS, REFUSAL_EVENTS
+cols = ["tool_name", "status", "duration_ms", *REFUSAL_COLUMNS]  # what `mcptrace stats` reads
 from mcptrace.analysis import load, tool_stats
-events = ["tool_call"]
+events = ["tool_call", *REFUSAL_EVENTS]
 out["stats_indexed"] = median(lambda: tool_stats(load([path], columns=cols, events=events).frame).collect(), 5)
 out["stats_unindexed"] = median(
     lambda: tool_stats(load([path], columns=cols, events=events, use_index=False).frame).collect(), 3)
