@@ -105,6 +105,29 @@ JSON_TYPES: Final[dict[str, tuple[type, ...]]] = {
     "map[str]": (list,),
 }
 
+#: How every reader judges a line (`mcptrace.logs` applies them, in bulk and line by line, the same way in
+#: every command, indexed or not). A line is accepted, possibly with a value coerced or read as null, or
+#: rejected: counted and reported with file:line and the reason, never a crash, never silently dropped.
+READING_RULES: Final[dict[str, str]] = {
+    "record": "a line that is not one JSON object (bad JSON, not UTF-8, torn by a crash, a list) is rejected",
+    "envelope": "a line without a readable `timestamp` or without an `event` (or whose event is an object "
+    "or a list) is rejected",
+    "time zone": "a timestamp with an offset is converted to UTC; a timestamp without one is UTC",
+    "numbers as text": 'a number written as text (`"12.5"`) is read as that number; an integer field takes '
+    "a whole number written with a fraction (`3.0`)",
+    "text from scalars": "a number or a boolean where text belongs is read as text (`true`, `7`, `1.5`; "
+    "a whole float without its `.0`)",
+    "wrong type": "any other value of the wrong type (an object where text belongs, text that is no number) "
+    "is read as null and noted with file:line; the rest of the line is kept",
+    "nested": "the entries of `downstream_calls` and `baggage` follow the same rules, field by field",
+    "unknown fields": "fields the schema does not declare are ignored by the analysis (`chain` shows them)",
+    "repeats": "an exact repeat of an earlier line of the same file is counted once and reported",
+    "newer schema": "lines of a newer `schema_version` are read by these rules, counted, and warned about "
+    "once per command (N lines of schema vN: upgrade mcptrace)",
+    "refusals": "`request_refused` lines (and versions 1-2's `auth_failed` and `rate_limited`) are refused "
+    "requests, `count` of them each (absent: one): neither calls nor errors",
+}
+
 #: Fields that schema version 2 added; a version-1 line never carries them.
 ADDED_IN_V2: Final = frozenset(
     {

@@ -17,6 +17,7 @@ from mcptrace._schema import (
     LOG_FIELDS,
     LOG_SCHEMA_VERSION,
     MAP_ENTRY_FIELDS,
+    READING_RULES,
     REQUIRED_FIELDS,
     SUPPORTED_SCHEMA_VERSIONS,
     polars_schema,
@@ -149,6 +150,8 @@ def render() -> str:
     events = {getattr(f, n) for n in dir(f) if n.startswith("EV_")}
     lines += ["", "### Events", "", "| event | written when |", "|---|---|"]
     lines += [f"| `{event}` | {EVENTS.get(event, '—')} |" for event in sorted(events)]
+    lines += ["", "### Reading rules", "", "Every command judges every line by these rules, indexed or not:", ""]
+    lines += [f"- **{name}**: {rule}." for name, rule in READING_RULES.items()]
     lines += ["", END]
     return "\n".join(lines)
 

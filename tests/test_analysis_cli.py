@@ -126,7 +126,7 @@ def test_stats_json_has_the_documented_shape(logged: tuple[RunningProcess, Traff
     server, _ = logged
     rows = json.loads(mcptrace("stats", server.log_file, "--format", "json").stdout)
     by_tool = {r["tool_name"]: r for r in rows}
-    assert set(rows[0]) == {"tool_name", "calls", "errors", "error_rate", "p50_ms", "p95_ms", "p99_ms"}
+    assert set(rows[0]) == {"tool_name", "calls", "errors", "error_rate", "refused", "p50_ms", "p95_ms", "p99_ms"}
     assert by_tool["search_database"]["calls"] == 8 and by_tool["search_database"]["errors"] == 2
     assert by_tool["search_database"]["error_rate"] == pytest.approx(0.25)
     assert by_tool["fetch_upstream"]["errors"] == 0
@@ -139,7 +139,7 @@ def test_stats_filters_and_csv(logged: tuple[RunningProcess, Traffic]) -> None:
     csv_out = mcptrace(
         "stats", server.log_file, "--tool", "fetch_upstream", "--caller", "agent-auto", "--format", "csv"
     ).stdout.splitlines()
-    assert csv_out[0] == "tool_name,calls,errors,error_rate,p50_ms,p95_ms,p99_ms"
+    assert csv_out[0] == "tool_name,calls,errors,error_rate,refused,p50_ms,p95_ms,p99_ms"
     assert len(csv_out) == 2 and csv_out[1].startswith("fetch_upstream,1,0,")
     future = json.loads(
         mcptrace("stats", server.log_file, "--since", "2999-01-01T00:00:00Z", "--format", "json").stdout

@@ -97,20 +97,20 @@ def test_corrupt_lines_are_counted_with_file_and_line_and_the_rest_is_kept(tmp_p
     ]
     path = write_lines(tmp_path / "bad.log", lines)
     path.write_bytes(path.read_bytes() + orjson.dumps(record(4))[:40])  # a truncated last line
-    loaded = load([path])
-    assert loaded.frame.collect().get_column("mcp_request_id").to_list() == [
-        "req-0000",
-        "req-0001",
-        "req-0003",
-    ]
-    report = loaded.report
-    assert report.corrupt_count == 5
-    assert [(c.file, c.line) for c in report.corrupt] == [(str(path), n) for n in (2, 4, 5, 6, 9)]
-    reasons = [c.reason for c in report.corrupt]
-    assert reasons[0].startswith("bad JSON") and reasons[1].startswith("not a JSON object")
-    assert reasons[2].startswith("wrong type") and reasons[3] == "missing timestamp"
-    assert reasons[4].startswith("truncated line")
-    assert f"{path}:2" in report.summary()
+    for loaded in (load([path]), load([path], columns=["mcp_request_id"])):
+        frame = loaded.frame.collect()
+        # A value of the wrong type is read as null and noted; its line stays a record.
+        assert frame.get_column("mcp_request_id").to_list() == ["req-0000", "req-0001", "req-0002", "req-0003"]
+        report = loaded.report
+        assert report.corrupt_count == 4
+        assert [(c.file, c.line) for c in report.corrupt] == [(str(path), n) for n in (2, 4, 6, 9)]
+        reasons = [c.reason for c in report.corrupt]
+        assert reasons[0].startswith("bad JSON") and reasons[1].startswith("not a JSON object")
+        assert reasons[2] == "missing timestamp"
+        assert reasons[3].startswith("truncated line")
+        assert f"{path}:2" in report.summary()
+    noted = load([path]).report
+    assert [(n.line, n.reason) for n in noted.notes] == [(5, "duration_ms: expected float, got 'slow'; read as null")]
 
 
 def test_a_damaged_compressed_file_is_reported_and_the_others_still_load(tmp_path: Path) -> None:
@@ -224,8 +224,6 @@ def test_an_event_filtered_load_still_reports_each_corrupt_line_that_could_be_on
     lines.insert(10, b'{"timestamp":"2026-11-25T14:00:03.000Z","level":"info","event":"tool_c')
     path = write_lines(tmp_path / "mixed.log", lines)
     loaded = load([path], columns=["duration_ms"], events=["tool_call"], use_index=False)
-    assert loaded.frame.collect().height == 30
-    assert sorted((c.line, c.reason.split(" (")[0]) for c in loaded.report.corrupt) == [
-        (5, "wrong type"),
-        (11, "bad JSON"),
-    ]
+    assert loaded.frame.collect().height == 31  # the slow duration is read as null, its call is kept
+    assert sorted((c.line, c.reason.split(" (")[0]) for c in loaded.report.corrupt) == [(11, "bad JSON")]
+    assert [n.line for n in loaded.report.notes] == [5]

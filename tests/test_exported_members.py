@@ -24,8 +24,8 @@ SURFACE: dict[str, set[str]] = {
     "mcptrace.analysis": {
         "CorruptLine", "IndexReport", "LoadReport", "Loaded", "Source", "active_sessions", "assign_runs",
         "build_index", "chain", "downstream_calls", "error_messages", "error_sources", "format_chain", "incidents",
-        "load", "loops", "method_stats", "outcomes", "report_text", "resolve_sources", "runs", "service_stats",
-        "sessions", "timeline", "tool_stats", "top_callers",
+        "load", "loops", "method_stats", "outcomes", "refused_requests", "report_text", "resolve_sources", "runs",
+        "service_stats", "sessions", "timeline", "tool_stats", "top_callers",
     },
     "mcptrace.notebook": {
         "Explorer", "caller_rate", "caller_rates", "error_heatmap", "error_rates", "incident_table",

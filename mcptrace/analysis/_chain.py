@@ -5,6 +5,7 @@ from __future__ import annotations
 import polars as pl
 
 from mcptrace import _fields as f
+from mcptrace.analysis._order import in_order
 
 #: Added columns: milliseconds since the previous line and since the request's first line.
 STEP_MS = "step_ms"
@@ -81,6 +82,7 @@ def outcomes(frame: pl.LazyFrame) -> pl.LazyFrame:
     done = pl.col(f.EVENT).is_in([f.EV_RESPONSE_SENT, f.EV_TOOL_CALL])
     return (
         frame.filter(pl.col(f.REQUEST_ID).is_not_null())
+        .pipe(in_order)
         .group_by(f.REQUEST_ID)
         .agg(
             pl.col(f.TIMESTAMP).min().alias("start"),
@@ -93,5 +95,5 @@ def outcomes(frame: pl.LazyFrame) -> pl.LazyFrame:
             pl.col(f.STATUS).filter(done).drop_nulls().last(),
             pl.col(f.ERROR).drop_nulls().last(),
         )
-        .sort("start")
+        .sort("start", f.REQUEST_ID)
     )

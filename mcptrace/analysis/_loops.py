@@ -42,6 +42,7 @@ from datetime import timedelta
 import polars as pl
 
 from mcptrace import _fields as f
+from mcptrace.analysis._order import in_order
 from mcptrace.analysis._runs import RUN_ID, assign_runs
 
 KIND = "kind"
@@ -80,9 +81,7 @@ def _calls(frame: pl.LazyFrame, by: Sequence[str]) -> pl.LazyFrame:
         .with_columns(
             _joined(*by).alias(_ACTOR), _joined(f.TOOL_NAME, f.ARGUMENTS_HASH, f.RESULT_HASH).alias(_KEY)
         )
-        .with_row_index("_seq")
-        .sort(_ACTOR, f.TIMESTAMP, "_seq")
-        .drop("_seq")
+        .pipe(in_order, _ACTOR)
         .with_columns(pl.int_range(pl.len()).over(_ACTOR).alias(_POS))
     )
 
@@ -305,7 +304,10 @@ def loops(
         rate_spikes(calls, every=spike_every, factor=spike_factor, min_calls=spike_min_calls),
     ]
     cols = [pl.col(c) for c in EPISODE_COLUMNS]
+    ties = [
+        pl.col(c) for c in ("start", KIND, f.CALLER_ID, f.SESSION_ID, f.TOOL_NAME, "end", "count")
+    ] + [pl.col("request_ids").list.first()]
     found = pl.concat([p.select(cols) for p in parts], how="vertical")
     if not include_polls:
         found = found.filter(pl.col(KIND) != "poll")
-    return found.sort("start", KIND)
+    return found.sort(ties, nulls_last=True, maintain_order=True)

@@ -34,11 +34,13 @@ def report_text(paths: Paths = None, *, top: int = 10) -> str:
     for row in found.head(top).iter_rows(named=True):
         lines.append(f"  {row['severity']:<6} {row['kind']:<18} {row['start']:%H:%M:%S}  {row['summary']}")
     stats = tool_stats(frame).collect()
-    lines += ["", "Per tool: calls, error rate, p99"]
-    for row in stats.sort("calls", descending=True).head(top).iter_rows(named=True):
+    lines += ["", "Per tool: calls, error rate, refused requests, p99"]
+    for row in stats.sort("calls", "refused", descending=True).head(top).iter_rows(named=True):
         p99 = f"{row['p99_ms']:.1f} ms" if row["p99_ms"] is not None else "-"
-        rate = row["error_rate"] * 100
-        lines.append(f"  {str(row[f.TOOL_NAME]):<24} {row['calls']:>7}  {rate:5.1f}% errors  p99 {p99}")
+        rate = f"{row['error_rate'] * 100:5.1f}%" if row["error_rate"] is not None else "    -"
+        lines.append(
+            f"  {str(row[f.TOOL_NAME]):<24} {row['calls']:>7}  {rate} errors  {row['refused']:>5} refused  p99 {p99}"
+        )
     episodes = loops(frame).collect()
     groups = (("Agent loops", LOOP_KINDS), ("Retry storms and call-rate spikes", ("retry_storm", "rate_spike")))
     for title, kinds in groups:

@@ -20,6 +20,7 @@ import polars as pl
 
 from mcptrace import _fields as f
 from mcptrace._schema import BAGGAGE_KEYS
+from mcptrace.analysis._order import in_order
 
 RUN_ID = "run_id"
 RULE = "rule"
@@ -86,8 +87,7 @@ def assign_runs(frame: pl.LazyFrame, *, gap: timedelta = timedelta(minutes=5)) -
             baggage.alias("_b"),
             trace.alias("_t"),
         )
-        .with_row_index("_seq")
-        .sort("_actor", f.TIMESTAMP, "_seq")
+        .pipe(in_order, "_actor")
     )
     # Gap runs: number the idle-separated stretches of each caller's gap-rule calls.
     is_gap = pl.col(RULE) == "gap"
@@ -104,8 +104,8 @@ def assign_runs(frame: pl.LazyFrame, *, gap: timedelta = timedelta(minutes=5)) -
     )
     return (
         tagged.with_columns(run_id.alias(RUN_ID))
-        .sort(f.TIMESTAMP, "_seq")
-        .drop("_seq", "_actor", "_s", "_b", "_t")
+        .pipe(in_order)
+        .drop("_actor", "_s", "_b", "_t")
     )
 
 

@@ -6,6 +6,7 @@ import polars as pl
 
 from mcptrace import _fields as f
 from mcptrace.analysis._done import request_done
+from mcptrace.analysis._order import in_order
 
 SESSION_COLUMNS = [f.SESSION_ID, f.CALLER_ID, "start", "end", "requests", "calls", "errors", "tools"]
 TIMELINE_COLUMNS = ["time", "kind", "count", "detail"]
@@ -17,6 +18,7 @@ def sessions(frame: pl.LazyFrame) -> pl.LazyFrame:
     tool = pl.col(f.EVENT) == f.EV_TOOL_CALL
     return (
         frame.filter(pl.col(f.SESSION_ID).is_not_null())
+        .pipe(in_order)
         .group_by(f.SESSION_ID)
         .agg(
             pl.col(f.CALLER_ID).drop_nulls().first(),
@@ -28,7 +30,7 @@ def sessions(frame: pl.LazyFrame) -> pl.LazyFrame:
             pl.col(f.TOOL_NAME).filter(tool).drop_nulls().unique(maintain_order=True).alias("tools"),
         )
         .select(SESSION_COLUMNS)
-        .sort("start")
+        .sort("start", f.SESSION_ID)
     )
 
 

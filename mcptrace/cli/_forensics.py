@@ -138,15 +138,16 @@ def run_stats(args: argparse.Namespace) -> int:
     from mcptrace import _fields as f
     from mcptrace.analysis import method_stats, service_stats, tool_stats, top_callers
     from mcptrace.analysis._done import CLOSING_EVENTS
+    from mcptrace.logs._refusals import REFUSAL_COLUMNS, REFUSAL_EVENTS
     from mcptrace.logs._toolsummary import STATS_COLUMNS
 
     by_columns = {
-        "tool": [f.TOOL_NAME, f.STATUS, f.DURATION_MS],
-        "method": [f.METHOD, f.STATUS, f.DURATION_MS, f.SCHEMA_VERSION],
-        "caller": [f.CALLER_ID, f.TOOL_NAME, f.STATUS],
+        "tool": [f.TOOL_NAME, f.STATUS, f.DURATION_MS, *REFUSAL_COLUMNS],
+        "method": [f.METHOD, f.STATUS, f.DURATION_MS, f.SCHEMA_VERSION, *REFUSAL_COLUMNS],
+        "caller": [f.CALLER_ID, f.TOOL_NAME, f.STATUS, *REFUSAL_COLUMNS],
         "service": [f.DOWNSTREAM_CALLS, f.TOOL_NAME, f.REQUEST_ID, f.CALLER_ID, f.SESSION_ID],
     }
-    events = list(CLOSING_EVENTS) if args.by == "method" else [f.EV_TOOL_CALL]
+    events = [*(CLOSING_EVENTS if args.by == "method" else [f.EV_TOOL_CALL]), *REFUSAL_EVENTS]
     loaded = load_frame(args, columns=by_columns[args.by], events=events)
     every = args.every
     if args.by == "tool":
@@ -157,7 +158,7 @@ def run_stats(args: argparse.Namespace) -> int:
         columns = [f.METHOD, *STATS_COLUMNS[1:]]
     elif args.by == "caller":
         rows = _rows(top_callers(loaded.frame, limit=1_000_000))
-        columns = [f.CALLER_ID, "calls", "errors", "error_rate", "tools"]
+        columns = [f.CALLER_ID, "calls", "errors", "error_rate", "refused", "tools"]
         every = None
     else:
         rows = _rows(service_stats(loaded.frame))
@@ -176,7 +177,10 @@ def _stats_from_summary(args: argparse.Namespace) -> bool:
         return False
     from mcptrace.logs._toolsummary import STATS_COLUMNS, indexed_tool_stats
 
-    found = indexed_tool_stats(args.paths or None, tools=args.tool)
+    try:
+        found = indexed_tool_stats(args.paths or None, tools=args.tool)
+    except Exception:  # a damaged summary: the Parquet index or the JSON answers, and says why
+        return False
     if found is None:
         return False
     rows, report = found
@@ -187,25 +191,33 @@ def _stats_from_summary(args: argparse.Namespace) -> bool:
 
 def run_errors(args: argparse.Namespace) -> int:
     from mcptrace import _fields as f
-    from mcptrace.analysis import error_messages, error_sources
+    from mcptrace.analysis import error_messages, error_sources, refused_requests
+    from mcptrace.logs._refusals import REFUSAL_COLUMNS, REFUSAL_EVENTS
 
-    loaded = load_frame(args, columns=ERROR_COLUMNS, events=[f.EV_TOOL_CALL])
+    columns = [*ERROR_COLUMNS, f.CALLER_ID, *REFUSAL_COLUMNS]
+    loaded = load_frame(args, columns=columns, events=[f.EV_TOOL_CALL, *REFUSAL_EVENTS])
     messages = _rows(error_messages(loaded.frame, limit=args.limit))
     sources = _rows(error_sources(loaded.frame))
+    refused = _rows(refused_requests(loaded.frame, limit=args.limit))
     if args.format == "json":
-        dump_json({"by_tool": sources, "top_errors": messages})
+        dump_json({"by_tool": sources, "top_errors": messages, "refused": refused})
         return 0
     msg_cols = [f.TOOL_NAME, "count", "first", "last", "example_request_id", f.ERROR]
-    src_cols = [f.TOOL_NAME, "calls", "errors", "downstream_errors", "own_errors"]
+    src_cols = [f.TOOL_NAME, "calls", "errors", "downstream_errors", "own_errors", "refused"]
+    ref_cols = [f.TOOL_NAME, f.REFUSAL_REASON, "count", "first", "last", "example_request_id", "callers"]
     if args.format == "csv":
         # One flat table: `table` names the section each row belongs to; other sections' columns are empty.
         flat = [{"table": "by_tool", **r} for r in sources] + [{"table": "top_errors", **r} for r in messages]
-        emit(flat, ["table", *src_cols, *msg_cols[1:]], "csv")
+        flat += [{"table": "refused", **r} for r in refused]
+        emit(flat, ["table", *src_cols, *msg_cols[1:], f.REFUSAL_REASON, "callers"], "csv")
         return 0
-    print("Errors per tool (own versus downstream):")
+    print("Errors per tool (own versus downstream), and requests refused before they ran:")
     emit(sources, src_cols, "table")
     print("\nMost frequent errors:")
     emit(messages, msg_cols, "table")
+    if refused:
+        print("\nRefused requests (by tool and reason):")
+        emit(refused, ref_cols, "table")
     return 0
 
 

@@ -161,8 +161,15 @@ def load_frame(
     if not args.no_index:
         try:
             built = auto_index(args.paths or None, progress=Progress("indexing (second query of these logs)"))
-        except (OSError, ValueError):
+        except MCPTraceError:  # the user's mistake (a missing path): `load` says it once, as for --no-index
             built = None
+        except Exception as exc:  # an index is an optimisation: the JSON logs still answer
+            built = None
+            print(
+                f"mcptrace: warning: these logs could not be indexed ({type(exc).__name__}: "
+                f"{str(exc).strip()[:160]}): read the JSON logs instead",
+                file=sys.stderr,
+            )
         if built is not None:
             print(f"mcptrace: indexed these logs for faster queries ({built.directory})", file=sys.stderr)
     try:

@@ -7,13 +7,12 @@ from pathlib import Path
 import polars as pl
 
 from mcptrace import _fields as f
-from mcptrace._schema import polars_schema
+from mcptrace.logs import load
 
 
 def tool_calls(log_file: Path) -> pl.DataFrame:
-    """The `tool_call` lines of a log file, typed by the log contract."""
-    frame = pl.read_ndjson(log_file, schema=polars_schema())
-    return frame.filter(pl.col(f.EVENT) == f.EV_TOOL_CALL)
+    """The `tool_call` lines of a log file, typed by the log contract and judged as every command judges them."""
+    return load([log_file], events=[f.EV_TOOL_CALL], use_index=False).frame.collect()
 
 
 def per_tool(calls: pl.DataFrame) -> pl.DataFrame:

@@ -7,39 +7,42 @@ into compressed blocks, and a sparse table of each block's first id. A lookup
 bisects the table, decompresses one or two blocks and decodes only the lines
 of the request: no heavy import, a few milliseconds.
 
-Layout: `chains-NNNN.bin` holds the blocks back to back; `chains-NNNN.idx` has
-one line per block, `first_id <TAB> offset <TAB> length`. Large logs are
-indexed in parts (each sorted on its own), so a lookup bisects every part.
+Layout: `chains-all.bin` holds the blocks back to back; `chains-all.idx` has
+one line per block, `first_id <TAB> offset <TAB> length`. A log is indexed in
+sorted runs (`chains-NNNNNN`), merged into `all` at the end; a lookup bisects
+every part it finds, so a store left in parts still answers.
 """
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import mmap
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
-
+from mcptrace.logs._judge import judge_line
 from mcptrace.logs._manifest import fresh_index_dir
 from mcptrace.logs._search import record_time
 
 STORE_SUFFIX = ".bin"
 TABLE_SUFFIX = ".idx"
 BLOCK_BYTES = 256 * 1024
-#: The part number a merged store is written under.
-MERGED_PART = 9999
+#: Block size of the parts that are merged (each merged part holds one block in memory).
+PART_BLOCK_BYTES = 64 * 1024
+#: The part name a merged store is written under.
+MERGED_PART = "all"
 
 
-def write_store(directory: Path, rows: Iterable[tuple[str, bytes]], *, part: int = 0) -> int:
+def write_store(
+    directory: Path, rows: Iterable[tuple[str, bytes]], *, part: int | str = 0, block_bytes: int = BLOCK_BYTES
+) -> int:
     """Write (request id, raw line) pairs, already sorted by id, as one part; returns its block count."""
     import zstandard
 
     compressor = zstandard.ZstdCompressor(level=3)
     blocks = 0
-    name = f"chains-{part:04d}"
+    name = f"chains-{part:06d}" if isinstance(part, int) else f"chains-{part}"
     with (
         open(directory / (name + STORE_SUFFIX), "wb") as data,
         open(directory / (name + TABLE_SUFFIX), "w") as table,
@@ -64,7 +67,7 @@ def write_store(directory: Path, rows: Iterable[tuple[str, bytes]], *, part: int
         for rid, line in rows:
             # Never split one request across blocks: a lookup then reads exactly one block
             # unless the request itself is larger than a block.
-            if size >= BLOCK_BYTES and rid != last:
+            if size >= block_bytes and rid != last:
                 flush()
             if not pending:
                 first = rid
@@ -90,17 +93,35 @@ def iter_part(table: Path) -> Iterator[tuple[str, bytes]]:
                 yield rid.decode(), line
 
 
-def merge_parts(directory: Path) -> None:
+#: Parts merged at once: a merge holds one block of each, so this bounds its memory.
+MAX_FAN_IN = 256
+
+
+def merge_parts(directory: Path, *, fan_in: int = MAX_FAN_IN) -> None:
     """Merge the sorted parts of a store into one, so a lookup reads a single block.
 
-    A streaming k-way merge: memory stays bounded by one block per part. Equal
-    ids keep the order of the parts (which is the order of the log).
+    A streaming k-way merge: memory stays bounded by one block per part (write
+    the parts with `PART_BLOCK_BYTES`). More than `fan_in` parts (a log of tens
+    of GB) are first merged in groups of `fan_in`, so the memory does not grow
+    with the log. Equal ids keep the order of the parts (which is the order of
+    the log).
     """
     tables = sorted(directory.glob("chains-*" + TABLE_SUFFIX))
     if len(tables) < 2:
         return
+    level = 0
+    while len(tables) > fan_in:
+        level += 1
+        groups = [tables[i : i + fan_in] for i in range(0, len(tables), fan_in)]
+        for n, group in enumerate(groups):
+            _merge(group, directory, f"l{level}-{n:06d}", block_bytes=PART_BLOCK_BYTES)
+        tables = sorted(directory.glob("chains-*" + TABLE_SUFFIX))
+    _merge(tables, directory, MERGED_PART, block_bytes=BLOCK_BYTES)
+
+
+def _merge(tables: list[Path], directory: Path, name: str, *, block_bytes: int) -> None:
     merged = heapq.merge(*(iter_part(t) for t in tables), key=lambda row: row[0])
-    write_store(directory, merged, part=MERGED_PART)
+    write_store(directory, merged, part=name, block_bytes=block_bytes)
     for t in tables:
         t.unlink()
         t.with_suffix(STORE_SUFFIX).unlink()
@@ -139,9 +160,10 @@ def _lookup_part(table: Path, request_id: str) -> list[dict[str, Any]]:
             while pos > 0 or (pos == 0 and block.startswith(key)):
                 end = block.find(b"\n", pos)
                 end = len(block) if end < 0 else end
-                # A corrupt line was counted when the index was built; it is not a record.
-                with contextlib.suppress(orjson.JSONDecodeError):
-                    out.append(orjson.loads(block[pos + len(key) : end]))
+                # A rejected line was counted when the index was built; it is not a record.
+                verdict = judge_line(block[pos + len(key) : end])
+                if verdict.record is not None:
+                    out.append(verdict.record)
                 if not block.startswith(key, end + 1):
                     break
                 pos = end + 1

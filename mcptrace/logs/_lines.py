@@ -35,10 +35,16 @@ def scan_lines(path: os.PathLike[str] | str) -> pl.LazyFrame:
     """A file's lines as one text column, split by polars' CSV reader on every core.
 
     No quote character and a separator that JSON text cannot hold unescaped: a
-    row is a line, whatever it contains.
+    row is a line, whatever it contains. Bytes that are not UTF-8 become U+FFFD
+    (such a line is judged from its raw bytes, see `_load`), never an error.
     """
     return pl.scan_csv(
-        os.fspath(path), has_header=False, separator="\x1f", quote_char=None, schema={"line": pl.String}
+        os.fspath(path),
+        has_header=False,
+        separator="\x1f",
+        quote_char=None,
+        schema={"line": pl.String},
+        encoding="utf8-lossy",
     )
 
 

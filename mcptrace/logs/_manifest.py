@@ -22,7 +22,7 @@ from mcptrace.logs._sources import INDEX_DIRNAME
 
 MANIFEST = "manifest.json"
 #: Bumped when the index layout changes; older indexes are rebuilt.
-INDEX_VERSION = 2
+INDEX_VERSION = 3
 
 
 def segment_key(path: Path) -> str:

@@ -1,24 +1,58 @@
-"""Blocks of log lines into typed rows: the pinned schema, and every bad line set aside with its number.
+"""Lines into typed rows by the reading rules (`mcptrace._schema.READING_RULES`), every bad line set aside.
 
-A block that parses cleanly costs one call into polars; a block with a bad line
-is narrowed down (bisection) until each bad line is isolated, so the good lines
-around it are kept and the bad one is reported with its file and line number.
+The rules are applied in bulk by polars, and line by line by `_judge` for the
+few lines polars cannot read, with the same outcome (a property test holds the
+two together):
+
+1. Lines that cannot be one JSON object (not UTF-8, not `{...}`, two objects
+   torn together) are set aside at once by their text and judged one by one.
+2. The other lines are decoded together; text, numbers and timestamps are read
+   as text and converted afterwards, value by value, so a wrong value is read
+   as null (and noted) without failing its neighbours. If polars still refuses
+   a run of lines (an object where text belongs), the run is split in halves
+   until each refused line is judged alone: a bad line costs its own bytes.
+3. A row without a readable timestamp or an event is rejected with its line
+   number; a timestamp without an offset is UTC.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import orjson
 import polars as pl
 
 from mcptrace import _fields as f
-from mcptrace._schema import polars_schema
+from mcptrace._schema import LOG_SCHEMA_VERSION, polars_schema
+from mcptrace.logs._judge import judge_line, parse_timestamp
 from mcptrace.logs._loadreport import LoadReport
 from mcptrace.logs._sources import Source
 
-__all__ = ["TS_FORMAT", "as_text_timestamp", "parse_block", "read_schema"]
+__all__ = [
+    "LINE",
+    "NUMBER",
+    "ODD",
+    "Seen",
+    "TS_FORMAT",
+    "judge_lines",
+    "lazy_rows",
+    "odd_line",
+    "parse_block",
+    "read_schema",
+    "settle",
+    "text_column",
+    "text_schema",
+]
+
+#: The writer's format, tried first for the whole column; anything else goes through `parse_timestamp`.
+TS_FORMAT = "%Y-%m-%dT%H:%M:%S%.fZ"
+#: Lines decoded by one polars call before a refused run is split.
+_RUN = 1 << 16
+LINE = "line"
+NUMBER = "_n"
+ODD = "_odd"
+HASH = "_hash"
+_SCALARS_AS_TEXT = (pl.Datetime, pl.Int64, pl.Float64)
 
 
 def read_schema(columns: Sequence[str] | None = None) -> pl.Schema:
@@ -33,125 +67,343 @@ def read_schema(columns: Sequence[str] | None = None) -> pl.Schema:
     return pl.Schema({name: full[name] for name in wanted})
 
 
+def text_schema(schema: pl.Schema) -> pl.Schema:
+    """What polars decodes: timestamps and numbers as text, converted by `settle` value by value."""
+    return pl.Schema({n: (pl.String() if isinstance(t, _SCALARS_AS_TEXT) else t) for n, t in schema.items()})
 
 
-def parse_block(
-    block: bytes, *, first_line: int, source: Source, schema: pl.Schema, report: LoadReport
+def odd_line(line: pl.Expr) -> pl.Expr:
+    """True for a line that cannot be one JSON object as it stands: judged alone, never decoded in bulk.
+
+    Not UTF-8 (null, or U+FFFD from a lossy read), not `{...}`, or two records
+    torn together (a line cut by a crash, then the next line written after it).
+    """
+    text = line.str.strip_chars()
+    return (
+        line.is_null()
+        | ~text.str.starts_with("{")
+        | ~text.str.ends_with("}")
+        | (line.str.count_matches('"' + f.TIMESTAMP + '"', literal=True) > 1)
+        | line.str.contains("\ufffd", literal=True)
+    ).fill_null(True)
+
+
+def blank_line(line: pl.Expr) -> pl.Expr:
+    return line.is_not_null() & (line.str.strip_chars().str.len_bytes() == 0)
+
+
+def lazy_rows(lines: pl.LazyFrame, schema: pl.Schema) -> pl.LazyFrame:
+    """(line number, decoded fields as text, the odd line's text) per non-blank line: one polars pass.
+
+    An odd line is decoded as `{}` (a row of nulls, dropped later) so that the
+    decoding stays one bulk call over the column.
+    """
+    line = pl.col(LINE)
+    return (
+        lines.filter(~blank_line(line))
+        .with_columns(odd_line(line).alias(ODD))
+        .select(
+            pl.col(NUMBER),
+            pl.when(pl.col(ODD)).then(pl.lit("{}")).otherwise(line).str.json_decode(pl.Struct(_decoded_schema(schema)))
+            .struct.unnest(),
+            pl.when(pl.col(ODD)).then(line.fill_null("")).alias(ODD),
+            pl.when(~pl.col(ODD)).then(line.hash()).alias(HASH),
+        )
+    )
+
+
+def _decoded_schema(schema: pl.Schema) -> pl.Schema:
+    """`text_schema`, with the schema version always (a newer one is counted, see `settle`)."""
+    decoded = text_schema(schema)
+    if f.SCHEMA_VERSION not in decoded:
+        decoded = pl.Schema({**decoded, f.SCHEMA_VERSION: pl.String()})
+    return decoded
+
+
+class Seen:
+    """The lines of one file read so far (by a 64-bit hash of their text): a line read again is a repeat.
+
+    Kept per file: blocks of one file are read in order, and each repeat is
+    dropped and reported with its line number, so it is counted once.
+    """
+
+    def __init__(self) -> None:
+        self._hashes: list[pl.Series] = []
+
+    def drop_repeats(
+        self, rows: pl.DataFrame, *, source: Source, report: LoadReport, events: Sequence[str] | None = None
+    ) -> pl.DataFrame:
+        """`rows` (decoded, with line numbers and hashes) without the repeats of earlier lines.
+
+        Repeats of lines of other `events` are dropped without a word: the query never reads them.
+        """
+        if HASH not in rows.columns or not rows.height:
+            return rows
+        hashes = rows.get_column(HASH)
+        repeat = hashes.is_not_null() & (
+            pl.DataFrame([hashes, rows.get_column(NUMBER)])
+            .select(pl.col(NUMBER) != pl.col(NUMBER).min().over(HASH))
+            .to_series()
+        )
+        if self._hashes:
+            repeat = repeat | hashes.is_in(pl.concat(self._hashes))
+        self._hashes.append(hashes.filter(~repeat & hashes.is_not_null()))
+        if not repeat.any():
+            return rows
+        told = repeat if events is None else repeat & rows.get_column(f.EVENT).is_in(list(events)).fill_null(True)
+        for number in rows.get_column(NUMBER).filter(told).to_list():
+            report.add_duplicate(source, number)
+        return rows.filter(~repeat)
+
+
+def settle(
+    rows: pl.DataFrame,
+    schema: pl.Schema,
+    *,
+    source: Source,
+    report: LoadReport,
+    text_of: Callable[[list[int]], dict[int, bytes]],
+    events: Sequence[str] | None = None,
 ) -> pl.DataFrame:
-    """Parse whole lines; bad ones go to `report` with their line numbers."""
-    n_lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
-    report.lines += n_lines
-    text_schema = as_text_timestamp(schema)
-    try:
-        frame = pl.read_ndjson(block, schema=text_schema)
-    except Exception:
-        frame = None
-    if frame is not None and frame.height == n_lines:
-        return _require(frame, list(range(first_line, first_line + n_lines)), source, report, block=block)
-    lines = block.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    good: list[bytes] = []
-    numbers: list[int] = []
-    for i, line in enumerate(lines):
-        if not line.strip():
+    """Convert decoded text to the schema's types, reject rows without a timestamp or event.
+
+    `text_of` gives the raw lines of some line numbers (for the report);
+    rejections of lines whose event is known and not in `events` are not the
+    reader's concern and are dropped silently, as a query that skips those
+    lines would.
+    """
+    converted = []
+    notes: list[tuple[int, str]] = []
+    numbers = rows.get_column(NUMBER)
+    for name, dtype in schema.items():
+        column = (
+            rows.get_column(name)
+            if name in rows.columns
+            else pl.Series(name, [None] * rows.height, dtype=text_schema(schema)[name])
+        )
+        if name == f.TIMESTAMP or isinstance(dtype, pl.Datetime):
+            value = to_utc(column)
+        elif isinstance(dtype, pl.Int64 | pl.Float64):
+            value = _to_number(column, dtype)
+        else:
+            converted.append(column)
             continue
+        if name != f.TIMESTAMP:
+            lost = column.is_not_null() & value.is_null()
+            for i in lost.arg_true().to_list():
+                notes.append((numbers[i], f"{name}: expected {_kind(dtype)}, got {column[i]!r:.40}; read as null"))
+        converted.append(value.alias(name))
+    frame = pl.DataFrame(converted, schema=schema) if converted else pl.DataFrame(schema=schema)
+    frame = frame.insert_column(0, numbers)
+    for number, note in notes:
+        report.add_note(source, number, note)
+    no_text = pl.Series([None] * rows.height, dtype=pl.String)  # no line of `rows` had one
+    text = rows.get_column(f.TIMESTAMP) if f.TIMESTAMP in rows.columns else no_text
+    stamps, event = frame.get_column(f.TIMESTAMP), frame.get_column(f.EVENT)
+    bad = stamps.is_null() | event.is_null()
+    _count_newer(rows, ~bad, report)
+    if not bad.any():
+        return frame
+    indices = bad.arg_true().to_list()
+    raw = text_of([numbers[i] for i in indices])
+    for i in indices:
+        if event[i] is not None and events is not None and event[i] not in events:
+            continue
+        problems = []
+        if text[i] is None:
+            problems.append("missing timestamp")
+        elif stamps[i] is None:
+            problems.append(f"unreadable timestamp {text[i]!r}")
+        if event[i] is None:
+            problems.append("missing event")
+        report.add_corrupt(source, numbers[i], " and ".join(problems), raw.get(numbers[i], b""))
+    return frame.filter(~bad)
+
+
+def _count_newer(rows: pl.DataFrame, accepted: pl.Series, report: LoadReport) -> None:
+    """Count the accepted lines of a schema version newer than this reader's (read by today's rules)."""
+    if f.SCHEMA_VERSION not in rows.columns:
+        return
+    versions = rows.get_column(f.SCHEMA_VERSION).cast(pl.Int64, strict=False)
+    newer = versions.filter(accepted & (versions > LOG_SCHEMA_VERSION).fill_null(False))
+    for version, count in newer.value_counts().iter_rows():
+        report.add_newer(version, count)
+
+
+def _kind(dtype: pl.DataType) -> str:
+    return "int" if isinstance(dtype, pl.Int64) else "float" if isinstance(dtype, pl.Float64) else "datetime"
+
+
+def _to_number(text: pl.Series, dtype: pl.DataType) -> pl.Series:
+    """Numbers read as text back to numbers; a value that is no number of that kind becomes null."""
+    as_float = text.cast(pl.Float64, strict=False)
+    if isinstance(dtype, pl.Float64):
+        return as_float
+    exact = text.cast(pl.Int64, strict=False)
+    whole = as_float.is_not_null() & (as_float == as_float.floor()) & (as_float.abs() < 2.0**63)
+    return exact.fill_null(pl.when(whole).then(as_float).otherwise(None).cast(pl.Int64, strict=False))
+
+
+def to_utc(text: pl.Series) -> pl.Series:
+    """Timestamps as aware UTC datetimes: the writer's format in bulk, any other one by `parse_timestamp`."""
+    fast = text.str.to_datetime(TS_FORMAT, time_unit="us", time_zone="UTC", strict=False)
+    missed = fast.is_null() & text.is_not_null()
+    if not missed.any():
+        return fast
+    values = fast.to_list()
+    for i in missed.arg_true().to_list():
+        values[i] = parse_timestamp(text[i])
+    return pl.Series(text.name, values, dtype=pl.Datetime("us", "UTC"))
+
+
+def judge_lines(
+    lines: pl.DataFrame,
+    *,
+    schema: pl.Schema,
+    source: Source,
+    report: LoadReport,
+    raw: Callable[[list[int]], dict[int, bytes]],
+    last_unterminated: int | None = None,
+    events: Sequence[str] | None = None,
+    seen: Seen | None = None,
+) -> pl.DataFrame:
+    """Rows of the schema (with their line number first) for a frame of (line number, text or null).
+
+    `seen` holds the lines of the same file read before these (repeats are dropped and reported).
+    """
+    rows = _decoded(lines.filter(~blank_line(pl.col(LINE))), schema)
+    odd = rows.filter(pl.col(ODD).is_not_null())
+    rows = rows.filter(pl.col(ODD).is_null())
+    rows = (seen or Seen()).drop_repeats(rows, source=source, report=report, events=events)
+    extra = []
+    if odd.height:
+        numbers = odd.get_column(NUMBER).to_list()
+        extra.append(_judged(numbers, raw(numbers), schema, source, report, last_unterminated, events))
+    frame = settle(
+        pl.concat([rows, *extra], how="diagonal_relaxed") if extra else rows,
+        schema,
+        source=source,
+        report=report,
+        text_of=raw,
+        events=events,
+    )
+    return frame.sort(NUMBER) if extra else frame  # rows are in line order; repaired ones are not
+
+
+def _decoded(lines: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
+    """`lazy_rows` over lines in memory; a run polars refuses is halved until each refused line is alone."""
+    try:
+        return lazy_rows(lines.lazy(), schema).collect()
+    except pl.exceptions.PolarsError:
+        if lines.height == 1:
+            # Judged alone by `_judged`: passed on as an odd line.
+            return lines.select(pl.col(NUMBER), pl.col(LINE).fill_null("").alias(ODD))
+    mid = lines.height // 2
+    return pl.concat([_decoded(lines[:mid], schema), _decoded(lines[mid:], schema)], how="diagonal_relaxed")
+
+
+def _judged(
+    numbers: list[int],
+    raw: dict[int, bytes],
+    schema: pl.Schema,
+    source: Source,
+    report: LoadReport,
+    last_unterminated: int | None,
+    events: Sequence[str] | None,
+) -> pl.DataFrame:
+    """Odd lines one by one: rejected with a reason, or repaired and decoded like any other line."""
+    repaired: list[int] = []
+    texts: list[str] = []
+    for number in numbers:
+        line = raw.get(number, b"")
+        verdict = judge_line(line, last=number == last_unterminated)
+        if verdict.record is None:
+            event = _event_of(line)
+            if event is None or events is None or event in events:
+                report.add_corrupt(source, number, verdict.reason or "unreadable", line)
+            continue
+        for note in verdict.notes:
+            report.add_note(source, number, note)
+        repaired.append(number)
+        texts.append(orjson.dumps(verdict.record).decode())
+    if not repaired:
+        return pl.DataFrame(schema={NUMBER: pl.Int64, ODD: pl.String})
+    lines = pl.DataFrame({NUMBER: repaired, LINE: texts}, schema={NUMBER: pl.Int64, LINE: pl.String})
+    out = []
+    for one in lines.iter_slices(1):
         try:
-            value = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            reason = "truncated line" if i == len(lines) - 1 and not block.endswith(b"\n") else "bad JSON"
-            report.add_corrupt(source, first_line + i, f"{reason} ({exc})", line)
-            continue
-        if not isinstance(value, dict):
-            report.add_corrupt(source, first_line + i, f"not a JSON object ({type(value).__name__})", line)
-            continue
-        good.append(line)
-        numbers.append(first_line + i)
-    frames = list(_bisect(good, numbers, source, text_schema, report))
-    if not frames:
-        return pl.DataFrame(schema=schema)
-    frame = pl.concat([fr for fr, _ in frames], how="vertical")
-    kept = [n for _, ns in frames for n in ns]
-    return _require(frame, kept, source, report, lines=dict(zip(numbers, good, strict=True)))
+            out.append(lazy_rows(one.lazy(), schema).collect().filter(pl.col(ODD).is_null()))
+        except pl.exceptions.PolarsError as exc:
+            report.add_corrupt(source, one[0, NUMBER], f"unreadable ({_short(exc)})", raw.get(one[0, NUMBER], b""))
+    return pl.concat(out, how="diagonal_relaxed") if out else pl.DataFrame(schema={NUMBER: pl.Int64})
 
 
-def _bisect(
-    lines: list[bytes], numbers: list[int], source: Source, schema: pl.Schema, report: LoadReport
-) -> Any:
-    """Yield (frame, line numbers) for the parseable runs of `lines`; report the rest."""
-    if not lines:
-        return
+def _event_of(line: bytes) -> str | None:
+    """The event of a rejected line when it can still be read (to leave other queries' lines alone)."""
     try:
-        frame = pl.read_ndjson(b"\n".join(lines), schema=schema)
-        if frame.height == len(lines):
-            yield frame, numbers
-            return
-    except Exception as exc:
-        if len(lines) == 1:
-            report.add_corrupt(source, numbers[0], f"wrong type ({_short(exc)})", lines[0])
-            return
-    if len(lines) == 1:
-        report.add_corrupt(source, numbers[0], "unparseable line", lines[0])
-        return
-    mid = len(lines) // 2
-    yield from _bisect(lines[:mid], numbers[:mid], source, schema, report)
-    yield from _bisect(lines[mid:], numbers[mid:], source, schema, report)
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    event = value.get(f.EVENT) if isinstance(value, dict) else None
+    return event if isinstance(event, str) else None
 
 
 def _short(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
 
 
-def as_text_timestamp(schema: pl.Schema) -> pl.Schema:
-    """Timestamps are read as text and converted afterwards: much faster than the JSON reader's parsing."""
-    return pl.Schema({n: (pl.String() if n == f.TIMESTAMP else t) for n, t in schema.items()})
+def lines_frame(block: bytes, first_line: int) -> tuple[pl.DataFrame, list[bytes]]:
+    """A block of whole lines as (line number, text or null when not UTF-8), and the raw lines."""
+    raw = block.split(b"\n")
+    if raw and raw[-1] == b"":
+        raw.pop()
+    frame = pl.DataFrame([text_column(raw, block)]).with_row_index(NUMBER, offset=first_line)
+    return frame.with_columns(pl.col(NUMBER).cast(pl.Int64)), raw
 
 
-#: The writer's format, tried first; anything else ISO 8601-like is inferred (offsets become UTC).
-TS_FORMAT = "%Y-%m-%dT%H:%M:%S%.fZ"
-
-
-def _to_utc(text: pl.Series) -> pl.Series:
-    fast = text.str.to_datetime(TS_FORMAT, time_unit="us", time_zone="UTC", strict=False)
-    missed = fast.is_null() & text.is_not_null()
-    if not missed.any():
-        return fast
-    try:
-        other = text.str.to_datetime(time_unit="us", time_zone="UTC", strict=False)
-    except Exception:  # no format could be inferred for the whole column
-        return fast
-    return fast.fill_null(other)
-
-
-def _require(
-    frame: pl.DataFrame,
-    numbers: list[int],
-    source: Source,
-    report: LoadReport,
+def parse_block(
+    block: bytes,
     *,
-    block: bytes | None = None,
-    lines: dict[int, bytes] | None = None,
+    first_line: int,
+    source: Source,
+    schema: pl.Schema,
+    report: LoadReport,
+    events: Sequence[str] | None = None,
+    seen: Seen | None = None,
 ) -> pl.DataFrame:
-    """Convert timestamps; drop (and report) rows without a usable timestamp or an event."""
-    text = frame.get_column(f.TIMESTAMP)
-    stamps = _to_utc(text)
-    frame = frame.with_columns(stamps)
-    bad_mask = stamps.is_null() | frame.get_column(f.EVENT).is_null()
-    if not bad_mask.any():
-        return frame
-    raw = lines if lines is not None else _split_numbered(block or b"", numbers[0] if numbers else 1)
-    for idx in bad_mask.arg_true().to_list():
-        number = numbers[idx]
-        problems = []
-        if text[idx] is None:
-            problems.append("missing timestamp")
-        elif stamps[idx] is None:
-            problems.append(f"unreadable timestamp {text[idx]!r}")
-        if frame[idx, f.EVENT] is None:
-            problems.append("missing event")
-        report.add_corrupt(source, number, " and ".join(problems), raw.get(number, b""))
-    return frame.filter(~bad_mask)
+    """Judge a block of whole lines (only the file's last block can end without a newline: a torn line).
+
+    Pass the same `seen` for every block of one file, so a line repeated in a later block is found.
+    """
+    lines, raw = lines_frame(block, first_line)
+    report.lines += len(raw)
+    unterminated = first_line + len(raw) - 1 if raw and not block.endswith(b"\n") else None
+    since = report.mark()
+    frame = judge_lines(
+        lines,
+        schema=schema,
+        source=source,
+        report=report,
+        raw=lambda numbers: {n: raw[n - first_line] for n in numbers},
+        last_unterminated=unterminated,
+        events=events,
+        seen=seen,
+    )
+    report.in_line_order(since)
+    return frame.drop(NUMBER)
 
 
-def _split_numbered(block: bytes, first_line: int) -> dict[int, bytes]:
-    return {first_line + i: line for i, line in enumerate(block.split(b"\n"))}
+def text_column(raw: list[bytes], block: bytes) -> pl.Series:
+    """The lines of `block` (split into `raw`) as text; a line that is not UTF-8 is null, never an error."""
+    try:
+        block.decode("utf-8")
+    except UnicodeDecodeError:  # rare: only then is each line decoded on its own
+        return pl.Series(LINE, [_utf8_or_none(line) for line in raw], dtype=pl.String)
+    return pl.Series(LINE, raw, dtype=pl.Binary).cast(pl.String)
+
+
+def _utf8_or_none(line: bytes) -> str | None:
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        return None

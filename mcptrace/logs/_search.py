@@ -21,6 +21,7 @@ import orjson
 
 from mcptrace import _fields as f
 from mcptrace._errors import LogReadError
+from mcptrace.logs._judge import judge_value, parse_timestamp
 from mcptrace.logs._scan import find_all, lines_at
 from mcptrace.logs._sources import Source, iter_blocks
 
@@ -107,8 +108,13 @@ def search_field(sources: Sequence[Source], key: str, value: str) -> SearchResul
             except orjson.JSONDecodeError as exc:
                 result.corrupt.append(f"{source.name}:{line_number(source, offset)}: bad JSON ({exc})")
                 continue
-            if isinstance(record, dict) and _matches(record.get(key), value):
-                result.records.append(record)
+            if not (isinstance(record, dict) and _matches(record.get(key), value)):
+                continue
+            verdict = judge_value(record)  # the same rules as every other reader
+            if verdict.record is None:
+                result.corrupt.append(f"{source.name}:{line_number(source, offset)}: {verdict.reason}")
+                continue
+            result.records.append(verdict.record)
     result.records.sort(key=record_time)
     return result
 
@@ -118,15 +124,8 @@ def _matches(found: Any, value: str) -> bool:
 
 
 def record_time(record: dict[str, Any]) -> datetime:
-    """The record's timestamp as an aware datetime (the epoch when it has none we can read)."""
-    raw = record.get(f.TIMESTAMP)
-    if isinstance(raw, str):
-        try:
-            parsed = datetime.fromisoformat(raw)
-        except ValueError:
-            return _EPOCH
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    return _EPOCH
+    """The record's timestamp as an aware UTC datetime, by the reading rules (the epoch when unreadable)."""
+    return parse_timestamp(record.get(f.TIMESTAMP)) or _EPOCH
 
 
 def count_lines(sources: Sequence[Source]) -> int:

@@ -117,9 +117,10 @@ def latency_table(
 
 
 def error_rates(logs: Frame, *, every: str = "5s") -> pl.DataFrame:
-    """Share of failed tool calls per tool and bucket: `tool_name, bucket, calls, errors, error_rate`."""
+    """Failed tool calls per tool and bucket, and the requests refused before they ran:
+    `tool_name, bucket, calls, errors, error_rate, refused`."""
     return _stats(logs, every, f.TOOL_NAME, None, None).select(
-        f.TOOL_NAME, "bucket", "calls", "errors", "error_rate"
+        f.TOOL_NAME, "bucket", "calls", "errors", "error_rate", "refused"
     )
 
 

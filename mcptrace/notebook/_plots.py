@@ -171,7 +171,7 @@ def latency_percentiles(
 
 def error_heatmap(logs: Frame, *, every: str = "5s") -> go.Figure:
     """Share of failed calls, tool by time bucket: an outage is a red column, a broken tool a red row."""
-    table = _frames.error_rates(logs, every=every)
+    table = _frames.error_rates(logs, every=every).filter(pl.col("calls") > 0)  # refusals alone: no rate
     title = "Error rate by tool"
     if table.is_empty():
         return empty_figure(title, "no tool calls")
