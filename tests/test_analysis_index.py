@@ -168,10 +168,16 @@ def test_an_interrupted_index_leaves_no_part_of_its_segment(tmp_path: Path) -> N
     assert build_index([log]).rows == load([log], use_index=False).frame.collect().height
 
 
+def record(rid: str, i: int) -> bytes:
+    stamp = "2026-11-24T10:00:00.000Z"
+    return orjson.dumps({"timestamp": stamp, "event": "tool_call", "mcp_request_id": rid, "message": f"line {i}"})
+
+
 def test_more_runs_than_one_merge_takes_are_merged_in_rounds(tmp_path: Path) -> None:
     store = tmp_path / "store"
     store.mkdir()
-    rows = [(f"id-{i * 37 % 101:03d}", f'{{"n": {i}}}'.encode()) for i in range(400)]
+    ids = [f"id-{i * 37 % 101:03d}" for i in range(400)]
+    rows = [(rid, record(rid, i)) for i, rid in enumerate(ids)]
     for part in range(9):  # nine sorted runs, merged three at a time
         write_store(store, sorted(rows[part::9], key=lambda r: r[0]), part=part, block_bytes=64)
     merge_parts(store, fan_in=3)
@@ -179,4 +185,4 @@ def test_more_runs_than_one_merge_takes_are_merged_in_rounds(tmp_path: Path) -> 
     for rid in ("id-000", "id-050", "id-100"):
         # Equal ids come in the order of the runs, and within a run in the order they were written.
         positions = sorted((i for i, (r, _) in enumerate(rows) if r == rid), key=lambda i: (i % 9, i))
-        assert lookup_lines(store, rid) == [{"n": i} for i in positions]
+        assert [r["message"] for r in lookup_lines(store, rid)] == [f"line {i}" for i in positions]
