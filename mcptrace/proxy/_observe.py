@@ -197,10 +197,12 @@ class Observer:
         return error_response(message["id"], error)
 
     def open(self, message: dict[str, Any], channel: Channel, caller: Caller, *, first: bool = True) -> Pending:
-        """Start observing a client request: its id, its first log line, its span.
+        """Start observing a client request: its request id, its SERVER span, its place in flight.
 
-        Adds the span's trace context to the request's `_meta` when tracing is on (the message is
-        changed in place; the caller re-encodes it).
+        Nothing is written yet: the request's one line is written when it closes, and a
+        `request_received` line only if it is still unanswered after 0.2 s. Adds the span's
+        trace context to the request's `_meta` when tracing is on (the message is changed in
+        place; the caller re-encodes it).
         """
         method = message["method"]
         params = message.get("params")

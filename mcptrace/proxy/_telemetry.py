@@ -1,12 +1,13 @@
 """The proxy's telemetry: the same providers, metrics and span attributes as `mcptrace serve`, plus its own gauges.
 
-`mcptrace serve` gets its SERVER span from the SDK's span middleware; a proxy
-has no SDK server in the path, so it opens the span itself, with the names the
-MCP semantic conventions give (`mcp.method.name`, `jsonrpc.request.id`,
-`gen_ai.tool.name`, ...), continues the client's trace (`_meta.traceparent`,
-else the HTTP `traceparent` header), and hands its own context on to the
-target. Per-request metrics go through the same `RequestTelemetry` the SDK
-middleware uses. Gauges describing the target are read at collection time.
+`mcptrace serve` builds its SERVER span from the request's record once the
+request has ended, off the request's path. A proxy must hand the span's context
+on to the target while the request runs, so it opens the span through its tracer
+as the request starts (named and attributed by the MCP semantic conventions:
+`mcp.method.name`, `jsonrpc.request.id`, `gen_ai.tool.name`, ...), continuing the
+client's trace (`_meta.traceparent`, else the HTTP `traceparent` header), and
+ends it with the target's answer. Per-request metrics go through the same
+`RequestTelemetry` the SDK middleware uses. Gauges describing the target are read at collection time.
 """
 
 from __future__ import annotations
