@@ -37,7 +37,7 @@ DEMO_V2 = ROOT / "sample_logs" / "demo-v2.jsonl"
 
 #: Every command that prints data, with the arguments it needs to do so.
 DATA_COMMANDS = [
-    ["chain"], ["stats"], ["errors"], ["loops"], ["runs"], ["sessions"], ["index"], ["report"],
+    ["chain"], ["stats"], ["errors"], ["incidents"], ["loops"], ["runs"], ["sessions"], ["index"], ["report"],
     ["gate"], ["registry", "update"], ["token", "list"],
 ]
 
@@ -230,7 +230,8 @@ def documented_shapes() -> dict[str, str]:
 class TestFormats:
     @pytest.mark.parametrize(
         "command",
-        ["chain", "stats", "errors", "loops", "runs", "sessions", "sessions --timeline", "index", "report"],
+        ["chain", "stats", "errors", "incidents", "loops", "runs", "sessions", "sessions --timeline", "index",
+         "report"],
     )
     def test_the_json_shape_is_the_documented_one(self, command: str, tmp_path: Path) -> None:
         log = tmp_path / "mcptrace.log"
