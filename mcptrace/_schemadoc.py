@@ -63,7 +63,7 @@ DESCRIPTIONS: dict[str, str] = {
     f.LIMIT_SCOPE: "which limit refused a call: `caller`, `tool` (per caller and tool) or `suspended`",
     f.BREAKER_STATE: "a dependency breaker's new state: `closed`, `open` or `half_open`",
     f.PROBE_URL: "the MCP endpoint `mcptrace probe` checks",
-    f.FAILED_STEP: "the gate step that failed: `initialize`, `initialized`, `tool` or `streaming`",
+    f.FAILED_STEP: "the gate step that failed: `initialize`, `initialized`, `list_tools`, `tool` or `streaming`",
     f.CONSECUTIVE_FAILURES: "failed probe runs in a row, up to this one",
     f.FAILING_SECONDS: "seconds since the probe's first failure in the current run of failures",
     f.FAILING_SINCE: "when the current run of probe failures began (UTC ISO-8601)",
