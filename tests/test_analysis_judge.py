@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import polars as pl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -411,3 +412,49 @@ def test_the_bulk_reader_and_the_line_judge_agree_on_every_line(
     for name, kind in kinds.items():
         assert row[name] == _as_read(verdict.record.get(name), kind), name
     assert loaded.report.notes_count == len(verdict.notes)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(picks=st.lists(st.integers(min_value=0, max_value=120), min_size=1, max_size=400))
+def test_repeats_are_found_across_many_small_blocks_as_plain_python_finds_them(
+    tmp_path_factory: Any, picks: list[int]
+) -> None:
+    """An index read in blocks of a line or two reports the same repeats as a set of the lines read so far."""
+    log = write(tmp_path_factory.mktemp("many") / "x.log", [call(i) for i in picks])
+    seen: set[int] = set()
+    repeats = []
+    for number, i in enumerate(picks, start=1):
+        if i in seen:
+            repeats.append(number)
+        seen.add(i)
+    report = build_index([log], block_bytes=300)
+    assert report.blocks > len(picks) // 2
+    loaded = load([log])
+    assert loaded.frame.collect().height == len(seen)
+    assert loaded.report.duplicates_count == len(repeats)
+    assert [d.line for d in loaded.report.duplicates] == repeats[:50]
+
+
+def test_the_repeat_check_holds_eight_bytes_a_distinct_line_in_a_few_sorted_tiers() -> None:
+    """However many blocks, every earlier line is still found, and memory is the distinct lines only."""
+    import numpy as np
+
+    from mcptrace.logs._loadreport import LoadReport
+    from mcptrace.logs._parse import HASH, NUMBER, Seen
+    from mcptrace.logs._sources import Source
+
+    seen = Seen(tier_cap=64)
+    report = LoadReport(files=["x"])
+    source = Source(Path("x"), "x")
+    rng = np.random.default_rng(7)
+    values = rng.integers(0, 500, size=3000).astype(np.uint64)
+    kept = []
+    for start in range(0, len(values), 17):
+        block = values[start : start + 17]
+        numbers = np.arange(start + 1, start + 1 + len(block), dtype=np.int64)
+        rows = pl.DataFrame({NUMBER: numbers, HASH: block, "event": ["tool_call"] * len(block)})
+        kept.extend(seen.drop_repeats(rows, source=source, report=report).get_column(HASH).to_list())
+    assert sorted(kept) == sorted(set(values.tolist()))
+    assert len(kept) == len(set(kept))
+    assert report.duplicates_count == len(values) - len(kept)
+    assert seen.count == len(kept)
