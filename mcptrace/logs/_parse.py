@@ -17,7 +17,9 @@ two together):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,10 +36,14 @@ __all__ = [
     "LINE",
     "NUMBER",
     "ODD",
+    "DecodedBlock",
     "Seen",
     "TS_FORMAT",
+    "decode_block",
+    "judge_block",
     "judge_lines",
     "lazy_rows",
+    "may_hold",
     "odd_line",
     "parse_block",
     "read_schema",
@@ -88,6 +94,25 @@ def odd_line(line: pl.Expr) -> pl.Expr:
         | (line.str.count_matches('"' + f.TIMESTAMP + '"', literal=True) > 1)
         | line.str.contains("\ufffd", literal=True)
     ).fill_null(True)
+
+
+def may_hold(line: pl.Expr, events: Sequence[str]) -> pl.Expr:
+    """False for a line that cannot be a record of `events`: it is not decoded at all.
+
+    Such a line has an `"event"` key, no `\\u` escape, and none of the names in
+    its text (event names that JSON writes only as themselves are checked so;
+    with any other name every line is decoded).
+    """
+    if not all(_PLAIN_NAME.fullmatch(e) for e in events):
+        return pl.lit(True)
+    maybe = line.str.contains("\\u", literal=True) | ~line.str.contains('"' + f.EVENT + '"', literal=True)
+    for event in events:
+        maybe = maybe | line.str.contains(event, literal=True)
+    return maybe
+
+
+#: Event names that JSON writes only as themselves or with `\u` escapes (never `\/` or `\"`).
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.:-]+")
 
 
 def blank_line(line: pl.Expr) -> pl.Expr:
@@ -309,7 +334,30 @@ def judge_lines(
 
     `seen` holds the lines of the same file read before these (repeats are dropped and reported).
     """
-    rows = _decoded(lines.filter(~blank_line(pl.col(LINE))), schema)
+    return _judge_decoded(
+        _decoded(lines.filter(~blank_line(pl.col(LINE))), schema),
+        schema=schema,
+        source=source,
+        report=report,
+        raw=raw,
+        last_unterminated=last_unterminated,
+        events=events,
+        seen=seen,
+    )
+
+
+def _judge_decoded(
+    rows: pl.DataFrame,
+    *,
+    schema: pl.Schema,
+    source: Source,
+    report: LoadReport,
+    raw: Callable[[list[int]], dict[int, bytes]],
+    last_unterminated: int | None,
+    events: Sequence[str] | None,
+    seen: Seen | None,
+) -> pl.DataFrame:
+    """`judge_lines` after the bulk decoding (`_decoded`): repeats, odd lines, conversion, rejections."""
     odd = rows.filter(pl.col(ODD).is_not_null())
     rows = rows.filter(pl.col(ODD).is_null())
     rows = (seen or Seen()).drop_repeats(rows, source=source, report=report, events=events)
@@ -390,13 +438,93 @@ def _short(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
 
 
-def lines_frame(block: bytes, first_line: int) -> tuple[pl.DataFrame, list[bytes]]:
-    """A block of whole lines as (line number, text or null when not UTF-8), and the raw lines."""
+def lines_frame(block: bytes, first_line: int) -> pl.DataFrame:
+    """A block of whole lines as (line number, text or null when not UTF-8).
+
+    polars checks and splits the block without the GIL, so blocks decoded on
+    other threads do not wait for each other; only a block with bytes that are
+    not UTF-8 is split line by line in Python.
+    """
+    try:
+        text = pl.Series(LINE, [block], dtype=pl.Binary).cast(pl.String)
+    except pl.exceptions.ComputeError:  # not UTF-8 somewhere (rare): each line on its own
+        column = text_column(split_lines(block), block)
+    else:
+        column = text.str.split("\n").explode()
+        if block.endswith(b"\n"):
+            column = column.head(len(column) - 1)
+    frame = pl.DataFrame([column]).with_row_index(NUMBER, offset=first_line)
+    return frame.with_columns(pl.col(NUMBER).cast(pl.Int64))
+
+
+def split_lines(block: bytes) -> list[bytes]:
+    """The raw lines of a block (its last newline ends the last line, it does not start another)."""
     raw = block.split(b"\n")
     if raw and raw[-1] == b"":
         raw.pop()
-    frame = pl.DataFrame([text_column(raw, block)]).with_row_index(NUMBER, offset=first_line)
-    return frame.with_columns(pl.col(NUMBER).cast(pl.Int64)), raw
+    return raw
+
+
+@dataclass
+class DecodedBlock:
+    """A block of lines split and decoded in bulk (`decode_block`), not yet judged (`judge_block`).
+
+    Decoding touches no shared state, so blocks can be decoded on other threads
+    while the one before is judged, in order, on the reading thread.
+    """
+
+    first_line: int
+    block: bytes
+    lines: int
+    rows: pl.DataFrame
+    unterminated: int | None
+
+
+def decode_block(
+    block: bytes, *, first_line: int, schema: pl.Schema, events: Sequence[str] | None = None
+) -> DecodedBlock:
+    """Split a block of whole lines and decode them in bulk; lines that cannot be of `events` are skipped."""
+    lines = lines_frame(block, first_line)
+    count = lines.height
+    if events:
+        lines = lines.filter(may_hold(pl.col(LINE), events) | odd_line(pl.col(LINE)))
+    unterminated = first_line + count - 1 if count and not block.endswith(b"\n") else None
+    rows = _decoded(lines.filter(~blank_line(pl.col(LINE))), schema)
+    return DecodedBlock(first_line, block, count, rows, unterminated)
+
+
+def judge_block(
+    decoded: DecodedBlock,
+    *,
+    source: Source,
+    schema: pl.Schema,
+    report: LoadReport,
+    events: Sequence[str] | None = None,
+    seen: Seen | None = None,
+) -> pl.DataFrame:
+    """The rows of a decoded block, every bad line and repeat reported; blocks of a file go in order."""
+    first_line = decoded.first_line
+    report.lines += decoded.lines
+    split: list[list[bytes]] = []  # the raw lines, split only if a bad line needs its bytes
+
+    def raw(numbers: list[int]) -> dict[int, bytes]:
+        if not split:
+            split.append(split_lines(decoded.block))
+        return {n: split[0][n - first_line] for n in numbers}
+
+    since = report.mark()
+    frame = _judge_decoded(
+        decoded.rows,
+        schema=schema,
+        source=source,
+        report=report,
+        raw=raw,
+        last_unterminated=decoded.unterminated,
+        events=events,
+        seen=seen,
+    )
+    report.in_line_order(since)
+    return frame.drop(NUMBER)
 
 
 def parse_block(
@@ -413,22 +541,8 @@ def parse_block(
 
     Pass the same `seen` for every block of one file, so a line repeated in a later block is found.
     """
-    lines, raw = lines_frame(block, first_line)
-    report.lines += len(raw)
-    unterminated = first_line + len(raw) - 1 if raw and not block.endswith(b"\n") else None
-    since = report.mark()
-    frame = judge_lines(
-        lines,
-        schema=schema,
-        source=source,
-        report=report,
-        raw=lambda numbers: {n: raw[n - first_line] for n in numbers},
-        last_unterminated=unterminated,
-        events=events,
-        seen=seen,
-    )
-    report.in_line_order(since)
-    return frame.drop(NUMBER)
+    decoded = decode_block(block, first_line=first_line, schema=schema, events=events)
+    return judge_block(decoded, source=source, schema=schema, report=report, events=events, seen=seen)
 
 
 def text_column(raw: list[bytes], block: bytes) -> pl.Series:
