@@ -112,6 +112,18 @@ def test_bytes_that_are_not_utf8_crash_nothing_and_are_reported_with_their_line(
     assert out.returncode == 0 and "req-0004" in out.stdout
 
 
+def test_a_bad_byte_costs_only_its_own_line_and_a_written_replacement_character_is_text(tmp_path: Path) -> None:
+    lines: list[bytes | dict[str, Any]] = [call(i) for i in range(8)]
+    lines[1] = orjson.dumps(call(1)).replace(b"search", b"se\xffarch")
+    lines[4] = orjson.dumps(call(4, tool_name="se\ufffdarch"))  # U+FFFD written as UTF-8: a tool name like any
+    lines[6] = orjson.dumps(call(6)).replace(b"agent-a", b"agent-\xe2\x82")  # a sequence cut short
+    log = write(tmp_path / "x.log", lines)
+    loaded = load([log], use_index=False)
+    tools = loaded.frame.collect().get_column("tool_name").to_list()
+    assert tools == ["search", "search", "search", "se\ufffdarch", "search", "search"]
+    assert [(c.line, c.reason) for c in loaded.report.corrupt] == [(2, "not UTF-8"), (7, "not UTF-8")]
+
+
 def test_an_index_that_cannot_be_read_falls_back_to_the_json_and_says_so_once(tmp_path: Path) -> None:
     log = write(tmp_path / "x.log", [call(i) for i in range(20)])
     report = build_index([log])

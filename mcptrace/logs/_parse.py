@@ -17,6 +17,7 @@ two together):
 
 from __future__ import annotations
 
+import codecs
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -411,7 +412,8 @@ def _judged(
         for note in verdict.notes:
             report.add_note(source, number, note)
         repaired.append(number)
-        texts.append(orjson.dumps(verdict.record).decode())
+        # U+FFFD only ever stands inside a string: escaped, the repaired line is not odd again.
+        texts.append(orjson.dumps(verdict.record).decode().replace("\ufffd", "\\ufffd"))
     if not repaired:
         return pl.DataFrame(schema={NUMBER: pl.Int64, ODD: pl.String})
     lines = pl.DataFrame({NUMBER: repaired, LINE: texts}, schema={NUMBER: pl.Int64, LINE: pl.String})
@@ -441,20 +443,44 @@ def _short(exc: Exception) -> str:
 def lines_frame(block: bytes, first_line: int) -> pl.DataFrame:
     """A block of whole lines as (line number, text or null when not UTF-8).
 
-    polars checks and splits the block without the GIL, so blocks decoded on
-    other threads do not wait for each other; only a block with bytes that are
-    not UTF-8 is split line by line in Python.
+    polars checks and splits the block without the GIL, so a block decoded on
+    another thread does not wait for this one.
     """
     try:
         text = pl.Series(LINE, [block], dtype=pl.Binary).cast(pl.String)
-    except pl.exceptions.ComputeError:  # not UTF-8 somewhere (rare): each line on its own
-        column = text_column(split_lines(block), block)
-    else:
-        column = text.str.split("\n").explode()
-        if block.endswith(b"\n"):
-            column = column.head(len(column) - 1)
+    except pl.exceptions.ComputeError:
+        text = pl.Series(LINE, [_lossy_lines(block)], dtype=pl.Binary).cast(pl.String)
+    column = text.str.split("\n").explode()
+    if block.endswith(b"\n"):
+        column = column.head(len(column) - 1)
     frame = pl.DataFrame([column]).with_row_index(NUMBER, offset=first_line)
     return frame.with_columns(pl.col(NUMBER).cast(pl.Int64))
+
+
+def _lossy_lines(block: bytes) -> bytes:
+    """`block` with each line that is not UTF-8 read lossily (U+FFFD), every other line as it is.
+
+    Such a line is odd (`odd_line`), so it is judged alone from its raw bytes,
+    never from this text. Only the bad lines are decoded by Python's error
+    handler; the rest is checked at memory speed.
+    """
+    pieces: list[bytes] = []
+    view = memoryview(block)
+    pos = 0
+    while pos < len(block):
+        try:
+            codecs.utf_8_decode(view[pos:], "strict", True)
+        except UnicodeDecodeError as exc:
+            start = block.rfind(b"\n", pos, pos + exc.start) + 1 or pos
+            end = block.find(b"\n", pos + exc.end)
+            end = len(block) if end < 0 else end
+            pieces.append(block[pos:start])
+            pieces.append(block[start:end].decode("utf-8", errors="replace").encode())
+            pos = end
+            continue
+        pieces.append(block[pos:])
+        break
+    return b"".join(pieces)
 
 
 def split_lines(block: bytes) -> list[bytes]:
