@@ -99,7 +99,7 @@ def timed(cmd: list[str]) -> tuple[float, float, str, float]:
         out, err = proc.communicate(timeout=3600)
         wall = time.perf_counter() - start
         anon.join()
-        if proc.returncode not in (0, 1):  # rg exits 1 when nothing matches
+        if proc.returncode not in (0, 1) or "Traceback" in err:  # rg exits 1 when nothing matches
             raise RuntimeError(f"{cmd} failed: {err[-2000:]}")
         peak = float("nan")
         text = Path(tf.name).read_text().split()

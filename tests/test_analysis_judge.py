@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import polars as pl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -109,6 +110,18 @@ def test_bytes_that_are_not_utf8_crash_nothing_and_are_reported_with_their_line(
     assert stats["calls"] == 5
     out = mcptrace("chain", "req-0004", log)
     assert out.returncode == 0 and "req-0004" in out.stdout
+
+
+def test_a_bad_byte_costs_only_its_own_line_and_a_written_replacement_character_is_text(tmp_path: Path) -> None:
+    lines: list[bytes | dict[str, Any]] = [call(i) for i in range(8)]
+    lines[1] = orjson.dumps(call(1)).replace(b"search", b"se\xffarch")
+    lines[4] = orjson.dumps(call(4, tool_name="se\ufffdarch"))  # U+FFFD written as UTF-8: a tool name like any
+    lines[6] = orjson.dumps(call(6)).replace(b"agent-a", b"agent-\xe2\x82")  # a sequence cut short
+    log = write(tmp_path / "x.log", lines)
+    loaded = load([log], use_index=False)
+    tools = loaded.frame.collect().get_column("tool_name").to_list()
+    assert tools == ["search", "search", "search", "se\ufffdarch", "search", "search"]
+    assert [(c.line, c.reason) for c in loaded.report.corrupt] == [(2, "not UTF-8"), (7, "not UTF-8")]
 
 
 def test_an_index_that_cannot_be_read_falls_back_to_the_json_and_says_so_once(tmp_path: Path) -> None:
@@ -411,3 +424,49 @@ def test_the_bulk_reader_and_the_line_judge_agree_on_every_line(
     for name, kind in kinds.items():
         assert row[name] == _as_read(verdict.record.get(name), kind), name
     assert loaded.report.notes_count == len(verdict.notes)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(picks=st.lists(st.integers(min_value=0, max_value=120), min_size=1, max_size=400))
+def test_repeats_are_found_across_many_small_blocks_as_plain_python_finds_them(
+    tmp_path_factory: Any, picks: list[int]
+) -> None:
+    """An index read in blocks of a line or two reports the same repeats as a set of the lines read so far."""
+    log = write(tmp_path_factory.mktemp("many") / "x.log", [call(i) for i in picks])
+    seen: set[int] = set()
+    repeats = []
+    for number, i in enumerate(picks, start=1):
+        if i in seen:
+            repeats.append(number)
+        seen.add(i)
+    report = build_index([log], block_bytes=300)
+    assert report.blocks > len(picks) // 2
+    loaded = load([log])
+    assert loaded.frame.collect().height == len(seen)
+    assert loaded.report.duplicates_count == len(repeats)
+    assert [d.line for d in loaded.report.duplicates] == repeats[:50]
+
+
+def test_the_repeat_check_holds_eight_bytes_a_distinct_line_in_a_few_sorted_tiers() -> None:
+    """However many blocks, every earlier line is still found, and memory is the distinct lines only."""
+    import numpy as np
+
+    from mcptrace.logs._loadreport import LoadReport
+    from mcptrace.logs._parse import HASH, NUMBER, Seen
+    from mcptrace.logs._sources import Source
+
+    seen = Seen(tier_cap=64)
+    report = LoadReport(files=["x"])
+    source = Source(Path("x"), "x")
+    rng = np.random.default_rng(7)
+    values = rng.integers(0, 500, size=3000).astype(np.uint64)
+    kept = []
+    for start in range(0, len(values), 17):
+        block = values[start : start + 17]
+        numbers = np.arange(start + 1, start + 1 + len(block), dtype=np.int64)
+        rows = pl.DataFrame({NUMBER: numbers, HASH: block, "event": ["tool_call"] * len(block)})
+        kept.extend(seen.drop_repeats(rows, source=source, report=report).get_column(HASH).to_list())
+    assert sorted(kept) == sorted(set(values.tolist()))
+    assert len(kept) == len(set(kept))
+    assert report.duplicates_count == len(values) - len(kept)
+    assert seen.count == len(kept)

@@ -17,8 +17,13 @@ two together):
 
 from __future__ import annotations
 
+import codecs
+import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import orjson
 import polars as pl
 
@@ -32,10 +37,14 @@ __all__ = [
     "LINE",
     "NUMBER",
     "ODD",
+    "DecodedBlock",
     "Seen",
     "TS_FORMAT",
+    "decode_block",
+    "judge_block",
     "judge_lines",
     "lazy_rows",
+    "may_hold",
     "odd_line",
     "parse_block",
     "read_schema",
@@ -88,6 +97,25 @@ def odd_line(line: pl.Expr) -> pl.Expr:
     ).fill_null(True)
 
 
+def may_hold(line: pl.Expr, events: Sequence[str]) -> pl.Expr:
+    """False for a line that cannot be a record of `events`: it is not decoded at all.
+
+    Such a line has an `"event"` key, no `\\u` escape, and none of the names in
+    its text (event names that JSON writes only as themselves are checked so;
+    with any other name every line is decoded).
+    """
+    if not all(_PLAIN_NAME.fullmatch(e) for e in events):
+        return pl.lit(True)
+    maybe = line.str.contains("\\u", literal=True) | ~line.str.contains('"' + f.EVENT + '"', literal=True)
+    for event in events:
+        maybe = maybe | line.str.contains(event, literal=True)
+    return maybe
+
+
+#: Event names that JSON writes only as themselves or with `\u` escapes (never `\/` or `\"`).
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.:-]+")
+
+
 def blank_line(line: pl.Expr) -> pl.Expr:
     return line.is_not_null() & (line.str.strip_chars().str.len_bytes() == 0)
 
@@ -125,10 +153,22 @@ class Seen:
 
     Kept per file: blocks of one file are read in order, and each repeat is
     dropped and reported with its line number, so it is counted once.
+    The hashes are held as sorted numpy tiers (8 bytes a distinct line) that
+    merge when the newest is as large as the one before it, so a block is
+    looked up in a few binary searches and each hash is re-sorted O(log n)
+    times: time near-linear in the file and memory of 8 bytes a line, never a
+    copy of everything seen per block. Tiers stop merging at `tier_cap` hashes,
+    so no merge ever copies more than that at once.
     """
 
-    def __init__(self) -> None:
-        self._hashes: list[pl.Series] = []
+    def __init__(self, *, tier_cap: int = 1 << 22) -> None:
+        self._tiers: list[np.ndarray[Any, np.dtype[np.uint64]]] = []
+        self._cap = tier_cap
+
+    @property
+    def count(self) -> int:
+        """Distinct lines held."""
+        return sum(len(t) for t in self._tiers)
 
     def drop_repeats(
         self, rows: pl.DataFrame, *, source: Source, report: LoadReport, events: Sequence[str] | None = None
@@ -145,15 +185,39 @@ class Seen:
             .select(pl.col(NUMBER) != pl.col(NUMBER).min().over(HASH))
             .to_series()
         )
-        if self._hashes:
-            repeat = repeat | hashes.is_in(pl.concat(self._hashes))
-        self._hashes.append(hashes.filter(~repeat & hashes.is_not_null()))
+        fresh = ~repeat & hashes.is_not_null()
+        if self._tiers:
+            known = self._known(hashes.fill_null(0).to_numpy())
+            repeat = repeat | (pl.Series(known) & hashes.is_not_null())
+            fresh = fresh & ~repeat
+        self._add(hashes.filter(fresh).to_numpy())
         if not repeat.any():
             return rows
         told = repeat if events is None else repeat & rows.get_column(f.EVENT).is_in(list(events)).fill_null(True)
         for number in rows.get_column(NUMBER).filter(told).to_list():
             report.add_duplicate(source, number)
         return rows.filter(~repeat)
+
+    def _known(self, hashes: np.ndarray[Any, np.dtype[np.uint64]]) -> np.ndarray[Any, np.dtype[np.bool_]]:
+        order = np.argsort(hashes)
+        keys = hashes[order]  # sorted keys: each binary search starts where the last one ended
+        found = np.zeros(len(keys), dtype=np.bool_)
+        for tier in self._tiers:
+            at = np.searchsorted(tier, keys)
+            at[at == len(tier)] = 0
+            found |= tier[at] == keys
+        out = np.empty_like(found)
+        out[order] = found
+        return out
+
+    def _add(self, hashes: np.ndarray[Any, np.dtype[np.uint64]]) -> None:
+        if not len(hashes):
+            return
+        new = np.sort(hashes.astype(np.uint64, copy=False))
+        while self._tiers and len(self._tiers[-1]) <= len(new) and len(self._tiers[-1]) + len(new) <= self._cap:
+            # Two sorted runs: the stable sort (timsort) merges them in one linear pass.
+            new = np.sort(np.concatenate([self._tiers.pop(), new]), kind="stable")
+        self._tiers.append(new)
 
 
 def settle(
@@ -271,7 +335,30 @@ def judge_lines(
 
     `seen` holds the lines of the same file read before these (repeats are dropped and reported).
     """
-    rows = _decoded(lines.filter(~blank_line(pl.col(LINE))), schema)
+    return _judge_decoded(
+        _decoded(lines.filter(~blank_line(pl.col(LINE))), schema),
+        schema=schema,
+        source=source,
+        report=report,
+        raw=raw,
+        last_unterminated=last_unterminated,
+        events=events,
+        seen=seen,
+    )
+
+
+def _judge_decoded(
+    rows: pl.DataFrame,
+    *,
+    schema: pl.Schema,
+    source: Source,
+    report: LoadReport,
+    raw: Callable[[list[int]], dict[int, bytes]],
+    last_unterminated: int | None,
+    events: Sequence[str] | None,
+    seen: Seen | None,
+) -> pl.DataFrame:
+    """`judge_lines` after the bulk decoding (`_decoded`): repeats, odd lines, conversion, rejections."""
     odd = rows.filter(pl.col(ODD).is_not_null())
     rows = rows.filter(pl.col(ODD).is_null())
     rows = (seen or Seen()).drop_repeats(rows, source=source, report=report, events=events)
@@ -325,7 +412,8 @@ def _judged(
         for note in verdict.notes:
             report.add_note(source, number, note)
         repaired.append(number)
-        texts.append(orjson.dumps(verdict.record).decode())
+        # U+FFFD only ever stands inside a string: escaped, the repaired line is not odd again.
+        texts.append(orjson.dumps(verdict.record).decode().replace("\ufffd", "\\ufffd"))
     if not repaired:
         return pl.DataFrame(schema={NUMBER: pl.Int64, ODD: pl.String})
     lines = pl.DataFrame({NUMBER: repaired, LINE: texts}, schema={NUMBER: pl.Int64, LINE: pl.String})
@@ -352,13 +440,117 @@ def _short(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
 
 
-def lines_frame(block: bytes, first_line: int) -> tuple[pl.DataFrame, list[bytes]]:
-    """A block of whole lines as (line number, text or null when not UTF-8), and the raw lines."""
+def lines_frame(block: bytes, first_line: int) -> pl.DataFrame:
+    """A block of whole lines as (line number, text or null when not UTF-8).
+
+    polars checks and splits the block without the GIL, so a block decoded on
+    another thread does not wait for this one.
+    """
+    try:
+        text = pl.Series(LINE, [block], dtype=pl.Binary).cast(pl.String)
+    except pl.exceptions.ComputeError:
+        text = pl.Series(LINE, [_lossy_lines(block)], dtype=pl.Binary).cast(pl.String)
+    column = text.str.split("\n").explode()
+    if block.endswith(b"\n"):
+        column = column.head(len(column) - 1)
+    frame = pl.DataFrame([column]).with_row_index(NUMBER, offset=first_line)
+    return frame.with_columns(pl.col(NUMBER).cast(pl.Int64))
+
+
+def _lossy_lines(block: bytes) -> bytes:
+    """`block` with each line that is not UTF-8 read lossily (U+FFFD), every other line as it is.
+
+    Such a line is odd (`odd_line`), so it is judged alone from its raw bytes,
+    never from this text. Only the bad lines are decoded by Python's error
+    handler; the rest is checked at memory speed.
+    """
+    pieces: list[bytes] = []
+    view = memoryview(block)
+    pos = 0
+    while pos < len(block):
+        try:
+            codecs.utf_8_decode(view[pos:], "strict", True)
+        except UnicodeDecodeError as exc:
+            start = block.rfind(b"\n", pos, pos + exc.start) + 1 or pos
+            end = block.find(b"\n", pos + exc.end)
+            end = len(block) if end < 0 else end
+            pieces.append(block[pos:start])
+            pieces.append(block[start:end].decode("utf-8", errors="replace").encode())
+            pos = end
+            continue
+        pieces.append(block[pos:])
+        break
+    return b"".join(pieces)
+
+
+def split_lines(block: bytes) -> list[bytes]:
+    """The raw lines of a block (its last newline ends the last line, it does not start another)."""
     raw = block.split(b"\n")
     if raw and raw[-1] == b"":
         raw.pop()
-    frame = pl.DataFrame([text_column(raw, block)]).with_row_index(NUMBER, offset=first_line)
-    return frame.with_columns(pl.col(NUMBER).cast(pl.Int64)), raw
+    return raw
+
+
+@dataclass
+class DecodedBlock:
+    """A block of lines split and decoded in bulk (`decode_block`), not yet judged (`judge_block`).
+
+    Decoding touches no shared state, so blocks can be decoded on other threads
+    while the one before is judged, in order, on the reading thread.
+    """
+
+    first_line: int
+    block: bytes
+    lines: int
+    rows: pl.DataFrame
+    unterminated: int | None
+
+
+def decode_block(
+    block: bytes, *, first_line: int, schema: pl.Schema, events: Sequence[str] | None = None
+) -> DecodedBlock:
+    """Split a block of whole lines and decode them in bulk; lines that cannot be of `events` are skipped."""
+    lines = lines_frame(block, first_line)
+    count = lines.height
+    if events:
+        lines = lines.filter(may_hold(pl.col(LINE), events) | odd_line(pl.col(LINE)))
+    unterminated = first_line + count - 1 if count and not block.endswith(b"\n") else None
+    rows = _decoded(lines.filter(~blank_line(pl.col(LINE))), schema)
+    return DecodedBlock(first_line, block, count, rows, unterminated)
+
+
+def judge_block(
+    decoded: DecodedBlock,
+    *,
+    source: Source,
+    schema: pl.Schema,
+    report: LoadReport,
+    events: Sequence[str] | None = None,
+    seen: Seen | None = None,
+) -> pl.DataFrame:
+    """The rows of a decoded block, every bad line and repeat reported; blocks of a file go in order."""
+    first_line = decoded.first_line
+    report.lines += decoded.lines
+    split: list[list[bytes]] = []  # the raw lines, split only if a bad line needs its bytes
+
+    def raw(numbers: list[int]) -> dict[int, bytes]:
+        if not split:
+            split.append(split_lines(decoded.block))
+        return {n: split[0][n - first_line] for n in numbers}
+
+    since = report.mark()
+    frame = _judge_decoded(
+        decoded.rows,
+        schema=schema,
+        source=source,
+        report=report,
+        raw=raw,
+        last_unterminated=decoded.unterminated,
+        events=events,
+        seen=seen,
+    )
+    report.in_line_order(since)
+    return frame.drop(NUMBER)
 
 
 def parse_block(
@@ -375,22 +567,8 @@ def parse_block(
 
     Pass the same `seen` for every block of one file, so a line repeated in a later block is found.
     """
-    lines, raw = lines_frame(block, first_line)
-    report.lines += len(raw)
-    unterminated = first_line + len(raw) - 1 if raw and not block.endswith(b"\n") else None
-    since = report.mark()
-    frame = judge_lines(
-        lines,
-        schema=schema,
-        source=source,
-        report=report,
-        raw=lambda numbers: {n: raw[n - first_line] for n in numbers},
-        last_unterminated=unterminated,
-        events=events,
-        seen=seen,
-    )
-    report.in_line_order(since)
-    return frame.drop(NUMBER)
+    decoded = decode_block(block, first_line=first_line, schema=schema, events=events)
+    return judge_block(decoded, source=source, schema=schema, report=report, events=events, seen=seen)
 
 
 def text_column(raw: list[bytes], block: bytes) -> pl.Series:
