@@ -143,3 +143,22 @@ def test_host_and_origin_refusals_are_jsonrpc_errors_with_their_status(
     assert body["jsonrpc"] == "2.0" and body["error"]["code"] == -32600
     line = rejected(server, r.headers["x-request-id"])
     assert (line["event"], line["http_status"], line["error_code"]) == ("request_rejected", status, -32600)
+
+
+def test_each_request_gets_its_own_host_origin_and_content_type_verdict(
+    server: RunningProcess, session: dict[str, str],
+) -> None:
+    # Verdicts are kept per header combination: whatever was judged before, each request gets its own.
+    with httpx.Client(timeout=10, headers={**session, "content-type": "application/json"}) as http:
+
+        def status(**headers: str) -> int:
+            return http.post(server.url, content=PING, headers=headers).status_code
+
+        for _ in range(3):
+            assert status() == 200
+            assert status(host="evil.example:80") == 421
+            assert status(origin="http://evil.example") == 403
+            assert status(origin="http://localhost:3000") == 200
+            assert status(**{"content-type": "text/plain"}) == 400
+        assert {status(host=f"evil-{i}.example:80") for i in range(300)} == {421}  # more than are kept
+        assert status() == 200 and status(host="localhost:1") == 200 and status(host="localhost") == 421

@@ -7,10 +7,15 @@ One server-everything (Streamable HTTP) and one proxy of each kind serve the who
 from __future__ import annotations
 
 import json
+import os
+import random
+import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -26,6 +31,7 @@ from tests.guard_clients import add_token, client
 from tests.helpers import UNLIMITED, assert_contract, eventually, read_flushed_log, read_log
 from tests.otel_receivers import attrs, free_port, hex_id, oteltap
 from tests.proxy_targets import FAULTY, TS_CLIENT, everything_command, everything_http, node
+from tests.test_log_durability import answered_on_record, assert_every_answer_on_record
 from tests.test_proxy_stdio import META_ID, Callbacks, requests_are_closed, text
 
 pytestmark = pytest.mark.slow
@@ -130,6 +136,186 @@ def test_each_post_is_answered_in_the_form_its_accept_header_asks_for(front: Run
         answer = next(m for m in messages if m.get("id") == 7)
         assert answer["id"] == 7 and answer["result"]["content"][0]["text"] == "Echo: x"
         assert answer["result"]["_meta"][META_ID] == r.headers["x-request-id"]
+
+
+# -- nothing acknowledged is lost ------------------------------------------------------------------------
+
+
+def _call(http: httpx.Client, url: str, call: dict[str, Any], headers: dict[str, str],
+          on_answer: Callable[[str], None]) -> httpx.Response:
+    """POST `call` and hand the request id of its result to `on_answer` the moment the result arrives: an SSE
+    answer as soon as its event is in (as the SDK clients read it), before the stream ends."""
+    with http.stream("POST", url, json=call, headers=headers) as r:
+        if r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream"):
+            for line in r.iter_lines():
+                message = json.loads(line[5:]) if line.startswith("data:") and line[5:].strip() else {}
+                if message.get("id") == call["id"] and "result" in message:
+                    on_answer(message["result"]["_meta"][META_ID])
+        else:
+            r.read()
+            if r.status_code == 200 and "result" in (message := r.json()):
+                on_answer(message["result"]["_meta"][META_ID])
+    return r
+
+
+def _on_record(log: Path, seen: list[str], *, then: Callable[[], None] = lambda: None) -> Callable[[str], None]:
+    """An `on_answer` that checks, the moment a result arrives, that its request's line is in `log`."""
+
+    def check(request_id: str) -> None:
+        then()
+        assert request_id in answered_on_record(log), f"answer {len(seen)} left before its line"
+        seen.append(request_id)
+
+    return check
+
+
+@pytest.mark.parametrize("accept", ["application/json", "text/event-stream"])
+def test_an_answer_as_json_or_sse_leaves_the_proxy_after_its_line(front: RunningProcess, accept: str) -> None:
+    # The log is written to the OS on its own only every 0.2 s: each read here, the moment the answer is
+    # in, finds the line only because the proxy wrote it before the answer left.
+    with httpx.Client(timeout=30) as http:
+        session = _session(http, front.url)
+        headers = {"accept": accept, "content-type": "application/json", **session}
+        for i in range(12):
+            call = {"jsonrpc": "2.0", "id": 100 + i, "method": "tools/call",
+                    "params": {"name": "echo", "arguments": {"message": f"m{i}"}}}
+            seen: list[str] = []
+            r = _call(http, front.url, call, headers, _on_record(front.log_file, seen))
+            assert r.headers["content-type"].startswith(accept) and seen == [r.headers["x-request-id"]]
+
+
+class _Lingering(BaseHTTPRequestHandler):
+    """An HTTP MCP endpoint that answers in SSE and keeps a call's stream open after the answer until
+    `release` is set (at most `hold` seconds), as a server may that still has something to send."""
+
+    release = threading.Event()
+    hold = 10.0
+
+    def do_POST(self) -> None:  # noqa: N802 (the standard library's name)
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        if "id" not in body:
+            self.send_response(202)
+            self.end_headers()
+            return
+        result = {"initialize": {"protocolVersion": "2025-11-25", "capabilities": {"tools": {}},
+                                 "serverInfo": {"name": "lingering", "version": "1"}},
+                  }.get(body["method"], {"content": [{"type": "text", "text": "ok"}]})
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("mcp-session-id", "lingering-session")
+        self.end_headers()
+        self.wfile.write(b"data: " + json.dumps({"jsonrpc": "2.0", "id": body["id"], "result": result}).encode()
+                         + b"\n\n")
+        self.wfile.flush()
+        if body["method"] == "tools/call":
+            type(self).release.wait(type(self).hold)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def _lingering(hold: float) -> Iterator[str]:
+    """A `_Lingering` endpoint on 127.0.0.1; yields its URL."""
+    _Lingering.hold = hold
+    _Lingering.release.clear()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Lingering)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/mcp"
+    finally:
+        _Lingering.release.set()
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_sse_result_is_on_record_while_the_target_still_holds_its_stream(tmp_path: Path) -> None:
+    with (
+        _lingering(10.0) as target,
+        running_proxy(tmp_path / "proxy", *UNLIMITED, target=target) as proc,
+        httpx.Client(timeout=30) as http,
+    ):
+        headers = {"accept": "text/event-stream", "content-type": "application/json", **_session(http, proc.url)}
+        for i in range(8):
+            _Lingering.release.clear()
+            seen: list[str] = []
+            call = {"jsonrpc": "2.0", "id": 10 + i, "method": "tools/call",
+                    "params": {"name": "anything", "arguments": {}}}
+            r = _call(http, proc.url, call, headers, _on_record(proc.log_file, seen, then=_Lingering.release.set))
+            assert seen == [r.headers["x-request-id"]]
+
+
+def _call_until_stopped(url: str, n: int, on_answer: Callable[[str], None], stop: threading.Event) -> None:
+    """Load thread `n`: its own session, a tool called back to back, SSE or JSON answers by turns of threads."""
+    accept = "text/event-stream" if n % 2 == 0 else "application/json"
+    try:
+        with httpx.Client(timeout=10) as http:
+            headers = {"accept": accept, "content-type": "application/json", **_session(http, url)}
+            i = 0
+            while not stop.is_set():
+                i += 1
+                call = {"jsonrpc": "2.0", "id": i, "method": "tools/call",
+                        "params": {"name": "echo", "arguments": {"message": f"{n}-{i}"}}}
+                _call(http, url, call, headers, on_answer)
+    except httpx.HTTPError:
+        pass  # the proxy is gone: what was answered before is what counts
+
+
+class _KillAt:
+    """Collects the request ids of the results clients receive, and SIGKILLs the proxy's process group (the
+    proxy, and a bridge's servers with it) the moment the `at`-th result is in a client's hands."""
+
+    def __init__(self, pid: int, at: int) -> None:
+        self.pid, self.at = pid, at
+        self.answered: list[str] = []
+        self.killed = threading.Event()
+        self.lock = threading.Lock()
+
+    def answer(self, request_id: str) -> None:
+        with self.lock:
+            self.answered.append(request_id)
+            if len(self.answered) == self.at:
+                os.killpg(self.pid, signal.SIGKILL)
+                self.killed.set()
+
+
+@contextmanager
+def _front_of(mode: str, everything: str, workdir: Path) -> Iterator[RunningProcess]:
+    """A proxy in front of server-everything over HTTP, a bridge to it over stdio, or a proxy in front of an
+    endpoint that holds each stream open a moment after its answer."""
+    if mode == "bridge":
+        with running_proxy(workdir, *UNLIMITED, command=everything_command()) as proc:
+            yield proc
+    elif mode == "proxy":
+        with running_proxy(workdir, *UNLIMITED, target=everything) as proc:
+            yield proc
+    else:
+        with _lingering(0.3) as target, running_proxy(workdir, *UNLIMITED, target=target) as proc:
+            yield proc
+
+
+@pytest.mark.parametrize("mode", ["proxy", "bridge", "lingering"])
+def test_kill_9_the_moment_a_client_holds_a_result_loses_no_answered_request(
+    everything: str, tmp_path: Path, mode: str,
+) -> None:
+    rng = random.Random(os.environ.get("MCPTRACE_TEST_SEED", time.time_ns()))
+    for run in range(4):
+        with _front_of(mode, everything, tmp_path / f"run-{run}") as proc:
+            killer = _KillAt(proc.process.pid, rng.randint(4, 30))
+            stop = threading.Event()
+            threads = [threading.Thread(target=_call_until_stopped, args=(proc.url, n, killer.answer, stop),
+                                        daemon=True) for n in range(4)]
+            for thread in threads:
+                thread.start()
+            try:
+                assert killer.killed.wait(30), f"{len(killer.answered)} answers, the kill waited for {killer.at}"
+            finally:
+                stop.set()
+                for thread in threads:
+                    thread.join(30)
+            assert proc.process.wait(10) == -signal.SIGKILL
+            assert not any(t.is_alive() for t in threads), "a load thread did not stop"
+        assert_every_answer_on_record(killer.answered, [proc.log_file])
 
 
 def test_each_call_is_counted_in_both_duration_histograms_of_metrics(front: RunningProcess) -> None:

@@ -47,7 +47,14 @@ def transport_security() -> TransportSecuritySettings:
     return TransportSecuritySettings(enable_dns_rebinding_protection=False)
 
 
+#: Verdicts kept, by the headers they depend on; a client varying them at will only empties the cache.
+VERDICTS_KEPT = 256
+
+
 class HostCheckMiddleware:
+    """The SDK's check, run once per combination of the headers it reads (`Host`, `Origin`, `Content-Type`
+    and whether it is a POST): every call of one client carries the same ones, so its verdict is kept."""
+
     def __init__(self, app: ASGIApp, *, rules: TransportSecuritySettings, path: str = "/mcp") -> None:
         self.app = app
         self.check = TransportSecurityMiddleware(rules)
@@ -55,14 +62,37 @@ class HostCheckMiddleware:
         # client write to stderr at will.
         logging.getLogger(TransportSecurityMiddleware.__module__).setLevel(logging.ERROR)
         self.path = path.rstrip("/")
+        #: HTTP status of the refusal (None: accepted), by (is POST, Host, Origin, Content-Type).
+        self.verdicts: dict[tuple[bool, bytes | None, bytes | None, bytes | None], int | None] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].rstrip("/") != self.path:
             await self.app(scope, receive, send)
             return
-        refusal = await self.check.validate_request(Request(scope), is_post=scope["method"] == "POST")
-        if refusal is None:
+        is_post = scope["method"] == "POST"
+        key = (is_post, *_first_values(scope["headers"]))
+        try:
+            status = self.verdicts[key]
+        except KeyError:
+            refusal = await self.check.validate_request(Request(scope), is_post=is_post)
+            status = None if refusal is None else refusal.status_code
+            if len(self.verdicts) >= VERDICTS_KEPT:
+                self.verdicts.clear()
+            self.verdicts[key] = status
+        if status is None:
             await self.app(scope, receive, send)
             return
-        status = refusal.status_code
         await send_jsonrpc_error(send, status, INVALID_REQUEST, _MESSAGES.get(status, "Bad Request"))
+
+
+def _first_values(headers: list[tuple[bytes, bytes]]) -> tuple[bytes | None, bytes | None, bytes | None]:
+    """The first `Host`, `Origin` and `Content-Type` values, as the SDK's check reads them."""
+    host = origin = content_type = None
+    for name, value in headers:
+        if name == b"host":
+            host = value if host is None else host
+        elif name == b"origin":
+            origin = value if origin is None else origin
+        elif name == b"content-type":
+            content_type = value if content_type is None else content_type
+    return host, origin, content_type

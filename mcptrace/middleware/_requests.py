@@ -8,9 +8,10 @@ Transfer-Encoding gets 400 and a closed connection. Every answer with an HTTP
 status >= 400 is logged once as `request_rejected`, with its JSON-RPC code,
 unless another layer logged it, before the answer's last byte leaves. Pending
 log lines are written to the OS (`EventLogger.commit`) as an answer starts and
-before its last byte, so a line logged before a response is on record before
-the client can see it. Bodies are read later, by the admission layer, once the
-guards have judged the request's headers.
+before each of its body chunks (an SSE stream's events included), so a line
+logged before a response or an event is on record before the client can see
+it. Bodies are read later, by the admission layer, once the guards have judged
+the request's headers.
 """
 
 from __future__ import annotations
@@ -108,12 +109,14 @@ class RequestIdMiddleware:
             elif message["type"] == "http.response.body":
                 if status_seen and status_seen[0] >= 400 and len(error_body) < _ERROR_BODY_KEPT:
                     error_body.extend(message.get("body", b"")[:_ERROR_BODY_KEPT])
-                if not message.get("more_body", False):
-                    # The end of the answer: a refusal is logged before its last byte leaves, never after.
-                    if status_seen and status_seen[0] >= 400 and not logged.done:
-                        logged.done = True
-                        self._log_rejection(scope, request_id, status_seen[0], start, bytes(error_body))
-                    self.logger.commit()
+                # The end of the answer: a refusal is logged before its last byte leaves, never after.
+                last = not message.get("more_body", False)
+                if last and status_seen and status_seen[0] >= 400 and not logged.done:
+                    logged.done = True
+                    self._log_rejection(scope, request_id, status_seen[0], start, bytes(error_body))
+                # Every chunk, not only the last: an SSE answer's event can carry a result (logged as it
+                # passed through a proxy, or by another task) while its stream stays open.
+                self.logger.commit()
             await send(message)
 
         if scope["method"] == "POST" and _conflicting_framing(scope):

@@ -84,6 +84,7 @@ def head_deadline_protocol(seconds: float, *, max_head_bytes: int = 16 * 1024) -
         _awaiting_head = True  # the next bytes belong to a request head
         _head_seen = 0  # bytes of the head being received (counted from the chunk it starts in)
         _tail = b""  # the last bytes of that head so far, for an end (CRLF CRLF) split across chunks
+        _heads = 0  # request heads parsed on this connection
         transport: CoalescingTransport
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -101,19 +102,23 @@ def head_deadline_protocol(seconds: float, *, max_head_bytes: int = 16 * 1024) -
         def data_received(self, data: bytes) -> None:
             if self._discarding:
                 return
+            arm = False
             if self._awaiting_head:
                 if self._head_too_large(data):
                     return
-                if self._head_timer is None and self._between_requests():
-                    self._arm()
-            before = self.cycle
+                arm = self._head_timer is None and self._between_requests()
+            before, heads = self.cycle, self._heads
             super().data_received(data)
+            # A head that arrived whole in this chunk needs no clock; one still incomplete gets it now.
+            if arm and self._awaiting_head and self._heads == heads and not self.transport.is_closing():
+                self._arm()
             cycle = self.cycle
             if cycle is not before and cycle is not None and cycle.more_body:
                 self.flow.pause_reading()  # the body is read when the app asks for it, not before the guards judged
 
         def on_headers_complete(self) -> None:
             self._awaiting_head, self._head_seen, self._tail = False, 0, b""
+            self._heads += 1
             self._disarm()
             super().on_headers_complete()
 
