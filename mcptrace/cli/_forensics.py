@@ -124,6 +124,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "paths", nargs="*", metavar="PATH",
         help="log files, globs or directories (default: where `mcptrace serve` writes)",
     )
+    p.add_argument(
+        "--dest", metavar="URL",
+        help="ship the index to a fleet dataset instead: a folder or s3://bucket/prefix (AWS_* variables)",
+    )
+    p.add_argument("--replica", help="with --dest: this replica's name in the dataset (default: the host name)")
     add_format(p)
     p.set_defaults(func=run_index)
 
@@ -222,6 +227,10 @@ def run_errors(args: argparse.Namespace) -> int:
 
 
 def run_index(args: argparse.Namespace) -> int:
+    if args.dest is not None:
+        return _run_ship(args)
+    if args.replica is not None:
+        raise UsageError("--replica names a replica in a fleet dataset: give --dest too")
     from mcptrace.analysis import build_index
 
     progress = Progress("indexing")
@@ -247,6 +256,35 @@ def run_index(args: argparse.Namespace) -> int:
         print(
             f"index {report.directory}: {report.rows} rows; indexed {len(report.indexed)} file(s), "
             f"reused {len(report.reused)}"
+        )
+    report_problems(report)
+    return 0
+
+
+def _run_ship(args: argparse.Namespace) -> int:
+    from mcptrace.logs import ship
+
+    try:
+        report = ship(args.paths or None, args.dest, replica=args.replica)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    row = {
+        "dest": report.dest,
+        "replica": report.replica,
+        "rows": report.rows,
+        "bytes": report.bytes_shipped,
+        "shipped": report.shipped,
+        "unchanged": report.unchanged,
+        "corrupt_lines": report.load.corrupt_count,
+    }
+    if args.format == "json":
+        dump_json(row)
+    elif args.format == "csv":
+        emit([row], list(row), "csv")
+    else:
+        print(
+            f"shipped {report.rows} rows ({report.bytes_shipped / 1e6:.1f} MB of logs) to {report.dest} as replica "
+            f"{report.replica}: {len(report.shipped)} shipment(s), {len(report.unchanged)} file(s) unchanged"
         )
     report_problems(report)
     return 0
