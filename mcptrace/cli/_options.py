@@ -88,6 +88,9 @@ def add_common(parser: argparse.ArgumentParser, *, paths: bool = True) -> None:
     parser.add_argument("--until", type=parse_time, help="only lines before this time")
     parser.add_argument("--tool", action="append", help="only this tool (repeatable)")
     parser.add_argument("--caller", action="append", help="only this caller id (repeatable)")
+    parser.add_argument(
+        "--replica", action="append", help="only this replica of a fleet dataset (an s3:// URL or folder; repeatable)"
+    )
     add_format(parser)
     parser.add_argument(
         "--no-index", action="store_true", help="read the raw logs even when an index is fresh"
@@ -155,10 +158,11 @@ def load_frame(
     those fields is several times faster than parsing whole lines.
     """
     from mcptrace.analysis import load
+    from mcptrace.logs._fleet import fleet_root
     from mcptrace.logs._index import auto_index
 
     progress = Progress()
-    if not args.no_index:
+    if not args.no_index and fleet_root(args.paths or None) is None:
         try:
             built = auto_index(args.paths or None, progress=Progress("indexing (second query of these logs)"))
         except MCPTraceError:  # the user's mistake (a missing path): `load` says it once, as for --no-index
@@ -180,6 +184,7 @@ def load_frame(
             events=events,
             progress=progress,
             use_index=not args.no_index,
+            replicas=args.replica,
         )
     finally:
         progress.done()
