@@ -58,12 +58,6 @@ TARGET: Final = "target"
 EXIT_CODE: Final = "exit_code"
 #: Milliseconds until the proxy starts a stdio server that ended again.
 RESTART_IN_MS: Final = "restart_in_ms"
-#: A rotated log file a shipment is about (`log_shipped`, `log_ship_failed`): its name in the ship queue.
-LOG_FILE: Final = "log_file"
-#: Where log files are shipped: a folder or `s3://bucket/prefix`.
-DESTINATION: Final = "destination"
-#: When a failed shipment is tried again.
-NEXT_RETRY: Final = "next_retry"
 CLIENT_ADDRESS: Final = "client_address"
 PRINCIPAL: Final = "principal"
 SESSION_OWNER: Final = "session_owner"

@@ -25,12 +25,10 @@ if TYPE_CHECKING:
 #: request), and `request_received` is written only for a request still running after a moment;
 #: `mcptrace proxy` adds `target`, `exit_code` and `restart_in_ms` (`target_started`, `target_exited`,
 #: `target_output_rejected`).
-#: 4: a server that ships its rotated logs says so (`log_shipped`, `log_ship_failed`, with `log_file`,
-#: `destination` and, for a failure, `next_retry`).
-LOG_SCHEMA_VERSION: Final = 4
+LOG_SCHEMA_VERSION: Final = 3
 
 #: Every schema version readers accept; files of any of them read with `polars_schema()`.
-SUPPORTED_SCHEMA_VERSIONS: Final = (1, 2, 3, 4)
+SUPPORTED_SCHEMA_VERSIONS: Final = (1, 2, 3)
 
 #: The fields every line must carry to be analysed.
 REQUIRED_FIELDS: Final = (f.TIMESTAMP, f.EVENT, f.REQUEST_ID)
@@ -95,9 +93,6 @@ LOG_FIELDS: Final[dict[str, str]] = {
     f.CLIENT_ADDRESS: "str",
     f.PRINCIPAL: "str",
     f.SESSION_OWNER: "str",
-    f.LOG_FILE: "str",
-    f.DESTINATION: "str",
-    f.NEXT_RETRY: "datetime",
 }
 
 #: Python types a JSON value may have for each declared type (used by validators).
@@ -151,15 +146,11 @@ ADDED_IN_V3: Final = frozenset(
     }
 )
 
-#: Fields that schema version 4 added.
-ADDED_IN_V4: Final = frozenset({f.LOG_FILE, f.DESTINATION, f.NEXT_RETRY})
-
 #: The fields each schema version declares.
 FIELDS_BY_VERSION: Final[dict[int, frozenset[str]]] = {
-    1: frozenset(LOG_FIELDS) - ADDED_IN_V2 - ADDED_IN_V3 - ADDED_IN_V4,
-    2: frozenset(LOG_FIELDS) - ADDED_IN_V3 - ADDED_IN_V4,
-    3: frozenset(LOG_FIELDS) - ADDED_IN_V4,
-    4: frozenset(LOG_FIELDS),
+    1: frozenset(LOG_FIELDS) - ADDED_IN_V2 - ADDED_IN_V3,
+    2: frozenset(LOG_FIELDS) - ADDED_IN_V3,
+    3: frozenset(LOG_FIELDS),
 }
 
 MAP_ENTRY_FIELDS: Final[dict[str, str]] = {"key": "str", "value": "str"}

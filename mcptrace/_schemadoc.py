@@ -13,7 +13,6 @@ from mcptrace import _fields as f
 from mcptrace._schema import (
     ADDED_IN_V2,
     ADDED_IN_V3,
-    ADDED_IN_V4,
     DOWNSTREAM_FIELDS,
     LOG_FIELDS,
     LOG_SCHEMA_VERSION,
@@ -60,7 +59,8 @@ DESCRIPTIONS: dict[str, str] = {
     f.TRANSPORT: "`http` or `stdio`",
     f.HTTP_STATUS: "HTTP status of a rejected request",
     f.MESSAGE: "free text for lifecycle lines",
-    f.RETRY_AFTER_MS: "how long a refused client should wait before retrying (rate limit, session limit)",
+    f.RETRY_AFTER_MS: "how long a refused client should wait before retrying (rate limit, session limit), or "
+    "until a failed log shipment is tried again",
     f.LIMIT_SCOPE: "which limit refused a call: `caller`, `tool` (per caller and tool) or `suspended`",
     f.BREAKER_STATE: "a dependency breaker's new state: `closed`, `open` or `half_open`",
     f.PROBE_URL: "the MCP endpoint `mcptrace probe` checks",
@@ -88,10 +88,6 @@ DESCRIPTIONS: dict[str, str] = {
     f.PRINCIPAL: "who a guard judged: `tok:` and a token's key, `jwt:` and the token's `iss` and `sub`, or, "
     "without auth, the declared client name `@` its address (never a token)",
     f.SESSION_OWNER: "the principal a session belongs to, when another principal named it",
-    f.LOG_FILE: "the rotated log file a shipment is about, as named in the ship queue "
-    "(`mcptrace.log.20261205T142233123456Z`)",
-    f.DESTINATION: "where rotated log files are shipped: a folder or `s3://bucket/prefix`",
-    f.NEXT_RETRY: "when a failed shipment is tried next (null: it is not retried)",
 }
 
 EVENTS: dict[str, str] = {
@@ -111,10 +107,10 @@ EVENTS: dict[str, str] = {
     "aggregated per second (`count`, first and last request id)",
     f.EV_LOG_GAP: "the writer dropped lines (disk full, unwritable file, queue full); "
     "written as soon as a line can be written again",
-    f.EV_LOG_SHIPPED: "a rotated log file reached the fleet dataset (`--ship`): `log_file`, `destination`, "
-    "`duration_ms`",
-    f.EV_LOG_SHIP_FAILED: "a shipment failed (`error`); the file stays queued and is tried again at "
-    "`next_retry`",
+    f.EV_LOG_SHIPPED: "a rotated log file reached the fleet dataset (`--ship`); `message` names the file "
+    "and the destination, `duration_ms` what the shipment took",
+    f.EV_LOG_SHIP_FAILED: "a shipment failed (`error`); the file stays queued and is tried again in "
+    "`retry_after_ms` (absent: it could not be queued and is not retried)",
     f.EV_BREAKER_STATE: "a circuit breaker changed state (a dependency's, or `redis` for the shared guard state)",
     f.EV_REVOCATION_FEED: "a replica's copy of the revocations shared through Redis was synchronised "
     "(`status` success, `count` keys) or lost (`status` error)",
@@ -149,7 +145,7 @@ def render() -> str:
         "|---|---|---|---|---|",
     ]
     for name, kind in LOG_FIELDS.items():
-        since = 4 if name in ADDED_IN_V4 else 3 if name in ADDED_IN_V3 else 2 if name in ADDED_IN_V2 else 1
+        since = 3 if name in ADDED_IN_V3 else 2 if name in ADDED_IN_V2 else 1
         lines.append(f"| `{name}` | {kind} | `{_dtype(name)}` | {since} | {DESCRIPTIONS.get(name, '—')} |")
     lines += ["", "`list[downstream]` entries:", "", "| field | JSON type |", "|---|---|"]
     lines += [f"| `{name}` | {kind} |" for name, kind in DOWNSTREAM_FIELDS.items()]

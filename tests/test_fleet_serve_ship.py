@@ -11,11 +11,13 @@ the dataset, once. A file queued when the server is killed is shipped when it st
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,7 @@ from mcp import Client
 from moto.server import ThreadedMotoServer
 
 from mcptrace.logs._objects import Objects
-from mcptrace.testing import running_server
+from mcptrace.testing import running_server, subprocess_env
 from tests.helpers import UNLIMITED, read_log
 from tests.proxies import free_port
 from tests.s3_server import CREDENTIALS
@@ -133,6 +135,11 @@ def wait_for_event(log: Path, event: str, *, count: int = 1) -> list[dict[str, A
         time.sleep(0.1)
 
 
+def queued_name(line: dict[str, Any]) -> str:
+    """The queued file a `log_shipped` or `log_ship_failed` line names (`<file> shipped to <dest>`)."""
+    return str(line["message"]).split(" ", 1)[0]
+
+
 def shipped_lines(log: Path, *, count: int) -> list[dict[str, Any]]:
     return wait_for_event(log, "log_shipped", count=count)
 
@@ -160,31 +167,39 @@ def test_rotated_logs_reach_the_dataset_and_an_outage_of_the_store_loses_nothing
         log = server.log_file
         first = call_until_rotated(server.url, log, 1)
         shipped = shipped_lines(log, count=1)[0]
-        assert shipped["destination"] == dest and shipped["log_file"].startswith("mcptrace.log.")
-        assert shipped["schema_version"] == 4
+        assert shipped["message"].startswith("mcptrace.log.") and shipped["message"].endswith(f" shipped to {dest}")
+        assert shipped["duration_ms"] > 0
 
         # The dataset holds the calls of the shipped file.
         in_shipped = [i for i in first if i in set(closing_ids([log.with_name("mcptrace.log.1")]))]
         assert in_shipped
         rows = dataset_rows(dest, s3.env)
         assert set(in_shipped) <= set(rows.filter(pl.col("event") == "tool_call")["mcp_request_id"].to_list())
+        # ... and `chain` finds one of them from the URL alone.
+        chain = subprocess.run(
+            [sys.executable, "-m", "mcptrace", "chain", in_shipped[-1], dest, "--format", "json"],
+            env=subprocess_env(s3.env), capture_output=True, text=True, timeout=120,
+        )
+        assert chain.returncode == 0, chain.stderr
+        lines = json.loads(chain.stdout)
+        assert in_shipped[-1] in chain.stdout and "tool_call" in chain.stdout, lines
 
         # The store goes away: the next rotation's shipment fails, and the log says so.
         s3.stop()
         during = call_until_rotated(server.url, log, 2)
         assert during  # every call was answered meanwhile
         [failed, *_] = wait_for_event(log, "log_ship_failed")
-        assert failed["level"] == "warning" and failed["destination"] == dest
-        assert failed["log_file"].startswith("mcptrace.log.") and failed["error"]
-        assert datetime.fromisoformat(failed["next_retry"]) > datetime.fromisoformat(failed["timestamp"])
+        assert failed["level"] == "warning" and failed["error"] and failed["retry_after_ms"] >= 500
         queue = log.parent / ".mcptrace-ship"
-        assert failed["log_file"] in {p.name for p in queue.iterdir()}
+        assert failed["message"] == f"{queued_name(failed)} not shipped to {dest}"
+        assert queued_name(failed) in {p.name for p in queue.iterdir()}
 
         # It comes back on the same port: the retry ships the queued file.
         s3.start()
         shipped_lines(log, count=2)
         assert not list(queue.iterdir())
-        retried = [r for r in every_line(log) if r["event"] == "log_shipped" and r["log_file"] == failed["log_file"]]
+        retried = [r for r in every_line(log)
+                   if r["event"] == "log_shipped" and queued_name(r) == queued_name(failed)]
         assert len(retried) == 1
 
         # Every call of every rotated file is in the dataset, once.
@@ -208,14 +223,14 @@ def test_a_file_queued_when_the_server_dies_is_shipped_when_it_starts_again(tmp_
         os.kill(server.process.pid, signal.SIGKILL)
         server.process.wait(10)
     queue = log.parent / ".mcptrace-ship"
-    assert [p.name for p in queue.iterdir()] == [failed["log_file"]]
+    assert [p.name for p in queue.iterdir()] == [queued_name(failed)]
     s3.start()
     with running_server(tmp_path / "r2", *args, env=env):
         deadline = time.monotonic() + SHIP_WAIT
         while list(queue.iterdir()) and time.monotonic() < deadline:
             time.sleep(0.1)
         [shipped] = shipped_lines(log, count=1)
-        assert shipped["log_file"] == failed["log_file"]
+        assert queued_name(shipped) == queued_name(failed)
     expected = closing_ids(rotated_files(log))
     found = dataset_rows(dest, s3.env).filter(pl.col("event") == "tool_call")["mcp_request_id"].to_list()
     assert sorted(found) == sorted(expected)

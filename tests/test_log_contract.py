@@ -37,8 +37,8 @@ def tool_calls_by(
         time.sleep(0.05)
 
 
-def test_the_writer_stamps_the_current_schema_version_4() -> None:
-    assert LOG_SCHEMA_VERSION == 4
+def test_the_writer_stamps_the_current_schema_version_3() -> None:
+    assert LOG_SCHEMA_VERSION == 3
 
 
 def test_a_sessionless_call_logs_era_client_and_trace_context_but_no_session(

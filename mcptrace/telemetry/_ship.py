@@ -6,16 +6,17 @@ beside the log, named after the log and the moment
 (`mcptrace.log.20261205T142233123456Z`); nothing else happens on the writing
 thread. The link is the queue: it survives a crash or a restart, it keeps the
 file's lines after the rotation has deleted its oldest backup, and it is removed
-only once the file is shipped. The name is unique per rotation, so the dataset's
-segments of one replica never collide.
+only once the file is shipped (the dataset names a file by its first line, so the
+queue's name for it matters only here).
 
 Worker. A thread takes the entries oldest first and ships each in a child
 process (`python -m mcptrace index ENTRY --dest URL`) at a lower CPU priority:
 parsing JSON and writing Parquet never hold the server's interpreter lock, and
 they yield the CPU to requests. A success removes the entry and writes
-`log_shipped`; a failure writes `log_ship_failed` (the file, the error, when it
-is tried next) and the queue waits `retry` seconds, doubling on each failure in a
-row up to `retry_max`. The entries behind it wait too, so files arrive in order.
+`log_shipped`; a failure writes `log_ship_failed` (the file and destination in
+`message`, the `error`, and `retry_after_ms` until the next try) and the queue
+waits `retry` seconds, doubling on each failure in a row up to `retry_max`. The
+entries behind it wait too, so files arrive in order.
 Entries an earlier run left (a crash, a stop during a shipment) are shipped when
 the server starts again; shipping is idempotent, so a file shipped twice reads
 once.
@@ -41,7 +42,6 @@ from mcptrace import _fields as f
 from mcptrace._process import stop_process, subprocess_env
 from mcptrace.telemetry._log import EventLogger
 from mcptrace.telemetry._logfile import describe
-from mcptrace.telemetry._logline import utc_timestamp
 
 #: The queue's folder, beside the log file.
 QUEUE_DIR = ".mcptrace-ship"
@@ -160,17 +160,18 @@ class LogShipper:
                 except OSError:
                     pass
                 shipped: dict[str, Any] = {
-                    f.LOG_FILE: entry.name, f.DESTINATION: self.dest,
+                    f.MESSAGE: f"{entry.name} shipped to {self.dest}",
                     f.DURATION_MS: round((time.monotonic() - started) * 1000, 3),
                 }
                 self.logger.emit(f.EV_LOG_SHIPPED, **shipped)
                 continue
             self.failed += 1
             delay = self.retry if delay == 0 else min(delay * 2, self.retry_max)
-            self.logger.emit(f.EV_LOG_SHIP_FAILED, "warning", **{
-                f.LOG_FILE: entry.name, f.DESTINATION: self.dest, f.ERROR: error,
-                f.NEXT_RETRY: utc_timestamp(time.time() + delay),
-            })
+            failed: dict[str, Any] = {
+                f.MESSAGE: f"{entry.name} not shipped to {self.dest}", f.ERROR: error,
+                f.RETRY_AFTER_MS: round(delay * 1000),
+            }
+            self.logger.emit(f.EV_LOG_SHIP_FAILED, "warning", **failed)
             self._stop.wait(delay)
 
     def _report_unqueued(self) -> None:
@@ -179,7 +180,7 @@ class LogShipper:
         for name, error in unqueued:
             self.failed += 1
             fields: dict[str, Any] = {
-                f.LOG_FILE: name, f.DESTINATION: self.dest, f.NEXT_RETRY: None,
+                f.MESSAGE: f"{name} not shipped to {self.dest}",
                 f.ERROR: f"could not be queued ({error}); ship it with `mcptrace index FILE --dest URL`",
             }
             self.logger.emit(f.EV_LOG_SHIP_FAILED, "warning", **fields)
