@@ -31,7 +31,7 @@ DOC = ROOT / "docs" / "fleet.md"
 SAMPLE = ROOT / "sample_logs" / "incidents" / "mcptrace.log"
 #: The location the page's queries name, replaced here by the test's dataset.
 DOC_DATASET = "s3://mcptrace-logs/fleet"
-DOC_REQUEST_ID = "req-f16f87a632803446"
+DOC_REQUEST_ID = "req-36eabfad243ca3ba"
 #: mcptrace's percentiles are rounded to the nanosecond (`DECIMALS`): agreement is to that.
 PERCENTILE_TOLERANCE_MS = 1e-6
 STATS_COLUMNS = ["calls", "errors", "error_rate", "p50_ms", "p95_ms", "p99_ms"]
