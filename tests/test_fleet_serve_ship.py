@@ -29,7 +29,7 @@ from mcp import Client
 from moto.server import ThreadedMotoServer
 
 from mcptrace.logs._objects import Objects
-from mcptrace.testing import running_server, subprocess_env
+from mcptrace.testing import running_proxy, running_server, subprocess_env
 from tests.helpers import UNLIMITED, read_log
 from tests.proxies import free_port
 from tests.s3_server import CREDENTIALS
@@ -234,3 +234,26 @@ def test_a_file_queued_when_the_server_dies_is_shipped_when_it_starts_again(tmp_
     expected = closing_ids(rotated_files(log))
     found = dataset_rows(dest, s3.env).filter(pl.col("event") == "tool_call")["mcp_request_id"].to_list()
     assert sorted(found) == sorted(expected)
+
+
+def test_a_proxy_and_its_server_ship_to_one_folder_and_chain_finds_a_request_on_both(tmp_path: Path) -> None:
+    """`mcptrace proxy --ship` in front of `mcptrace serve --ship`: one request's lines are in two replicas'
+    files, and the dataset (a folder here) gives them back together, each with its replica."""
+    dest = tmp_path / "dataset"
+    common = ("--log-max-bytes", str(ROTATE_BYTES), "--ship", str(dest), *UNLIMITED)
+    with (
+        running_server(tmp_path / "server", *common, "--replica", "backend") as server,
+        running_proxy(tmp_path / "proxy", *common, "--replica", "edge", target=server.url) as proxy,
+    ):
+        proxy_log = proxy.workdir / "logs" / "mcptrace.log"
+        ids = call_until_rotated(proxy.url, proxy_log, 1)
+        wait_for_event(proxy_log, "log_shipped")
+        wait_for_event(server.log_file, "log_shipped")
+        at_edge = set(closing_ids([proxy_log.with_name("mcptrace.log.1")]))
+        both = at_edge & set(closing_ids(rotated_files(server.log_file)))
+        assert both and both <= set(ids)
+    request_id = sorted(both)[0]
+    chain = subprocess.run([sys.executable, "-m", "mcptrace", "chain", request_id, str(dest), "--format", "json"],
+                           env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert chain.returncode == 0, chain.stderr
+    assert '"edge"' in chain.stdout and '"backend"' in chain.stdout, chain.stdout
