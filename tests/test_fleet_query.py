@@ -4,6 +4,7 @@ same logs read locally; `--replica` narrows to replicas; `chain` reads a small p
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import uuid
@@ -144,3 +145,17 @@ def test_a_shipment_without_its_seal_is_not_read(fleet: Fleet, tmp_path: Path) -
     objects = Objects(folder).list("")
     assert any(k.endswith(".parquet") for k in objects)
     assert fleet.answer("stats", str(folder)) == [] != before
+
+
+def test_report_draws_the_same_figures_from_the_fleet(fleet: Fleet, tmp_path: Path) -> None:
+    def html(*sources: str) -> str:
+        out = tmp_path / f"{len(sources)}.html"
+        run = subprocess.run(
+            [sys.executable, "-m", "mcptrace", "report", *sources, "-o", str(out)],
+            capture_output=True, text=True, timeout=300, env=subprocess_env(fleet.env),
+        )
+        assert run.returncode == 0, run.stderr
+        # Only where the logs came from may differ.
+        return re.sub(r"log lines from [^<]*", "log lines from ...", out.read_text())
+
+    assert html(fleet.url) == html(*map(str, fleet.logs.values()))
