@@ -16,7 +16,7 @@ import pytest
 from mcptrace.logs import load, lookup, ship
 from mcptrace.logs._objects import Objects
 from mcptrace.testing import subprocess_env
-from tests.fleet_logs import fleet_logs
+from tests.fleet_logs import SPLIT_REQUEST, fleet_logs
 from tests.s3_server import S3Server, s3_server  # noqa: F401
 
 COMMANDS = [
@@ -129,6 +129,11 @@ def test_chain_finds_a_request_reading_a_small_part_of_the_dataset(
         assert [{k: v for k, v in r.items() if k != "replica"} for r in found.records] == expected
         assert {r["replica"] for r in found.records} <= set(fleet.logs)
         assert 0 < found.bytes_searched < found.bytes_total
+    split = lookup(fleet.url, value=SPLIT_REQUEST).records
+    assert sorted((r["event"], r["replica"]) for r in split) == [("downstream_call", "web-3"), ("tool_call", "web-1")]
+    assert [{k: v for k, v in r.items() if k != "replica"} for r in split] == lookup(
+        [*fleet.logs.values()], value=SPLIT_REQUEST, use_index=False
+    ).records
     run = fleet.run("chain", ids[0], fleet.url)
     assert run.returncode == 0 and "read " in run.stderr and " MB of " in run.stderr
     assert json.loads(run.stdout)[0]["replica"] in fleet.logs
