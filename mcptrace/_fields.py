@@ -15,6 +15,8 @@ TIMESTAMP: Final = "timestamp"
 LEVEL: Final = "level"
 EVENT: Final = "event"
 SCHEMA_VERSION: Final = "schema_version"
+#: The replica a row of a fleet dataset was shipped from (a column there, never a log key).
+REPLICA: Final = "replica"
 REQUEST_ID: Final = "mcp_request_id"
 SESSION_ID: Final = "session_id"
 JSONRPC_ID: Final = "jsonrpc_id"

@@ -137,6 +137,12 @@ def _rows(frame: Any) -> list[dict[str, Any]]:
     return frame.collect().to_dicts()  # type: ignore[no-any-return]
 
 
+def _with_replicas(rows: list[dict[str, Any]], columns: list[str]) -> list[str]:
+    """The columns, and the replica column the rows have when they come from a fleet dataset."""
+    extra = [c for c in ("replicas", "example_replica") if rows and c in rows[0]]
+    return [*columns, *extra]
+
+
 def run_stats(args: argparse.Namespace) -> int:
     if _stats_from_summary(args):
         return 0
@@ -207,7 +213,7 @@ def run_errors(args: argparse.Namespace) -> int:
     if args.format == "json":
         dump_json({"by_tool": sources, "top_errors": messages, "refused": refused})
         return 0
-    msg_cols = [f.TOOL_NAME, "count", "first", "last", "example_request_id", f.ERROR]
+    msg_cols = _with_replicas(messages, [f.TOOL_NAME, "count", "first", "last", "example_request_id", f.ERROR])
     src_cols = [f.TOOL_NAME, "calls", "errors", "downstream_errors", "own_errors", "refused"]
     ref_cols = [f.TOOL_NAME, f.REFUSAL_REASON, "count", "first", "last", "example_request_id", "callers"]
     if args.format == "csv":
@@ -319,7 +325,8 @@ def run_sessions(args: argparse.Namespace) -> int:
     if args.timeline:
         emit(_rows(timeline(loaded.frame, every=args.every)), TIMELINE_COLUMNS, args.format)
     else:
-        emit(_rows(sessions(loaded.frame)), SESSION_COLUMNS, args.format)
+        rows = _rows(sessions(loaded.frame))
+        emit(rows, _with_replicas(rows, SESSION_COLUMNS), args.format)
     return 0
 
 
@@ -331,7 +338,8 @@ def run_runs(args: argparse.Namespace) -> int:
 
     loaded = load_frame(args, columns=LOOP_COLUMNS + RUN_INPUT_COLUMNS, events=[f.EV_TOOL_CALL])
     if not args.loops:
-        emit(_rows(runs(loaded.frame, gap=args.gap)), RUN_COLUMNS, args.format)
+        rows = _rows(runs(loaded.frame, gap=args.gap))
+        emit(rows, _with_replicas(rows, RUN_COLUMNS), args.format)
         return 0
     import polars as pl
 

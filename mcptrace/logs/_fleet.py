@@ -20,11 +20,11 @@ from typing import Any
 
 import orjson
 
+from mcptrace._fields import REPLICA
 from mcptrace.logs._judge import judge_line
 from mcptrace.logs._loadreport import LoadReport
-from mcptrace.logs._objects import Objects, is_url
+from mcptrace.logs._objects import CHAIN_TABLE, META, SEAL, Objects, is_url
 from mcptrace.logs._search import record_time
-from mcptrace.logs._ship import CHAIN_TABLE, META, REPLICA, SEAL
 from mcptrace.logs._sources import Paths
 
 
@@ -58,8 +58,14 @@ def seals(objects: Objects, replicas: Sequence[str] | None = None) -> list[dict[
     return found
 
 
-def load_fleet(root: str, columns: Sequence[str], replicas: Sequence[str] | None = None) -> tuple[Any, LoadReport]:
-    """(DataFrame of `columns` + `replica`, load report) over the sealed shipments of the dataset at `root`."""
+def load_fleet(
+    root: str, columns: Sequence[str], replicas: Sequence[str] | None = None, where: Any = None
+) -> tuple[Any, LoadReport]:
+    """(DataFrame of `columns` + `replica`, load report) over the sealed shipments of the dataset at `root`.
+
+    Files are read one at a time, only the `columns` asked for, and filtered by
+    `where` at once: memory follows the answer, not the dataset.
+    """
     import polars as pl
     import pyarrow.parquet as pq
 
@@ -74,17 +80,15 @@ def load_fleet(root: str, columns: Sequence[str], replicas: Sequence[str] | None
         report.files.append(name)
         report.add_segment(seal, name)
         for key in sorted(seal["parquet"], key=lambda k: k.rsplit("-", 1)[1]):
-            table = pq.read_table(io.BytesIO(objects.get(key)))
-            frame = pl.from_arrow(table)
+            parquet = pq.ParquetFile(io.BytesIO(objects.get(key)))
+            present = set(parquet.schema_arrow.names)
+            frame = pl.from_arrow(parquet.read(columns=[c for c in [*columns, REPLICA] if c in present]))
             assert isinstance(frame, pl.DataFrame)
-            present = frame.columns
-            frames.append(
-                frame.select(
-                    [pl.col(c).cast(schema[c]) if c in present else pl.lit(None, dtype=schema[c]).alias(c)
-                     for c in columns]
-                    + [pl.col(REPLICA).cast(pl.String)]
-                )
+            frame = frame.select(
+                [pl.col(c).cast(schema[c]) if c in present else pl.lit(None, dtype=schema[c]).alias(c) for c in columns]
+                + [pl.col(REPLICA).cast(pl.String)]
             )
+            frames.append(frame if where is None else frame.filter(where))
     report.bytes_read = objects.bytes_read
     if not frames:
         return pl.DataFrame(schema={**{c: schema[c] for c in columns}, REPLICA: pl.String}), report

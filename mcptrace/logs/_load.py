@@ -79,8 +79,8 @@ def load(
             raise LogReadError(
                 "replicas are chosen in a fleet dataset: an s3:// URL or a folder written by `mcptrace index --dest`"
             )
-        fleet, fleet_report = load_fleet(root, list(schema), replicas)
-        return Loaded((fleet if where is None else fleet.filter(where)).lazy(), fleet_report)
+        fleet, fleet_report = load_fleet(root, list(schema), replicas, where)
+        return Loaded(fleet.lazy(), fleet_report)
     sources = resolve_sources(paths)
     fallback = None
     if use_index:

@@ -16,6 +16,12 @@ from typing import Any
 from mcptrace._errors import LogReadError
 
 S3_SCHEME = "s3://"
+#: The dataset's own tables (request ids, seals) live under this folder; the rows beside it.
+META = "_mcptrace"
+#: Written last in a shipment's folder: until then the shipment does not exist for readers.
+SEAL = "seal.json"
+#: A shipment's request-id table: first id, object, offset and length of each block of its chain store.
+CHAIN_TABLE = "chains.idx"
 
 
 def is_url(text: str) -> bool:

@@ -31,21 +31,17 @@ from typing import Any
 import orjson
 import polars as pl
 
+from mcptrace._fields import REPLICA
 from mcptrace.logs._chainstore import TABLE_SUFFIX, read_table
 from mcptrace.logs._dataset import DayFiles
 from mcptrace.logs._index import _Runs
 from mcptrace.logs._loadreport import LoadReport
-from mcptrace.logs._objects import Objects
+from mcptrace.logs._objects import CHAIN_TABLE, META, SEAL, Objects
 from mcptrace.logs._parse import Seen, parse_block, read_schema
 from mcptrace.logs._sources import Paths, Source, open_binary, resolve_sources
 
-#: The column (and hive partition) naming the replica a row was shipped from.
-REPLICA = "replica"
 #: Kept under the size at which S3 clients switch to multipart uploads.
 MAX_OBJECT_BYTES = 6 * 1024 * 1024
-META = "_mcptrace"
-SEAL = "seal.json"
-CHAIN_TABLE = "chains.idx"
 BLOCK_BYTES = 4 * 1024 * 1024
 _REPLICA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _FIRST_LINE_BYTES = 64 * 1024
