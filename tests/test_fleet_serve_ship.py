@@ -7,6 +7,8 @@ Then the S3 server is stopped: the next rotation's shipment fails, the log says 
 (`log_ship_failed`: the file, the error, the next try) and the server goes on answering. The S3
 server comes back on the same port and the retry ships the file: every call the clients made is in
 the dataset, once. A file queued when the server is killed is shipped when it starts again.
+`mcptrace proxy --ship` and the server behind it ship the two halves of a request, and the dataset
+gives it back whole.
 """
 
 from __future__ import annotations
