@@ -77,6 +77,11 @@ class Config:
     #: `mcptrace proxy`: first wait before restarting a stdio server that ended; doubles up to the maximum.
     restart_backoff: float = 0.25
     restart_backoff_max: float = 30.0
+    #: Where each rotated log file is shipped (a folder or `s3://bucket/prefix`); None ships nothing.
+    ship: str | None = None
+    #: First wait after a failed shipment; doubles on each failure in a row up to `ship_retry_max`.
+    ship_retry: float = 5.0
+    ship_retry_max: float = 300.0
 
     @property
     def auth_enabled(self) -> bool:
@@ -172,7 +177,8 @@ ENVIRONMENT: Final[dict[str, str]] = {
     "MCPTRACE_REDIS_TIMEOUT": "seconds any one Redis call may take before the guard goes on without it "
                               "(default 0.05)",
     "MCPTRACE_REPLICA_ID": "this replica's name behind a proxy: session ids start with it (`ID.`), so the "
-                           "proxy can route a session to its replica (deploy/*replicas*)",
+                           "proxy can route a session to its replica (deploy/*replicas*); also the `replica=` "
+                           "partition its shipped logs go to (default the host name)",
     "MCPTRACE_RATE_LIMIT_CALLER": "per-caller token bucket as RATE/BURST, calls per second (default 50/100)",
     "MCPTRACE_RATE_LIMIT_TOOLS": "per (caller, tool) buckets, TOOL=RATE/BURST,...; `*` is the default",
     "MCPTRACE_SUSPEND_AFTER": "rate-limit violations within SUSPEND_WINDOW that suspend a caller (default 20)",
@@ -199,6 +205,11 @@ ENVIRONMENT: Final[dict[str, str]] = {
     "MCPTRACE_RESTART_BACKOFF": "proxy: seconds before restarting a stdio server that ended (default 0.25; "
                                 "doubles on each restart in a row)",
     "MCPTRACE_RESTART_BACKOFF_MAX": "proxy: longest wait between restarts (default 30)",
+    "MCPTRACE_SHIP": "ship each rotated log file to this folder or s3://bucket/prefix (AWS_* variables, "
+                     "AWS_ENDPOINT_URL included, for S3), off the request path; see docs/fleet.md",
+    "MCPTRACE_SHIP_RETRY": "seconds before a failed shipment is tried again (default 5; doubles on each "
+                           "failure in a row)",
+    "MCPTRACE_SHIP_RETRY_MAX": "longest wait between tries of a failed shipment (default 300)",
     "MCPTRACE_HEALTH_CACHE_SECONDS": "how long a /health answer is reused (default 1)",
     "MCPTRACE_LOOP_THRESHOLD": "identical calls of one caller (same tool, arguments and answer) within "
                                "LOOP_WINDOW that count as a suspected loop in mcptrace_loop_suspected_calls_total "

@@ -15,6 +15,8 @@ TIMESTAMP: Final = "timestamp"
 LEVEL: Final = "level"
 EVENT: Final = "event"
 SCHEMA_VERSION: Final = "schema_version"
+#: The replica a row of a fleet dataset was shipped from (a column there, never a log key).
+REPLICA: Final = "replica"
 REQUEST_ID: Final = "mcp_request_id"
 SESSION_ID: Final = "session_id"
 JSONRPC_ID: Final = "jsonrpc_id"
@@ -93,6 +95,8 @@ EV_TARGET_STARTED: Final = "target_started"
 EV_TARGET_EXITED: Final = "target_exited"
 EV_TARGET_OUTPUT_REJECTED: Final = "target_output_rejected"
 EV_REVOCATION_FEED: Final = "revocation_feed"
+EV_LOG_SHIPPED: Final = "log_shipped"
+EV_LOG_SHIP_FAILED: Final = "log_ship_failed"
 
 # -- request metadata exchanged with clients ---------------------------------
 REQUEST_ID_HEADER: Final = "x-request-id"

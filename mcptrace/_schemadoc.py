@@ -59,7 +59,8 @@ DESCRIPTIONS: dict[str, str] = {
     f.TRANSPORT: "`http` or `stdio`",
     f.HTTP_STATUS: "HTTP status of a rejected request",
     f.MESSAGE: "free text for lifecycle lines",
-    f.RETRY_AFTER_MS: "how long a refused client should wait before retrying (rate limit, session limit)",
+    f.RETRY_AFTER_MS: "how long a refused client should wait before retrying (rate limit, session limit), or "
+    "until a failed log shipment is tried again",
     f.LIMIT_SCOPE: "which limit refused a call: `caller`, `tool` (per caller and tool) or `suspended`",
     f.BREAKER_STATE: "a dependency breaker's new state: `closed`, `open` or `half_open`",
     f.PROBE_URL: "the MCP endpoint `mcptrace probe` checks",
@@ -106,6 +107,10 @@ EVENTS: dict[str, str] = {
     "aggregated per second (`count`, first and last request id)",
     f.EV_LOG_GAP: "the writer dropped lines (disk full, unwritable file, queue full); "
     "written as soon as a line can be written again",
+    f.EV_LOG_SHIPPED: "a rotated log file reached the fleet dataset (`--ship`); `message` names the file "
+    "and the destination, `duration_ms` what the shipment took",
+    f.EV_LOG_SHIP_FAILED: "a shipment failed (`error`); the file stays queued and is tried again in "
+    "`retry_after_ms` (absent: it could not be queued and is not retried)",
     f.EV_BREAKER_STATE: "a circuit breaker changed state (a dependency's, or `redis` for the shared guard state)",
     f.EV_REVOCATION_FEED: "a replica's copy of the revocations shared through Redis was synchronised "
     "(`status` success, `count` keys) or lost (`status` error)",

@@ -5,13 +5,14 @@
 # (.ci/venv), so that what pip resolves today is what is tested, never a package left on the machine.
 # Later runs of single tests can use it directly: .ci/venv/bin/python -m pytest tests/test_x.py
 # (iproute2 brings `ip`, which the phoenix test uses to bring up loopback in its own network namespace;
-# prometheus brings promtool too, for the alert rules; lnav reads the sample logs with the shipped format.)
+# prometheus brings promtool too, for the alert rules; lnav reads the sample logs with the shipped format;
+# openjdk-17-jre-headless runs Spark for the fleet engines test; python3-venv makes the virtual environments.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   missing=()
-  for pkg in nginx caddy redis-server ripgrep chromium openssl iproute2 prometheus lnav; do
+  for pkg in nginx caddy redis-server ripgrep chromium openssl iproute2 prometheus lnav openjdk-17-jre-headless python3-venv; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
   done
   command -v npm >/dev/null 2>&1 || missing+=(npm)  # any npm will do: the conformance suite brings its own Node 22

@@ -34,8 +34,8 @@ SURFACE: dict[str, set[str]] = {
         "run_summary", "runs_timeline", "sessions_over_time", "spans_with_requests", "tool_calls", "waterfall",
     },
     "mcptrace.logs": {
-        "CorruptLine", "IndexReport", "LoadReport", "Loaded", "LookupResult", "Source", "build_index", "load",
-        "lookup", "resolve_sources",
+        "CorruptLine", "IndexReport", "LoadReport", "Loaded", "LookupResult", "ShipReport", "Source", "build_index",
+        "load", "lookup", "resolve_sources", "ship",
     },
     "mcptrace.guards": {
         "BreakerOpenError", "BreakerPolicy", "Breakers", "CircuitBreaker", "Decision", "GuardStats", "Identity",

@@ -115,6 +115,8 @@ def format_chain(records: list[dict[str, Any]]) -> str:
             offset = (record_time(r) - start).total_seconds() * 1000
             detail = _detail(r)
             stamp = str(r.get(f.TIMESTAMP, ""))
+            if r.get(f.REPLICA) is not None:  # a fleet dataset: which replica wrote the line
+                stamp += f"  {r[f.REPLICA]}"
             out.append(f"  +{offset:8.1f} ms  {stamp}  {r.get(f.EVENT)}{('  ' + detail) if detail else ''}")
             if r.get(f.EVENT) == f.EV_TOOL_CALL:
                 calls = r.get(f.DOWNSTREAM_CALLS) or []

@@ -21,6 +21,7 @@ import polars as pl
 from mcptrace import _fields as f
 from mcptrace._schema import BAGGAGE_KEYS
 from mcptrace.analysis._order import in_order
+from mcptrace.analysis._replicas import replica_columns, replicas_agg
 
 RUN_ID = "run_id"
 RULE = "rule"
@@ -110,7 +111,8 @@ def assign_runs(frame: pl.LazyFrame, *, gap: timedelta = timedelta(minutes=5)) -
 
 
 def runs(frame: pl.LazyFrame, *, gap: timedelta = timedelta(minutes=5)) -> pl.LazyFrame:
-    """One row per run, with the columns of `RUN_COLUMNS` (`rule` says which rule grouped it)."""
+    """One row per run, with the columns of `RUN_COLUMNS` (`rule` says which rule grouped it), and the
+    `replicas` that served it when the rows come from a fleet dataset."""
     schema = frame.collect_schema()
     failed = (pl.col(f.STATUS) == f.FAILURE).fill_null(False)
     tagged = assign_runs(frame, gap=gap)
@@ -128,7 +130,8 @@ def runs(frame: pl.LazyFrame, *, gap: timedelta = timedelta(minutes=5)) -> pl.La
             failed.sum().cast(pl.Int64).alias("errors"),
             pl.col(f.TOOL_NAME).drop_nulls().unique(maintain_order=True).alias("tools"),
             pl.col(f.REQUEST_ID).alias("request_ids"),
+            *replicas_agg(tagged),
         )
-        .select(RUN_COLUMNS)
+        .select(replica_columns(tagged, RUN_COLUMNS))
         .sort("start", RUN_ID)
     )

@@ -7,13 +7,15 @@ import polars as pl
 from mcptrace import _fields as f
 from mcptrace.analysis._done import request_done
 from mcptrace.analysis._order import in_order
+from mcptrace.analysis._replicas import replica_columns, replicas_agg
 
 SESSION_COLUMNS = [f.SESSION_ID, f.CALLER_ID, "start", "end", "requests", "calls", "errors", "tools"]
 TIMELINE_COLUMNS = ["time", "kind", "count", "detail"]
 
 
 def sessions(frame: pl.LazyFrame) -> pl.LazyFrame:
-    """One row per session id: caller, start, end, requests, tool calls, failed requests, tools used."""
+    """One row per session id: caller, start, end, requests, tool calls, failed requests, tools used (and the
+    `replicas` that served it, on a fleet dataset)."""
     done = request_done()
     tool = pl.col(f.EVENT) == f.EV_TOOL_CALL
     return (
@@ -28,8 +30,9 @@ def sessions(frame: pl.LazyFrame) -> pl.LazyFrame:
             tool.sum().cast(pl.Int64).alias("calls"),
             (done & (pl.col(f.STATUS) == f.FAILURE)).fill_null(False).sum().cast(pl.Int64).alias("errors"),
             pl.col(f.TOOL_NAME).filter(tool).drop_nulls().unique(maintain_order=True).alias("tools"),
+            *replicas_agg(frame),
         )
-        .select(SESSION_COLUMNS)
+        .select(replica_columns(frame, SESSION_COLUMNS))
         .sort("start", f.SESSION_ID)
     )
 

@@ -10,8 +10,10 @@ from collections.abc import Sequence
 import polars as pl
 
 from mcptrace import _fields as f
+from mcptrace._fields import REPLICA
 from mcptrace.analysis._chain import downstream_calls
 from mcptrace.analysis._done import request_done
+from mcptrace.analysis._replicas import EXAMPLE_REPLICA, has_replica
 from mcptrace.logs._aggregates import counts, latency
 from mcptrace.logs._refusals import is_refusal, refusal_reason, refusals
 
@@ -111,6 +113,11 @@ def error_messages(frame: pl.LazyFrame, *, limit: int = 20) -> pl.LazyFrame:
             pl.col(f.TIMESTAMP).min().alias("first"),
             pl.col(f.TIMESTAMP).max().alias("last"),
             pl.col(f.REQUEST_ID).sort_by(f.TIMESTAMP, f.REQUEST_ID).last().alias("example_request_id"),
+            *(
+                [pl.col(REPLICA).sort_by(f.TIMESTAMP, f.REQUEST_ID).last().alias(EXAMPLE_REPLICA)]
+                if has_replica(frame)
+                else []
+            ),
         )
         .sort(
             ["count", "last", f.TOOL_NAME, f.ERROR], descending=[True, True, False, False], nulls_last=True

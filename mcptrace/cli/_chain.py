@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import Any
 
 from mcptrace import _fields as f
@@ -37,7 +38,12 @@ def run(args: argparse.Namespace) -> int:
     if args.by == "session" and args.jsonrpc_id is None:
         raise NotFound("--by session needs --jsonrpc-id (JSON-RPC ids restart in every session)")
     key = {"request": f.REQUEST_ID, "trace": f.TRACE_ID, "session": f.SESSION_ID}[args.by]
-    result = lookup(args.paths or None, key=key, value=args.request_id, use_index=not args.no_index)
+    started = time.monotonic()
+    result = lookup(
+        args.paths or None, key=key, value=args.request_id, use_index=not args.no_index, replicas=args.replica
+    )
+    if result.bytes_total:
+        print(f"mcptrace: {result.read_message()} in {time.monotonic() - started:.2f}s", file=sys.stderr)
     records = result.records
     if args.by == "session":
         records = [r for r in records if str(r.get(f.JSONRPC_ID)) == str(args.jsonrpc_id)]

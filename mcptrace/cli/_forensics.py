@@ -124,12 +124,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "paths", nargs="*", metavar="PATH",
         help="log files, globs or directories (default: where `mcptrace serve` writes)",
     )
+    p.add_argument(
+        "--dest", metavar="URL",
+        help="ship the index to a fleet dataset instead: a folder or s3://bucket/prefix (AWS_* variables)",
+    )
+    p.add_argument("--replica", help="with --dest: this replica's name in the dataset (default: the host name)")
     add_format(p)
     p.set_defaults(func=run_index)
 
 
 def _rows(frame: Any) -> list[dict[str, Any]]:
     return frame.collect().to_dicts()  # type: ignore[no-any-return]
+
+
+def _with_replicas(rows: list[dict[str, Any]], columns: list[str]) -> list[str]:
+    """The columns, and the replica column the rows have when they come from a fleet dataset."""
+    extra = [c for c in ("replicas", "example_replica") if rows and c in rows[0]]
+    return [*columns, *extra]
 
 
 def run_stats(args: argparse.Namespace) -> int:
@@ -202,7 +213,7 @@ def run_errors(args: argparse.Namespace) -> int:
     if args.format == "json":
         dump_json({"by_tool": sources, "top_errors": messages, "refused": refused})
         return 0
-    msg_cols = [f.TOOL_NAME, "count", "first", "last", "example_request_id", f.ERROR]
+    msg_cols = _with_replicas(messages, [f.TOOL_NAME, "count", "first", "last", "example_request_id", f.ERROR])
     src_cols = [f.TOOL_NAME, "calls", "errors", "downstream_errors", "own_errors", "refused"]
     ref_cols = [f.TOOL_NAME, f.REFUSAL_REASON, "count", "first", "last", "example_request_id", "callers"]
     if args.format == "csv":
@@ -222,6 +233,10 @@ def run_errors(args: argparse.Namespace) -> int:
 
 
 def run_index(args: argparse.Namespace) -> int:
+    if args.dest is not None:
+        return _run_ship(args)
+    if args.replica is not None:
+        raise UsageError("--replica names a replica in a fleet dataset: give --dest too")
     from mcptrace.analysis import build_index
 
     progress = Progress("indexing")
@@ -247,6 +262,35 @@ def run_index(args: argparse.Namespace) -> int:
         print(
             f"index {report.directory}: {report.rows} rows; indexed {len(report.indexed)} file(s), "
             f"reused {len(report.reused)}"
+        )
+    report_problems(report)
+    return 0
+
+
+def _run_ship(args: argparse.Namespace) -> int:
+    from mcptrace.logs import ship
+
+    try:
+        report = ship(args.paths or None, args.dest, replica=args.replica)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    row = {
+        "dest": report.dest,
+        "replica": report.replica,
+        "rows": report.rows,
+        "bytes": report.bytes_shipped,
+        "shipped": report.shipped,
+        "unchanged": report.unchanged,
+        "corrupt_lines": report.load.corrupt_count,
+    }
+    if args.format == "json":
+        dump_json(row)
+    elif args.format == "csv":
+        emit([row], list(row), "csv")
+    else:
+        print(
+            f"shipped {report.rows} rows ({report.bytes_shipped / 1e6:.1f} MB of logs) to {report.dest} as replica "
+            f"{report.replica}: {len(report.shipped)} shipment(s), {len(report.unchanged)} file(s) unchanged"
         )
     report_problems(report)
     return 0
@@ -281,7 +325,8 @@ def run_sessions(args: argparse.Namespace) -> int:
     if args.timeline:
         emit(_rows(timeline(loaded.frame, every=args.every)), TIMELINE_COLUMNS, args.format)
     else:
-        emit(_rows(sessions(loaded.frame)), SESSION_COLUMNS, args.format)
+        rows = _rows(sessions(loaded.frame))
+        emit(rows, _with_replicas(rows, SESSION_COLUMNS), args.format)
     return 0
 
 
@@ -293,7 +338,8 @@ def run_runs(args: argparse.Namespace) -> int:
 
     loaded = load_frame(args, columns=LOOP_COLUMNS + RUN_INPUT_COLUMNS, events=[f.EV_TOOL_CALL])
     if not args.loops:
-        emit(_rows(runs(loaded.frame, gap=args.gap)), RUN_COLUMNS, args.format)
+        rows = _rows(runs(loaded.frame, gap=args.gap))
+        emit(rows, _with_replicas(rows, RUN_COLUMNS), args.format)
         return 0
     import polars as pl
 

@@ -88,6 +88,9 @@ def add_common(parser: argparse.ArgumentParser, *, paths: bool = True) -> None:
     parser.add_argument("--until", type=parse_time, help="only lines before this time")
     parser.add_argument("--tool", action="append", help="only this tool (repeatable)")
     parser.add_argument("--caller", action="append", help="only this caller id (repeatable)")
+    parser.add_argument(
+        "--replica", action="append", help="only this replica of a fleet dataset (an s3:// URL or folder; repeatable)"
+    )
     add_format(parser)
     parser.add_argument(
         "--no-index", action="store_true", help="read the raw logs even when an index is fresh"
@@ -155,10 +158,11 @@ def load_frame(
     those fields is several times faster than parsing whole lines.
     """
     from mcptrace.analysis import load
+    from mcptrace.logs._fleet import fleet_root
     from mcptrace.logs._index import auto_index
 
     progress = Progress()
-    if not args.no_index:
+    if not args.no_index and fleet_root(args.paths or None) is None:
         try:
             built = auto_index(args.paths or None, progress=Progress("indexing (second query of these logs)"))
         except MCPTraceError:  # the user's mistake (a missing path): `load` says it once, as for --no-index
@@ -180,6 +184,7 @@ def load_frame(
             events=events,
             progress=progress,
             use_index=not args.no_index,
+            replicas=args.replica,
         )
     finally:
         progress.done()
@@ -208,13 +213,18 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
     guards.add_argument("--issuer", help="required `iss` of JWT access tokens")
     guards.add_argument("--audience", help="required `aud` of JWT access tokens")
     guards.add_argument("--redis-url", help="share rate limits, suspensions and revocations through Redis")
-    guards.add_argument("--replica-id", help="this replica's name behind a proxy: its session ids start with it")
+    guards.add_argument("--replica-id", "--replica", dest="replica_id",
+                        help="this replica's name: its session ids start with it (behind a proxy), and its "
+                        "shipped logs go to replica=NAME (default the host name)")
     guards.add_argument("--rate-limit-caller", metavar="RATE/BURST", help="per-caller bucket")
     guards.add_argument("--rate-limit-tools", metavar="TOOL=RATE/BURST,...",
                         help="per (caller, tool) buckets; `*` sets the default")
     guards.add_argument("--suspend-after", type=int, help="violations that suspend a caller")
     guards.add_argument("--suspend-seconds", type=parse_seconds, metavar="DURATION",
                         help="how long a suspension lasts (30s, 10m; a bare number is seconds)")
+    parser.add_argument("--ship", metavar="URL",
+                        help="ship each rotated log file to this folder or s3://bucket/prefix, off the request "
+                        "path (see docs/fleet.md)")
     parser.add_argument("--ready-file", type=Path, help="write the server URL to this file once it accepts requests")
 
 
@@ -229,7 +239,7 @@ def server_config(args: argparse.Namespace, **overrides: Any) -> Any:
         tokens_file=args.tokens, jwks=args.jwks, jwt_issuer=args.issuer, jwt_audience=args.audience,
         redis_url=args.redis_url, replica_id=args.replica_id, rate_limit_caller=args.rate_limit_caller,
         rate_limit_tools=args.rate_limit_tools, suspend_after=args.suspend_after,
-        suspend_seconds=args.suspend_seconds, **overrides,
+        suspend_seconds=args.suspend_seconds, ship=args.ship, **overrides,
     )
 
 

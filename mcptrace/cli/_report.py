@@ -18,9 +18,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     report.add_argument(
         "paths",
         nargs="*",
-        type=Path,
         metavar="PATH",
-        help="log files or directories (default: the server's log file)",
+        help="log files or directories, or a fleet dataset (s3:// URL or folder) (default: the server's log file)",
     )
     report.add_argument("-o", "--output", type=Path, default=Path("report.html"), help="HTML file to write")
     report.add_argument("--png", type=Path, metavar="DIR", help="also write every figure as DIR/NAME.png")

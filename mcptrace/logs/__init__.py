@@ -3,6 +3,7 @@
     from mcptrace.logs import load
     loaded = load(["logs/"])                  # files, globs, directories, .gz/.zst, "-"
     print(loaded.report.summary())            # corrupt lines, with file and line number
+    ship(["logs/"], "s3://bucket/fleet", replica="web-1")   # the fleet dataset (see `_ship`)
 
 Everything that turns files into records lives here; the questions asked of
 those records live in `mcptrace.analysis`, which imports this package and
@@ -18,6 +19,7 @@ if _typing.TYPE_CHECKING:
     from mcptrace.logs._load import Loaded, load
     from mcptrace.logs._loadreport import CorruptLine, LoadReport
     from mcptrace.logs._lookup import LookupResult, lookup
+    from mcptrace.logs._ship import ShipReport, ship
     from mcptrace.logs._sources import Source, resolve_sources
 
 _EXPORTS: dict[str, str] = {
@@ -29,6 +31,8 @@ _EXPORTS: dict[str, str] = {
     "load": "_load",
     "LookupResult": "_lookup",
     "lookup": "_lookup",
+    "ShipReport": "_ship",
+    "ship": "_ship",
     "Source": "_sources",
     "resolve_sources": "_sources",
 }
@@ -39,11 +43,13 @@ __all__ = [
     "LoadReport",
     "Loaded",
     "LookupResult",
+    "ShipReport",
     "Source",
     "build_index",
     "load",
     "lookup",
     "resolve_sources",
+    "ship",
 ]
 
 

@@ -43,12 +43,16 @@ def segment_files(directory: Path, key: str) -> list[Path]:
 class DayFiles:
     """Appends a segment's rows to `data/date=YYYY-MM-DD/<key>-<n>.parquet`, one open file per day."""
 
-    def __init__(self, directory: Path, key: str) -> None:
+    def __init__(self, directory: Path, key: str, *, max_file_bytes: int | None = None) -> None:
         self._directory = directory / "data"
         self._key = key
+        #: A file is closed once it reaches this size (objects shipped whole stay small), else after
+        #: `MAX_ROW_GROUPS` row groups.
+        self._max_file_bytes = max_file_bytes
         self._open: dict[dt.date, pq.ParquetWriter] = {}
         self._groups: dict[dt.date, int] = {}
         self._written: list[Path] = []
+        self._paths: dict[dt.date, Path] = {}
 
     def add(self, frame: pl.DataFrame) -> None:
         """Append a block's rows (every row has a timestamp: the parser rejects the others)."""
@@ -97,9 +101,11 @@ class DayFiles:
             path = folder / f"{self._key}-{len(self._written):06d}.parquet{_PARTIAL}"
             writer = pq.ParquetWriter(path, table.schema, compression="zstd", write_statistics=True)
             self._written.append(path)
+            self._paths[day] = path
         writer.write_table(table, row_group_size=frame.height)
         self._groups[day] = self._groups.get(day, 0) + 1
-        if self._groups[day] >= MAX_ROW_GROUPS:
+        full = self._max_file_bytes is not None and self._paths[day].stat().st_size >= self._max_file_bytes
+        if self._groups[day] >= MAX_ROW_GROUPS or full:
             writer.close()
             del self._groups[day]
         else:

@@ -18,6 +18,7 @@ import polars as pl
 
 from mcptrace import _fields as f
 from mcptrace._errors import LogReadError
+from mcptrace.logs._fleet import fleet_root, load_fleet
 from mcptrace.logs._index import indexed_frame
 from mcptrace.logs._loadreport import CorruptLine, LoadReport
 from mcptrace.logs._parse import (
@@ -50,6 +51,7 @@ def load(
     events: Sequence[str] | None = None,
     progress: Progress | None = None,
     use_index: bool = True,
+    replicas: Sequence[str] | None = None,
 ) -> Loaded:
     """Read log files into a LazyFrame typed by the pinned schema.
 
@@ -61,6 +63,9 @@ def load(
     raised, and so are values read as null.
     When `mcptrace index` has indexed exactly these files as they are now, the
     Parquet index is read instead (`use_index=False` forces the JSON).
+    `paths` may also be a fleet dataset (an `s3://` URL or a folder written by
+    `mcptrace index --dest`): its frame has a `replica` column too, and
+    `replicas` keeps only those replicas.
     """
     if events is not None:
         wanted = pl.col(f.EVENT).is_in(list(events))
@@ -68,6 +73,14 @@ def load(
     if columns is not None and where is not None:
         columns = [*columns, *(c for c in where.meta.root_names() if c not in columns)]
     schema = read_schema(columns)
+    root = fleet_root(paths)
+    if root is not None or replicas:
+        if root is None:
+            raise LogReadError(
+                "replicas are chosen in a fleet dataset: an s3:// URL or a folder written by `mcptrace index --dest`"
+            )
+        fleet, fleet_report = load_fleet(root, list(schema), replicas, where)
+        return Loaded(fleet.lazy(), fleet_report)
     sources = resolve_sources(paths)
     fallback = None
     if use_index:

@@ -52,16 +52,27 @@ from mcptrace.telemetry._log import EventLogger, LogSink
 from mcptrace.telemetry._metrics import register_guard_metrics
 from mcptrace.telemetry._repeats import RepeatWatch
 from mcptrace.telemetry._setup import ServerTelemetry, setup_telemetry
+from mcptrace.telemetry._ship import LogShipper
 
 SERVER_NAME = "mcptrace"
 
 
 def make_logger(config: Config) -> EventLogger:
+    """The log of `mcptrace serve` and `mcptrace proxy`; with `config.ship`, each rotated file is shipped."""
     sink = LogSink(
         config.resolved_log_file, stderr=config.log_stderr, max_bytes=config.log_max_bytes,
         backup_count=config.log_backups,
     )
-    return EventLogger(sink, level=config.log_level)
+    logger = EventLogger(sink, level=config.log_level)
+    if config.ship:
+        shipper = LogShipper(
+            logger, config.resolved_log_file, config.ship, replica=config.replica_id,
+            retry=config.ship_retry, retry_max=config.ship_retry_max,
+        )
+        sink.on_rotate(shipper.add)
+        sink.on_close(shipper.close)
+        shipper.start()
+    return logger
 
 
 def log_downstream_calls(logger: EventLogger) -> _context.DownstreamHook:

@@ -27,6 +27,7 @@ import errno
 import os
 import select
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -102,6 +103,8 @@ class LogFile:
         #: Lines written since the path was last seen to lead to the open file, and when the first was.
         self._unverified = 0
         self._unverified_since = 0.0
+        #: Called with `path`, closed and whole, just before it is renamed to `path.1` (the shipper queues it).
+        self.before_rotate: Callable[[Path], None] | None = None
 
     @property
     def is_open(self) -> bool:
@@ -202,6 +205,11 @@ class LogFile:
         if time.monotonic() < self._rotate_after:
             return  # refused a moment ago: the file grows past `max_bytes` meanwhile, losing nothing
         self.close()
+        if self.before_rotate is not None:
+            try:
+                self.before_rotate(self.path)
+            except Exception:  # shipping must never stop the log
+                pass
         try:
             for i in range(self.backup_count - 1, 0, -1):
                 src = self.path.with_name(f"{self.path.name}.{i}")

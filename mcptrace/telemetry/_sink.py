@@ -184,6 +184,7 @@ class LogSink:
         self._file: LogFile | None = None
         self._outputs: list[_Output] = []
         self._ticks: list[Callable[[], None]] = []
+        self._closers: list[Callable[[], None]] = []
         if self.path is not None:
             # A file over RLIMIT_FSIZE must fail with EFBIG, not kill the process.
             if hasattr(signal, "SIGXFSZ") and threading.current_thread() is threading.main_thread():
@@ -271,6 +272,16 @@ class LogSink:
         """Call `hook` from the background thread every `flush_interval`, before the pending lines go out."""
         self._ticks.append(hook)
 
+    def on_rotate(self, hook: Callable[[Path], None]) -> None:
+        """Call `hook` with the log file, closed and whole, just before each rotation renames it (under the
+        lock: the hook must be quick and must not write to this sink)."""
+        if self._file is not None:
+            self._file.before_rotate = hook
+
+    def on_close(self, hook: Callable[[], None]) -> None:
+        """Call `hook` once the sink is closed (a shipper stops with the log it ships)."""
+        self._closers.append(hook)
+
     def _flush_loop(self, interval: float) -> None:
         while not self._stop.wait(interval):
             for hook in self._ticks:
@@ -293,3 +304,8 @@ class LogSink:
             self._drain()
             if self._file is not None:
                 self._file.close()
+        for hook in self._closers:
+            try:
+                hook()
+            except Exception:
+                pass
