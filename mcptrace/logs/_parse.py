@@ -167,7 +167,7 @@ class Seen:
     so no merge ever copies more than that at once.
     """
 
-    def __init__(self, *, tier_cap: int = 1 << 22) -> None:
+    def __init__(self, *, tier_cap: int = 1 << 21) -> None:
         self._tiers: list[np.ndarray[Any, np.dtype[np.uint64]]] = []
         self._cap = tier_cap
 
