@@ -144,7 +144,7 @@ def _with_replicas(rows: list[dict[str, Any]], columns: list[str]) -> list[str]:
 
 
 def run_stats(args: argparse.Namespace) -> int:
-    if _stats_from_summary(args):
+    if _stats_from_summary(args) or _stats_streamed(args):
         return 0
     from mcptrace import _fields as f
     from mcptrace.analysis import method_stats, service_stats, tool_stats, top_callers
@@ -195,6 +195,24 @@ def _stats_from_summary(args: argparse.Namespace) -> bool:
     if found is None:
         return False
     rows, report = found
+    report_problems(report)
+    emit(rows, STATS_COLUMNS, args.format)
+    return True
+
+
+def _stats_streamed(args: argparse.Namespace) -> bool:
+    """Per-tool stats from the JSON logs summed block by block (`--no-index`, no `--every`); False otherwise."""
+    if args.by != "tool" or args.every is not None or not args.no_index:
+        return False
+    from mcptrace.cli._options import row_filter
+    from mcptrace.logs._toolpartials import streamed_tool_stats
+    from mcptrace.logs._toolsummary import STATS_COLUMNS
+
+    progress = Progress()
+    try:
+        rows, report = streamed_tool_stats(args.paths or None, where=row_filter(args), progress=progress)
+    finally:
+        progress.done()
     report_problems(report)
     emit(rows, STATS_COLUMNS, args.format)
     return True

@@ -45,9 +45,9 @@ from mcptrace.logs._toolsummary import MANIFEST_KEY, SummaryWriter, summary_inpu
 
 #: JSON bytes parsed at a time. The parser holds several times a block while it works, so this
 #: is what bounds the memory of `mcptrace index`; larger blocks are hardly faster.
-BLOCK_BYTES = 4 * 1024 * 1024
+BLOCK_BYTES = 2 * 1024 * 1024
 #: Raw lines gathered before they are sorted into one run of the chain store (merged at the end).
-RUN_BYTES = 16 * 1024 * 1024
+RUN_BYTES = 8 * 1024 * 1024
 _ID_IN_LINE = r'"' + f.REQUEST_ID + r'"\s*:\s*"([^"]+)"'
 
 

@@ -1,40 +1,28 @@
 """Log lines into a typed LazyFrame, with every unreadable line accounted for.
 
-Lines are read (never memory-mapped) and parsed in blocks of `LOAD_BLOCK_BYTES`
-with the pinned schema (no inference, see `_parse`): the next block is split and
-decoded on a worker thread while this one is judged. Only the requested
+Lines are read (never memory-mapped) and judged in blocks with the pinned
+schema (no inference, see `_parse`), the blocks on every core (`_blocks`). Only the requested
 columns and the rows matching `where` are kept, so memory follows the size of
 the answer, not of the logs.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import polars as pl
 
 from mcptrace import _fields as f
 from mcptrace._errors import LogReadError
+from mcptrace.logs._blocks import judged_blocks
 from mcptrace.logs._fleet import fleet_root, load_fleet
 from mcptrace.logs._index import indexed_frame
 from mcptrace.logs._loadreport import CorruptLine, LoadReport
-from mcptrace.logs._parse import (
-    DecodedBlock,
-    Seen,
-    decode_block,
-    judge_block,
-    read_schema,
-)
-from mcptrace.logs._sources import Paths, Progress, Source, iter_blocks, resolve_sources
+from mcptrace.logs._parse import read_schema
+from mcptrace.logs._sources import Paths, Progress, Source, resolve_sources
 
 __all__ = ["CorruptLine", "LoadReport", "Loaded", "load"]
-
-#: Bytes read (with `read`, never mapped) and judged at a time: what bounds the memory of a query
-#: besides its answer.
-LOAD_BLOCK_BYTES = 4 * 1024 * 1024
 
 
 @dataclass
@@ -100,13 +88,9 @@ def load(
     total = sum(_size(s) for s in sources)
     frames: list[pl.DataFrame] = []
     for source in sources:
-        seen = Seen()
         try:
-            for decoded, size in _decoded_blocks(source, schema, events):
-                frame = judge_block(decoded, source=source, schema=schema, report=report, events=events, seen=seen)
+            for frame, size in judged_blocks(source, schema=schema, report=report, reduce=_kept(where), events=events):
                 report.bytes_read += size
-                if where is not None and frame.height:
-                    frame = frame.filter(where)
                 if frame.height:
                     frames.append(frame)
                 if progress is not None:
@@ -117,35 +101,11 @@ def load(
     return Loaded(data.lazy(), report)
 
 
-def _decoded_blocks(
-    source: Source, schema: pl.Schema, events: Sequence[str] | None
-) -> Iterator[tuple[DecodedBlock, int]]:
-    """The blocks of `source` decoded (with their size), in order, each decoded on a worker thread.
+def _kept(where: pl.Expr | None) -> Callable[[pl.DataFrame], pl.DataFrame]:
+    def kept(frame: pl.DataFrame) -> pl.DataFrame:
+        return frame.filter(where) if where is not None and frame.height else frame
 
-    polars splits and decodes without the GIL, so while one block is judged on
-    this thread the next is decoded: two cores work, and at most `_AHEAD`
-    blocks are held besides the one being judged.
-    """
-    with ThreadPoolExecutor(max_workers=_AHEAD, thread_name_prefix="mcptrace-decode") as pool:
-        pending: deque[tuple[Future[DecodedBlock], int]] = deque()
-        try:
-            for first_line, block in iter_blocks(source, block_size=LOAD_BLOCK_BYTES):
-                pending.append(
-                    (pool.submit(decode_block, block, first_line=first_line, schema=schema, events=events), len(block))
-                )
-                del block
-                if len(pending) > _AHEAD:
-                    future, size = pending.popleft()
-                    yield future.result(), size
-            while pending:
-                future, size = pending.popleft()
-                yield future.result(), size
-        finally:
-            for future, _ in pending:
-                future.cancel()
-
-
-_AHEAD = 1
+    return kept
 
 
 def _short(exc: BaseException) -> str:

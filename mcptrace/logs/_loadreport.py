@@ -95,6 +95,21 @@ class LoadReport:
         self.notes[n:] = sorted(self.notes[n:], key=lambda x: x.line)
         self.duplicates[d:] = sorted(self.duplicates[d:], key=lambda x: x.line)
 
+    def merge(self, other: LoadReport) -> None:
+        """Add what `other` read after what this one read (a later block of the same file, say)."""
+        self.lines += other.lines
+        self.bytes_read += other.bytes_read
+        self.unreadable.extend(other.unreadable)
+        for mine, theirs, count in (
+            (self.corrupt, other.corrupt, "corrupt_count"),
+            (self.notes, other.notes, "notes_count"),
+            (self.duplicates, other.duplicates, "duplicates_count"),
+        ):
+            setattr(self, count, getattr(self, count) + getattr(other, count))
+            mine.extend(theirs[: max(0, MAX_EXAMPLES - len(mine))])
+        for version, lines in other.newer_schema.items():
+            self.add_newer(version, lines)
+
     def mark(self) -> tuple[int, int, int]:
         return len(self.corrupt), len(self.notes), len(self.duplicates)
 

@@ -178,12 +178,12 @@ def _merged(
             "error_rate": errors[name] / calls[name] if calls[name] else None,
             "refused": refused[name],
         }
-        row.update({k: _quantile(values, q) for k, q in QUANTILES.items()})
+        row.update({k: quantile(values, q) for k, q in QUANTILES.items()})
         rows.append(row)
     return rows
 
 
-def _quantile(ordered: Any, q: float) -> float | None:
+def quantile(ordered: Any, q: float) -> float | None:
     """Linear interpolation between closest ranks, to `DECIMALS` places as `latency` gives it."""
     if not len(ordered):
         return None
