@@ -28,13 +28,24 @@ from tests.otel_receivers import OtelTap, attrs, oteltap, points, wait_for_log_l
 from tests.user_server import serve_announced
 
 
+#: How long the weather server takes to list its tools.
+LISTING_SECONDS = 0.05
+
+
 def weather_server() -> MCPServer[Any]:
     """A user's server: one tool with one dependency, knowing nothing about telemetry."""
     from mcp.server.mcpserver.exceptions import ToolError
 
     import mcptrace
 
-    server: MCPServer[Any] = MCPServer("weather")
+    class SlowListing(MCPServer[Any]):
+        """Lists its tools slowly, as a server reading a registry would: a request waits for it once."""
+
+        async def list_tools(self) -> Any:
+            await anyio.sleep(LISTING_SECONDS)
+            return await super().list_tools()
+
+    server: MCPServer[Any] = SlowListing("weather")
 
     @server.tool()
     async def forecast(city: str) -> str:
@@ -156,6 +167,11 @@ def test_instrumented_server_gets_request_ids_spans_metrics_and_correlated_logs(
     assert attrs(span)["mcptrace.caller_id"] == "forecaster"
     client = weather.tap.spans.wait_for(lambda s: s.parent_span_id == span.span_id)
     assert client.name == "weather-api" and client.kind == Span.SPAN_KIND_CLIENT
+    # The first call of a tool waited for the slow listing: the request's span holds that wait too,
+    # so its child ends inside it.
+    assert span.start_time_unix_nano <= client.start_time_unix_nano <= client.end_time_unix_nano
+    assert client.end_time_unix_nano <= span.end_time_unix_nano
+    assert span.end_time_unix_nano - span.start_time_unix_nano >= LISTING_SECONDS * 1e9
 
     bad = weather.tap.spans.wait_for(lambda s: attrs(s).get("mcptrace.mcp_request_id") == failed_rid)
     assert bad.status.code == Status.STATUS_CODE_ERROR
@@ -179,6 +195,9 @@ def test_instrumented_server_gets_request_ids_spans_metrics_and_correlated_logs(
     lines = [r for r in records if r.get("mcp_request_id") == rid]
     assert [r["event"] for r in lines] == ["tool_call"]  # one line per request
     assert lines[0]["trace_id"] == span.trace_id.hex() and lines[0]["span_id"] == span.span_id.hex()
+    # The line and the span tell one duration.
+    assert lines[0]["duration_ms"] == pytest.approx((span.end_time_unix_nano - span.start_time_unix_nano) / 1e6,
+                                                    abs=0.01)
 
     assert failed.meta["mcptrace/mcp_request_id"] == failed_rid
     assert bad.status.message.endswith("no forecast for atlantis")  # a failed tool call says why, as an event too

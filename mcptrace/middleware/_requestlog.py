@@ -135,13 +135,15 @@ class RequestLogMiddleware:
         call.transport = self.transport
         meta = _client_meta(ctx, call)
         span_token = self.spans.start(call, incoming_context(meta, headers))
+        # The duration is measured from the span's start, so the span holds everything the request
+        # waited for (a first listing of the tools included) and its children end inside it.
+        start = time.perf_counter()
         call_token = set_call(call)
         telemetry = self.telemetry
         if telemetry is not None and call.tool_name is not None and telemetry.tools.unseen(call.tool_name):
             await telemetry.learn_tools()  # a new tool, or one that does not exist
         in_flight = self.in_flight
         in_flight.add(call)
-        start = time.perf_counter()
         try:
             try:
                 result = await call_next(ctx)
