@@ -164,3 +164,4 @@ def test_report_draws_the_same_figures_from_the_fleet(fleet: Fleet, tmp_path: Pa
         return re.sub(r"log lines from [^<]*", "log lines from ...", out.read_text())
 
     assert html(fleet.url) == html(*map(str, fleet.logs.values()))
+    assert html(fleet.url, "--replica", "web-2") == html(str(fleet.logs["web-2"]))

@@ -19,12 +19,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import boto3
+import httpx
 import polars as pl
 import pytest
 from mcp import Client
@@ -137,6 +138,18 @@ def wait_for_event(log: Path, event: str, *, count: int = 1) -> list[dict[str, A
         time.sleep(0.1)
 
 
+def shipping_health(base_url: str, until: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """The `log_shipping` check of the server's `/health` once `until` holds for it."""
+    health = f"{base_url}/health"
+    deadline = time.monotonic() + SHIP_WAIT
+    while True:
+        check = httpx.get(health, timeout=5).json()["checks"]["log_shipping"]
+        if until(check) or time.monotonic() > deadline:
+            assert until(check), check
+            return dict(check)
+        time.sleep(0.2)
+
+
 def queued_name(line: dict[str, Any]) -> str:
     """The queued file a `log_shipped` or `log_ship_failed` line names (`<file> shipped to <dest>`)."""
     return str(line["message"]).split(" ", 1)[0]
@@ -195,11 +208,17 @@ def test_rotated_logs_reach_the_dataset_and_an_outage_of_the_store_loses_nothing
         queue = log.parent / ".mcptrace-ship"
         assert failed["message"] == f"{queued_name(failed)} not shipped to {dest}"
         assert queued_name(failed) in {p.name for p in queue.iterdir()}
+        # /health says so too, while the store is away: the server works, its evidence waits.
+        down = shipping_health(server.base_url, lambda c: c["status"] == "degraded")
+        assert down["error"] == failed["error"] and down["queued"] >= 1 and down["failed"] >= 1
+        assert down["shipped"] == 1 and down["last_shipped"]
 
         # It comes back on the same port: the retry ships the queued file.
         s3.start()
         shipped_lines(log, count=2)
         assert not list(queue.iterdir())
+        back = shipping_health(server.base_url, lambda c: c["status"] == "healthy")
+        assert back["queued"] == 0 and back["shipped"] >= 2 and "error" not in back
         retried = [r for r in every_line(log)
                    if r["event"] == "log_shipped" and queued_name(r) == queued_name(failed)]
         assert len(retried) == 1

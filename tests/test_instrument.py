@@ -27,7 +27,6 @@ from mcptrace.testing import subprocess_env
 from tests.otel_receivers import OtelTap, attrs, oteltap, points, wait_for_log_line
 from tests.user_server import serve_announced
 
-
 #: How long the weather server takes to list its tools.
 LISTING_SECONDS = 0.05
 

@@ -27,6 +27,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--every", type=parse_window, default="5s", metavar="WINDOW",
         help="time bucket of the time series; a duration with its unit (1s, 30s, 5m; default 5s)",
     )
+    report.add_argument(
+        "--replica", action="append", help="only this replica of a fleet dataset (an s3:// URL or folder; repeatable)"
+    )
     report.add_argument("--title", help="page title")
     add_format(report)
     report.set_defaults(func=_report)
@@ -40,7 +43,7 @@ def _report(args: argparse.Namespace) -> int:
         from mcptrace._config import Config
 
         paths = [Config.from_env().resolved_log_file]
-    report = build_report(paths, every=args.every, title=args.title)
+    report = build_report(paths, every=args.every, title=args.title, replicas=args.replica)
     out = report.write_html(args.output)
     pngs = report.write_pngs(args.png) if args.png else []
     row = {"html": str(out), "figures": sorted(report.figures), "pngs": [str(p) for p in pngs]}

@@ -5,7 +5,8 @@ dataset's `_mcptrace/` tables. Loading reads the Parquet files the seals list
 (never a file without a seal, so a shipment cut short is invisible), in the
 order the local logs would be read: replica by replica, each file's lines in
 order. A request lookup reads each shipment's small id table and then only the
-block whose id range can hold the request.
+block whose id range can hold the request. Objects are fetched a few at a time
+(`READERS`): on object storage each read waits on a round trip, not on the CPU.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from __future__ import annotations
 import bisect
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -26,6 +28,22 @@ from mcptrace.logs._loadreport import LoadReport
 from mcptrace.logs._objects import CHAIN_TABLE, META, SEAL, Objects, is_url
 from mcptrace.logs._search import record_time
 from mcptrace.logs._sources import Paths
+
+#: Objects read at once. Reads hold no lock of ours (pyarrow's S3 client and Parquet decoder release
+#: the GIL), so a handful hides the round trips; more only queues at the server.
+READERS = 8
+
+_Item = TypeVar("_Item")
+_Result = TypeVar("_Result")
+
+
+def _in_order(read: Callable[[_Item], _Result], items: Iterable[_Item]) -> list[_Result]:
+    """`read` over `items` on up to `READERS` threads, the results in the order of `items`."""
+    todo = list(items)
+    if len(todo) < 2:
+        return [read(item) for item in todo]
+    with ThreadPoolExecutor(max_workers=min(READERS, len(todo)), thread_name_prefix="mcptrace-fleet") as pool:
+        return list(pool.map(read, todo))
 
 
 def fleet_root(paths: Paths) -> str | None:
@@ -43,16 +61,21 @@ def fleet_root(paths: Paths) -> str | None:
 
 def seals(objects: Objects, replicas: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Every sealed shipment, in reading order: by replica, then each file from its first line on."""
-    found = []
+    keys = []
     for key in objects.list(META):
         if not key.endswith("/" + SEAL):
             continue
         replica = key.split("/")[1].removeprefix(f"{REPLICA}=")
         if replicas and replica not in replicas:
             continue
-        seal = orjson.loads(objects.get(key))
+        keys.append(key)
+
+    def read(key: str) -> dict[str, Any]:
+        seal: dict[str, Any] = orjson.loads(objects.get(key))
         seal["key"] = key.rsplit("/", 1)[0]
-        found.append(seal)
+        return seal
+
+    found = _in_order(read, keys)
     starts = {(s["replica"], s["file"]): s["first_timestamp"] or "" for s in found if s["offset"] == 0}
     found.sort(key=lambda s: (s["replica"], starts.get((s["replica"], s["file"]), ""), s["file"], s["offset"]))
     return found
@@ -63,8 +86,8 @@ def load_fleet(
 ) -> tuple[Any, LoadReport]:
     """(DataFrame of `columns` + `replica`, load report) over the sealed shipments of the dataset at `root`.
 
-    Files are read one at a time, only the `columns` asked for, and filtered by
-    `where` at once: memory follows the answer, not the dataset.
+    Files are read a few at a time, only the `columns` asked for, and each is
+    filtered by `where` at once: memory follows the answer, not the dataset.
     """
     import polars as pl
     import pyarrow.parquet as pq
@@ -74,21 +97,25 @@ def load_fleet(
     schema = read_schema()
     objects = Objects(root)
     report = LoadReport()
-    frames = []
+    keys = []
     for seal in seals(objects, replicas):
         name = f"{seal['replica']}:{seal['source']}"
         report.files.append(name)
         report.add_segment(seal, name)
-        for key in sorted(seal["parquet"], key=lambda k: k.rsplit("-", 1)[1]):
-            parquet = pq.ParquetFile(io.BytesIO(objects.get(key)))
-            present = set(parquet.schema_arrow.names)
-            frame = pl.from_arrow(parquet.read(columns=[c for c in [*columns, REPLICA] if c in present]))
-            assert isinstance(frame, pl.DataFrame)
-            frame = frame.select(
-                [pl.col(c).cast(schema[c]) if c in present else pl.lit(None, dtype=schema[c]).alias(c) for c in columns]
-                + [pl.col(REPLICA).cast(pl.String)]
-            )
-            frames.append(frame if where is None else frame.filter(where))
+        keys.extend(sorted(seal["parquet"], key=lambda k: k.rsplit("-", 1)[1]))
+
+    def read(key: str) -> pl.DataFrame:
+        parquet = pq.ParquetFile(io.BytesIO(objects.get(key)))
+        present = set(parquet.schema_arrow.names)
+        frame = pl.from_arrow(parquet.read(columns=[c for c in [*columns, REPLICA] if c in present]))
+        assert isinstance(frame, pl.DataFrame)
+        frame = frame.select(
+            [pl.col(c).cast(schema[c]) if c in present else pl.lit(None, dtype=schema[c]).alias(c) for c in columns]
+            + [pl.col(REPLICA).cast(pl.String)]
+        )
+        return frame if where is None else frame.filter(where)
+
+    frames = _in_order(read, keys)
     report.bytes_read = objects.bytes_read
     if not frames:
         return pl.DataFrame(schema={**{c: schema[c] for c in columns}, REPLICA: pl.String}), report
@@ -107,12 +134,12 @@ def lookup_fleet(root: str, request_id: str, replicas: Sequence[str] | None = No
     import zstandard
 
     objects = Objects(root)
-    decompressor = zstandard.ZstdDecompressor()
     key = request_id.encode() + b"\t"
-    records: list[dict[str, Any]] = []
-    total = 0
-    for seal in seals(objects, replicas):
-        total += sum(seal["parquet"].values()) + sum(seal["chains"].values())
+    found = seals(objects, replicas)
+    total = sum(sum(seal["parquet"].values()) + sum(seal["chains"].values()) for seal in found)
+
+    def read(seal: dict[str, Any]) -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = []
         rows = [r.split("\t") for r in objects.get(f"{seal['key']}/{CHAIN_TABLE}").decode().splitlines()]
         firsts = [r[0] for r in rows]
         # The block before the first block starting after the id, and every block starting with it.
@@ -121,11 +148,15 @@ def lookup_fleet(root: str, request_id: str, replicas: Sequence[str] | None = No
         for first, obj, offset, length in rows[lo:hi]:
             if first > request_id:
                 break
-            block = decompressor.decompress(objects.get_range(f"{seal['key']}/{obj}", int(offset), int(length)))
+            block = zstandard.ZstdDecompressor().decompress(
+                objects.get_range(f"{seal['key']}/{obj}", int(offset), int(length)))
             for row in block.splitlines():
                 if row.startswith(key):
                     record = judge_line(row[len(key) :]).record
                     if record is not None:
                         records.append({**record, REPLICA: seal["replica"]})
+        return records
+
+    records = [record for part in _in_order(read, found) for record in part]
     records.sort(key=record_time)
     return FleetLookup(records, objects.bytes_read, total)

@@ -10,6 +10,7 @@ included, so any S3-compatible server works. Reads count the bytes they fetch.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ class Objects:
         text = os.fspath(dest)
         self.url = text
         self.bytes_read = 0
+        self._count_lock = threading.Lock()  # reads run on several threads (`_fleet`)
         if is_url(text):
             bucket_prefix = text[len(S3_SCHEME) :].strip("/")
             if not bucket_prefix:
@@ -79,7 +81,8 @@ class Objects:
                 data: bytes = fh.read()
         except OSError as exc:
             raise LogReadError(f"cannot read {key} from {self.url}: {_short(exc)}") from None
-        self.bytes_read += len(data)
+        with self._count_lock:
+            self.bytes_read += len(data)
         return data
 
     def get_range(self, key: str, offset: int, length: int) -> bytes:
@@ -88,7 +91,8 @@ class Objects:
                 data: bytes = fh.read_at(length, offset)
         except OSError as exc:
             raise LogReadError(f"cannot read {key} from {self.url}: {_short(exc)}") from None
-        self.bytes_read += len(data)
+        with self._count_lock:
+            self.bytes_read += len(data)
         return data
 
     def list(self, prefix: str) -> dict[str, int]:

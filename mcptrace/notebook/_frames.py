@@ -35,15 +35,17 @@ def _eager(frame: Frame) -> pl.DataFrame:
     return frame.collect() if isinstance(frame, pl.LazyFrame) else frame
 
 
-def load_logs(*paths: str | os.PathLike[str]) -> pl.DataFrame:
+def load_logs(*paths: str | os.PathLike[str], replicas: Sequence[str] | None = None) -> pl.DataFrame:
     """Every record of the given log files or directories (rotated and compressed sets too), in time order.
 
     Lines that cannot be read (a torn last line, a stray print) are skipped with a
-    warning naming the file and line; the good lines are all kept.
+    warning naming the file and line; the good lines are all kept. A fleet dataset
+    (an `s3://` URL or a folder written by `mcptrace index --dest`) is read too;
+    `replicas` keeps only those replicas of it.
     """
     if not paths:
         raise LogReadError("no log paths given")
-    loaded = analysis.load(list(paths))
+    loaded = analysis.load(list(paths), replicas=replicas)
     frame = loaded.frame.collect()
     if loaded.report.corrupt_count:
         warnings.warn(loaded.report.summary(), stacklevel=2)

@@ -106,14 +106,15 @@ class Report:
 
 
 def build_report(
-    paths: Sequence[str | os.PathLike[str]], *, every: str = "5s", title: str | None = None
+    paths: Sequence[str | os.PathLike[str]], *, every: str = "5s", title: str | None = None,
+    replicas: Sequence[str] | None = None,
 ) -> Report:
-    """Read the logs at `paths` and lay out the report's figures."""
+    """Read the logs at `paths` (only `replicas` of a fleet dataset, when given) and lay out the report's figures."""
     try:
         _frames.bucket_seconds(every)
     except ValueError as exc:
         raise MCPTraceError(str(exc)) from None
-    logs = _frames.load_logs(*paths)
+    logs = _frames.load_logs(*paths, replicas=replicas)
     calls = _frames.tool_calls(logs)
     if logs.is_empty():
         raise MCPTraceError("the logs hold no records to report on")
@@ -123,7 +124,8 @@ def build_report(
     failed = calls.filter(pl.col("failed"))
     summary = [
         f"{findings.height} incident(s) found; the most severe first below",
-        f"{logs.height} log lines from {', '.join(str(p) for p in paths)}",
+        f"{logs.height} log lines from {', '.join(str(p) for p in paths)}"
+        + (f" (replica {', '.join(replicas)})" if replicas else ""),
         f"{start:%Y-%m-%d %H:%M:%S} – {end:%Y-%m-%d %H:%M:%S} UTC",
         f"{calls.height} tool calls by {calls[f.CALLER_ID].n_unique()} callers; {failed.height} failed",
         f"{episodes.height} loop episode(s)",

@@ -71,6 +71,7 @@ def make_logger(config: Config) -> EventLogger:
         )
         sink.on_rotate(shipper.add)
         sink.on_close(shipper.close)
+        sink.shipping = shipper.health
         shipper.start()
     return logger
 

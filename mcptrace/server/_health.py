@@ -3,9 +3,10 @@
 Each check answers `{"status": healthy|degraded|unhealthy, "latency_ms"}` or
 `{"status", "error"}`. The server is unhealthy (HTTP 503) when a dependency it
 cannot work without fails (the database); degraded (HTTP 200) when a part is
-impaired (upstream down, a breaker not closed, the log sink unwritable, an
-exporter failing). Answers are reused for `cache_seconds` so load balancers can
-poll often without load; concurrent polls share one run of the checks.
+impaired (upstream down, a breaker not closed, the log sink unwritable, the
+last shipment of a rotated log failed, an exporter failing). Answers are reused
+for `cache_seconds` so load balancers can poll often without load; concurrent
+polls share one run of the checks.
 `/livez` (process alive) is separate and checks nothing.
 """
 
@@ -85,6 +86,8 @@ class HealthChecker:
             probes["sqlite"] = self._sqlite
         if self.upstream_url:
             probes["upstream"] = self._upstream
+        if self.sink.shipping is not None:
+            probes["log_shipping"] = self._shipping
         probes.update({name: check for name, (check, _) in self.extra.items()})
 
         async def run(name: str, check: Check) -> None:
@@ -122,6 +125,10 @@ class HealthChecker:
         if writable:
             return {"status": HEALTHY, **counts}
         return {"status": DEGRADED, "error": stats.last_error or "log file not writable", **counts}
+
+    async def _shipping(self) -> dict[str, Any]:
+        assert self.sink.shipping is not None
+        return await anyio.to_thread.run_sync(self.sink.shipping, abandon_on_cancel=True)
 
     async def _upstream(self) -> dict[str, Any]:
         client = self.http()

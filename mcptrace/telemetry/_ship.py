@@ -72,6 +72,8 @@ class LogShipper:
         #: Files shipped and shipments failed since the start (for /health and tests).
         self.shipped = 0
         self.failed = 0
+        self._last_error: str | None = None  # of the last attempt, None once one succeeds
+        self._last_shipped: str | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -116,6 +118,15 @@ class LogShipper:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def health(self) -> dict[str, Any]:
+        """`/health`'s `log_shipping` check: degraded from a failed shipment until the next one succeeds."""
+        state: dict[str, Any] = {"queued": len(self.pending()), "shipped": self.shipped, "failed": self.failed,
+                                 "last_shipped": self._last_shipped}
+        error = self._last_error
+        if error is not None:
+            return {"status": "degraded", "error": error, **state}
+        return {"status": "healthy", **state}
+
     def pending(self) -> list[Path]:
         """Queued entries, oldest first."""
         try:
@@ -154,6 +165,8 @@ class LogShipper:
                 return  # stopped mid-shipment: the entry stays for the next start, and says nothing
             if error is None:
                 self.shipped += 1
+                self._last_error = None
+                self._last_shipped = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
                 delay = 0.0
                 try:
                     entry.unlink()
@@ -166,6 +179,7 @@ class LogShipper:
                 self.logger.emit(f.EV_LOG_SHIPPED, **shipped)
                 continue
             self.failed += 1
+            self._last_error = error
             delay = self.retry if delay == 0 else min(delay * 2, self.retry_max)
             failed: dict[str, Any] = {
                 f.MESSAGE: f"{entry.name} not shipped to {self.dest}", f.ERROR: error,
@@ -179,6 +193,7 @@ class LogShipper:
             unqueued, self._unqueued = self._unqueued, []
         for name, error in unqueued:
             self.failed += 1
+            self._last_error = f"{name} could not be queued: {error}"
             fields: dict[str, Any] = {
                 f.MESSAGE: f"{name} not shipped to {self.dest}",
                 f.ERROR: f"could not be queued ({error}); ship it with `mcptrace index FILE --dest URL`",

@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from mcptrace import _fields as f
 from mcptrace._schema import LOG_SCHEMA_VERSION
@@ -177,6 +177,8 @@ class LogSink:
         self.write_before_response = write_before_response
         #: Counts of the log file (of stderr when there is no file): the record `/health` reports.
         self.stats = SinkStats()
+        #: The state of whatever ships the rotated files (`serve --ship`), as `/health` shows it.
+        self.shipping: Callable[[], dict[str, Any]] | None = None
         self._lock = threading.Lock()
         self._pending: list[bytes] = []
         self._pending_bytes = 0
