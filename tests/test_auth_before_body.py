@@ -187,8 +187,11 @@ def rss_mb(pid: int) -> float:
 
 
 @pytest.mark.slow
-def test_three_hundred_slow_unauthenticated_uploads_cost_less_than_20_mb(server: RunningProcess) -> None:
-    """Each declares 1 MiB and sends 32 KiB every 100 ms until answered: all get 401, RSS barely moves."""
+def test_three_hundred_slow_unauthenticated_uploads_cost_less_than_40_mb(server: RunningProcess) -> None:
+    """Each declares 1 MiB and sends 32 KiB every 100 ms until answered: all get 401, RSS barely moves.
+
+    Reading the bodies before the token costs +305 MB here; refusing first, +10 MB on a quiet machine
+    and up to +23 MB on a busy one (more of the uploads' chunks arrive before the answers go out)."""
     host = server.base_url.removeprefix("http://")
 
     async def upload() -> bytes:
@@ -223,7 +226,7 @@ def test_three_hundred_slow_unauthenticated_uploads_cost_less_than_20_mb(server:
         done.set()
         sampler.join()
     assert host and all(a.startswith(b"HTTP/1.1 401") for a in answers)
-    assert peak[0] - before <= 20, f"RSS {before:.1f} -> {peak[0]:.1f} MB"
+    assert peak[0] - before <= 40, f"RSS {before:.1f} -> {peak[0]:.1f} MB"
 
 
 def test_a_tool_named_in_the_headers_that_the_token_does_not_allow_is_refused_before_the_body(

@@ -130,6 +130,21 @@ def test_caller_rate_puts_the_loop_and_the_storm_above_every_regular_agent(logs:
     assert fig.layout.yaxis.rangemode == "tozero"
 
 
+def test_caller_rate_orders_callers_by_peak_then_name_so_the_same_logs_draw_the_same_figure(
+    logs: pl.DataFrame,
+) -> None:
+    busiest = TRUTH["agent_loop"]["caller_id"]
+    # Two more callers whose every call is the busiest one's: three callers tie on the highest peak.
+    twins = [logs.filter(pl.col("caller_id") == busiest).with_columns(pl.lit(name).alias("caller_id"))
+             for name in ("zz-twin", "aa-twin")]
+    tied = pl.concat([logs, *twins])
+    fig = nb.caller_rate(tied)
+    served = [t for t in fig.data if not t.name.startswith("refused")]
+    keys = [(-max(t.y), t.name) for t in served]
+    assert keys == sorted(keys)
+    assert [t.name for t in served if t.name in {"aa-twin", busiest, "zz-twin"}] == ["aa-twin", busiest, "zz-twin"]
+
+
 def test_sessions_over_time_counts_sessions_and_sessionless_traffic(logs: pl.DataFrame) -> None:
     fig = nb.sessions_over_time(logs)
     active, new, sessionless = fig.data

@@ -171,7 +171,7 @@ def latency_regressions(calls: pl.DataFrame, limits: Thresholds) -> Iterator[Row
         baseline = float(usual.filter(pl.col(f.TOOL_NAME) == tool)["_usual"][0])
         window = ok.filter((pl.col(f.TOOL_NAME) == tool) & pl.col("_bucket").is_between(first, last))
         slow = window.filter(pl.col(f.DURATION_MS) >= limits.latency_factor * baseline).sort(
-            f.DURATION_MS, descending=True
+            f.DURATION_MS, f.REQUEST_ID, descending=[True, False], nulls_last=True
         )
         if slow.height < limits.latency_min_calls:
             continue

@@ -35,7 +35,8 @@ def report_text(paths: Paths = None, *, top: int = 10) -> str:
         lines.append(f"  {row['severity']:<6} {row['kind']:<18} {row['start']:%H:%M:%S}  {row['summary']}")
     stats = tool_stats(frame).collect()
     lines += ["", "Per tool: calls, error rate, refused requests, p99"]
-    for row in stats.sort("calls", "refused", descending=True).head(top).iter_rows(named=True):
+    busiest = stats.sort("calls", "refused", f.TOOL_NAME, descending=[True, True, False])
+    for row in busiest.head(top).iter_rows(named=True):
         p99 = f"{row['p99_ms']:.1f} ms" if row["p99_ms"] is not None else "-"
         rate = f"{row['error_rate'] * 100:5.1f}%" if row["error_rate"] is not None else "    -"
         lines.append(

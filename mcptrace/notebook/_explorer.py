@@ -129,9 +129,9 @@ class Explorer:
             f"{self.logs.height} lines, {calls.height} tool calls, {calls[f.CALLER_ID].n_unique()} callers, "
             f"{start:%Y-%m-%d %H:%M:%S}–{end:%H:%M:%S} UTC, {self.episodes.height} loop episode(s)"
         )
-        failed_first = calls.sort("failed", f.DURATION_MS, descending=True)[f.REQUEST_ID].unique(
-            maintain_order=True
-        )
+        failed_first = calls.sort("failed", f.DURATION_MS, f.REQUEST_ID, descending=[True, True, False])[
+            f.REQUEST_ID
+        ].unique(maintain_order=True)
         self.request_box.options = failed_first.head(500).to_list()
         tools = calls[f.TOOL_NAME].drop_nulls().unique().sort().to_list()
         self.tool_picker.options = tools

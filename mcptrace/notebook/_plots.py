@@ -277,7 +277,11 @@ def caller_rate(logs: Frame, *, every: str = "5s") -> go.Figure:
     palette = colors()
     served = top_series(table, f.CALLER_ID, "calls", n=MAX_SERIES - 2)
     served = served.group_by(f.CALLER_ID, "bucket").agg(pl.col("calls").sum()).sort("bucket")
-    order = served.group_by(f.CALLER_ID).agg(pl.col("calls").max()).sort("calls", descending=True)[f.CALLER_ID]
+    # Busiest peak first, ties by name: the same logs draw the same figure.
+    order = (
+        served.group_by(f.CALLER_ID).agg(pl.col("calls").max())
+        .sort("calls", f.CALLER_ID, descending=[True, False])[f.CALLER_ID]
+    )
     for i, caller in enumerate(order):
         rows = served.filter(pl.col(f.CALLER_ID) == caller)
         fig.add_trace(
