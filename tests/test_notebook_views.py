@@ -135,14 +135,18 @@ def test_caller_rate_orders_callers_by_peak_then_name_so_the_same_logs_draw_the_
 ) -> None:
     busiest = TRUTH["agent_loop"]["caller_id"]
     # Two more callers whose every call is the busiest one's: three callers tie on the highest peak.
-    twins = [logs.filter(pl.col("caller_id") == busiest).with_columns(pl.lit(name).alias("caller_id"))
-             for name in ("zz-twin", "aa-twin")]
+    # And the storm's refusals twice more under those names: three callers refused in the same buckets.
+    storm = TRUTH["rate_limit_storm"]["caller_id"]
+    twins = [logs.filter(pl.col("caller_id").is_in([busiest, storm]))
+             .with_columns(pl.lit(name).alias("caller_id")) for name in ("zz-twin", "aa-twin")]
     tied = pl.concat([logs, *twins])
     fig = nb.caller_rate(tied)
     served = [t for t in fig.data if not t.name.startswith("refused")]
     keys = [(-max(t.y), t.name) for t in served]
     assert keys == sorted(keys)
     assert [t.name for t in served if t.name in {"aa-twin", busiest, "zz-twin"}] == ["aa-twin", busiest, "zz-twin"]
+    (refused,) = [t for t in fig.data if t.name.startswith("refused")]
+    assert f"aa-twin, {storm}, zz-twin" in refused.customdata
 
 
 def test_sessions_over_time_counts_sessions_and_sessionless_traffic(logs: pl.DataFrame) -> None:

@@ -29,9 +29,10 @@ from mcptrace.logs._objects import CHAIN_TABLE, META, SEAL, Objects, is_url
 from mcptrace.logs._search import record_time
 from mcptrace.logs._sources import Paths
 
-#: Objects read at once. Reads hold no lock of ours (pyarrow's S3 client and Parquet decoder release
-#: the GIL), so a handful hides the round trips; more only queues at the server.
-READERS = 8
+#: Objects read at once. Reads hold no lock of ours (pyarrow's S3 client and polars' decoder release
+#: the GIL), so a few hide the round trips; each one more holds another object's decoding in memory
+#: (2 GB of logs, `stats` on a folder: 324 MB peak with 1, 367 MB with 4, 417 MB with 8).
+READERS = 4
 
 _Item = TypeVar("_Item")
 _Result = TypeVar("_Result")
@@ -90,7 +91,6 @@ def load_fleet(
     filtered by `where` at once: memory follows the answer, not the dataset.
     """
     import polars as pl
-    import pyarrow.parquet as pq
 
     from mcptrace.logs._parse import read_schema
 
@@ -105,15 +105,15 @@ def load_fleet(
         keys.extend(sorted(seal["parquet"], key=lambda k: k.rsplit("-", 1)[1]))
 
     def read(key: str) -> pl.DataFrame:
-        parquet = pq.ParquetFile(io.BytesIO(objects.get(key)))
-        present = set(parquet.schema_arrow.names)
-        frame = pl.from_arrow(parquet.read(columns=[c for c in [*columns, REPLICA] if c in present]))
-        assert isinstance(frame, pl.DataFrame)
-        frame = frame.select(
+        # polars' own Parquet reader, lazily: it decodes only the columns asked for and filters as it
+        # goes (half the time and half the memory of decoding through pyarrow, then filtering).
+        lazy = pl.scan_parquet(io.BytesIO(objects.get(key)))
+        present = set(lazy.collect_schema().names())
+        lazy = lazy.select(
             [pl.col(c).cast(schema[c]) if c in present else pl.lit(None, dtype=schema[c]).alias(c) for c in columns]
             + [pl.col(REPLICA).cast(pl.String)]
         )
-        return frame if where is None else frame.filter(where)
+        return (lazy if where is None else lazy.filter(where)).collect()
 
     frames = _in_order(read, keys)
     report.bytes_read = objects.bytes_read

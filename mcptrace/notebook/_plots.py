@@ -292,7 +292,9 @@ def caller_rate(logs: Frame, *, every: str = "5s") -> go.Figure:
             )
         )
     if refused.height:
-        per_bucket = refused.group_by("bucket").agg(pl.col("refused").sum(), pl.col("subject").unique()).sort("bucket")
+        per_bucket = (
+            refused.group_by("bucket").agg(pl.col("refused").sum(), pl.col("subject").unique().sort()).sort("bucket")
+        )
         who = sorted(set(refused["subject"]))
         name = "refused: " + shorten(", ".join(who), 40)
         fig.add_trace(
