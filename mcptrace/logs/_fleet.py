@@ -140,6 +140,7 @@ def lookup_fleet(root: str, request_id: str, replicas: Sequence[str] | None = No
 
     def read(seal: dict[str, Any]) -> list[dict[str, Any]]:
         records: list[dict[str, Any]] = []
+        decompressor = zstandard.ZstdDecompressor()  # one per thread: a decompressor is not shared
         rows = [r.split("\t") for r in objects.get(f"{seal['key']}/{CHAIN_TABLE}").decode().splitlines()]
         firsts = [r[0] for r in rows]
         # The block before the first block starting after the id, and every block starting with it.
@@ -148,8 +149,7 @@ def lookup_fleet(root: str, request_id: str, replicas: Sequence[str] | None = No
         for first, obj, offset, length in rows[lo:hi]:
             if first > request_id:
                 break
-            block = zstandard.ZstdDecompressor().decompress(
-                objects.get_range(f"{seal['key']}/{obj}", int(offset), int(length)))
+            block = decompressor.decompress(objects.get_range(f"{seal['key']}/{obj}", int(offset), int(length)))
             for row in block.splitlines():
                 if row.startswith(key):
                     record = judge_line(row[len(key) :]).record

@@ -81,9 +81,7 @@ class Objects:
                 data: bytes = fh.read()
         except OSError as exc:
             raise LogReadError(f"cannot read {key} from {self.url}: {_short(exc)}") from None
-        with self._count_lock:
-            self.bytes_read += len(data)
-        return data
+        return self._counted(data)
 
     def get_range(self, key: str, offset: int, length: int) -> bytes:
         try:
@@ -91,6 +89,9 @@ class Objects:
                 data: bytes = fh.read_at(length, offset)
         except OSError as exc:
             raise LogReadError(f"cannot read {key} from {self.url}: {_short(exc)}") from None
+        return self._counted(data)
+
+    def _counted(self, data: bytes) -> bytes:
         with self._count_lock:
             self.bytes_read += len(data)
         return data

@@ -42,6 +42,7 @@ from mcptrace import _fields as f
 from mcptrace._process import stop_process, subprocess_env
 from mcptrace.telemetry._log import EventLogger
 from mcptrace.telemetry._logfile import describe
+from mcptrace.telemetry._logline import utc_timestamp
 
 #: The queue's folder, beside the log file.
 QUEUE_DIR = ".mcptrace-ship"
@@ -166,7 +167,7 @@ class LogShipper:
             if error is None:
                 self.shipped += 1
                 self._last_error = None
-                self._last_shipped = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+                self._last_shipped = utc_timestamp()
                 delay = 0.0
                 try:
                     entry.unlink()
