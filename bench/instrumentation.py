@@ -23,7 +23,9 @@ no answered request); `--log-writes` adds the default configuration with the log
 written one `write` per line, and written only every 0.2 s by a background
 thread (the cheaper, not durable way), to show what durability costs;
 "writes" counts the server's `write`-family system calls per call
-(`/proc/PID/io`; socket sends are not among them), which the log's mode decides.
+(`/proc/PID/io`; socket sends are not among them), which the log's mode decides;
+"receiver" is the OTLP receiver's CPU per call, which the server's configuration
+causes but which runs on the same two cores as the server and the load generator.
 `--hot-path` instead times, in this process, what recording one tools/call's metrics costs:
 the tool counter and histogram alone (as before the per-caller counter and the loop watch),
 then with the caller's count and the loop watch (a new call each time, and the same call
@@ -218,13 +220,16 @@ def _write_calls(pid: int) -> int | None:
 
 async def _load(
     url: str, *, pid: int, sessions: int, seconds: float, warmup: float, rate: float | None = None,
+    receiver: int | None = None,
 ) -> dict[str, float]:
     """`sessions` clients calling tools/call back to back (a light client: the servers are measured).
 
     With `rate`, calls start on a fixed schedule instead (open loop, `rate` a second over the
     sessions), and each latency counts from its scheduled start: every server then does the same
     work in the same time, so CPU per call and latency compare without the throughput's swings.
-    `/metrics` is scraped every `SCRAPE_EVERY` seconds meanwhile, as Prometheus would.
+    `/metrics` is scraped every `SCRAPE_EVERY` seconds meanwhile, as Prometheus would. The OTLP
+    receiver's CPU (`receiver`, its pid) is sampled too: it shares the machine's cores with the
+    server and the client, as a collector on another host would not.
     """
     import anyio
     import httpx
@@ -265,14 +270,17 @@ async def _load(
 
     cpu: list[tuple[float, float] | None] = []
     writes: list[int | None] = []
+    received: list[tuple[float, float] | None] = []
 
     async def sample_cpu() -> None:
         await anyio.sleep(max(0.0, measure_from - time.perf_counter()))
         cpu.append(_cpu_seconds(pid))
         writes.append(_write_calls(pid))
+        received.append(_cpu_seconds(receiver) if receiver else None)
         await anyio.sleep(max(0.0, stop_at - time.perf_counter()))
         cpu.append(_cpu_seconds(pid))
         writes.append(_write_calls(pid))
+        received.append(_cpu_seconds(receiver) if receiver else None)
 
     async def scrape(http: httpx.AsyncClient) -> None:
         metrics = url.removesuffix("/mcp") + "/metrics"
@@ -288,7 +296,9 @@ async def _load(
             for n in range(sessions):
                 tg.start_soon(session, http, n)
     q = statistics.quantiles(latencies, n=100)
-    cpu_ms = child_ms = writes_per_call = float("nan")
+    cpu_ms = child_ms = writes_per_call = receiver_ms = float("nan")
+    if len(received) == 2 and received[0] is not None and received[1] is not None:
+        receiver_ms = (received[1][0] - received[0][0]) * 1000 / len(latencies)
     if len(writes) == 2 and writes[0] is not None and writes[1] is not None:
         writes_per_call = (writes[1] - writes[0]) / len(latencies)
     if len(cpu) == 2 and cpu[0] is not None and cpu[1] is not None:
@@ -296,7 +306,8 @@ async def _load(
         child_ms = (cpu[1][1] - cpu[0][1]) * 1000 / len(latencies)
     return {"calls": len(latencies), "errors": errors, "rps": len(latencies) / seconds,
             "p50_ms": q[49] * 1000, "p99_ms": q[98] * 1000, "cpu_ms_per_call": cpu_ms,
-            "child_cpu_ms_per_call": child_ms, "writes_per_call": writes_per_call}
+            "child_cpu_ms_per_call": child_ms, "writes_per_call": writes_per_call,
+            "receiver_cpu_ms_per_call": receiver_ms}
 
 
 def hot_path(calls: int) -> None:
@@ -354,7 +365,9 @@ def hot_path(calls: int) -> None:
     provider.shutdown()
 
 
-def run_one(mode: str, workdir: Path, env: dict[str, str], args: argparse.Namespace) -> dict[str, float]:
+def run_one(
+    mode: str, workdir: Path, env: dict[str, str], args: argparse.Namespace, receiver: int,
+) -> dict[str, float]:
     """One server: the closed loop (its req/s), then, with `--rate`, the paced load (its CPU and latency)."""
     import anyio
 
@@ -364,7 +377,7 @@ def run_one(mode: str, workdir: Path, env: dict[str, str], args: argparse.Namesp
     try:
         url = ready.read_text()
         closed = anyio.run(lambda: _load(url, pid=proc.pid, sessions=args.sessions, seconds=args.seconds,
-                                         warmup=args.warmup))
+                                         warmup=args.warmup, receiver=receiver))
         if not args.rate:
             return closed
         paced = anyio.run(lambda: _load(url, pid=proc.pid, sessions=args.sessions, seconds=args.seconds,
@@ -447,12 +460,13 @@ def main() -> int:
             results: dict[str, list[dict[str, float]]] = {name: [] for name in configs}
             for r in range(args.rounds):
                 for name, (mode, extra) in configs.items():
-                    res = run_one(mode, workdir, {**env, **extra}, args)
+                    res = run_one(mode, workdir, {**env, **extra}, args, tap.pid)
                     results[name].append(res)
                     print(f"round {r + 1} {name:>14}: {res['rps']:7.1f} req/s  p50 {res['p50_ms']:6.2f} ms  "
                           f"p99 {res['p99_ms']:6.2f} ms  server CPU {res['cpu_ms_per_call']:5.2f} ms/call "
                           f"(children {res['child_cpu_ms_per_call']:4.2f})  "
                           f"writes {res['writes_per_call']:4.2f}/call  "
+                          f"receiver {res['receiver_cpu_ms_per_call']:4.2f} ms/call  "
                           f"({int(res['calls'])} calls, {int(res['errors'])} errors)"
                           + (f"  paced {args.rate:g}/s: CPU {res['paced_cpu_ms_per_call']:5.2f} ms/call "
                              f"(children {res['paced_child_cpu_ms_per_call']:4.2f})  p50 {res['paced_p50_ms']:6.2f} "
@@ -468,7 +482,7 @@ def main() -> int:
     for name, r in medians.items():
         print(f"  {name:>14}  {r['rps']:7.1f} req/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms  "
               f"server CPU {r['cpu_ms_per_call']:5.2f} ms/call (children {r['child_cpu_ms_per_call']:4.2f})  "
-              f"writes {r['writes_per_call']:4.2f}/call  "
+              f"writes {r['writes_per_call']:4.2f}/call  receiver {r['receiver_cpu_ms_per_call']:4.2f} ms/call  "
               f"ratio {r['rps'] / b['rps']:.3f}  "
               f"CPU ratio {b['cpu_ms_per_call'] / r['cpu_ms_per_call']:.3f}")
     keys = [("rps", "req/s"), ("cpu_ms_per_call", "server CPU"), ("p99_ms", "p99")]

@@ -11,7 +11,8 @@ to a file, as in production; rate limits lifted so they do not answer instead of
   (one pipe is one session);
 - HTTP: `--sessions` concurrent Streamable HTTP sessions calling back to back (a light httpx
   client reading the server's SSE answers), against the server's own Streamable HTTP
-  transport directly, and through `mcptrace proxy --target`.
+  transport directly, through `mcptrace proxy --target`, and through `bench/relay.py` (a
+  relay with nothing but aiohttp both ways: the latency and CPU any Python hop adds here).
 
 Rounds alternate direct and proxied runs so background load hits both; the table reports the
 median of the rounds: p50 and p99 per call, req/s, the latency the proxy adds and the req/s
@@ -223,6 +224,7 @@ def main() -> int:
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         ready = workdir / "ready"
         proxy: subprocess.Popen[bytes] | None = None
+        relay: subprocess.Popen[bytes] | None = None
         try:
             _wait(lambda: _listening(port), target, "server-everything")
             direct_url = f"http://127.0.0.1:{port}/mcp"
@@ -234,6 +236,11 @@ def main() -> int:
             _wait(ready.exists, proxy, "mcptrace proxy")
             proxy_url = ready.read_text()
             proxy_pid = proxy.pid
+            relay_ready = workdir / "relay-ready"
+            relay = subprocess.Popen([sys.executable, str(ROOT / "bench" / "relay.py"), direct_url, str(relay_ready)],
+                                     env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            _wait(relay_ready.exists, relay, "bench/relay.py")
+            relay_url, relay_pid = relay_ready.read_text(), relay.pid
             stdio_proxy = [sys.executable, "-m", "mcptrace", "proxy", "--data-dir", str(workdir / "stdio"), *UNLIMITED,
                            "--", *server, "stdio"]
             runs: dict[tuple[str, str], Callable[[], Awaitable[dict[str, float]]]] = {
@@ -242,6 +249,8 @@ def main() -> int:
                 ("HTTP", "direct"): lambda: http_load(direct_url, args.sessions, args.seconds, args.warmup, pid=None),
                 ("HTTP", "proxy"): lambda: http_load(proxy_url, args.sessions, args.seconds, args.warmup,
                                                      pid=proxy_pid),
+                ("HTTP", "relay"): lambda: http_load(relay_url, args.sessions, args.seconds, args.warmup,
+                                                     pid=relay_pid),
             }
             for r in range(args.rounds):
                 for key, run in runs.items():
@@ -251,8 +260,9 @@ def main() -> int:
                           f"p50 {res['p50_ms']:6.3f} ms  p99 {res['p99_ms']:6.3f} ms  "
                           f"proxy CPU {res['cpu_ms']:5.3f} ms/call  ({int(res['calls'])} calls)", flush=True)
         finally:
-            if proxy is not None:
-                _stop(proxy)
+            for hop in (relay, proxy):
+                if hop is not None:
+                    _stop(hop)
             _stop(target)
     print(f"load average after:  {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
@@ -260,14 +270,15 @@ def main() -> int:
         return statistics.median(r[field] for r in results[key])
 
     print()
-    print("| transport | direct p50 | proxy p50 | added p50 | direct p99 | proxy p99 | added p99 "
-          "| direct req/s | proxy req/s | ratio | proxy CPU per call |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for transport in ("stdio", "HTTP"):
-        d, p = (transport, "direct"), (transport, "proxy")
+    print("| transport | hop | direct p50 | hop p50 | added p50 | direct p99 | hop p99 | added p99 "
+          "| direct req/s | hop req/s | ratio | hop CPU per call |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for transport, hop in (("stdio", "proxy"), ("HTTP", "proxy"), ("HTTP", "relay")):
+        d, p = (transport, "direct"), (transport, hop)
         p50d, p50p, p99d, p99p = median(d, "p50_ms"), median(p, "p50_ms"), median(d, "p99_ms"), median(p, "p99_ms")
         rd, rp = median(d, "rps"), median(p, "rps")
-        print(f"| {transport} | {p50d:.3f} ms | {p50p:.3f} ms | {p50p - p50d:+.3f} ms | {p99d:.3f} ms | "
+        name = "mcptrace proxy" if hop == "proxy" else "bare relay"
+        print(f"| {transport} | {name} | {p50d:.3f} ms | {p50p:.3f} ms | {p50p - p50d:+.3f} ms | {p99d:.3f} ms | "
               f"{p99p:.3f} ms | {p99p - p99d:+.3f} ms | {rd:.0f} | {rp:.0f} | {rp / rd:.2f}x | "
               f"{median(p, 'cpu_ms'):.3f} ms |")
     return 0

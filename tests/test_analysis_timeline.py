@@ -7,6 +7,8 @@ from typing import Any
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mcptrace.analysis import active_sessions, method_stats, sessions, timeline
 from mcptrace.logs._parse import read_schema
@@ -125,3 +127,49 @@ def test_counted_incidents_are_stamped_when_they_began_and_a_stop_is_a_stop() ->
         ("auth_failures", T0 + timedelta(seconds=51)),
         ("stop", T0 + timedelta(seconds=70)),
     ]
+
+
+def _sessions_by_definition(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """What `sessions` answers, written the plain way: every row in `_order`'s order, then grouped."""
+    from mcptrace.analysis._done import request_done
+    from mcptrace.analysis._order import in_order
+
+    tool = pl.col("event") == "tool_call"
+    return (
+        frame.filter(pl.col("session_id").is_not_null())
+        .pipe(in_order)
+        .group_by("session_id")
+        .agg(
+            pl.col("caller_id").drop_nulls().first(),
+            pl.col("timestamp").min().alias("start"),
+            pl.col("timestamp").max().alias("end"),
+            pl.col("mcp_request_id").filter(request_done()).n_unique().cast(pl.Int64).alias("requests"),
+            tool.sum().cast(pl.Int64).alias("calls"),
+            (request_done() & (pl.col("status") == "error")).fill_null(False).sum().cast(pl.Int64).alias("errors"),
+            pl.col("tool_name").filter(tool).drop_nulls().unique(maintain_order=True).alias("tools"),
+        )
+        .select(["session_id", "caller_id", "start", "end", "requests", "calls", "errors", "tools"])
+        .sort("start", "session_id")
+    )
+
+
+_line = st.fixed_dictionaries({
+    "schema_version": st.sampled_from([2, 3]),
+    # Few distinct values, so that ties in time, request id and event are common.
+    "timestamp": st.one_of(st.none(), st.integers(0, 3).map(lambda s: T0 + timedelta(seconds=s))),
+    "mcp_request_id": st.one_of(st.none(), st.sampled_from(["a", "b", "c"])),
+    "event": st.sampled_from(["tool_call", "response_sent", "request_received"]),
+    "session_id": st.one_of(st.none(), st.sampled_from(["s1", "s2"])),
+    "caller_id": st.one_of(st.none(), st.sampled_from(["ann", "bob", "cy"])),
+    "tool_name": st.one_of(st.none(), st.sampled_from(["search", "fetch", "write"])),
+    "status": st.sampled_from(["success", "error"]),
+})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_line, max_size=40))
+def test_sessions_name_the_first_caller_and_list_tools_in_call_order_as_the_plain_sort_would(
+    rows: list[dict[str, Any]],
+) -> None:
+    frame = frame_of(rows)
+    assert sessions(frame).collect().to_dicts() == _sessions_by_definition(frame).collect().to_dicts()

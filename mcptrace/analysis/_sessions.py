@@ -6,7 +6,7 @@ import polars as pl
 
 from mcptrace import _fields as f
 from mcptrace.analysis._done import request_done
-from mcptrace.analysis._order import in_order
+from mcptrace.analysis._order import ORDER
 from mcptrace.analysis._replicas import replica_columns, replicas_agg
 
 SESSION_COLUMNS = [f.SESSION_ID, f.CALLER_ID, "start", "end", "requests", "calls", "errors", "tools"]
@@ -15,26 +15,60 @@ TIMELINE_COLUMNS = ["time", "kind", "count", "detail"]
 
 def sessions(frame: pl.LazyFrame) -> pl.LazyFrame:
     """One row per session id: caller, start, end, requests, tool calls, failed requests, tools used (and the
-    `replicas` that served it, on a fleet dataset)."""
+    `replicas` that served it, on a fleet dataset).
+
+    The caller is the first one named (in `_order`'s order) and the tools are listed in the order of their
+    first call. Only the rows that can decide those two are ordered: the lines at a session's earliest
+    time that name a caller, and the tool calls' keys, never every line with all its columns.
+    """
     done = request_done()
     tool = pl.col(f.EVENT) == f.EV_TOOL_CALL
+    rows = frame.filter(pl.col(f.SESSION_ID).is_not_null()).with_row_index(_WRITTEN)
+    totals = rows.group_by(f.SESSION_ID).agg(
+        pl.col(f.TIMESTAMP).min().alias("start"),
+        pl.col(f.TIMESTAMP).max().alias("end"),
+        pl.col(f.REQUEST_ID).filter(done).n_unique().cast(pl.Int64).alias("requests"),
+        tool.sum().cast(pl.Int64).alias("calls"),
+        (done & (pl.col(f.STATUS) == f.FAILURE)).fill_null(False).sum().cast(pl.Int64).alias("errors"),
+        *replicas_agg(frame),
+    )
+    named = rows.filter(pl.col(f.CALLER_ID).is_not_null()).select(
+        f.SESSION_ID, f.CALLER_ID, *ORDER, _WRITTEN, _time_key().alias(_TIME_KEY))
+    earliest = named.group_by(f.SESSION_ID).agg(pl.col(_TIME_KEY).min())
+    callers = (
+        named.join(earliest, on=[f.SESSION_ID, _TIME_KEY])
+        .sort([f.SESSION_ID, *ORDER, _WRITTEN], nulls_last=False)
+        .group_by(f.SESSION_ID, maintain_order=True)
+        .agg(pl.col(f.CALLER_ID).first())
+    )
+    tools = (
+        rows.filter(tool & pl.col(f.TOOL_NAME).is_not_null())
+        .select(f.SESSION_ID, f.TOOL_NAME, *ORDER, _WRITTEN)
+        .sort([f.SESSION_ID, *ORDER, _WRITTEN], nulls_last=False)
+        .group_by(f.SESSION_ID, maintain_order=True)
+        .agg(pl.col(f.TOOL_NAME).unique(maintain_order=True).alias("tools"))
+    )
+    empty = pl.lit([], dtype=pl.List(pl.String))
     return (
-        frame.filter(pl.col(f.SESSION_ID).is_not_null())
-        .pipe(in_order)
-        .group_by(f.SESSION_ID)
-        .agg(
-            pl.col(f.CALLER_ID).drop_nulls().first(),
-            pl.col(f.TIMESTAMP).min().alias("start"),
-            pl.col(f.TIMESTAMP).max().alias("end"),
-            pl.col(f.REQUEST_ID).filter(done).n_unique().cast(pl.Int64).alias("requests"),
-            tool.sum().cast(pl.Int64).alias("calls"),
-            (done & (pl.col(f.STATUS) == f.FAILURE)).fill_null(False).sum().cast(pl.Int64).alias("errors"),
-            pl.col(f.TOOL_NAME).filter(tool).drop_nulls().unique(maintain_order=True).alias("tools"),
-            *replicas_agg(frame),
-        )
+        totals.join(callers, on=f.SESSION_ID, how="left")
+        .join(tools, on=f.SESSION_ID, how="left")
+        .with_columns(pl.col("tools").fill_null(empty))
         .select(replica_columns(frame, SESSION_COLUMNS))
         .sort("start", f.SESSION_ID)
     )
+
+
+#: The position of a row as read, the last tie-break of `_order`.
+_WRITTEN = "_written"
+_TIME_KEY = "_time_key"
+
+
+def _time_key() -> pl.Expr:
+    """The timestamp as a number, a missing one first (as `_order` puts it)."""
+    return pl.col(f.TIMESTAMP).cast(pl.Int64).fill_null(_MIN_INT64)
+
+
+_MIN_INT64 = -(2**63)
 
 
 def active_sessions(frame: pl.LazyFrame, *, every: str = "1m") -> pl.LazyFrame:

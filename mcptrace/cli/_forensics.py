@@ -36,11 +36,8 @@ SESSION_INPUT_COLUMNS = [
     "mcp_request_id",
     "status",
     "tool_name",
-    "message",
-    "service",
-    "refusal_reason",
-    "count",
 ]
+TIMELINE_INPUT_COLUMNS = [*SESSION_INPUT_COLUMNS, "message", "service", "refusal_reason", "count"]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -339,12 +336,17 @@ def run_sessions(args: argparse.Namespace) -> int:
     from mcptrace.analysis import sessions, timeline
     from mcptrace.analysis._sessions import SESSION_COLUMNS, TIMELINE_COLUMNS
 
-    loaded = load_frame(args, columns=SESSION_INPUT_COLUMNS)
     if args.timeline:
+        loaded = load_frame(args, columns=TIMELINE_INPUT_COLUMNS)
         emit(_rows(timeline(loaded.frame, every=args.every)), TIMELINE_COLUMNS, args.format)
-    else:
-        rows = _rows(sessions(loaded.frame))
-        emit(rows, _with_replicas(rows, SESSION_COLUMNS), args.format)
+        return 0
+    import polars as pl
+
+    from mcptrace import _fields as f
+
+    loaded = load_frame(args, columns=SESSION_INPUT_COLUMNS, rows=pl.col(f.SESSION_ID).is_not_null())
+    rows = _rows(sessions(loaded.frame))
+    emit(rows, _with_replicas(rows, SESSION_COLUMNS), args.format)
     return 0
 
 

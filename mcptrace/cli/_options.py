@@ -120,6 +120,12 @@ def row_filter(args: argparse.Namespace) -> Any:
     return out
 
 
+def _both(first: Any, second: Any) -> Any:
+    if first is None or second is None:
+        return second if first is None else first
+    return first & second
+
+
 class Progress:
     """`scanning 42% (1.1 of 2.6 GB)` on stderr, only when stderr is a terminal."""
 
@@ -150,12 +156,15 @@ def report_problems(report: Any) -> None:
 
 
 def load_frame(
-    args: argparse.Namespace, *, columns: list[str] | None = None, events: list[str] | None = None
+    args: argparse.Namespace, *, columns: list[str] | None = None, events: list[str] | None = None,
+    rows: Any = None,
 ) -> Any:
     """Load the paths named on the command line with the common filters applied.
 
     Naming the `columns` and `events` a command needs matters: parsing only
-    those fields is several times faster than parsing whole lines.
+    those fields is several times faster than parsing whole lines. `rows`, a
+    predicate, keeps only the rows the command reads, block by block, so the
+    others are never held.
     """
     from mcptrace.analysis import load
     from mcptrace.logs._fleet import fleet_root
@@ -180,7 +189,7 @@ def load_frame(
         loaded = load(
             args.paths or None,
             columns=columns,
-            where=row_filter(args),
+            where=_both(row_filter(args), rows),
             events=events,
             progress=progress,
             use_index=not args.no_index,
