@@ -74,16 +74,17 @@ def _joined(*columns: str) -> pl.Expr:
     return pl.concat_str([pl.col(c).cast(pl.String).fill_null("") for c in columns], separator="\x1f")
 
 
-def _calls(frame: pl.LazyFrame, by: Sequence[str]) -> pl.LazyFrame:
-    """Tool calls in time order with an actor key and a call key (tool, arguments, result)."""
-    return (
-        frame.filter(pl.col(f.EVENT) == f.EV_TOOL_CALL)
-        .with_columns(
-            _joined(*by).alias(_ACTOR), _joined(f.TOOL_NAME, f.ARGUMENTS_HASH, f.RESULT_HASH).alias(_KEY)
-        )
-        .pipe(in_order, _ACTOR)
-        .with_columns(pl.int_range(pl.len()).over(_ACTOR).alias(_POS))
+def _calls(frame: pl.LazyFrame, by: Sequence[str], *, in_time_order: bool = False) -> pl.LazyFrame:
+    """Tool calls in time order with an actor key and a call key (tool, arguments, result).
+
+    `in_time_order` says `frame` is already in `_order`'s order (as `assign_runs` gives it): a stable
+    sort by actor then puts each actor's calls in the same order as sorting by actor and time would.
+    """
+    keyed = frame.filter(pl.col(f.EVENT) == f.EV_TOOL_CALL).with_columns(
+        _joined(*by).alias(_ACTOR), _joined(f.TOOL_NAME, f.ARGUMENTS_HASH, f.RESULT_HASH).alias(_KEY)
     )
+    ordered = keyed.sort(_ACTOR, maintain_order=True) if in_time_order else keyed.pipe(in_order, _ACTOR)
+    return ordered.with_columns(pl.int_range(pl.len()).over(_ACTOR).alias(_POS))
 
 
 def severity(count: pl.Expr, rate: pl.Expr, seconds: pl.Expr, errors: pl.Expr) -> pl.Expr:
@@ -286,9 +287,10 @@ def loops(
     is the fewest calls of a repeat, a near-duplicate run and a cycle. `rate` is calls per
     minute over the episode, `period_s` the median seconds between repetitions.
     """
+    in_time_order = by is None
     if by is None:
         frame, by = assign_runs(frame, gap=gap), (RUN_ID,)
-    calls = _calls(frame, by).cache()
+    calls = _calls(frame, by, in_time_order=in_time_order).cache()
     periodic = pl.concat(
         [
             repeats(calls, threshold=threshold, window=window),
