@@ -186,3 +186,24 @@ def test_more_runs_than_one_merge_takes_are_merged_in_rounds(tmp_path: Path) -> 
         # Equal ids come in the order of the runs, and within a run in the order they were written.
         positions = sorted((i for i, (r, _) in enumerate(rows) if r == rid), key=lambda i: (i % 9, i))
         assert [r["message"] for r in lookup_lines(store, rid)] == [f"line {i}" for i in positions]
+
+
+@pytest.mark.parametrize("indexed", [False, True])
+def test_fields_no_line_carries_are_typed_null_columns_that_every_operation_accepts(
+    tmp_path: Path, indexed: bool,
+) -> None:
+    log = tmp_path / "mcptrace.log"
+    write(log, 0, 40)
+    if indexed:
+        build_index([log])
+    loaded = load([log], use_index=indexed).frame
+    expected = load([log], columns=["tool_name", "status", "duration_ms"], use_index=indexed).frame
+    schema = loaded.collect_schema()
+    # Never written by `write`: a text, a number and a nested field keep their pinned types, all null.
+    assert schema["error"] == pl.String and schema["count"] == pl.Int64
+    assert isinstance(schema["downstream_calls"], pl.List)
+    data = loaded.sort("duration_ms", descending=True).filter(pl.col("duration_ms") > 9).collect()
+    assert data.height == 30 and data.get_column("duration_ms")[0] == 39.0
+    assert data.select(pl.col("error", "count", "downstream_calls").null_count()).row(0) == (30, 30, 30)
+    # The fields that are there read as when they are asked for alone.
+    assert_frame_equal(loaded.select(expected.collect_schema().names()).collect(), expected.collect())
