@@ -11,6 +11,10 @@ from mcptrace.analysis._replicas import replica_columns, replicas_agg
 
 SESSION_COLUMNS = [f.SESSION_ID, f.CALLER_ID, "start", "end", "requests", "calls", "errors", "tools"]
 TIMELINE_COLUMNS = ["time", "kind", "count", "detail"]
+#: The position of a row as read, the last tie-break of `_order`.
+_WRITTEN = "_written"
+_TIME_KEY = "_time_key"
+_MIN_INT64 = -(2**63)
 
 
 def sessions(frame: pl.LazyFrame) -> pl.LazyFrame:
@@ -58,17 +62,9 @@ def sessions(frame: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-#: The position of a row as read, the last tie-break of `_order`.
-_WRITTEN = "_written"
-_TIME_KEY = "_time_key"
-
-
 def _time_key() -> pl.Expr:
     """The timestamp as a number, a missing one first (as `_order` puts it)."""
     return pl.col(f.TIMESTAMP).cast(pl.Int64).fill_null(_MIN_INT64)
-
-
-_MIN_INT64 = -(2**63)
 
 
 def active_sessions(frame: pl.LazyFrame, *, every: str = "1m") -> pl.LazyFrame:

@@ -97,8 +97,8 @@ def add_common(parser: argparse.ArgumentParser, *, paths: bool = True) -> None:
     )
 
 
-def row_filter(args: argparse.Namespace) -> Any:
-    """The polars predicate for --since/--until/--tool/--caller, or None."""
+def row_filter(args: argparse.Namespace, also: Any = None) -> Any:
+    """The polars predicate for --since/--until/--tool/--caller (and `also`, a command's own), or None."""
     import polars as pl
 
     from mcptrace import _fields as f
@@ -112,18 +112,14 @@ def row_filter(args: argparse.Namespace) -> Any:
         conds.append(pl.col(f.TOOL_NAME).is_in(args.tool))
     if args.caller:
         conds.append(pl.col(f.CALLER_ID).is_in(args.caller))
+    if also is not None:
+        conds.append(also)
     if not conds:
         return None
     out = conds[0]
     for c in conds[1:]:
         out = out & c
     return out
-
-
-def _both(first: Any, second: Any) -> Any:
-    if first is None or second is None:
-        return second if first is None else first
-    return first & second
 
 
 class Progress:
@@ -189,7 +185,7 @@ def load_frame(
         loaded = load(
             args.paths or None,
             columns=columns,
-            where=_both(row_filter(args), rows),
+            where=row_filter(args, rows),
             events=events,
             progress=progress,
             use_index=not args.no_index,

@@ -68,7 +68,7 @@ def load(
                 "replicas are chosen in a fleet dataset: an s3:// URL or a folder written by `mcptrace index --dest`"
             )
         fleet, fleet_report = load_fleet(root, list(schema), replicas, where)
-        return Loaded(fleet.lazy(), fleet_report)
+        return Loaded(_without_empty_columns(fleet).lazy(), fleet_report)
     sources = resolve_sources(paths)
     fallback = None
     if use_index:
